@@ -1,0 +1,31 @@
+# Two commands do all set-up on a fresh machine with Python 3.11, pip, make and bash:
+#   make demo   set up .venv and run the main job on the synthetic cohort (offline)
+#   make test   set up .venv and run the test suite (what CI runs)
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= outputs
+
+.PHONY: setup test demo lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,notebooks,bench]"
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/slicelib course --preset cpu --out $(OUT)/course
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python benchmarks/run.py --quick
+
+clean:
+	rm -rf $(VENV) $(OUT)
