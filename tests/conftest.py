@@ -1,0 +1,31 @@
+"""Shared test fixtures: paths to the read-only shared assets (weights, ixi10), small settings."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SLICELIB_SHARED", ROOT.parent / "shared"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def mobilenet_weights() -> Path:
+    """The real ImageNet MobileNetV2 state_dict in ../shared/weights (or $SLICELIB_WEIGHTS_DIR)."""
+    folder = Path(os.environ.get("SLICELIB_WEIGHTS_DIR", SHARED / "weights"))
+    path = folder / "mobilenet_v2_imagenet1k.pth"
+    if not path.is_file():
+        pytest.skip(f"{path} not found: set SLICELIB_WEIGHTS_DIR to the shared weights folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ixi10_dir() -> Path:
+    """The ten real IXI heads in ../shared/data/ixi10 (or $SLICELIB_IXI10)."""
+    path = Path(os.environ.get("SLICELIB_IXI10", SHARED / "data" / "ixi10"))
+    if not (path / "participants.tsv").is_file():
+        pytest.skip(f"{path} not found: set SLICELIB_IXI10 to the ixi10 folder")
+    return path

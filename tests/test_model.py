@@ -1,0 +1,187 @@
+"""SliceModel: shapes, order (in)variance, weights loading, stem folding, chunking, errors."""
+
+import itertools
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from slicelib.model import AXES, SliceModel, WeightsError, build_encoder
+
+SHAPE = (20, 22, 20)  # a tiny (X, Y, Z) grid keeps the combination test fast
+AXES_CHOICES = ["sagittal", "coronal", "axial", ("sagittal", "coronal", "axial")]
+POSITIONS = ["learned", "sinusoidal", None]
+POOLINGS = ["mean", "max", "attention", "gated_attention"]
+TASKS = ["regression", "binary", "multiclass"]
+
+
+def tiny(**kw):
+    kw = {"volume_shape": SHAPE, "seed": 0, **kw}
+    return SliceModel(kw.pop("backbone", "slice_cnn"), **kw)
+
+
+@pytest.mark.parametrize(
+    "axes,position,pooling,task", list(itertools.product(AXES_CHOICES, POSITIONS, POOLINGS, TASKS))
+)
+def test_output_shapes_every_combination(axes, position, pooling, task):
+    model = tiny(
+        axes=axes, position=position, pooling=pooling, task=task, num_classes=3, embed_dim=8
+    ).eval()
+    x = torch.randn(2, 1, *SHAPE)
+    with torch.no_grad():
+        d = model(x, return_details=True)
+    n_slices = sum(SHAPE[AXES[a]] for a in ([axes] if isinstance(axes, str) else axes))
+    assert d["output"].shape == ((2, 3) if task == "multiclass" else (2,))
+    assert d["slice_embeddings"].shape == (2, n_slices, 8)
+    assert d["slice_weights"].shape == (2, n_slices)
+    assert torch.allclose(d["slice_weights"].sum(1), torch.ones(2), atol=1e-5)
+    assert d["slice_index"].shape == d["slice_axis"].shape == (n_slices,)
+    assert torch.isfinite(d["output"]).all()
+
+
+@pytest.mark.parametrize(
+    "backbone",
+    [
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "mobilenet_v2",
+        "mobilenet_v3_small",
+        "efficientnet_b0",
+        "densenet121",
+        "convnext_tiny",
+    ],
+)
+def test_torchvision_backbones(backbone):
+    model = SliceModel(backbone, volume_shape=(3, 32, 32), seed=0).eval()
+    with torch.no_grad():
+        y = model(torch.randn(2, 1, 3, 32, 32))
+    assert y.shape == (2,) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "attention", "gated_attention"])
+def test_no_position_is_invariant_to_slice_order_and_position_is_not(pooling):
+    x = torch.randn(2, 1, *SHAPE)
+    perm = torch.randperm(SHAPE[0], generator=torch.Generator().manual_seed(1))
+    shuffled = x[:, :, perm]
+    with torch.no_grad():
+        free = tiny(position=None, pooling=pooling).eval()
+        torch.testing.assert_close(free(x), free(shuffled), rtol=1e-4, atol=1e-5)
+        for position in ("learned", "sinusoidal"):
+            placed = tiny(position=position, pooling=pooling).eval()
+            assert not torch.allclose(placed(x), placed(shuffled), atol=1e-4)
+
+
+def test_local_weights_match_torchvision(mobilenet_weights):
+    ref = torchvision.models.mobilenet_v2()
+    ref.load_state_dict(torch.load(mobilenet_weights, weights_only=True))
+    ref.classifier = nn.Identity()  # the pooled 1280-d features
+    encoder, n_features = build_encoder("mobilenet_v2", mobilenet_weights)
+    model = SliceModel("mobilenet_v2", mobilenet_weights, volume_shape=(4, 40, 36)).eval()
+    ref.eval(), encoder.eval()
+    x = torch.randn(4, 3, 40, 36)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(x), ref(x))
+        grey = torch.randn(4, 1, 40, 36)
+        torch.testing.assert_close(model._encode(grey), ref(grey.expand(-1, 3, -1, -1)))
+    assert n_features == 1280
+
+
+def test_wrong_weights_file_is_explained(tmp_path, mobilenet_weights):
+    with pytest.raises(WeightsError, match=r"missing keys.*unexpected keys.*backbone"):
+        SliceModel("resnet18", mobilenet_weights)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="garbage.pth"):
+        SliceModel("mobilenet_v2", garbage)
+    with pytest.raises(WeightsError, match="does not exist"):
+        SliceModel("mobilenet_v2", tmp_path / "absent.pth")
+
+
+def test_folded_stem_equals_repeated_rgb_stem(mobilenet_weights):
+    x = torch.randn(2, 1, 4, 40, 36)
+    for backbone, weights in [("mobilenet_v2", mobilenet_weights), ("resnet18", None)]:
+        kw = dict(volume_shape=(4, 40, 36), seed=3)
+        rgb = SliceModel(backbone, weights, stem="repeat", **kw).eval()
+        grey = SliceModel(backbone, weights, stem="fold", **kw).eval()
+        first = next(m for m in grey.encoder.modules() if isinstance(m, nn.Conv2d))
+        assert first.in_channels == 1
+        with torch.no_grad():
+            torch.testing.assert_close(grey(x), rgb(x), rtol=1e-4, atol=1e-4)
+
+
+def test_chunked_equals_unchunked():
+    x = torch.randn(2, 1, 6, 32, 32)
+    kw = dict(volume_shape=(6, 32, 32), seed=0, pooling="attention")
+    whole = SliceModel("resnet18", **kw).eval()
+    chunked = SliceModel("resnet18", slice_chunk=5, **kw).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(x), whole(x))
+    # training mode with frozen BatchNorm and activation checkpointing: same loss, same gradients
+    ckpt = SliceModel(
+        "resnet18", slice_chunk=4, checkpoint_activations=True, freeze_batchnorm=True, **kw
+    )
+    plain = SliceModel("resnet18", freeze_batchnorm=True, **kw)
+    ckpt.train(), plain.train()
+    ckpt(x).sum().backward()
+    plain(x).sum().backward()
+    for (name, a), b in zip(ckpt.named_parameters(), plain.parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_imagenet_without_network_explains_offline_options(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("SLICELIB_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(WeightsError) as err:
+        SliceModel("resnet18", "imagenet")
+    message = str(err.value)
+    assert "resnet18" in message and str(tmp_path) in message  # where the cache is
+    assert "weights='/path/to/resnet18.pth'" in message and "TORCH_HOME" in message
+
+
+def test_imagenet_from_local_weights_dir(monkeypatch, mobilenet_weights):
+    monkeypatch.setenv("SLICELIB_WEIGHTS_DIR", str(mobilenet_weights.parent))
+    a = SliceModel("mobilenet_v2", "imagenet", volume_shape=(2, 32, 32)).eval()
+    b = SliceModel("mobilenet_v2", mobilenet_weights, volume_shape=(2, 32, 32)).eval()
+    for p, q in zip(a.encoder.parameters(), b.encoder.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_learned_position_needs_its_slice_count_sinusoidal_does_not():
+    learned = tiny(position="learned")
+    with pytest.raises(ValueError, match=r"built for 20 sagittal slices.*has 9"):
+        learned(torch.randn(1, 1, 9, 22, 20))
+    sinusoidal = tiny(position="sinusoidal").eval()
+    assert sinusoidal(torch.randn(1, 1, 9, 22, 20)).shape == (1,)
+    with pytest.raises(ValueError, match=r"\[B, 1, X, Y, Z\]"):
+        sinusoidal(torch.randn(1, 20, 22, 20))
+
+
+def test_seed_and_from_config_rebuild_the_same_model():
+    a = tiny(backbone="resnet18", position="learned", pooling="attention", target_mean=50.0)
+    b = tiny(backbone="resnet18", position="learned", pooling="attention", target_mean=50.0)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    rebuilt = SliceModel.from_config(a.config)
+    rebuilt.load_state_dict(a.state_dict())
+    x = torch.randn(1, 1, *SHAPE)
+    a.eval(), rebuilt.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), a(x))
+        assert abs(tiny(target_mean=50.0).eval()(x).item() - 50.0) < 5.0  # bias starts at the mean
+
+
+def test_bad_arguments_are_explained():
+    with pytest.raises(ValueError, match="Unknown backbone 'resnet19'"):
+        SliceModel("resnet19")
+    with pytest.raises(ValueError, match="axes must be"):
+        tiny(axes="transverse")
+    with pytest.raises(ValueError, match="num_classes"):
+        tiny(task="multiclass")
