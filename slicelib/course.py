@@ -1,0 +1,116 @@
+"""Run the course notebooks headless: the README's main job and the CI smoke check.
+
+The ``notebooks/*.py`` files (jupytext percent format) are the source of truth. Each one is
+converted to a notebook, executed with papermill with its ``PRESET`` parameter injected, and
+written, executed, to an output folder as ``.ipynb`` and ``.html``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+__all__ = ["NOTEBOOKS", "PRESETS", "notebook_dir", "notebook_sources", "run_notebooks"]
+
+NOTEBOOKS = (
+    "01_data",
+    "02_imagenet_vs_scratch",
+    "03_position_embeddings",
+    "04_slice_contributions",
+)
+PRESETS = ("smoke", "cpu", "gpu")
+
+
+def notebook_dir() -> Path:
+    """The folder holding the course notebooks (``notebooks/`` beside the package)."""
+    folder = Path(
+        os.environ.get("SLICELIB_NOTEBOOKS", Path(__file__).resolve().parents[1] / "notebooks")
+    )
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"Notebook folder {folder} not found. The notebooks ship with the git repository: "
+            "clone it (git clone ...) and install with pip install -e ., or set SLICELIB_NOTEBOOKS."
+        )
+    return folder
+
+
+def notebook_sources(names=None) -> list[Path]:
+    """Paths of the jupytext sources ``notebooks/<name>.py`` (all four by default)."""
+    folder = notebook_dir()
+    paths = []
+    for name in names or NOTEBOOKS:
+        path = folder / f"{Path(name).stem}.py"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Notebook source {path} not found; known: {', '.join(NOTEBOOKS)}."
+            )
+        paths.append(path)
+    return paths
+
+
+def run_notebooks(
+    out_dir: str | os.PathLike,
+    preset: str = "cpu",
+    names=None,
+    html: bool = True,
+    kernel_name: str = "python3",
+    parameters: dict | None = None,
+) -> list[dict]:
+    """Execute the course notebooks in ``preset`` and write them to ``out_dir``.
+
+    Args:
+        out_dir: folder for the executed ``<name>.ipynb`` and ``<name>.html`` files; the
+            notebooks also run in this folder, so their own outputs (cohort, runs) land there
+            unless ``SLICELIB_DATA`` points elsewhere.
+        preset: ``smoke`` (CI, seconds to minutes), ``cpu`` (a laptop, minutes) or ``gpu``.
+        names: notebook names (default: all four, in order).
+        html: also export each executed notebook to HTML.
+        kernel_name: the Jupyter kernel to run them in.
+        parameters: extra papermill parameters for every notebook.
+
+    Returns:
+        One dict per notebook: ``name``, ``seconds`` (wall time), ``ipynb`` and ``html`` paths.
+        Raises ``papermill.PapermillExecutionError`` (naming the cell) when a notebook fails.
+    """
+    import jupytext
+    import nbformat
+    import papermill
+    from tqdm.auto import tqdm
+
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}.")
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    sources = notebook_sources(names)
+    for source in tqdm(sources, desc=f"notebooks ({preset})", unit="notebook"):
+        source_nb = out / f"{source.stem}.source.ipynb"
+        nbformat.write(jupytext.read(source), source_nb)
+        executed = out / f"{source.stem}.ipynb"
+        start = time.perf_counter()
+        papermill.execute_notebook(
+            str(source_nb),
+            str(executed),
+            parameters={"PRESET": preset, **(parameters or {})},
+            kernel_name=kernel_name,
+            cwd=str(out),
+            progress_bar=True,
+        )
+        seconds = time.perf_counter() - start
+        source_nb.unlink()
+        row = {
+            "name": source.stem,
+            "seconds": round(seconds, 1),
+            "ipynb": str(executed),
+            "html": None,
+        }
+        if html:
+            from nbconvert import HTMLExporter
+
+            body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+            row["html"] = str(executed.with_suffix(".html"))
+            Path(row["html"]).write_text(body, encoding="utf-8")
+        results.append(row)
+        tqdm.write(f"{source.stem}: {seconds:.0f} s -> {executed}")
+    return results
