@@ -617,7 +617,7 @@ def fit(
             ``train_stats`` (``mean``/``std`` for regression, ``majority_class``/``num_classes``
             otherwise). Built from ``config`` and ``model.config`` if omitted (then
             ``train_stats`` is computed from ``train_ds``).
-        progress: show tqdm bars (rank 0).
+        progress: show tqdm bars (rank 0). One summary line per epoch goes to stderr anyway.
 
     Returns:
         dict: ``best_epoch`` (0-based), ``best_value`` (monitored metric), ``epochs_run``,
@@ -706,7 +706,7 @@ def _fit_loop(
         bad_epochs = ckpt["bad_epochs"]
         if ckpt.get("stopped_early"):
             start_epoch = cfg.epochs  # nothing left to do
-        if show:
+        if rank == 0:
             tqdm.write(f"resuming {run_dir} after epoch {ckpt['epoch'] + 1}", file=sys.stderr)
 
     stopped_early = False
@@ -804,11 +804,10 @@ def _fit_loop(
             msg = f"epoch {epoch + 1}/{cfg.epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}"
             if value is not None:
                 msg += f"  {monitor} {value:.4f}" + ("  *" if improved else "")
-            if show:
-                tqdm.write(msg, file=sys.stderr)
+            tqdm.write(msg, file=sys.stderr)
         _barrier()
         if stopped_early:
-            if show:
+            if rank == 0:
                 tqdm.write(
                     f"early stopping: no improvement for {bad_epochs} epochs", file=sys.stderr
                 )

@@ -1,0 +1,312 @@
+"""Training: config resolution, train/evaluate/predict, kill-and-resume, DDP, clear errors.
+
+Everything runs on tiny NIfTI volumes (16 x 20 x 16 voxels of 8 mm) with the paper's scratch
+slice CNN, so the whole file takes well under a minute on two CPU cores.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from slicelib.model import SliceModel
+from slicelib.train import (
+    CheckpointError,
+    ConfigError,
+    TrainConfig,
+    check_state_dict,
+    evaluate_run,
+    load_checkpoint,
+    load_run,
+    predict_files,
+    resolve_config,
+    train,
+)
+
+SHAPE, VOXEL = (16, 20, 16), 8.0
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_table(folder: Path, n: int = 16, seed: int = 0, all_ad: int | None = None) -> Path:
+    """Write n tiny NIfTI volumes whose inner sphere shrinks with age (+ an 'ad' lesion).
+
+    Returns the participants.tsv path (columns participant_id, age [years], ad [0/1], path).
+    """
+    from slicelib.data import target_affine
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    X, Y, Z = np.meshgrid(*[np.arange(s) - s / 2 for s in SHAPE], indexing="ij")
+    r2 = X**2 + Y**2 + Z**2
+    rows = []
+    for i in range(n):
+        age = float(rng.uniform(20, 90))
+        ad = int(i % 3 == 0) if all_ad is None else all_ad
+        r = 6.5 - 2.5 * (age - 20) / 70
+        vol = 100.0 * (r2 < 49) + 80.0 * (r2 < r**2) - 40.0 * ad * (np.abs(X - 3) < 2) * (r2 < 49)
+        vol = vol + rng.normal(0, 5, SHAPE) * (vol > 0)
+        p = folder / f"sub-{i:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(vol.astype(np.float32), target_affine(SHAPE, VOXEL)), p)
+        rows.append(dict(participant_id=f"sub-{i:03d}", age=round(age, 1), ad=ad, path=p.name))
+    table = folder / "participants.tsv"
+    pd.DataFrame(rows).to_csv(table, sep="\t", index=False)
+    return table
+
+
+def tiny_config(tmp: Path, **over) -> dict:
+    d = dict(
+        epochs=2,
+        batch_size=4,
+        lr=1e-3,
+        patience=None,
+        cache_dir=str(tmp / "cache"),
+        model=dict(backbone="slice_cnn", embed_dim=8),
+        preprocess=dict(shape=list(SHAPE), voxel_size=VOXEL, centre="none"),
+    )
+    d.update(over)
+    return d
+
+
+def write_toml(path: Path, d: dict) -> Path:
+    lines = []
+    for k, v in d.items():
+        if v is not None and not isinstance(v, dict):
+            lines.append(f"{k} = {_toml(v)}")
+    for k, v in d.items():
+        if isinstance(v, dict):
+            lines.append(f"[{k}]")
+            lines += [f"{kk} = {_toml(vv)}" for kk, vv in v.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return repr(v)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Path:
+    return make_table(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def test_resolve_config_layers_and_unknown_keys(tmp_path):
+    cfg = resolve_config(preset="smoke", overrides={"epochs": 5, "model": {"pooling": "max"}})
+    assert cfg.epochs == 5 and cfg.model["pooling"] == "max"
+    assert cfg.model["backbone"] == "resnet18" and cfg.preprocess["voxel_size"] == 8.0
+    f = write_toml(tmp_path / "c.toml", {"epochs": 3, "model": {"embed_dim": 4}})
+    cfg = resolve_config(preset="cpu", file=f, overrides={"epochs": 7})
+    assert (
+        cfg.epochs == 7 and cfg.model["embed_dim"] == 4 and cfg.model["backbone"] == "mobilenet_v2"
+    )
+    with pytest.raises(ConfigError, match=r"'epoch'.*Valid keys:.*epochs"):
+        resolve_config(file=write_toml(tmp_path / "bad.toml", {"epoch": 3}))
+    with pytest.raises(ConfigError, match=r"'backbonee'.*Valid keys:.*backbone"):
+        TrainConfig.from_dict({"model": {"backbonee": "resnet18"}})
+    with pytest.raises(ConfigError, match=r"'voxelsize'.*voxel_size"):
+        TrainConfig.from_dict({"preprocess": {"voxelsize": 2}})
+    (tmp_path / "c.yaml").write_text("lr: 0.01\nmodel:\n  pooling: attention\n")
+    assert resolve_config(file=tmp_path / "c.yaml").model == {"pooling": "attention"}
+
+
+# --- train / evaluate / predict ---------------------------------------------------------------
+
+
+def test_train_evaluate_predict(table, tmp_path):
+    run = train(
+        TrainConfig.from_dict(tiny_config(tmp_path, data=str(table), out=str(tmp_path / "r"))),
+        progress=False,
+    )
+    for f in ("config.json", "split.csv", "best.pt", "last.pt", "history.csv"):
+        assert (run / f).is_file(), f
+    split = pd.read_csv(run / "split.csv")
+    assert len(split) == 16 and set(split["split"]) == {"train", "val", "test"}
+    hist = pd.read_csv(run / "history.csv")
+    assert list(hist["epoch"]) == [1, 2]
+    for col in (
+        "train_loss",
+        "val_loss",
+        "val_mae",
+        "val_rmse",
+        "val_pearson_r",
+        "val_r2",
+        "seconds",
+    ):
+        assert col in hist.columns
+    assert (hist["val_n"] == (split["split"] == "val").sum()).all()
+    ckpt = load_checkpoint(run / "last.pt")  # weights_only=True
+    assert ckpt["config"]["preprocess"]["shape"] == list(SHAPE)
+    assert ckpt["config"]["model"]["target_mean"] == pytest.approx(
+        split.loc[split["split"] == "train", "age"].mean()
+    )
+    res = evaluate_run(run, split="test", progress=False)
+    for k in ("mae", "baseline_mae", "rmse", "pearson_r", "r2", "brain_age_gap"):
+        assert k in res
+    assert res["n"] == (split["split"] == "test").sum()
+    assert res["brain_age_gap"]["bias_slope"] is not None  # fitted on val
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    files = [table.parent / "sub-000.nii.gz", bad, table.parent / "sub-001.nii.gz"]
+    df = predict_files(run, files, progress=False)
+    assert list(df["error"] == "") == [True, False, True]
+    assert "broken.nii.gz" in df.loc[1, "error"]
+    assert np.isfinite(df.loc[[0, 2], "prediction"].astype(float)).all()
+    # predict uses the same preprocessing as training: equals evaluate's path
+    model, meta = load_run(run)
+    assert meta["preprocess"]["voxel_size"] == VOXEL and not model.training
+
+
+def test_binary_task_reports_baseline_side_by_side(table, tmp_path):
+    cfg = tiny_config(tmp_path, data=str(table), target="ad", task="binary", epochs=1)
+    run = train(TrainConfig.from_dict({**cfg, "out": str(tmp_path / "b")}), progress=False)
+    res = evaluate_run(run, split="all", progress=False)
+    for k in ("accuracy", "balanced_accuracy", "auc", "confusion_matrix"):
+        assert k in res and "baseline_" + k in res
+    assert res["baseline_balanced_accuracy"] == pytest.approx(0.5)
+    assert res["n"] == 16
+
+
+# --- errors that explain themselves -----------------------------------------------------------
+
+
+def test_one_class_in_training_is_explained(tmp_path):
+    t = make_table(tmp_path / "onecls", n=8, all_ad=0)
+    cfg = tiny_config(tmp_path, data=str(t), target="ad", task="binary", out=str(tmp_path / "o"))
+    with pytest.raises(ConfigError, match=r"all \d+ training subjects have ad=0"):
+        train(TrainConfig.from_dict(cfg), progress=False)
+
+
+def test_missing_target_column_is_explained(table, tmp_path):
+    from slicelib.data import DataError
+
+    cfg = tiny_config(tmp_path, data=str(table), target="bmi", out=str(tmp_path / "m"))
+    with pytest.raises(DataError, match="bmi"):
+        train(TrainConfig.from_dict(cfg), progress=False)
+
+
+def test_checkpoint_from_other_architecture_is_explained(table, tmp_path):
+    a = SliceModel("slice_cnn", embed_dim=8, volume_shape=SHAPE, seed=0)
+    b = SliceModel("slice_cnn", embed_dim=8, volume_shape=SHAPE, pooling="attention", seed=0)
+    with pytest.raises(
+        CheckpointError,
+        match=r"(?s)checkpoint:.*pooling='attention'.*model:.*pooling='mean'.*unexpected keys",
+    ):
+        check_state_dict(a, b.state_dict(), b.config)
+    # resuming a run directory with another architecture names what differs
+    out = str(tmp_path / "arch")
+    train(
+        TrainConfig.from_dict(tiny_config(tmp_path, data=str(table), out=out, epochs=1)),
+        progress=False,
+    )
+    other = tiny_config(tmp_path, data=str(table), out=out, epochs=1)
+    other["model"] = dict(other["model"], embed_dim=4)
+    with pytest.raises(ConfigError, match=r"model.embed_dim: saved 8, now 4"):
+        train(TrainConfig.from_dict(other), progress=False)
+
+
+# --- kill -9 and resume -----------------------------------------------------------------------
+
+
+def test_sigkill_and_resume_gives_identical_weights(table, tmp_path, capfd):
+    cfg = tiny_config(tmp_path, data=str(table), epochs=4, schedule="cosine")
+    toml = write_toml(tmp_path / "k.toml", cfg)
+    args = ["train", "--config", str(toml), "--no-progress"]
+    from slicelib.cli import main
+
+    assert main(args + ["--out", str(tmp_path / "ref")]) == 0  # uninterrupted, in-process
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "slicelib", *args, "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    t0 = time.time()
+    while not (out / "last.pt").exists() and proc.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.02)
+    time.sleep(0.2)  # somewhere inside the next epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
+    interrupted_at = load_checkpoint(out / "last.pt")["epoch"]
+    assert interrupted_at < 3, "the run finished before it was killed; nothing was resumed"
+
+    # the same command again (in-process, to save a second interpreter start-up)
+    capfd.readouterr()
+    assert main(args + ["--out", str(out)]) == 0
+    assert "resuming" in capfd.readouterr().err
+    for name in ("last.pt", "best.pt"):
+        ref, got = load_checkpoint(tmp_path / "ref" / name), load_checkpoint(out / name)
+        assert ref["epoch"] == got["epoch"]
+        assert ref["model"].keys() == got["model"].keys()
+        for k in ref["model"]:
+            assert torch.equal(ref["model"][k], got["model"][k]), (name, k)
+    h_ref = pd.read_csv(tmp_path / "ref" / "history.csv")
+    h_got = pd.read_csv(out / "history.csv")
+    assert list(h_got["epoch"]) == [1, 2, 3, 4]
+    assert np.array_equal(h_ref["val_loss"].to_numpy(), h_got["val_loss"].to_numpy())
+
+
+# --- distributed data parallel on CPU ---------------------------------------------------------
+
+
+def test_ddp_two_processes_gloo(table, tmp_path):
+    toml = write_toml(tmp_path / "d.toml", tiny_config(tmp_path, epochs=2))
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "slicelib",
+        "train",
+        "--data",
+        str(table),
+        "--target",
+        "age",
+        "--out",
+        str(out),
+        "--config",
+        str(toml),
+        "--no-progress",
+    ]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["config"]["world_size"] == 2 and ckpt["epoch"] == 1
+    assert sorted(p.name for p in out.glob("*.pt")) == ["best.pt", "last.pt"]
+    assert not list(out.glob(".*tmp*"))
+    split = pd.read_csv(out / "split.csv")
+    hist = pd.read_csv(out / "history.csv")
+    assert len(hist) == 2
+    assert (hist["val_n"] == (split["split"] == "val").sum()).all()  # all val subjects, once
+    assert r.stderr.count("epoch 2/2") == 1  # only rank 0 reports
