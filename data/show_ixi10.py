@@ -4,8 +4,9 @@ Usage:
     .venv/bin/python data/show_ixi10.py outputs/ixi10_preprocessed.png [--folder ../shared/data/ixi10]
 
 One row per subject, columns: sagittal (x = 0 mm), coronal (y = -18 mm) and axial (z = 18 mm)
-mid-slices of the 91 x 109 x 91 MNI 2 mm grid, displayed in radiological-free neurological
-convention (left of image = subject's left for coronal/axial; sagittal: nose to the right).
+slices through the centre of the 91 x 109 x 91 MNI 2 mm grid. Sagittal: anterior (nose) to the
+right, superior up; coronal: subject's right on the right, superior up; axial: anterior up,
+subject's right on the right (neurological convention).
 The red contour is the MNI152 brain (nilearn's packaged template) resampled to the same grid:
 the head was only translated (slicelib.data centre="brain"), not registered, so the outline
 shows where a registered brain would sit. IXI images: CC BY-SA 3.0 (brain-development.org).
@@ -74,9 +75,9 @@ def main() -> None:
             f"border {info['border_fraction']:.3f}, com offset {np.round(info['com_offset_mm'], 1)} mm"
         )
         planes = [
-            (vol[cx].T, brain[cx].T, "sagittal x=0 (A right)"),
-            (vol[:, cy].T, brain[:, cy].T, "coronal y=-18"),
-            (vol[:, :, cz].T, brain[:, :, cz].T, "axial z=18 (A up)"),
+            (vol[cx].T, brain[cx].T, "sagittal x=0 (A right, S up)"),
+            (vol[:, cy].T, brain[:, cy].T, "coronal y=-18 (S up, R right)"),
+            (vol[:, :, cz].T, brain[:, :, cz].T, "axial z=18 (A up, R right)"),
         ]
         for c, (img, msk, title) in enumerate(planes):
             ax = axes[r, c]
@@ -89,9 +90,12 @@ def main() -> None:
             if c == 0:
                 ax.set_ylabel(f"{row.participant_id}\nage {row.age:.0f}", fontsize=7)
     fig.suptitle(
-        "ixi10 on the MNI 2 mm grid (slicelib.data.preprocess; red: MNI152 brain)", fontsize=9
+        "ixi10 on the MNI 2 mm grid (slicelib.data.preprocess, translation only)\n"
+        "red: MNI152 brain outline for reference. IXI data CC BY-SA 3.0",
+        fontsize=8,
     )
     fig.tight_layout()
+    fig.subplots_adjust(top=1 - 1.0 / fig.get_figheight())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=80)
     print(f"wrote {args.out}")
