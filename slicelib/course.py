@@ -11,7 +11,15 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["NOTEBOOKS", "PRESETS", "notebook_dir", "notebook_sources", "run_notebooks"]
+__all__ = [
+    "NOTEBOOKS",
+    "PRESETS",
+    "data_dir",
+    "ensure_synthetic_cohort",
+    "notebook_dir",
+    "notebook_sources",
+    "run_notebooks",
+]
 
 NOTEBOOKS = (
     "01_data",
@@ -20,6 +28,28 @@ NOTEBOOKS = (
     "04_slice_contributions",
 )
 PRESETS = ("smoke", "cpu", "gpu")
+
+
+def data_dir() -> Path:
+    """Where the notebooks keep data: ``$SLICELIB_DATA`` or ``./slicelib_data``."""
+    return Path(os.environ.get("SLICELIB_DATA", "slicelib_data")).resolve()
+
+
+def ensure_synthetic_cohort(n: int, seed: int = 0, root: str | os.PathLike | None = None) -> Path:
+    """Return the folder of a synthetic cohort of ``n`` subjects (seed ``seed``), making it once.
+
+    The cohort lives in ``<root>/synth-n<n>-seed<seed>`` (root: :func:`data_dir`). A marker file
+    written last records that it is complete, so an interrupted generation is redone, never
+    half-used. Returns the cohort folder (holding ``participants.tsv``).
+    """
+    from slicelib.synth import make_cohort
+
+    folder = Path(root or data_dir()) / f"synth-n{n}-seed{seed}"
+    marker = folder / ".complete"
+    if not marker.is_file():
+        make_cohort(folder, n=n, seed=seed)
+        marker.write_text(f"n={n} seed={seed}\n")
+    return folder
 
 
 def notebook_dir() -> Path:
