@@ -1,0 +1,376 @@
+"""Tests of slicelib.explain: exactness of embedding occlusion, gradients, helpers, and the
+check that a model trained on a planted AD effect puts its occlusion importance on that effect."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+from torch import nn
+
+from slicelib import explain as E
+from slicelib.model import AXES, SliceModel
+
+torch.set_num_threads(1)
+
+SMALL = (18, 20, 18)  # smallest grid the paper's slice_cnn (5 max-pools) accepts
+
+
+def _volumes(n=2, shape=SMALL, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, *shape, generator=g)
+    x[:, :, :2] = x.min()  # some background, as in real volumes
+    return x
+
+
+def _brute_force_occlusion(model, x, baseline, target=None, score="logit"):
+    """Blank each slice in the volume itself and re-run the whole model: (B, S)."""
+    (axis_name,) = model.axes
+    a = AXES[axis_name]
+    model.eval()
+    with torch.no_grad():
+        raw = model(x)
+        tgt = E._targets(model, raw, target)
+        base = E._score(model, raw, tgt, score)
+        fill = E.baseline_values(x, baseline)  # (B,)
+        cols = []
+        for s in range(x.shape[2 + a]):
+            xo = x.clone()
+            index = [slice(None)] * 5
+            index[2 + a] = s
+            xo[tuple(index)] = fill[:, None, None, None]
+            cols.append(base - E._score(model, model(xo), tgt, score))
+    return torch.stack(cols, 1).numpy()
+
+
+CASES = [
+    # backbone, position, pooling, axes, task
+    ("slice_cnn", "learned", "attention", "sagittal", "regression"),
+    ("slice_cnn", "sinusoidal", "mean", "axial", "binary"),
+    ("slice_cnn", None, "max", "coronal", "multiclass"),
+    ("resnet18", "learned", "gated_attention", "axial", "binary"),
+]
+
+
+@pytest.mark.parametrize("backbone,position,pooling,axes,task", CASES)
+def test_occlusion_on_embeddings_equals_brute_force(backbone, position, pooling, axes, task):
+    model = SliceModel(
+        backbone,
+        embed_dim=8,
+        position=position,
+        pooling=pooling,
+        axes=axes,
+        task=task,
+        num_classes=3 if task == "multiclass" else None,
+        volume_shape=SMALL,
+        seed=0,
+    )
+    model.train()  # the functions switch to eval themselves and restore this
+    x = _volumes()
+    for baseline, score in [("background", "logit"), (0.5, "probability")]:
+        if task == "regression" and score == "probability":
+            continue
+        fast = E.occlusion_importance(model, x, baseline, signed=True, score=score, batch_size=7)
+        assert model.training
+        slow = _brute_force_occlusion(model, x, baseline, score=score)
+        model.train()
+        assert fast.values.shape == (2, SMALL[AXES[axes]])
+        np.testing.assert_allclose(fast.values, slow, atol=2e-5, rtol=1e-4)
+        assert fast.method == "occlusion" and fast.axes == (axes,)
+        np.testing.assert_array_equal(fast.slice_index, np.arange(SMALL[AXES[axes]]))
+        unsigned = E.occlusion_importance(model, x, baseline, score=score)
+        np.testing.assert_allclose(unsigned.values, np.abs(fast.values), atol=1e-6)
+
+
+def test_occlusion_explains_a_given_class():
+    model = SliceModel(
+        "slice_cnn", embed_dim=8, position=None, task="binary", volume_shape=SMALL, seed=0
+    )
+    x = _volumes()
+    r1 = E.occlusion_importance(model, x, signed=True, target=1)
+    r0 = E.occlusion_importance(model, x, signed=True, target=[0, 0])
+    np.testing.assert_allclose(r0.values, -r1.values, atol=1e-6)  # class 0 has logit -z
+    np.testing.assert_array_equal(r1.target, [1, 1])
+
+
+def test_attention_weights_are_the_models_and_sum_to_one():
+    model = SliceModel(
+        "slice_cnn",
+        embed_dim=8,
+        position="learned",
+        pooling="attention",
+        axes=("sagittal", "axial"),
+        volume_shape=SMALL,
+        seed=0,
+    )
+    x = _volumes()
+    r = E.attention_importance(model, x)
+    assert model.training  # restored
+    assert r.values.shape == (2, SMALL[0] + SMALL[2])
+    np.testing.assert_allclose(r.values.sum(1), 1.0, atol=1e-5)
+    assert r.axes == ("sagittal", "axial")
+    assert r.for_axis("axial").shape == (2, SMALL[2])
+    assert r.profile("sagittal").shape == (SMALL[0],)
+    with pytest.raises(ValueError, match="several axes"):
+        r.profile()
+    model.eval()
+    with torch.no_grad():
+        d = model(x, return_details=True)
+    np.testing.assert_allclose(r.values, d["slice_weights"].numpy(), atol=1e-6)
+    # one volume without batch or channel dimensions is accepted
+    assert E.attention_importance(model, x[0, 0]).values.shape == (1, SMALL[0] + SMALL[2])
+
+
+class _IgnoreSlice(nn.Module):
+    """Pooling wrapper that makes slice ``k`` invisible to the model (its embedding is zeroed)."""
+
+    def __init__(self, pool: nn.Module, k: int):
+        super().__init__()
+        self.pool, self.k = pool, k
+
+    def forward(self, h):
+        mask = torch.ones(h.shape[1], 1, device=h.device)
+        mask[self.k] = 0
+        return self.pool(h * mask)
+
+
+@pytest.mark.parametrize("method", ["grad_x_input", "integrated_gradients"])
+def test_gradient_importance_shapes_and_zero_for_an_unseen_slice(method):
+    model = SliceModel(
+        "slice_cnn", embed_dim=8, position="sinusoidal", axes="sagittal", volume_shape=SMALL, seed=0
+    )
+    k = 7
+    model.pool = _IgnoreSlice(model.pool, k)
+    x = _volumes()
+    r = E.gradient_importance(model, x, method, steps=4, return_map=True)
+    assert r.values.shape == (2, SMALL[0]) and r.method == method
+    assert r.extra["map"].shape == (2, *SMALL)
+    assert r.values[:, k].max() == 0.0  # the model cannot see slice k
+    assert r.values[:, :2].max() == 0.0  # background slices equal the baseline: x - x0 = 0
+    assert (r.values[:, 2:k] > 0).all() and (r.values[:, k + 1 :] > 0).all()
+    occ = E.occlusion_importance(model, x)
+    assert occ.values[:, k].max() < 1e-6
+    # the voxel map summed per slice is the per-slice value
+    np.testing.assert_allclose(np.abs(r.extra["map"].sum((2, 3))), r.values, rtol=1e-6)
+    assert model.training
+
+
+def test_grad_x_input_matches_autograd():
+    model = SliceModel(
+        "slice_cnn", embed_dim=8, position=None, task="regression", volume_shape=SMALL, seed=0
+    ).eval()
+    x = _volumes(1)
+    vox, out = E.gradient_map(model, x, "grad_x_input", baseline=0.0)
+    assert all(p.grad is None for p in model.parameters())  # parameters' grads untouched
+    xi = x.clone().requires_grad_(True)
+    model(xi).sum().backward()
+    np.testing.assert_allclose(vox, (xi.grad * x)[:, 0].numpy(), rtol=1e-5, atol=1e-8)
+    assert out.shape == (1,)
+
+
+def test_integrated_gradients_single_step_is_midpoint_gradient():
+    model = SliceModel("slice_cnn", embed_dim=8, position=None, volume_shape=SMALL, seed=0).eval()
+    x = _volumes(1)
+    x0 = x.min()
+    vox, _ = E.gradient_map(model, x, "integrated_gradients", steps=1)
+    xm = (x0 + 0.5 * (x - x0)).requires_grad_(True)
+    model(xm).sum().backward()
+    np.testing.assert_allclose(vox, ((x - x0) * xm.grad)[:, 0].numpy(), rtol=1e-5, atol=1e-8)
+
+
+def test_all_importances_returns_the_three_methods():
+    model = SliceModel("slice_cnn", embed_dim=8, position=None, volume_shape=SMALL, seed=0)
+    res = E.all_importances(model, _volumes(), steps=2)
+    assert set(res) == {"attention", "occlusion", "integrated_gradients"}
+    assert all(r.values.shape == (2, SMALL[0]) for r in res.values())
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _result(values, axes=("sagittal",), sizes=None):
+    sizes = sizes or [np.asarray(values).shape[1]]
+    idx = np.concatenate([np.arange(n) for n in sizes])
+    ax = np.concatenate([np.full(n, AXES[a]) for a, n in zip(axes, sizes)])
+    return E.SliceImportance(np.asarray(values, float), idx, ax, tuple(axes), "test")
+
+
+def test_to_volume_paints_the_right_slices():
+    r = _result([[0.0, 1.0, 3.0], [0.0, 3.0, 1.0]], axes=("coronal",))
+    vol = E.to_volume(r, (2, 3, 4))
+    assert vol.shape == (2, 3, 4)
+    np.testing.assert_allclose(vol[:, 0], 0.0)
+    np.testing.assert_allclose(vol[:, 1], 2.0)  # batch mean
+    np.testing.assert_allclose(vol[:, 2], 2.0)
+    np.testing.assert_allclose(E.to_volume(r, (2, 3, 4), sample=1)[:, 1], 3.0)
+    axial = E.to_volume(np.array([1.0, 2.0, 5.0, 0.0]), (2, 3, 4), axis="axial")
+    np.testing.assert_allclose(axial[1, 2], [1.0, 2.0, 5.0, 0.0])
+    with pytest.raises(ValueError, match="3 coronal slices"):
+        E.to_volume(np.zeros(3), (2, 4, 4), axis="coronal")
+
+
+def test_profiles_of_a_multi_axis_result_follow_slice_index():
+    vals = np.array([[1.0, 2.0, 10.0, 20.0, 30.0]])
+    r = _result(vals, axes=("sagittal", "axial"), sizes=[2, 3])
+    r.slice_index = np.array([1, 0, 2, 1, 0])  # stored out of order
+    np.testing.assert_allclose(E.importance_profile(r, "sagittal"), [2.0, 1.0])
+    np.testing.assert_allclose(E.importance_profile(r, "axial", normalise="max"), [1, 2 / 3, 1 / 3])
+    with pytest.raises(ValueError, match="not 'coronal'"):
+        E.importance_profile(r, "coronal")
+
+
+def test_ground_truth_profile_and_correlation():
+    eff = np.zeros((4, 5, 6))
+    eff[2, 1, 3] = -2.0
+    eff[3, 0, 0] = 1.0
+    np.testing.assert_allclose(E.ground_truth_profile(eff, "sagittal"), [0, 0, 2, 1])
+    np.testing.assert_allclose(
+        E.ground_truth_profile(eff, 2, normalise="sum"), [1 / 3, 0, 0, 2 / 3, 0, 0]
+    )
+    a = np.array([0.0, 1.0, 3.0, 2.0])
+    assert E.profile_correlation(a, 2 * a + 1) == pytest.approx(1.0)
+    assert E.profile_correlation(a, -a) == pytest.approx(-1.0)
+    assert E.profile_correlation([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    assert np.isnan(E.profile_correlation(a, np.ones(4)))
+    with pytest.raises(ValueError, match="length"):
+        E.profile_correlation(a, a[:3])
+
+
+def test_slice_coordinates_on_the_mni_grid():
+    from slicelib.data import MNI_2MM_AFFINE
+
+    np.testing.assert_allclose(
+        E.slice_coordinates(MNI_2MM_AFFINE, "sagittal", 91)[[0, 45]], [-90, 0]
+    )
+    np.testing.assert_allclose(E.slice_coordinates(MNI_2MM_AFFINE, "axial", 91)[36], 0.0)
+
+
+# --- the key test: occlusion finds a planted AD effect ------------------------------------
+
+TOY_SHAPE = (16, 20, 16)
+TOY_BAND = (10, 12)  # sagittal slices (inclusive) where the AD effect is planted
+
+
+def _toy_cohort(n: int, seed: int):
+    """Noise "brains" (a ball of smooth texture) with a dark box in sagittal slices 10-12 for AD.
+
+    Returns volumes (n, 1, X, Y, Z) z-scored, labels (n,) alternating CN/AD, and the
+    ground-truth effect map (X, Y, Z).
+    """
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in TOY_SHAPE], indexing="ij")
+    brain = sum(g**2 for g in grid) < 0.8
+    effect = np.zeros(TOY_SHAPE, np.float32)
+    effect[TOY_BAND[0] : TOY_BAND[1] + 1, 7:14, 5:12] = 0.8
+    effect *= brain
+    vols, labels = [], []
+    for i in range(n):
+        ad = i % 2
+        v = (1.0 + ndi.gaussian_filter(rng.standard_normal(TOY_SHAPE), 1.0)) * brain
+        if ad:
+            v = v - effect * rng.uniform(0.7, 1.0)
+        vols.append((v - v.mean()) / v.std())
+        labels.append(ad)
+    x = torch.tensor(np.stack(vols), dtype=torch.float32)[:, None]
+    return x, torch.tensor(labels, dtype=torch.float32), effect
+
+
+def _tiny_slice_model(shape, axes, seed=0, pooling="mean"):
+    """A SliceModel whose 2D encoder is swapped for a 2-layer CNN, so training takes seconds.
+
+    Everything the explanation methods touch (slicing, projection, position, pooling, head) is
+    the real SliceModel; only the ImageNet-sized encoder is replaced to fit a unit test.
+    """
+    model = SliceModel(
+        "slice_cnn",
+        embed_dim=16,
+        position=None,
+        pooling=pooling,
+        axes=axes,
+        task="binary",
+        volume_shape=shape,
+        seed=seed,
+    )
+    torch.manual_seed(seed)
+    model.encoder = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 32, 3, padding=1),  # 32 features: what model.project expects
+        nn.ReLU(),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+    )
+    return model
+
+
+def _fit(model, x, y, steps, lr):
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):  # full batch: deterministic and quick
+        loss = nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+def test_occlusion_peaks_in_the_planted_ad_band():
+    """Train on a toy AD task; occlusion importance must peak where the effect was planted."""
+    t0 = time.time()
+    x, y, effect = _toy_cohort(24, seed=0)
+    x_test, y_test, _ = _toy_cohort(12, seed=1)
+    model = _tiny_slice_model(TOY_SHAPE, "sagittal")
+    loss = _fit(model, x, y, steps=40, lr=1e-2)
+    model.eval()
+    with torch.no_grad():
+        acc = float(((model(x_test) > 0).float() == y_test).float().mean())
+    assert acc >= 0.9, f"the toy model did not learn the task (loss {loss:.3f}, accuracy {acc})"
+
+    result = E.occlusion_importance(model, x_test[y_test == 1])
+    profile = result.profile("sagittal")
+    truth = E.ground_truth_profile(effect, "sagittal")
+    band = np.flatnonzero(truth > 0)
+    assert (band.min(), band.max()) == TOY_BAND
+    peak = int(profile.argmax())
+    assert TOY_BAND[0] <= peak <= TOY_BAND[1], f"peak at slice {peak}, profile {profile.round(3)}"
+    inside = profile[band].mean()
+    outside = np.delete(profile, band).mean()
+    assert inside > 1.5 * outside, (inside, outside)
+    assert E.profile_correlation(profile, truth) > 0.5
+    assert time.time() - t0 < 60
+
+
+def _downsample(v: np.ndarray, f: int) -> np.ndarray:
+    """Average-pool a (X, Y, Z) array by ``f`` in every direction (cropping the remainder)."""
+    X, Y, Z = (s // f for s in v.shape)
+    v = v[: X * f, : Y * f, : Z * f]
+    return v.reshape(X, f, Y, f, Z, f).mean(axis=(1, 3, 5))
+
+
+@pytest.mark.slow
+def test_occlusion_peaks_in_the_synthetic_cohort_ad_band():
+    """The same check on slicelib.synth subjects (AD loss in hippocampus/amygdala), axial axis."""
+    synth = pytest.importorskip("slicelib.synth")
+    factor = int(os.environ.get("SLICELIB_TEST_SYNTH_FACTOR", "4"))
+    params = synth.SynthParams(ad_prevalence=0.5, age_range=(60.0, 80.0), ad_loss=(0.8, 0.9))
+    vols, labels = [], []
+    for i in range(64):
+        v, info = synth.synth_subject(0, i, params)
+        v = _downsample(v, factor)
+        vols.append((v - v.mean()) / v.std())
+        labels.append(info["ad"])
+    x = torch.tensor(np.stack(vols), dtype=torch.float32)[:, None]
+    y = torch.tensor(labels, dtype=torch.float32)
+    effect = _downsample(synth.effect_maps(params)["ad_effect"], factor)
+    model = _tiny_slice_model(tuple(x.shape[2:]), "axial")
+    _fit(model, x[:48], y[:48], steps=80, lr=3e-3)
+    result = E.occlusion_importance(model, x[48:][y[48:] == 1])
+    profile = result.profile("axial")
+    truth = E.ground_truth_profile(effect, "axial")
+    band = np.flatnonzero(truth > 0.01 * truth.max())
+    peak = int(profile.argmax())
+    assert band.min() <= peak <= band.max(), (peak, band, profile.round(3))
