@@ -1,0 +1,570 @@
+"""Figures for slicelib: slice importance, brains, learning curves, results, position embeddings.
+
+Every function draws a labelled figure (title, axis labels with units, colorbar labels,
+legends), takes an optional ``ax`` / ``axes`` to draw into, and returns the matplotlib
+``Figure`` (or the nilearn display for brain plots). Nothing is shown or saved: call
+``fig.savefig(...)`` or let Jupyter display it; close figures you no longer need
+(``plt.close(fig)``).
+
+Brain plots use nilearn (:func:`nilearn.plotting.plot_stat_map`,
+:func:`nilearn.plotting.plot_glass_brain`) over nilearn's packaged MNI152 template, so they
+work offline.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from slicelib.explain import (
+    AXIS_NAMES,
+    SliceImportance,
+    _axis_id,
+    ground_truth_profile,
+    importance_profile,
+    profile_correlation,
+    slice_coordinates,
+)
+
+__all__ = [
+    "plot_slice_importance",
+    "plot_importance_on_brain",
+    "plot_learning_curves",
+    "summarise_runs",
+    "plot_results",
+    "position_similarity",
+    "plot_position_similarity",
+    "show_slices",
+]
+
+_WORLD = {0: "x", 1: "y", 2: "z"}
+_DIRECTION = {0: "left → right", 1: "posterior → anterior", 2: "inferior → superior"}
+
+
+def _new_axes(ax, figsize=(7, 4)):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax.figure, ax
+
+
+# -----------------------------------------------------------------------------
+# slice importance
+
+
+def plot_slice_importance(
+    results: SliceImportance | Mapping[str, SliceImportance | np.ndarray] | np.ndarray,
+    ground_truth=None,
+    axis: str = "sagittal",
+    *,
+    affine=None,
+    normalise: str | None = "max",
+    ground_truth_label: str = "ground truth effect",
+    title: str | None = None,
+    ax=None,
+):
+    """Per-slice importance curves along one axis, with the ground-truth profile dashed.
+
+    Args:
+        results: ``{name: SliceImportance or 1-D profile (S,)}`` (one curve each), or a single
+            result / profile. A :class:`~slicelib.explain.SliceImportance` is averaged over its
+            batch (:func:`~slicelib.explain.importance_profile`).
+        ground_truth: optional known effect: an ``(X, Y, Z)`` effect map (turned into
+            per-slice sums of ``|effect|``) or a 1-D profile ``(S,)``. Drawn dashed black; the
+            legend gives each curve's Pearson r with it.
+        axis: ``"sagittal"``, ``"coronal"`` or ``"axial"``.
+        affine: optional ``(4, 4)`` voxel-to-mm affine; adds a top x axis in mm.
+        normalise: ``"max"`` (each curve's peak = 1, default), ``"sum"`` or ``None`` (raw
+            units of the first result).
+        ground_truth_label: legend text for the ground-truth curve.
+        title: figure title (a default names the axis).
+        ax: matplotlib Axes to draw into.
+
+    Returns:
+        the matplotlib Figure.
+    """
+    a = _axis_id(axis)
+    if isinstance(results, SliceImportance | np.ndarray | list | tuple):
+        name = results.method if isinstance(results, SliceImportance) else "importance"
+        results = {name: results}
+    if not results:
+        raise ValueError("results is empty: pass {name: SliceImportance or profile}.")
+    gt = None
+    if ground_truth is not None:
+        g = np.asarray(
+            ground_truth.get_fdata() if hasattr(ground_truth, "get_fdata") else ground_truth
+        )
+        gt = (
+            ground_truth_profile(g, a, normalise)
+            if g.ndim == 3
+            else importance_profile(g, None, normalise)
+        )
+    fig, ax = _new_axes(ax)
+    units = ""
+    for name, res in results.items():
+        p = importance_profile(res, a if isinstance(res, SliceImportance) else None, normalise)
+        if isinstance(res, SliceImportance) and not units:
+            units = res.units
+        label = str(name)
+        if gt is not None and len(gt) == len(p):
+            label += f" (r = {profile_correlation(p, gt):.2f})"
+        ax.plot(np.arange(len(p)), p, marker=".", lw=1.5, label=label)
+    if gt is not None:
+        ax.plot(np.arange(len(gt)), gt, "k--", lw=1.5, label=ground_truth_label)
+    n = len(p)
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_xlabel(f"{AXIS_NAMES[a]} slice index ({_DIRECTION[a]})")
+    if normalise == "max":
+        ax.set_ylabel("importance (normalised, peak = 1)")
+    elif normalise == "sum":
+        ax.set_ylabel("importance (share of total, sums to 1)")
+    else:
+        ax.set_ylabel(f"importance: {units}" if units else "importance")
+    if affine is not None:
+        A = np.asarray(affine, dtype=float)
+        scale, offset = A[a, a], A[a, 3]
+        top = ax.secondary_xaxis(
+            "top", functions=(lambda i: scale * i + offset, lambda mm: (mm - offset) / scale)
+        )
+        top.set_xlabel(f"{_WORLD[a]} (mm)")
+    ax.set_title(title or f"Per-slice importance along the {AXIS_NAMES[a]} axis")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _mni_background(shape, affine):
+    """nilearn's packaged MNI152 T1 template resampled to the ``(shape, affine)`` grid (cached)."""
+    key = (tuple(int(s) for s in shape), np.asarray(affine, dtype=float).round(6).tobytes())
+    return _mni_background_cached(key)
+
+
+@functools.lru_cache(maxsize=4)
+def _mni_background_cached(key):
+    import warnings
+
+    from nilearn import datasets, image
+
+    shape, affine = key[0], np.frombuffer(key[1]).reshape(4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # the packaged 1 mm template, resampled once (loading resolution=2 resamples twice)
+        return image.resample_img(
+            datasets.load_mni152_template(resolution=1),
+            target_affine=affine,
+            target_shape=shape,
+            interpolation="continuous",
+            force_resample=True,
+            copy_header=True,
+        )
+
+
+def plot_importance_on_brain(
+    volume_map,
+    affine=None,
+    kind: str = "stat_map",
+    bg_img=None,
+    title: str = "Slice importance over the MNI152 template",
+    *,
+    colorbar_label: str = "importance",
+    threshold: float | str | None = None,
+    cmap: str | None = None,
+    cut_coords=None,
+    display_mode: str = "ortho",
+    axes=None,
+    figure=None,
+    **kwargs,
+):
+    """Show an importance volume over the brain with nilearn.
+
+    Args:
+        volume_map: ``(X, Y, Z)`` array (e.g. :func:`slicelib.explain.to_volume` or a voxel map
+            from :func:`slicelib.explain.gradient_map`) or a nibabel image.
+        affine: ``(4, 4)`` voxel-to-mm affine of the array (default for arrays: slicelib's
+            MNI 2 mm grid, ``slicelib.data.MNI_2MM_AFFINE``).
+        kind: ``"stat_map"`` (:func:`nilearn.plotting.plot_stat_map`, over ``bg_img``) or
+            ``"glass_brain"`` (:func:`nilearn.plotting.plot_glass_brain`, maximum projection).
+        bg_img: background for ``stat_map``; default nilearn's packaged MNI152 T1 template
+            resampled to the map's grid (no download).
+        title: figure title.
+        colorbar_label: label of the colorbar (say the units, e.g. "|Δ prediction| (years)").
+        threshold: values below it are transparent (default: 5 % of the maximum |value|).
+        cmap: matplotlib colormap (default ``"hot"`` for non-negative maps, ``"RdBu_r"`` for
+            signed ones).
+        cut_coords, display_mode: passed to nilearn.
+        axes, figure: where to draw (nilearn's ``axes`` / ``figure`` arguments).
+        **kwargs: passed on to the nilearn function.
+
+    Returns:
+        the nilearn display (``display.frame_axes.figure`` is its Figure).
+    """
+    import nibabel as nib
+    from nilearn import plotting
+
+    if isinstance(volume_map, nib.spatialimages.SpatialImage):
+        img = volume_map
+    else:
+        data = np.asarray(volume_map, dtype=np.float32)
+        if data.ndim != 3:
+            raise ValueError(f"volume_map must be 3-D (X, Y, Z), got shape {data.shape}.")
+        if affine is None:
+            from slicelib.data import MNI_2MM_AFFINE
+
+            affine = MNI_2MM_AFFINE
+        img = nib.Nifti1Image(data, np.asarray(affine, dtype=float))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    vmax = float(np.max(np.abs(data))) or 1.0
+    signed = bool(np.min(data) < -1e-6 * vmax)
+    if threshold is None:
+        threshold = 0.05 * vmax
+    if cmap is None:
+        cmap = "RdBu_r" if signed else "hot"
+    common = dict(
+        title=title,
+        threshold=threshold,
+        cmap=cmap,
+        cut_coords=cut_coords,
+        display_mode=display_mode,
+        axes=axes,
+        figure=figure,
+        colorbar=True,
+        **kwargs,
+    )
+    if kind == "stat_map":
+        if bg_img is None:
+            bg_img = _mni_background(img.shape[:3], img.affine)
+        display = plotting.plot_stat_map(
+            img,
+            bg_img=bg_img,
+            symmetric_cbar=signed,
+            vmax=vmax,
+            vmin=-vmax if signed else 0.0,
+            **common,
+        )
+    elif kind == "glass_brain":
+        display = plotting.plot_glass_brain(
+            img, plot_abs=not signed, symmetric_cbar=signed, vmax=vmax, **common
+        )
+    else:
+        raise ValueError(f"kind must be 'stat_map' or 'glass_brain', got {kind!r}.")
+    cbar = getattr(display, "_cbar", None)  # nilearn keeps the colorbar here (private)
+    if cbar is not None:
+        cbar.set_label(colorbar_label, fontsize=8)
+    return display
+
+
+# -----------------------------------------------------------------------------
+# training runs
+
+
+def plot_learning_curves(
+    history: pd.DataFrame,
+    *,
+    label: str | None = "label",
+    metrics: Sequence[str] | None = None,
+    loss_label: str = "loss",
+    title: str = "Learning curves",
+    axes=None,
+):
+    """Train and validation loss per epoch (and validation metrics), one colour per run.
+
+    Args:
+        history: DataFrame with ``epoch``, ``train_loss``, ``val_loss`` and optionally
+            ``val_<metric>`` columns (slicelib's ``history.csv``); several runs stacked with
+            a ``label`` column.
+        label: the column naming the run (ignored if absent).
+        metrics: extra columns to plot in their own panels (default: every ``val_*`` column
+            other than ``val_loss``).
+        loss_label: y label of the loss panel (say the loss and its units, e.g.
+            "loss (MSE, years²)").
+        title: figure title.
+        axes: a sequence of Axes, one per panel (1 + len(metrics)).
+
+    Returns:
+        the matplotlib Figure. Solid lines: training; dashed: validation.
+    """
+    need = {"epoch", "train_loss", "val_loss"} - set(history.columns)
+    if need:
+        raise ValueError(f"history lacks columns {sorted(need)}; has {list(history.columns)}.")
+    if metrics is None:
+        metrics = [
+            c
+            for c in history.columns
+            if c.startswith("val_")
+            and c != "val_loss"
+            and pd.api.types.is_numeric_dtype(history[c])
+        ]
+    n_panels = 1 + len(metrics)
+    if axes is None:
+        fig, axes = plt.subplots(
+            1, n_panels, figsize=(4.5 * n_panels, 3.6), layout="constrained", squeeze=False
+        )
+        axes = list(axes[0])
+    else:
+        axes = list(np.atleast_1d(axes))
+        if len(axes) < n_panels:
+            raise ValueError(f"Need {n_panels} axes (loss + {list(metrics)}), got {len(axes)}.")
+        fig = axes[0].figure
+    groups = history.groupby(label, sort=False) if label in history.columns else [(None, history)]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, h) in enumerate(groups):
+        c = colours[i % len(colours)]
+        h = h.sort_values("epoch")
+        prefix = "" if name is None else f"{name}: "
+        axes[0].plot(h["epoch"], h["train_loss"], "-", color=c, label=f"{prefix}train")
+        axes[0].plot(h["epoch"], h["val_loss"], "--", color=c, label=f"{prefix}validation")
+        for ax, m in zip(axes[1:], metrics):
+            ax.plot(h["epoch"], h[m], "--", marker=".", color=c, label=f"{prefix}{m}")
+    axes[0].set_ylabel(loss_label)
+    axes[0].set_title("loss")
+    for ax, m in zip(axes[1:], metrics):
+        ax.set_ylabel(m.replace("val_", "validation ").replace("_", " "))
+        ax.set_title(m)
+    for ax in axes[:n_panels]:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+def summarise_runs(
+    runs: pd.DataFrame, value: str, by: str | Sequence[str] = "condition", seed: str = "seed"
+) -> pd.DataFrame:
+    """Mean, sd and the seeds of a metric per condition, from one row per run.
+
+    Args:
+        runs: one row per (condition, seed) run with a column ``value`` (e.g. ``test_mae``).
+        value: the metric column.
+        by: the condition column(s).
+        seed: the seed column.
+
+    Returns:
+        DataFrame with the ``by`` columns and ``mean``, ``sd`` (sample sd, ddof=1; 0 for one
+        run), ``n`` and ``seeds`` (comma-separated string), in first-seen order.
+    """
+    by = [by] if isinstance(by, str) else list(by)
+    rows = []
+    for key, g in runs.groupby(by, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        v = g[value].astype(float)
+        rows.append(
+            {
+                **dict(zip(by, key)),
+                "mean": v.mean(),
+                "sd": v.std(ddof=1) if len(v) > 1 else 0.0,
+                "n": len(v),
+                "seeds": ", ".join(str(s) for s in g[seed]) if seed in g.columns else "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def plot_results(
+    summary: pd.DataFrame,
+    *,
+    condition: str = "condition",
+    metric_label: str = "metric",
+    value: str | None = None,
+    seed: str = "seed",
+    title: str = "Test results (mean ± sd over seeds)",
+    show_runs: bool = True,
+    ax=None,
+):
+    """Bar chart of a metric per condition with sd error bars; the seeds are listed.
+
+    Args:
+        summary: either a summary (columns ``condition``, ``mean``, ``sd`` and optionally
+            ``n``, ``seeds``: see :func:`summarise_runs`) or, with ``value=``, one row per run
+            (columns ``condition``, ``seed``, ``value``), which is summarised here and whose
+            single runs are drawn as dots.
+        condition: the column naming the condition (one bar each, several columns are
+            joined with " / ").
+        metric_label: y label, with units (e.g. "test MAE (years)").
+        value: the metric column of a per-run table.
+        seed: the seed column of a per-run table.
+        title: figure title.
+        show_runs: draw single runs as dots (per-run tables only).
+        ax: matplotlib Axes to draw into.
+
+    Returns:
+        the matplotlib Figure.
+    """
+    runs = None
+    if value is not None:
+        runs = summary
+        summary = summarise_runs(runs, value, condition, seed)
+    need = {condition, "mean", "sd"} - set(summary.columns)
+    if need:
+        raise ValueError(
+            f"summary lacks columns {sorted(need)}; pass a summary (condition, mean, sd) or a "
+            "per-run table with value=<metric column>."
+        )
+    fig, ax = _new_axes(ax, figsize=(max(4.0, 1.1 * len(summary) + 2), 4))
+    pos = np.arange(len(summary))
+    ax.bar(
+        pos,
+        summary["mean"],
+        yerr=summary["sd"],
+        capsize=4,
+        color="C0",
+        alpha=0.75,
+        label="mean ± sd",
+    )
+    if runs is not None and show_runs:
+        for i, c in enumerate(summary[condition]):
+            v = runs.loc[runs[condition] == c, value].astype(float).to_numpy()
+            jitter = np.linspace(-0.15, 0.15, len(v)) if len(v) > 1 else np.zeros(1)
+            ax.plot(i + jitter, v, "k.", ms=5, label="single runs" if i == 0 else None)
+    labels = []
+    for _, r in summary.iterrows():
+        lab = str(r[condition])
+        if "n" in summary.columns:
+            lab += f"\nn = {int(r['n'])}"
+        labels.append(lab)
+    ax.set_xticks(pos, labels, fontsize="small")
+    ax.set_xlabel(condition.replace("_", " "))
+    ax.set_ylabel(metric_label)
+    seeds = []
+    for entry in summary["seeds"].astype(str) if "seeds" in summary.columns else []:
+        seeds += [t.strip() for t in entry.split(",") if t.strip() and t.strip() not in seeds]
+    ax.set_title(title + (f"\nseeds: {', '.join(seeds)}" if seeds else ""), fontsize="medium")
+    ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+# -----------------------------------------------------------------------------
+# position embeddings
+
+
+def position_similarity(model, axis: str | None = None) -> np.ndarray:
+    """Cosine similarity between the position embeddings of all slice indices: ``(S, S)``.
+
+    Args:
+        model: a :class:`~slicelib.model.SliceModel` with ``position="learned"`` (its table for
+            ``axis``) or ``"sinusoidal"`` (evaluated at indices ``0..S-1``).
+        axis: which axis' embedding (default: the model's first axis).
+    """
+    if getattr(model, "position", None) is None:
+        raise ValueError(
+            "This model has no position embedding (position=None): there is nothing to compare."
+        )
+    axis = axis or model.axes[0]
+    if axis not in model.axes:
+        raise ValueError(f"The model uses axes {model.axes}, not {axis!r}.")
+    with torch.no_grad():
+        if model.position == "learned":
+            table = model.pos[axis].table.detach()  # (S, D)
+        else:
+            table = model.pos(torch.arange(model.n_slices[axis]))  # (S, D)
+        t = torch.nn.functional.normalize(table.float().cpu(), dim=1)
+        return (t @ t.T).numpy()
+
+
+def plot_position_similarity(model, axis: str | None = None, *, title: str | None = None, ax=None):
+    """Heat map of :func:`position_similarity`: which slice positions the model tells apart.
+
+    Args:
+        model: a SliceModel with a learned or sinusoidal position embedding.
+        axis: which axis (default: the model's first).
+        title: figure title (default names the embedding and the axis).
+        ax: matplotlib Axes to draw into.
+
+    Returns:
+        the matplotlib Figure; both axes are "slice index", the colorbar is the cosine
+        similarity in [-1, 1].
+    """
+    axis = axis or model.axes[0]
+    sim = position_similarity(model, axis)
+    fig, ax = _new_axes(ax, figsize=(5, 4.3))
+    im = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1, origin="lower", interpolation="nearest")
+    ax.set_xlabel(f"{axis} slice index")
+    ax.set_ylabel(f"{axis} slice index")
+    ax.set_title(title or f"Cosine similarity of {model.position} position embeddings ({axis})")
+    fig.colorbar(im, ax=ax, label="cosine similarity")
+    return fig
+
+
+# -----------------------------------------------------------------------------
+# volumes
+
+
+def show_slices(
+    volume,
+    affine=None,
+    *,
+    index: Sequence[int] | None = None,
+    title: str = "Mid-planes",
+    cmap: str = "gray",
+    colorbar_label: str = "intensity (z-score)",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    axes=None,
+):
+    """Sagittal, coronal and axial planes of a volume side by side.
+
+    Args:
+        volume: ``(X, Y, Z)`` array in RAS order (slicelib's convention) or a nibabel image.
+        affine: ``(4, 4)`` voxel-to-mm affine (taken from the image if one is given); with it
+            the axes are in mm, without it in voxel indices.
+        index: ``(i, j, k)`` voxel indices of the three planes (default: the middle).
+        title: figure title.
+        cmap, vmin, vmax: display range (default: 1st-99th percentile).
+        colorbar_label: colorbar label with units.
+        axes: three Axes to draw into.
+
+    Returns:
+        the matplotlib Figure. Images are in neurological convention (left on the left),
+        anterior/superior up or right.
+    """
+    if hasattr(volume, "get_fdata"):
+        affine = volume.affine if affine is None else affine
+        volume = volume.get_fdata()
+    v = np.asarray(volume, dtype=np.float32)
+    if v.ndim != 3:
+        raise ValueError(f"volume must be 3-D (X, Y, Z), got shape {v.shape}.")
+    i, j, k = index if index is not None else [s // 2 for s in v.shape]
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(12, 4), layout="constrained")
+    else:
+        axes = list(np.atleast_1d(axes))
+        fig = axes[0].figure
+    lo, hi = np.percentile(v, [1, 99])
+    vmin = lo if vmin is None else vmin
+    vmax = hi if vmax is None else vmax
+    A = None if affine is None else np.asarray(affine, dtype=float)
+
+    def extent(a, b):
+        if A is None:
+            return (-0.5, v.shape[a] - 0.5, -0.5, v.shape[b] - 0.5)
+        ca = slice_coordinates(A, a, v.shape[a])
+        cb = slice_coordinates(A, b, v.shape[b])
+        ha, hb = abs(A[a, a]) / 2, abs(A[b, b]) / 2
+        return (ca[0] - ha, ca[-1] + ha, cb[0] - hb, cb[-1] + hb)
+
+    def where(a, n):
+        if A is None:
+            return f"{AXIS_NAMES[a]} slice {n}"
+        return (
+            f"{AXIS_NAMES[a]} slice {n} ({_WORLD[a]} = {slice_coordinates(A, a, n + 1)[-1]:.0f} mm)"
+        )
+
+    planes = [
+        (v[i, :, :].T, 1, 2, where(0, i)),
+        (v[:, j, :].T, 0, 2, where(1, j)),
+        (v[:, :, k].T, 0, 1, where(2, k)),
+    ]
+    unit = "voxel" if A is None else "mm"
+    for ax, (img, a, b, name) in zip(axes, planes):
+        im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", extent=extent(a, b))
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel(f"{_WORLD[a]} ({unit}, {_DIRECTION[a]})")
+        ax.set_ylabel(f"{_WORLD[b]} ({unit}, {_DIRECTION[b]})")
+    fig.colorbar(im, ax=list(axes), label=colorbar_label, shrink=0.8)
+    fig.suptitle(title)
+    return fig

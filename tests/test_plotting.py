@@ -1,0 +1,169 @@
+"""Tests of slicelib.plotting: every figure draws on small inputs and is labelled; offline."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from slicelib import explain as E  # noqa: E402
+from slicelib import plotting as P  # noqa: E402
+from slicelib.data import MNI_2MM_AFFINE  # noqa: E402
+from slicelib.model import SliceModel  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _labelled(ax):
+    assert ax.get_title() or ax.figure._suptitle is not None
+    assert ax.get_xlabel() and ax.get_ylabel()
+
+
+def _result(S=10, B=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return E.SliceImportance(
+        rng.random((B, S)),
+        np.arange(S),
+        np.zeros(S, int),
+        ("sagittal",),
+        "occlusion",
+        "|Δ| (years)",
+    )
+
+
+def test_plot_slice_importance_with_ground_truth_and_mm_axis():
+    effect = np.zeros((10, 6, 5))
+    effect[4:6] = 1.0
+    fig = P.plot_slice_importance(
+        {"occlusion": _result(), "attention": _result(seed=1), "profile": np.arange(10.0)},
+        ground_truth=effect,
+        axis="sagittal",
+        affine=MNI_2MM_AFFINE,
+    )
+    ax = fig.axes[0]
+    _labelled(ax)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[-1] == "ground truth effect" and "r =" in labels[0]
+    assert ax.lines[-1].get_linestyle() == "--"
+    assert max(ax.lines[0].get_ydata()) == pytest.approx(1.0)  # normalised to peak 1
+    assert any("mm" in (a.get_xlabel() or "") for a in fig.axes[0].child_axes)
+
+
+def test_plot_slice_importance_single_result_into_given_axes():
+    fig, ax = plt.subplots()
+    out = P.plot_slice_importance(_result(), normalise=None, ax=ax)
+    assert out is fig
+    assert "years" in ax.get_ylabel()
+
+
+@pytest.mark.parametrize("kind", ["stat_map", "glass_brain"])
+def test_plot_importance_on_brain_offline(kind):
+    shape = (23, 27, 23)  # coarse 8 mm grid: fast
+    affine = MNI_2MM_AFFINE.copy()
+    affine[:3, :3] *= 4
+    vol = E.to_volume(np.linspace(0, 1, shape[2]), shape, axis="axial")
+    display = P.plot_importance_on_brain(
+        vol, affine, kind=kind, title="importance", colorbar_label="|Δ| (years)"
+    )
+    texts = [t.get_text() for ax in display.frame_axes.figure.axes for t in ax.texts]
+    assert "importance" in texts  # the title
+    assert display._cbar.ax.get_ylabel() == "|Δ| (years)"
+    display.close()
+
+
+def test_plot_importance_on_brain_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="kind"):
+        P.plot_importance_on_brain(np.ones((4, 4, 4)), np.eye(4), kind="surface", bg_img=False)
+
+
+def test_plot_learning_curves_several_runs():
+    rows = []
+    for label in ["imagenet", "scratch"]:
+        for epoch in range(1, 4):
+            rows.append(
+                dict(
+                    label=label,
+                    epoch=epoch,
+                    train_loss=1 / epoch,
+                    val_loss=1.2 / epoch,
+                    val_mae=5 / epoch,
+                    lr=1e-4,
+                )
+            )
+    fig = P.plot_learning_curves(pd.DataFrame(rows), loss_label="loss (MSE, years²)")
+    assert len(fig.axes) == 2  # loss + val_mae
+    for ax in fig.axes:
+        _labelled(ax)
+        assert ax.get_legend() is not None
+    assert fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="val_loss"):
+        P.plot_learning_curves(pd.DataFrame({"epoch": [1], "train_loss": [1.0]}))
+
+
+def test_plot_results_from_runs_and_from_summary():
+    runs = pd.DataFrame(
+        dict(
+            condition=["imagenet"] * 3 + ["scratch"] * 3,
+            seed=[0, 1, 2] * 2,
+            test_mae=[4.0, 4.5, 5.0, 6.0, 6.5, 7.5],
+        )
+    )
+    fig = P.plot_results(runs, value="test_mae", metric_label="test MAE (years)")
+    ax = fig.axes[0]
+    _labelled(ax)
+    assert "seeds: 0, 1, 2" in ax.get_title()
+    summary = P.summarise_runs(runs, "test_mae")
+    assert list(summary["mean"]) == pytest.approx([4.5, 6.666667])
+    assert summary.loc[0, "seeds"] == "0, 1, 2" and summary.loc[0, "n"] == 3
+    fig2 = P.plot_results(summary, metric_label="test MAE (years)")
+    _labelled(fig2.axes[0])
+
+
+@pytest.mark.parametrize("position", ["learned", "sinusoidal"])
+def test_plot_position_similarity(position):
+    model = SliceModel(
+        "slice_cnn", embed_dim=8, position=position, volume_shape=(18, 20, 18), seed=0
+    )
+    sim = P.position_similarity(model)
+    assert sim.shape == (18, 18)
+    np.testing.assert_allclose(np.diag(sim), 1.0, atol=1e-5)
+    fig = P.plot_position_similarity(model)
+    ax = fig.axes[0]
+    _labelled(ax)
+    assert ax.get_xlabel() == "sagittal slice index"
+    assert fig.axes[1].get_ylabel() == "cosine similarity"
+
+
+def test_position_similarity_needs_an_embedding():
+    model = SliceModel("slice_cnn", embed_dim=8, position=None, volume_shape=(18, 20, 18))
+    with pytest.raises(ValueError, match="no position embedding"):
+        P.position_similarity(model)
+
+
+def test_show_slices_voxels_and_mm():
+    vol = np.random.default_rng(0).random((12, 14, 10)).astype(np.float32)
+    fig = P.show_slices(vol, title="a volume")
+    assert len(fig.axes) == 4  # three planes + colorbar
+    for ax in fig.axes[:3]:
+        _labelled(ax)
+        assert "voxel" in ax.get_xlabel()
+    fig2 = P.show_slices(vol, MNI_2MM_AFFINE, index=(3, 4, 5))
+    assert "mm" in fig2.axes[0].get_xlabel()
+    assert fig2.axes[0].get_title() == "sagittal slice 3 (x = -84 mm)"
+    assert fig2.axes[3].get_ylabel() == "intensity (z-score)"
