@@ -136,6 +136,10 @@ class TrainConfig:
     column such as "val_balanced_accuracy").
     Runtime: ``device`` "auto" | "cuda" | "mps" | "cpu"; ``precision`` "auto" (bf16 autocast on
     CUDA, fp32 elsewhere) | "bf16" | "fp32"; ``num_workers``; ``deterministic``; ``seed``.
+    ``scale_head`` (regression): train the output layer in standardised units, i.e. multiply
+    its initial weights and its learning rate by the training SD of the target. With Adam
+    this is the same as predicting z-scores and rescaling, so the head reaches the target's
+    scale (years) in a few epochs; False = the paper's plain parametrisation.
     """
 
     data: str | None = None
@@ -163,6 +167,7 @@ class TrainConfig:
     precision: str = "auto"
     num_workers: int = 0
     deterministic: bool = True
+    scale_head: bool = True
     preset: str | None = None
 
     def to_dict(self) -> dict:
@@ -679,8 +684,15 @@ def _fit_loop(
     steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
 
     # --- optimiser (paper: Adam, lr 1e-4, weight decay 1e-4) and optional cosine schedule ---
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    head_scale = stats.get("head_scale", 1.0)  # see _scale_output_layer
+    out_layer = _output_layer(model) if head_scale != 1.0 else None
+    special = {id(p) for p in out_layer.parameters()} if out_layer is not None else set()
+    groups = [
+        {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in special]}
+    ]
+    if special:
+        groups.append({"params": list(out_layer.parameters()), "lr": cfg.lr * head_scale})
+    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = None
     if cfg.schedule == "cosine":
         total = max(1, cfg.epochs * steps_per_epoch)
@@ -890,6 +902,29 @@ def _make_meta(cfg: TrainConfig, model, train_stats: dict, **extra) -> dict:
     return M.to_jsonable(meta)
 
 
+def _output_layer(model: torch.nn.Module) -> torch.nn.Linear | None:
+    """The last Linear layer of the model's head (SliceModel.head[-1]), or None."""
+    head = getattr(model, "head", None)
+    last = head[-1] if isinstance(head, torch.nn.Sequential) and len(head) else None
+    return last if isinstance(last, torch.nn.Linear) else None
+
+
+def _scale_output_layer(model: torch.nn.Module, scale: float) -> float:
+    """Multiply the output layer's initial weights by ``scale`` (the target SD, years).
+
+    Together with an output-layer learning rate multiplied by the same factor (see
+    :func:`fit`), Adam then trains ``w / scale`` at the base learning rate: the same dynamics
+    as a head predicting z-scores followed by ``mean + sd * z``, while the model's output
+    stays in years. Returns the factor actually applied (1.0 if there is no such layer).
+    """
+    layer = _output_layer(model)
+    if layer is None or not scale or scale == 1.0:
+        return 1.0
+    with torch.no_grad():
+        layer.weight.mul_(float(scale))
+    return float(scale)
+
+
 def _encode_labels(values: pd.Series, task: str, target: str) -> tuple[pd.Series, list | None]:
     """Map class values to codes 0..C-1. Returns (codes as float, classes: code -> value).
 
@@ -1048,6 +1083,8 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
     if "weights" in kwargs and kwargs["weights"] in ("none", "None", ""):
         kwargs["weights"] = None
     model = SliceModel(**kwargs)
+    if cfg.task == "regression" and cfg.scale_head and "target_std" not in kwargs:
+        stats["head_scale"] = _scale_output_layer(model, stats["std"])
     resolved = copy.deepcopy(cfg)
     resolved.preprocess = pcfg.to_dict()
     meta = _make_meta(resolved, model, stats, classes=classes, world_size=world)
