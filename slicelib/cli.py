@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("course", help="run the course notebooks (slicelib.course)")
     k.add_argument("--preset", default="cpu")
     k.add_argument("--out", default="outputs/course")
-    k.add_argument("rest", nargs=argparse.REMAINDER, help="passed on to the notebooks runner")
+    k.add_argument("--names", default=None, help="comma-separated notebook names (default: all)")
     return p
 
 
@@ -352,8 +352,10 @@ def cmd_course(a: argparse.Namespace) -> int:
     except ImportError as err:
         print(f"slicelib course: not available yet ({err})", file=sys.stderr)
         return 2
-    res = run_notebooks(preset=a.preset, out=a.out, args=a.rest)
-    return int(res) if isinstance(res, int) else 0
+    names = _csv_list(a.names) if a.names else None
+    res = run_notebooks(a.out, preset=a.preset, names=names)
+    failed = [r for r in res or [] if isinstance(r, dict) and r.get("ok") is False]
+    return 1 if failed else 0
 
 
 COMMANDS = {
