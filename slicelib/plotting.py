@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from slicelib.explain import (
     AXIS_NAMES,
@@ -143,21 +144,28 @@ def _mni_background(shape, affine):
     return _mni_background_cached(key)
 
 
+def _mni_mask(shape, affine) -> np.ndarray:
+    """nilearn's packaged MNI152 brain mask on the ``(shape, affine)`` grid: bool (X, Y, Z)."""
+    key = (tuple(int(s) for s in shape), np.asarray(affine, dtype=float).round(6).tobytes())
+    return np.asarray(_mni_background_cached(key, "mask").dataobj) > 0.5
+
+
 @functools.lru_cache(maxsize=4)
-def _mni_background_cached(key):
+def _mni_background_cached(key, what: str = "t1"):
     import warnings
 
     from nilearn import datasets, image
 
     shape, affine = key[0], np.frombuffer(key[1]).reshape(4, 4)
+    loader = datasets.load_mni152_template if what == "t1" else datasets.load_mni152_brain_mask
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # the packaged 1 mm template, resampled once (loading resolution=2 resamples twice)
         return image.resample_img(
-            datasets.load_mni152_template(resolution=1),
+            loader(resolution=1),
             target_affine=affine,
             target_shape=shape,
-            interpolation="continuous",
+            interpolation="continuous" if what == "t1" else "linear",
             force_resample=True,
             copy_header=True,
         )
@@ -171,6 +179,7 @@ def plot_importance_on_brain(
     title: str = "Slice importance over the MNI152 template",
     *,
     colorbar_label: str = "importance",
+    brain_mask: bool = True,
     threshold: float | str | None = None,
     cmap: str | None = None,
     cut_coords=None,
@@ -192,8 +201,11 @@ def plot_importance_on_brain(
             resampled to the map's grid (no download).
         title: figure title.
         colorbar_label: label of the colorbar (say the units, e.g. "|Δ prediction| (years)").
+        brain_mask: show the map only inside nilearn's MNI152 brain mask (resampled to the
+            map's grid; right for maps on slicelib's MNI grid, e.g. painted slices from
+            :func:`slicelib.explain.to_volume`, which otherwise fill the whole box).
         threshold: values below it are transparent (default: 5 % of the maximum |value|).
-        cmap: matplotlib colormap (default ``"hot"`` for non-negative maps, ``"RdBu_r"`` for
+        cmap: matplotlib colormap (default ``"inferno"`` for non-negative maps, ``"RdBu_r"`` for
             signed ones).
         cut_coords, display_mode: passed to nilearn.
         axes, figure: where to draw (nilearn's ``axes`` / ``figure`` arguments).
@@ -217,12 +229,15 @@ def plot_importance_on_brain(
             affine = MNI_2MM_AFFINE
         img = nib.Nifti1Image(data, np.asarray(affine, dtype=float))
     data = np.asarray(img.dataobj, dtype=np.float32)
+    if brain_mask:
+        data = np.where(_mni_mask(img.shape[:3], img.affine), data, 0.0).astype(np.float32)
+        img = nib.Nifti1Image(data, img.affine)
     vmax = float(np.max(np.abs(data))) or 1.0
     signed = bool(np.min(data) < -1e-6 * vmax)
     if threshold is None:
         threshold = 0.05 * vmax
     if cmap is None:
-        cmap = "RdBu_r" if signed else "hot"
+        cmap = "RdBu_r" if signed else "inferno"
     common = dict(
         title=title,
         threshold=threshold,
@@ -253,12 +268,25 @@ def plot_importance_on_brain(
         raise ValueError(f"kind must be 'stat_map' or 'glass_brain', got {kind!r}.")
     cbar = getattr(display, "_cbar", None)  # nilearn keeps the colorbar here (private)
     if cbar is not None:
-        cbar.set_label(colorbar_label, fontsize=8)
+        ticks = cbar.ax.get_yticklabels()
+        colour = ticks[0].get_color() if ticks else "k"  # white on nilearn's black background
+        cbar.set_label(colorbar_label, fontsize=8, color=colour)
     return display
 
 
 # -----------------------------------------------------------------------------
 # training runs
+
+
+_METRIC_LABELS = {
+    "mae": "validation MAE (target units, e.g. years)",
+    "rmse": "validation RMSE (target units, e.g. years)",
+    "r": "validation Pearson r",
+    "r2": "validation R²",
+    "accuracy": "validation accuracy (fraction)",
+    "balanced_accuracy": "validation balanced accuracy (fraction)",
+    "auc": "validation ROC AUC",
+}
 
 
 def plot_learning_curves(
@@ -267,6 +295,7 @@ def plot_learning_curves(
     label: str | None = "label",
     metrics: Sequence[str] | None = None,
     loss_label: str = "loss",
+    metric_labels: Mapping[str, str] | None = None,
     title: str = "Learning curves",
     axes=None,
 ):
@@ -277,10 +306,12 @@ def plot_learning_curves(
             ``val_<metric>`` columns (slicelib's ``history.csv``); several runs stacked with
             a ``label`` column.
         label: the column naming the run (ignored if absent).
-        metrics: extra columns to plot in their own panels (default: every ``val_*`` column
-            other than ``val_loss``).
+        metrics: extra columns to plot in their own panels (default: every numeric ``val_*``
+            column except ``val_loss``, ``val_n`` and ``val_baseline_*``).
         loss_label: y label of the loss panel (say the loss and its units, e.g.
             "loss (MSE, years²)").
+        metric_labels: y labels with units per metric column, e.g.
+            ``{"val_mae": "validation MAE (years)"}`` (defaults exist for common metrics).
         title: figure title.
         axes: a sequence of Axes, one per panel (1 + len(metrics)).
 
@@ -295,7 +326,8 @@ def plot_learning_curves(
             c
             for c in history.columns
             if c.startswith("val_")
-            and c != "val_loss"
+            and c not in ("val_loss", "val_n")
+            and not c.startswith("val_baseline_")
             and pd.api.types.is_numeric_dtype(history[c])
         ]
     n_panels = 1 + len(metrics)
@@ -321,11 +353,14 @@ def plot_learning_curves(
             ax.plot(h["epoch"], h[m], "--", marker=".", color=c, label=f"{prefix}{m}")
     axes[0].set_ylabel(loss_label)
     axes[0].set_title("loss")
+    metric_labels = {**_METRIC_LABELS, **(metric_labels or {})}
     for ax, m in zip(axes[1:], metrics):
-        ax.set_ylabel(m.replace("val_", "validation ").replace("_", " "))
-        ax.set_title(m)
+        name = m.removeprefix("val_")
+        ax.set_ylabel(metric_labels.get(m, metric_labels.get(name, f"validation {name}")))
+        ax.set_title(f"validation {name}".replace("_", " "))
     for ax in axes[:n_panels]:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle(title)
@@ -485,7 +520,7 @@ def plot_position_similarity(model, axis: str | None = None, *, title: str | Non
     im = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1, origin="lower", interpolation="nearest")
     ax.set_xlabel(f"{axis} slice index")
     ax.set_ylabel(f"{axis} slice index")
-    ax.set_title(title or f"Cosine similarity of {model.position} position embeddings ({axis})")
+    ax.set_title(title or f"Position embedding similarity\n({model.position}, {axis} axis)")
     fig.colorbar(im, ax=ax, label="cosine similarity")
     return fig
 

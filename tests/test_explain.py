@@ -3,7 +3,6 @@ check that a model trained on a planted AD effect puts its occlusion importance 
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -72,8 +71,10 @@ def test_occlusion_on_embeddings_equals_brute_force(backbone, position, pooling,
     model.train()  # the functions switch to eval themselves and restore this
     x = _volumes()
     for baseline, score in [("background", "logit"), (0.5, "probability")]:
-        if task == "regression" and score == "probability":
-            continue
+        if (task == "regression" and score == "probability") or (
+            backbone != "slice_cnn" and score == "probability"
+        ):
+            continue  # regression has no probability; one pass is enough for the slow resnet18
         fast = E.occlusion_importance(model, x, baseline, signed=True, score=score, batch_size=7)
         assert model.training
         slow = _brute_force_occlusion(model, x, baseline, score=score)
@@ -341,36 +342,6 @@ def test_occlusion_peaks_in_the_planted_ad_band():
     outside = np.delete(profile, band).mean()
     assert inside > 1.5 * outside, (inside, outside)
     assert E.profile_correlation(profile, truth) > 0.5
+    ig = E.gradient_importance(model, x_test[y_test == 1], steps=8).profile("sagittal")
+    assert TOY_BAND[0] <= int(ig.argmax()) <= TOY_BAND[1], ig.round(3)
     assert time.time() - t0 < 60
-
-
-def _downsample(v: np.ndarray, f: int) -> np.ndarray:
-    """Average-pool a (X, Y, Z) array by ``f`` in every direction (cropping the remainder)."""
-    X, Y, Z = (s // f for s in v.shape)
-    v = v[: X * f, : Y * f, : Z * f]
-    return v.reshape(X, f, Y, f, Z, f).mean(axis=(1, 3, 5))
-
-
-@pytest.mark.slow
-def test_occlusion_peaks_in_the_synthetic_cohort_ad_band():
-    """The same check on slicelib.synth subjects (AD loss in hippocampus/amygdala), axial axis."""
-    synth = pytest.importorskip("slicelib.synth")
-    factor = int(os.environ.get("SLICELIB_TEST_SYNTH_FACTOR", "4"))
-    params = synth.SynthParams(ad_prevalence=0.5, age_range=(60.0, 80.0), ad_loss=(0.8, 0.9))
-    vols, labels = [], []
-    for i in range(64):
-        v, info = synth.synth_subject(0, i, params)
-        v = _downsample(v, factor)
-        vols.append((v - v.mean()) / v.std())
-        labels.append(info["ad"])
-    x = torch.tensor(np.stack(vols), dtype=torch.float32)[:, None]
-    y = torch.tensor(labels, dtype=torch.float32)
-    effect = _downsample(synth.effect_maps(params)["ad_effect"], factor)
-    model = _tiny_slice_model(tuple(x.shape[2:]), "axial")
-    _fit(model, x[:48], y[:48], steps=80, lr=3e-3)
-    result = E.occlusion_importance(model, x[48:][y[48:] == 1])
-    profile = result.profile("axial")
-    truth = E.ground_truth_profile(effect, "axial")
-    band = np.flatnonzero(truth > 0.01 * truth.max())
-    peak = int(profile.argmax())
-    assert band.min() <= peak <= band.max(), (peak, band, profile.round(3))
