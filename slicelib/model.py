@@ -404,7 +404,9 @@ class SliceModel(nn.Module):
         freeze_batchnorm: keep the encoder's BatchNorm layers in eval mode while training
             (running ImageNet statistics; makes chunked training identical to unchunked).
         dropout: dropout before the head's last layer.
-        target_mean: initial bias of the regression output (paper: the mean training age).
+        target_mean, target_std: regression outputs are ``target_mean + target_std * head(.)``,
+            so the head works in standardised units (it starts at the mean training age, as in
+            the paper, and reaches the age scale in a few steps) while outputs stay in years.
         seed: seed for the random initialisation (encoder when ``weights=None``, projection,
             position, pooling and head), so two models built with the same seed are equal.
 
@@ -436,6 +438,7 @@ class SliceModel(nn.Module):
         freeze_batchnorm: bool = False,
         dropout: float = 0.0,
         target_mean: float | None = None,
+        target_std: float | None = None,
         seed: int | None = None,
     ):
         super().__init__()
@@ -468,6 +471,7 @@ class SliceModel(nn.Module):
             freeze_batchnorm=freeze_batchnorm,
             dropout=dropout,
             target_mean=target_mean,
+            target_std=target_std,
             seed=seed,
         )
         self.task, self.position, self.stem = task, position, stem
@@ -498,9 +502,12 @@ class SliceModel(nn.Module):
             self.head = nn.Sequential(
                 nn.Linear(embed_dim, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, n_out)
             )
-        if target_mean is not None:
-            with torch.no_grad():
-                self.head[-1].bias.fill_(float(target_mean))
+        if target_std is not None and not target_std > 0:
+            raise ValueError(
+                f"target_std must be > 0 (the training SD of the target), got {target_std}."
+            )
+        self.target_mean = 0.0 if target_mean is None else float(target_mean)
+        self.target_std = 1.0 if target_std is None else float(target_std)
         if len(self.axes) == 1:
             self.plane.requires_grad_(False)  # one plane: the plane embedding is a constant
 
@@ -610,6 +617,8 @@ class SliceModel(nn.Module):
         h = self.add_position(h, index, axis)  # (B, S, D)
         pooled, weights = self.pool(h)  # (B, D), (B, S)
         out = self.head(pooled)  # (B, n_out)
+        if self.task == "regression":
+            out = self.target_mean + self.target_std * out  # standardised -> target units
         if self.task != "multiclass":
             out = out[:, 0]  # (B,)
         if not return_details:
