@@ -260,10 +260,17 @@ def _result(model, values, index, axis, method, units, output=None, target=None,
 
 
 def _finish(model, h, index, axis) -> torch.Tensor:
-    """Slice embeddings (before position) -> model output, as in ``SliceModel.forward``."""
+    """Slice embeddings (before position) -> model output, as in ``SliceModel.forward``.
+
+    Mirrors the tail of ``SliceModel.forward`` (position, pooling, head, and the regression
+    output scale ``target_mean + target_std * out`` where the model has one); the tests check
+    that the result equals ``model(x)``.
+    """
     h = model.add_position(h, index, axis)  # (N, S, D)
     pooled, _ = model.pool(h)  # (N, D)
     out = model.head(pooled)  # (N, n_out)
+    if model.task == "regression" and hasattr(model, "target_std"):
+        out = model.target_mean + model.target_std * out  # standardised -> target units
     return out if model.task == "multiclass" else out[:, 0]
 
 

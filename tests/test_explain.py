@@ -66,6 +66,7 @@ def test_occlusion_on_embeddings_equals_brute_force(backbone, position, pooling,
         task=task,
         num_classes=3 if task == "multiclass" else None,
         volume_shape=SMALL,
+        target_mean=50.0 if task == "regression" else None,
         seed=0,
     )
     model.train()  # the functions switch to eval themselves and restore this
@@ -78,6 +79,9 @@ def test_occlusion_on_embeddings_equals_brute_force(backbone, position, pooling,
         fast = E.occlusion_importance(model, x, baseline, signed=True, score=score, batch_size=7)
         assert model.training
         slow = _brute_force_occlusion(model, x, baseline, score=score)
+        if task == "regression":  # the intact output is the model's prediction, in its units
+            with torch.no_grad():
+                np.testing.assert_allclose(fast.output, model(x).numpy(), rtol=1e-5)
         model.train()
         assert fast.values.shape == (2, SMALL[AXES[axes]])
         np.testing.assert_allclose(fast.values, slow, atol=2e-5, rtol=1e-4)
