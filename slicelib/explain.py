@@ -260,18 +260,8 @@ def _result(model, values, index, axis, method, units, output=None, target=None,
 
 
 def _finish(model, h, index, axis) -> torch.Tensor:
-    """Slice embeddings (before position) -> model output, as in ``SliceModel.forward``.
-
-    Mirrors the tail of ``SliceModel.forward`` (position, pooling, head, and the regression
-    output scale ``target_mean + target_std * out`` where the model has one); the tests check
-    that the result equals ``model(x)``.
-    """
-    h = model.add_position(h, index, axis)  # (N, S, D)
-    pooled, _ = model.pool(h)  # (N, D)
-    out = model.head(pooled)  # (N, n_out)
-    if model.task == "regression" and hasattr(model, "target_std"):
-        out = model.target_mean + model.target_std * out  # standardised -> target units
-    return out if model.task == "multiclass" else out[:, 0]
+    """Slice embeddings (before position) -> model output (``SliceModel.predict_from_embeddings``)."""
+    return model.predict_from_embeddings(h, index, axis)
 
 
 # -----------------------------------------------------------------------------
@@ -322,8 +312,8 @@ def _blank_embeddings(model: nn.Module, x: torch.Tensor, values: torch.Tensor) -
         a_id = AXES[a]
         H, W = [n for i, n in enumerate(x.shape[2:]) if i != a_id]
         blank = values[:, None, None, None].expand(B, 1, H, W).contiguous()  # (B, 1, H, W)
-        # model._encode is the exact per-slice path encode_slices uses (stem, encoder, flatten)
-        e = model.project(model._encode(blank))  # (B, D)
+        e = model.project(model.encode_images(blank))  # (B, D), as encode_slices does
+
         out.append(e[:, None].expand(B, x.shape[2 + a_id], e.shape[1]))  # (B, S_a, D)
     return torch.cat(out, dim=1)  # (B, S, D)
 

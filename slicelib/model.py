@@ -551,8 +551,8 @@ class SliceModel(nn.Module):
                         "position='sinusoidal' or None, which work for any slice count."
                     )
 
-    def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 1, H, W) grey slices -> (N, F) encoder features."""
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Encode grey 2D slices: ``(N, 1, H, W)`` -> ``(N, F)`` encoder features (no projection)."""
         if self.stem == "repeat":
             images = images.expand(-1, 3, -1, -1)  # grey -> RGB, no copy
         return self.encoder(images).flatten(1)
@@ -579,9 +579,9 @@ class SliceModel(nn.Module):
             for start in range(0, images.shape[0], chunk):
                 part = images[start : start + chunk]
                 if self.checkpoint_activations and torch.is_grad_enabled():
-                    feats.append(checkpoint(self._encode, part, use_reentrant=False))
+                    feats.append(checkpoint(self.encode_images, part, use_reentrant=False))
                 else:
-                    feats.append(self._encode(part))
+                    feats.append(self.encode_images(part))
             f = torch.cat(feats).reshape(B, S_a, -1)  # (B, S_a, F)
             out.append(self.project(f))  # (B, S_a, D)
             index.append(torch.arange(S_a, device=x.device))
@@ -614,7 +614,21 @@ class SliceModel(nn.Module):
             ``slice_index`` (S,) and ``slice_axis`` (S,).
         """
         h, index, axis = self.encode_slices(x)  # (B, S, D)
-        h = self.add_position(h, index, axis)  # (B, S, D)
+        return self.predict_from_embeddings(h, index, axis, return_details)
+
+    def predict_from_embeddings(
+        self,
+        h: torch.Tensor,
+        slice_index: torch.Tensor,
+        slice_axis: torch.Tensor,
+        return_details: bool = False,
+    ):
+        """The model after the encoder: position, pooling and head.
+
+        ``h`` (B, S, D) projected slice embeddings as :meth:`encode_slices` returns them (the
+        explain tools swap single slices' embeddings here); returns what :meth:`forward` returns.
+        """
+        h = self.add_position(h, slice_index, slice_axis)  # (B, S, D)
         pooled, weights = self.pool(h)  # (B, D), (B, S)
         out = self.head(pooled)  # (B, n_out)
         if self.task == "regression":
@@ -627,6 +641,6 @@ class SliceModel(nn.Module):
             output=out,
             slice_embeddings=h,
             slice_weights=weights,
-            slice_index=index,
-            slice_axis=axis,
+            slice_index=slice_index,
+            slice_axis=slice_axis,
         )

@@ -85,7 +85,7 @@ def test_local_weights_match_torchvision(mobilenet_weights):
     with torch.no_grad():
         torch.testing.assert_close(encoder(x), ref(x))
         grey = torch.randn(4, 1, 40, 36)
-        torch.testing.assert_close(model._encode(grey), ref(grey.expand(-1, 3, -1, -1)))
+        torch.testing.assert_close(model.encode_images(grey), ref(grey.expand(-1, 3, -1, -1)))
     assert n_features == 1280
 
 
