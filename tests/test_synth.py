@@ -11,7 +11,7 @@ import pytest
 
 from slicelib import synth
 
-N_SMALL = 24  # subjects in the shared small cohort (ages spread over 20-90)
+N_SMALL = 16  # subjects in the shared small cohort (ages spread over 20-90)
 
 MNI_RAS = np.array(
     [[2.0, 0.0, 0.0, -90.0], [0.0, 2.0, 0.0, -126.0], [0.0, 0.0, 2.0, -72.0], [0.0, 0.0, 0.0, 1.0]]
@@ -22,14 +22,14 @@ MNI_RAS = np.array(
 def cohort(tmp_path_factory):
     """A small cohort written to disk once: (folder, participants table)."""
     out = tmp_path_factory.mktemp("synth") / "cohort"
-    tsv = synth.make_cohort(out, n=N_SMALL, seed=0, progress=False)
+    tsv = synth.make_cohort(out, n=N_SMALL, seed=0, progress=False, n_jobs=2)
     return out, pd.read_csv(tsv, sep="\t")
 
 
 @pytest.fixture(scope="module")
 def measured(cohort):
     """measure_cohort on the small cohort, from its written images (no ridge)."""
-    return synth.measure_cohort(cohort[0], ridge=False, progress=False)
+    return synth.measure_cohort(cohort[0], ridge=False, progress=False, n_jobs=2)
 
 
 def _load(folder, sub):
@@ -77,6 +77,8 @@ def test_files_tables_and_header(cohort):
     truth = pd.read_csv(out / "derivatives" / "ground_truth" / "subjects.tsv", sep="\t")
     assert {"brain_age_gap", "ad_severity", "gm_ml", "ventricle_ml"} <= set(truth.columns)
     assert not any(p.name.endswith(".tmp.nii.gz") for p in out.rglob("*"))  # atomic writes
+    timing = json.loads((out / "derivatives" / "ground_truth" / "generation.json").read_text())
+    assert timing["n"] == N_SMALL and timing["cpu_s_per_subject"] > 0
 
 
 def test_written_file_equals_in_memory_subject(cohort):
