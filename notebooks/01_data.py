@@ -469,13 +469,18 @@ for col, what in VOLUMES.items():
         print(f"{what:26s}: measured vs true volume, r = {r:.2f} ({len(both)} subjects)")
 
 # %% [markdown]
-# Ventricles and grey matter follow age closely, in the truth and in the measured volumes. The
-# hippocampal panel is different: AD subjects lie below controls of the same age, but the groups
-# overlap, because the AD loss (20-35 % of a small region) is of the same size as the normal
-# differences between subjects, and measuring a small region from a noisy, warped image adds
-# error. Detecting AD from a scan is therefore a much harder task than predicting age; notebooks
-# 02 and 04 will find the same. (With the smoke preset the correlations rest on a handful of
-# subjects and mean little.)
+# What the two figures show. **Ventricles** grow with age in the truth and in the measured
+# volumes alike: a large, high-contrast structure is easy to measure. **Grey matter** shrinks
+# tightly with age in the truth, but the image-based measurement is much noisier (its
+# correlation with the true volume, printed above, is far from 1): segmenting a thin cortex in a
+# 2 mm image with bias field and noise is hard, and this simple pipeline is no FreeSurfer. The
+# **hippocampal** panels carry the AD effect: in the true volumes AD subjects sit clearly below
+# controls of the same age (the planted 20-35 % loss); in the measured volumes only some of them
+# do, because measuring a small region in a warped, noisy image adds error of the same size as
+# the effect. (Its correlation with age is partly *due to* AD, since AD subjects are older on
+# average.) A model sees only the images, and the AD effect is confined to a few small regions,
+# so detecting AD is a much harder task than predicting age; notebooks 02 and 04 come back to
+# this. With the smoke preset these numbers rest on a handful of subjects and mean little.
 #
 # ## 6. The model's view: preprocessing and the dataset
 #
@@ -498,6 +503,9 @@ print(
 )
 
 # %% [markdown]
+# The mean is not 0 because the z-score uses the mean and standard deviation of the head (the
+# foreground), not of the whole array: the air around the head is strongly negative.
+#
 # The notebooks in this course train on a coarser **4 mm grid** (45 x 54 x 45) on the CPU,
 # because every slice is a separate image for the 2D network: a 4 mm volume has half as many
 # slices of a quarter of the pixels, about 8 times less work. The same call with another
