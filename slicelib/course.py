@@ -116,7 +116,14 @@ def run_notebooks(
     sources = notebook_sources(names)
     for source in tqdm(sources, desc=f"notebooks ({preset})", unit="notebook"):
         source_nb = out / f"{source.stem}.source.ipynb"
-        nbformat.write(jupytext.read(source), source_nb)
+        nb = jupytext.read(source)
+        nb.metadata["kernelspec"] = {
+            "name": kernel_name,
+            "display_name": "Python 3",
+            "language": "python",
+        }
+        nb.metadata["language_info"] = {"name": "python"}
+        nbformat.write(nb, source_nb)
         executed = out / f"{source.stem}.ipynb"
         start = time.perf_counter()
         papermill.execute_notebook(
