@@ -1108,6 +1108,8 @@ def to_markdown(results: dict) -> str:
         L.append(
             "**Measured on a shared, loaded machine: timings are noisy and slower than on a quiet one.**"
         )
+    if results.get("note"):
+        L.append(f"Note: {results['note']}")
     L += [
         "",
         f"Input {tuple(st['shape'])} voxels; timings are medians after {st['warmup']} warm-up step(s).",
@@ -1317,6 +1319,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--no-isolate", action="store_true", help="measure train/memory in this process"
     )
+    ap.add_argument("--note", default="", help="a line for the table header (e.g. the load)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.threads:
@@ -1351,6 +1354,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = dict(
         machine=machine_info(), settings=_jsonable(asdict(s)), sections=sections, section_s={}
     )
+    results["note"] = args.note
     runners = dict(
         train=lambda: bench_train(s),
         memory=lambda: bench_memory(s),
