@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from slicelib.model import AXES, SliceModel
+from slicelib.model import SliceModel
 
 __all__ = [
     "cpu_flags",
@@ -209,40 +209,22 @@ class FastSliceModel(nn.Module):
 
     def encode_slices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """As :meth:`SliceModel.encode_slices`: ``x`` (B, 1, X, Y, Z) -> (h (B, S, D), index (S,), axis (S,))."""
-        m = self.model
-        m._check_input(x)
-        B = x.shape[0]
-        out, index, axis, skipped = [], [], [], 0
-        for a in m.axes:
-            order = {0: (0, 1, 2, 3), 1: (0, 2, 1, 3), 2: (0, 3, 1, 2)}[AXES[a]]
-            s = x[:, 0].permute(order)  # (B, S_a, H, W)
-            S_a, H, W = s.shape[1:]
-            f = self._encode_skipping(s.reshape(B * S_a, 1, H, W))  # (B*S_a, F)
+        skipped = 0
+
+        def encode(images: torch.Tensor) -> torch.Tensor:
+            nonlocal skipped
+            f = self._encode_skipping(images)  # (N, F)
             skipped += self.last_skipped
-            out.append(m.project(f.reshape(B, S_a, -1)))  # (B, S_a, D)
-            index.append(torch.arange(S_a, device=x.device))
-            axis.append(torch.full((S_a,), AXES[a], device=x.device))
+            return f
+
+        out = self.model.encode_slices(x, encode=encode)
         self.last_skipped = skipped
-        return torch.cat(out, dim=1), torch.cat(index), torch.cat(axis)
+        return out
 
     def forward(self, x: torch.Tensor, return_details: bool = False):
         """Predict from ``x`` (B, 1, X, Y, Z); same outputs as the wrapped model's forward."""
-        m = self.model
         h, index, axis = self.encode_slices(x)  # (B, S, D)
-        h = m.add_position(h, index, axis)  # (B, S, D)
-        pooled, weights = m.pool(h)  # (B, D), (B, S)
-        out = m.head(pooled)  # (B, n_out)
-        if m.task != "multiclass":
-            out = out[:, 0]  # (B,)
-        if not return_details:
-            return out
-        return dict(
-            output=out,
-            slice_embeddings=h,
-            slice_weights=weights,
-            slice_index=index,
-            slice_axis=axis,
-        )
+        return self.model.predict_from_embeddings(h, index, axis, return_details)
 
 
 def compile_encoder(model: nn.Module, **kwargs) -> nn.Module:

@@ -557,11 +557,27 @@ class SliceModel(nn.Module):
             images = images.expand(-1, 3, -1, -1)  # grey -> RGB, no copy
         return self.encoder(images).flatten(1)
 
-    def encode_slices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _encode_chunked(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) -> (N, F), ``slice_chunk`` images at a time, optionally checkpointed."""
+        chunk = self.slice_chunk or images.shape[0]
+        feats = []
+        for start in range(0, images.shape[0], chunk):
+            part = images[start : start + chunk]
+            if self.checkpoint_activations and torch.is_grad_enabled():
+                feats.append(checkpoint(self.encode_images, part, use_reentrant=False))
+            else:
+                feats.append(self.encode_images(part))
+        return torch.cat(feats)
+
+    def encode_slices(
+        self, x: torch.Tensor, encode=None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode every slice of every axis and project it to D.
 
         Args:
             x: ``(B, 1, X, Y, Z)`` volumes.
+            encode: optional function ``(N, 1, H, W) -> (N, F)`` that replaces the model's own
+                chunked encoding (``slicelib.fast`` passes its optimised encoders here).
         Returns:
             ``(h, slice_index, slice_axis)``: ``h`` (B, S, D) projected slice embeddings (no
             position yet); ``slice_index`` (S,) index of each slice along its axis;
@@ -574,15 +590,7 @@ class SliceModel(nn.Module):
             s = _slices(x[:, 0], AXES[a])  # (B, S_a, H, W)
             S_a, H, W = s.shape[1:]
             images = s.reshape(B * S_a, 1, H, W)  # (B*S_a, 1, H, W)
-            chunk = self.slice_chunk or images.shape[0]
-            feats = []
-            for start in range(0, images.shape[0], chunk):
-                part = images[start : start + chunk]
-                if self.checkpoint_activations and torch.is_grad_enabled():
-                    feats.append(checkpoint(self.encode_images, part, use_reentrant=False))
-                else:
-                    feats.append(self.encode_images(part))
-            f = torch.cat(feats).reshape(B, S_a, -1)  # (B, S_a, F)
+            f = (encode or self._encode_chunked)(images).reshape(B, S_a, -1)  # (B, S_a, F)
             out.append(self.project(f))  # (B, S_a, D)
             index.append(torch.arange(S_a, device=x.device))
             axis.append(torch.full((S_a,), AXES[a], device=x.device))
