@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= outputs
 
-.PHONY: setup test demo lint bench clean
+.PHONY: setup test demo lint bench clean notebooks
 
 setup: $(VENV)/.installed
 
@@ -29,3 +29,6 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) $(OUT)
+
+notebooks: setup
+	$(BIN)/jupytext --to ipynb notebooks/0*.py
