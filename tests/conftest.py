@@ -7,7 +7,20 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SLICELIB_SHARED", ROOT.parent / "shared"))
+
+
+def _shared_dir() -> Path:
+    """The read-only shared assets: $SLICELIB_SHARED, else ../shared beside the checkout, else
+    /work/shared (where this project's build machines keep them)."""
+    if "SLICELIB_SHARED" in os.environ:
+        return Path(os.environ["SLICELIB_SHARED"])
+    for candidate in (ROOT.parent / "shared", Path("/work/shared")):
+        if candidate.is_dir():
+            return candidate
+    return ROOT.parent / "shared"
+
+
+SHARED = _shared_dir()
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

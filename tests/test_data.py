@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SHARED
 
 from slicelib import data as D
 from slicelib.data import (
@@ -33,9 +34,7 @@ torch.set_num_threads(1)
 
 SMALL = (20, 24, 20)  # 4 mm grid, 80 x 96 x 80 mm
 SMALL_CFG = PreprocessConfig(shape=SMALL, voxel_size=4.0, interpolation="linear")
-IXI10 = Path(
-    os.environ.get("SLICELIB_IXI10", Path(__file__).parents[1].parent / "shared/data/ixi10")
-)
+IXI10 = Path(os.environ.get("SLICELIB_IXI10", SHARED / "data" / "ixi10"))
 
 
 def head_volume(shape=(40, 48, 40), seed=0) -> np.ndarray:
