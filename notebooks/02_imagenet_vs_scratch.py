@@ -251,7 +251,9 @@ def run_one(target, init, n_train, seed):
     res = evaluate_run(run, split="test", progress=False)
     history = pd.read_csv(run / "history.csv")
     row = dict(task=target, init=init, n_train=n_train, seed=seed, seconds=round(seconds))
-    row.update({k: v for k, v in res.items() if isinstance(v, (int, float)) and k != "n"})
+    # metrics are None where undefined (e.g. Pearson r of constant predictions): keep them as NaN
+    numbers = {k: v for k, v in res.items() if v is None or isinstance(v, (int, float))}
+    row.update({k: float("nan") if v is None else v for k, v in numbers.items() if k != "n"})
     row["best_epoch"] = res["checkpoint_epoch"] + 1
     return row, history.assign(task=target, init=init, n_train=n_train, seed=seed)
 
