@@ -173,18 +173,22 @@ split_sizes
 
 # %%
 def resolve_imagenet(backbone):
-    """(backbone, weights, note): a local ImageNet state_dict, else torchvision's download."""
+    """(backbone, weights, note): a local ImageNet state_dict, else torchvision's download,
+    else (offline) the local MobileNetV2 weights instead of the requested backbone."""
     default = Path(slicelib.__file__).resolve().parents[2] / "shared" / "weights"
     folder = Path(os.environ.get("SLICELIB_WEIGHTS_DIR", default))
-    for name in dict.fromkeys([backbone, "mobilenet_v2"]):  # the paper's choice first
-        local = folder / f"{name}_imagenet1k.pth"
-        if local.is_file():
-            return name, str(local), f"ImageNet weights for {name} from {local}"
+    local = folder / f"{backbone}_imagenet1k.pth"
+    if local.is_file():
+        return backbone, str(local), f"ImageNet weights for {backbone} from {local}"
     try:
         build_encoder(backbone, "imagenet")  # downloads into torchvision's cache, or fails
         return backbone, "imagenet", f"ImageNet weights for {backbone} from torchvision"
     except WeightsError as err:
-        return backbone, None, f"NO ImageNet weights ({str(err).splitlines()[0]})"
+        note = str(err).splitlines()[0]
+    fallback = folder / "mobilenet_v2_imagenet1k.pth"
+    if backbone != "mobilenet_v2" and fallback.is_file():
+        return "mobilenet_v2", str(fallback), f"{note}; using MobileNetV2 from {fallback} instead"
+    return backbone, None, f"NO ImageNet weights ({note})"
 
 
 BACKBONE, IMAGENET, weights_note = resolve_imagenet(S["BACKBONE"])
