@@ -108,6 +108,14 @@ def _add_train_flags(t: argparse.ArgumentParser, compare: bool = False) -> None:
     t.add_argument("--schedule", choices=["constant", "cosine"])
     t.add_argument("--grad-accum", type=int)
     t.add_argument("--patience", type=int, help="early stopping patience (epochs); 0 = off")
+    t.add_argument(
+        "--class-weights",
+        choices=["balanced", "none"],
+        help="classification loss weights (default balanced: each class counts equally)",
+    )
+    t.add_argument(
+        "--monitor", help="history column that picks the best epoch, e.g. val_balanced_accuracy"
+    )
     t.add_argument("--split-seed", type=int)
     t.add_argument("--device", help="auto | cuda | mps | cpu")
     t.add_argument("--precision", choices=["auto", "bf16", "fp32"])
@@ -146,6 +154,8 @@ def _overrides(a: argparse.Namespace) -> dict:
         "schedule": a.schedule,
         "grad_accum": a.grad_accum,
         "split_seed": a.split_seed,
+        "class_weights": a.class_weights,
+        "monitor": a.monitor,
         "device": a.device,
         "precision": a.precision,
         "num_workers": a.num_workers,

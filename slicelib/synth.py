@@ -19,8 +19,11 @@ Generative model (all in template space unless said otherwise)
    - ventricle enlargement: the lateral ventricles (a seed taken from the template) are dilated
      by an age-dependent radius (signed distance map, soft edge), inside a deep-brain region and
      keeping a septum pellucidum;
-   - AD: grey-matter loss (20-35 % locally, severity varies per subject) in hippocampus and
-     amygdala (ellipsoids centred at MNI (+-28, -22, -14) and (+-23, -5, -18) mm), beyond age.
+   - AD, beyond age, as in medial temporal atrophy (the MTA visual rating of Scheltens et al.):
+     grey-matter loss (30-50 % locally, severity varies per subject) in hippocampus, amygdala and
+     parahippocampal gyrus (ellipsoids centred at MNI (+-28, -22, -14), (+-23, -5, -18) and
+     (+-25, -18, -27) mm), and widening of the CSF spaces around them (temporal horn, choroidal
+     fissure): the template's medial-temporal CSF is dilated by ``ad_horn_mm`` x severity / 0.4.
 4. A T1-like intensity: template texture residual + class means (WM bright, GM mid, CSF dark,
    jittered per subject), plus a scalp / skull / diploe shell outside the brain.
 5. Acquisition: one resampling (order 1) through a composed warp = small random pose (rotation
@@ -78,7 +81,7 @@ __all__ = [
 _SHAPE = tuple(MNI_2MM_SHAPE)
 _AFFINE = np.array(MNI_2MM_AFFINE, dtype=float)
 _VOXEL_ML = 0.008  # 2 mm isotropic voxel = 8 mm^3 = 0.008 ml
-_TEMPLATE_VERSION = "synth-templates-v1"
+_TEMPLATE_VERSION = "synth-templates-v2"
 
 # Medial-temporal regions where AD acts, MNI mm: (centre, semi-axes).
 _AD_REGIONS = (
@@ -86,6 +89,13 @@ _AD_REGIONS = (
     ((-28.0, -22.0, -14.0), (5.0, 11.0, 5.0)),  # left hippocampus
     ((23.0, -5.0, -18.0), (5.0, 5.0, 5.0)),  # right amygdala
     ((-23.0, -5.0, -18.0), (5.0, 5.0, 5.0)),  # left amygdala
+    ((25.0, -18.0, -27.0), (5.0, 12.0, 4.0)),  # right parahippocampal / entorhinal cortex
+    ((-25.0, -18.0, -27.0), (5.0, 12.0, 4.0)),  # left parahippocampal / entorhinal cortex
+)
+# Where the medial-temporal CSF (temporal horn, choroidal fissure) may widen in AD, MNI mm.
+_MTL_CSF_REGIONS = (
+    ((28.0, -18.0, -15.0), (12.0, 22.0, 11.0)),
+    ((-28.0, -18.0, -15.0), (12.0, 22.0, 11.0)),
 )
 
 
@@ -104,7 +114,8 @@ class SynthParams:
     regional_sd: float = 0.2  # smooth regional variation of the atrophy pattern (relative)
     ventricle_radius_mm: float = 5.0  # ventricle dilation radius at 90 years (mm)
     ventricle_sd_mm: float = 0.35  # subject variation of the dilation radius (mm)
-    ad_loss: tuple[float, float] = (0.2, 0.35)  # local AD GM loss fraction, Uniform(range)
+    ad_loss: tuple[float, float] = (0.3, 0.5)  # local AD GM loss fraction, Uniform(range)
+    ad_horn_mm: float = 5.0  # AD widening of medial-temporal CSF at severity 0.4 (mm)
     warp_mm: float = 2.5  # SD of the random displacement at the control points (mm)
     rotation_deg: float = 3.0  # SD of each rotation angle (degrees)
     translation_mm: float = 2.5  # SD of each translation (mm)
@@ -156,7 +167,9 @@ class Templates:
     brain: brain mask. head: scalp/skull intensity outside the brain (fraction of WM).
     gm_weight: where age thins grey matter (0..~1.3). vent_dist: signed distance to the lateral
     ventricles (mm, negative inside). vent_allowed: 0..1, where ventricles may grow.
-    ad_map: 0..1, where AD acts. roi_*: measurement regions (bool).
+    ad_map: 0..1, where AD thins grey matter. mtl_csf_dist: signed distance to the medial-temporal
+    CSF spaces (mm, negative inside); mtl_csf_allowed: 0..1, where AD may widen them.
+    roi_*: measurement regions (bool).
     """
 
     t1_resid: np.ndarray
@@ -169,6 +182,8 @@ class Templates:
     vent_dist: np.ndarray
     vent_allowed: np.ndarray
     ad_map: np.ndarray
+    mtl_csf_dist: np.ndarray
+    mtl_csf_allowed: np.ndarray
     roi_brain: np.ndarray
     roi_ventricles: np.ndarray
     roi_hippocampus: np.ndarray
@@ -265,6 +280,16 @@ def _build_templates() -> Templates:
         ad_map = np.maximum(ad_map, expit((1.0 - d) / 0.12))
         roi_h |= d <= 1.0
     ad_map = (ad_map * brain).astype(np.float32)
+    # AD: the CSF around hippocampus and amygdala (temporal horn, choroidal fissure) may widen.
+    mtl = np.zeros(_SHAPE, np.float32)
+    for (cx, cy, cz), (ax, ay, az) in _MTL_CSF_REGIONS:
+        d = np.sqrt(((X - cx) / ax) ** 2 + ((Y - cy) / ay) ** 2 + ((Z - cz) / az) ** 2)
+        mtl = np.maximum(mtl, expit((1.0 - d) / 0.1))
+    mtl_seed = (csf > 0.4) & (mtl > 0.5) & brain
+    mtl_csf_dist = (
+        ndi.distance_transform_edt(~mtl_seed) * 2.0 - ndi.distance_transform_edt(mtl_seed) * 2.0
+    ).astype(np.float32)
+    mtl_csf_allowed = (mtl * brain).astype(np.float32)
 
     # Head outside the brain: smooth rounded head surface, then scalp / skull / diploe / CSF.
     head_mask = ndi.gaussian_filter(brain.astype(np.float32), 4.0) > 0.02
@@ -291,6 +316,8 @@ def _build_templates() -> Templates:
         vent_dist=vent_dist,
         vent_allowed=vent_allowed,
         ad_map=ad_map,
+        mtl_csf_dist=mtl_csf_dist,
+        mtl_csf_allowed=mtl_csf_allowed,
         roi_brain=roi_brain,
         roi_ventricles=roi_vent,
         roi_hippocampus=roi_h & brain,
@@ -437,6 +464,15 @@ def _tissues(
     if ad_severity > 0:
         loss = 1.0 - (1.0 - loss) * (1.0 - ad_severity * tp.ad_map)
     gm = gm * (1.0 - np.clip(loss, 0.0, 0.9))
+    if ad_severity > 0 and params.ad_horn_mm > 0:
+        # AD: medial-temporal CSF spaces widen (soft dilation, like the ventricles above).
+        radius = params.ad_horn_mm * ad_severity / 0.4
+        horn = tp.mtl_csf_allowed * expit((radius - tp.mtl_csf_dist) / 0.8)
+        csf_now = np.where(tp.brain, 1.0 - gm - wm, 0.0)
+        take = np.clip(horn - csf_now, 0.0, None)
+        keep = 1.0 - np.clip(take / np.maximum(gm + wm, 1e-3), 0.0, 1.0)
+        gm = gm * keep
+        wm = wm * keep
     gm = gm.astype(np.float32)
     wm = wm.astype(np.float32)
     csf = np.where(tp.brain, 1.0 - gm - wm, 0.0).astype(np.float32)

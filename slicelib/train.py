@@ -140,6 +140,10 @@ class TrainConfig:
     its initial weights and its learning rate by the training SD of the target. With Adam
     this is the same as predicting z-scores and rescaling, so the head reaches the target's
     scale (years) in a few epochs; False = the paper's plain parametrisation.
+    ``class_weights`` (classification): "balanced" weights each training example by
+    n / (n_classes x n_its_class) (as scikit-learn's ``class_weight="balanced"``), so a minority
+    class such as AD counts as much as the majority and the 0.5 threshold aims at balanced
+    accuracy; "none" = the plain mean loss.
     """
 
     data: str | None = None
@@ -168,6 +172,7 @@ class TrainConfig:
     num_workers: int = 0
     deterministic: bool = True
     scale_head: bool = True
+    class_weights: str = "balanced"
     preset: str | None = None
 
     def to_dict(self) -> dict:
@@ -192,6 +197,8 @@ class TrainConfig:
             raise ConfigError(f"precision={self.precision!r}: use 'auto', 'bf16' or 'fp32'.")
         if self.preset is not None and self.preset not in PRESETS:
             raise ConfigError(f"preset={self.preset!r}: use one of {', '.join(PRESETS)}.")
+        if self.class_weights not in ("balanced", "none"):
+            raise ConfigError(f"class_weights={self.class_weights!r}: use 'balanced' or 'none'.")
         for name in ("epochs", "batch_size", "grad_accum"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1.")
@@ -510,14 +517,23 @@ def _loss(task: str, output: torch.Tensor, target: torch.Tensor, stats: dict) ->
     """Mean loss over the batch. Regression: MSE of standardised targets (unitless).
 
     output: (B,) years / logits, or (B, C) logits; target: (B,) years or labels.
+    Classification with ``stats["class_weights"]`` (one weight per class): the weighted mean
+    sum_i w[y_i] * loss_i / B (scikit-learn's "balanced" convention: weights average 1 over the
+    training set).
     """
     output = output.float()
     if task == "regression":
         sd = stats.get("std") or 1.0
         return F.mse_loss(output / sd, target.float() / sd)
+    weights = stats.get("class_weights")
     if task == "binary":
-        return F.binary_cross_entropy_with_logits(output, target.float())
-    return F.cross_entropy(output, target.long())
+        per = F.binary_cross_entropy_with_logits(output, target.float(), reduction="none")
+    else:
+        per = F.cross_entropy(output, target.long(), reduction="none")
+    if weights is None:
+        return per.mean()
+    w = torch.as_tensor(weights, dtype=per.dtype, device=per.device)[target.long()]
+    return (w * per).mean()
 
 
 class _Indexed(Dataset):
@@ -634,7 +650,8 @@ def fit(
     device = pick_device(cfg.device, local_rank)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if meta is None:
-        meta = _make_meta(cfg, model, _train_stats_from_dataset(train_ds, cfg.task, model))
+        stats = _train_stats_from_dataset(train_ds, cfg.task, model, cfg.class_weights)
+        meta = _make_meta(cfg, model, stats)
     stats = meta["train_stats"]
     meta_json = json.dumps(M.to_jsonable(meta))
     if rank == 0:
@@ -814,8 +831,10 @@ def _fit_loop(
             )
             _write_csv(run_dir / "history.csv", pd.DataFrame(history))
             msg = f"epoch {epoch + 1}/{cfg.epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}"
-            if value is not None:
-                msg += f"  {monitor} {value:.4f}" + ("  *" if improved else "")
+            for key in ("val_mae", "val_auc", "val_balanced_accuracy", monitor):
+                if key != "val_loss" and isinstance(row.get(key), float) and key not in msg:
+                    msg += f"  {key} {row[key]:.4f}"
+            msg += "  *" if improved else ""
             tqdm.write(msg, file=sys.stderr)
         _barrier()
         if stopped_early:
@@ -871,23 +890,33 @@ def _check_resume(saved: dict, meta: dict, run_dir: Path) -> None:
 # train(): data -> split -> model -> fit
 
 
-def _train_stats(targets: np.ndarray, task: str, num_classes: int | None) -> dict:
-    """Training-set statistics: the baseline predictor and the loss scale."""
+def _train_stats(
+    targets: np.ndarray, task: str, num_classes: int | None, class_weights: str = "none"
+) -> dict:
+    """Training-set statistics: the baseline predictor, the loss scale and class weights.
+
+    ``class_weights="balanced"`` adds ``class_weights``: n / (n_classes x count) per class.
+    """
     t = np.asarray(targets, dtype=np.float64)
     if task == "regression":
         return {"n": int(t.size), "mean": float(t.mean()), "std": float(t.std()) or 1.0}
     counts = np.bincount(t.astype(np.int64), minlength=num_classes or 2)
-    return {
+    stats = {
         "n": int(t.size),
         "counts": counts.tolist(),
         "majority_class": int(counts.argmax()),
         "num_classes": int(num_classes or 2),
     }
+    if class_weights == "balanced":
+        w = t.size / (len(counts) * np.maximum(counts, 1))
+        stats["class_weights"] = [round(float(v), 6) for v in w]
+    return stats
 
 
-def _train_stats_from_dataset(ds: Dataset, task: str, model) -> dict:
+def _train_stats_from_dataset(ds: Dataset, task: str, model, class_weights: str = "none") -> dict:
     ys = np.array([float(ds[i][1]) for i in range(len(ds))])
-    return _train_stats(ys, task, getattr(model, "config", {}).get("num_classes"))
+    num_classes = getattr(model, "config", {}).get("num_classes")
+    return _train_stats(ys, task, num_classes, class_weights)
 
 
 def _make_meta(cfg: TrainConfig, model, train_stats: dict, **extra) -> dict:
@@ -1069,7 +1098,8 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
 
     # --- model: the grid comes from the preprocessing, the head bias from the training mean -
     pcfg = _preprocess_config(cfg.preprocess)
-    stats = _train_stats(tr["_y"].to_numpy(), cfg.task, len(classes) if classes else None)
+    n_classes = len(classes) if classes else None
+    stats = _train_stats(tr["_y"].to_numpy(), cfg.task, n_classes, cfg.class_weights)
     kwargs = dict(cfg.model)
     kwargs.update(
         task=cfg.task,

@@ -4,6 +4,7 @@ Everything runs on tiny NIfTI volumes (16 x 20 x 16 voxels of 8 mm) with the pap
 slice CNN, so the whole file takes well under a minute on two CPU cores.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -194,6 +195,28 @@ def test_binary_task_reports_baseline_side_by_side(table, tmp_path):
         assert k in res and "baseline_" + k in res
     assert res["baseline_balanced_accuracy"] == pytest.approx(0.5)
     assert res["n"] == 16
+    saved = json.loads((Path(run) / "config.json").read_text())
+    assert saved["train"]["class_weights"] == "balanced" and "class_weights" in saved["train_stats"]
+
+
+def test_balanced_class_weights_count_each_class_equally():
+    from slicelib.train import _loss, _train_stats
+
+    y = np.array([0, 0, 0, 1])
+    stats = _train_stats(y, "binary", 2, "balanced")
+    assert stats["class_weights"] == pytest.approx([4 / 6, 2.0])
+    assert "class_weights" not in _train_stats(y, "binary", 2, "none")
+    logits = torch.tensor([0.3, -1.0, 2.0, -0.5])
+    target = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    per = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    w = torch.tensor([4 / 6, 4 / 6, 4 / 6, 2.0])
+    assert torch.allclose(_loss("binary", logits, target, stats), (w * per).mean())
+    # The two classes contribute equal total weight, so a constant logit of 0 is optimal.
+    assert float((w * target).sum()) == pytest.approx(float((w * (1 - target)).sum()))
+    m = _train_stats(np.array([0, 1, 1, 2, 2, 2]), "multiclass", 3, "balanced")
+    assert m["class_weights"] == pytest.approx([2.0, 1.0, 2 / 3])
+    with pytest.raises(ConfigError, match="class_weights"):
+        TrainConfig.from_dict({"class_weights": "inverse"})
 
 
 # --- errors that explain themselves -----------------------------------------------------------
