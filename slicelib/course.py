@@ -39,16 +39,18 @@ def ensure_synthetic_cohort(n: int, seed: int = 0, root: str | os.PathLike | Non
     """Return the folder of a synthetic cohort of ``n`` subjects (seed ``seed``), making it once.
 
     The cohort lives in ``<root>/synth-n<n>-seed<seed>`` (root: :func:`data_dir`). A marker file
-    written last records that it is complete, so an interrupted generation is redone, never
-    half-used. Returns the cohort folder (holding ``participants.tsv``).
+    written last records that it is complete and which generator version made it, so an
+    interrupted generation, or one by an older slicelib, is redone, never half-used. Returns the cohort folder (holding ``participants.tsv``).
     """
-    from slicelib.synth import make_cohort
+    from slicelib.synth import GENERATOR_VERSION, make_cohort
 
     folder = Path(root or data_dir()) / f"synth-n{n}-seed{seed}"
     marker = folder / ".complete"
-    if not marker.is_file():
+    stamp = f"n={n} seed={seed} generator={GENERATOR_VERSION}\n"
+    if not marker.is_file() or marker.read_text() != stamp:  # missing, partial or outdated
+        marker.unlink(missing_ok=True)
         make_cohort(folder, n=n, seed=seed)
-        marker.write_text(f"n={n} seed={seed}\n")
+        marker.write_text(stamp)
     return folder
 
 

@@ -64,6 +64,7 @@ from scipy.special import expit
 from slicelib.data import MNI_2MM_AFFINE, MNI_2MM_SHAPE
 
 __all__ = [
+    "GENERATOR_VERSION",
     "SynthParams",
     "Templates",
     "templates",
@@ -82,6 +83,8 @@ _SHAPE = tuple(MNI_2MM_SHAPE)
 _AFFINE = np.array(MNI_2MM_AFFINE, dtype=float)
 _VOXEL_ML = 0.008  # 2 mm isotropic voxel = 8 mm^3 = 0.008 ml
 _TEMPLATE_VERSION = "synth-templates-v2"
+# Bumped whenever the generative model changes, so cached cohorts are remade, not reused.
+GENERATOR_VERSION = 2
 
 # Medial-temporal regions where AD acts, MNI mm: (centre, semi-axes).
 _AD_REGIONS = (
@@ -687,7 +690,13 @@ def make_cohort(
         "BIDSVersion": "1.9.0",
         "DatasetType": "raw",
         "License": "CC0 (generated from the MNI152 2009 templates shipped with nilearn)",
-        "GeneratedBy": [{"Name": "slicelib.synth", "Description": __doc__.splitlines()[0]}],
+        "GeneratedBy": [
+            {
+                "Name": "slicelib.synth",
+                "Version": str(GENERATOR_VERSION),
+                "Description": __doc__.splitlines()[0],
+            }
+        ],
         "slicelib_synth": {"seed": int(seed), "n": int(n), "params": params.to_dict()},
     }
     (out / "dataset_description.json").write_text(json.dumps(description, indent=2))

@@ -3,8 +3,6 @@ check that a model trained on a planted AD effect puts its occlusion importance 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -256,32 +254,27 @@ def test_slice_coordinates_on_the_mni_grid():
 
 # --- the key test: occlusion finds a planted AD effect ------------------------------------
 
-TOY_SHAPE = (16, 20, 16)
-TOY_BAND = (10, 12)  # sagittal slices (inclusive) where the AD effect is planted
+# An exaggerated, age-matched version of the synthetic cohort's AD effect (medial temporal
+# atrophy: grey-matter loss + widened temporal horn), so a tiny model learns it in seconds.
+STRONG_AD = dict(ad_loss=(0.8, 0.9), ad_horn_mm=8.0, age_range=(65.0, 75.0), ad_prevalence=0.5)
 
 
-def _toy_cohort(n: int, seed: int):
-    """Noise "brains" (a ball of smooth texture) with a dark box in sagittal slices 10-12 for AD.
+def _synth_cohort(n: int, seed: int):
+    """``n`` subjects of ``slicelib.synth`` (STRONG_AD), made in memory and reduced to 8 mm.
 
-    Returns volumes (n, 1, X, Y, Z) z-scored, labels (n,) alternating CN/AD, and the
-    ground-truth effect map (X, Y, Z).
+    Returns volumes (n, 1, 23, 27, 23) z-scored per subject and labels (n,) (1 = AD).
     """
-    rng = np.random.default_rng(seed)
-    grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in TOY_SHAPE], indexing="ij")
-    brain = sum(g**2 for g in grid) < 0.8
-    effect = np.zeros(TOY_SHAPE, np.float32)
-    effect[TOY_BAND[0] : TOY_BAND[1] + 1, 7:14, 5:12] = 0.8
-    effect *= brain
+    from slicelib import synth
+
+    params = synth.SynthParams(**STRONG_AD)
     vols, labels = [], []
     for i in range(n):
-        ad = i % 2
-        v = (1.0 + ndi.gaussian_filter(rng.standard_normal(TOY_SHAPE), 1.0)) * brain
-        if ad:
-            v = v - effect * rng.uniform(0.7, 1.0)
+        v, info = synth.synth_subject(seed, i, params)  # (91, 109, 91), 2 mm
+        v = ndi.zoom(v, 0.25, order=1)  # 8 mm: (23, 27, 23)
         vols.append((v - v.mean()) / v.std())
-        labels.append(ad)
+        labels.append(info["ad"])
     x = torch.tensor(np.stack(vols), dtype=torch.float32)[:, None]
-    return x, torch.tensor(labels, dtype=torch.float32), effect
+    return x, torch.tensor(labels, dtype=torch.float32)
 
 
 def _tiny_slice_model(shape, axes, seed=0, pooling="mean"):
@@ -324,28 +317,29 @@ def _fit(model, x, y, steps, lr):
 
 
 def test_occlusion_peaks_in_the_planted_ad_band():
-    """Train on a toy AD task; occlusion importance must peak where the effect was planted."""
-    t0 = time.time()
-    x, y, effect = _toy_cohort(24, seed=0)
-    x_test, y_test, _ = _toy_cohort(12, seed=1)
-    model = _tiny_slice_model(TOY_SHAPE, "sagittal")
+    """Train on the synthetic AD task; occlusion importance must peak where AD was planted."""
+    from sklearn.metrics import roc_auc_score
+
+    from slicelib import synth
+
+    x, y = _synth_cohort(32, seed=0)
+    x_test, y_test = _synth_cohort(12, seed=1)
+    model = _tiny_slice_model(tuple(x.shape[2:]), "axial")
     loss = _fit(model, x, y, steps=40, lr=1e-2)
     model.eval()
     with torch.no_grad():
-        acc = float(((model(x_test) > 0).float() == y_test).float().mean())
-    assert acc >= 0.9, f"the toy model did not learn the task (loss {loss:.3f}, accuracy {acc})"
+        auc = roc_auc_score(y_test.numpy(), model(x_test).numpy())
+    assert auc >= 0.8, f"the model did not learn the AD task (train loss {loss:.3f}, AUC {auc})"
 
-    result = E.occlusion_importance(model, x_test[y_test == 1])
-    profile = result.profile("sagittal")
-    truth = E.ground_truth_profile(effect, "sagittal")
-    band = np.flatnonzero(truth > 0)
-    assert (band.min(), band.max()) == TOY_BAND
+    effect = ndi.zoom(synth.effect_maps(synth.SynthParams(**STRONG_AD))["ad_effect"], 0.25, order=1)
+    truth = E.ground_truth_profile(effect, "axial")
+    band = np.flatnonzero(truth > 0.05 * truth.max())  # axial slices holding the AD effect
+    assert 1 <= len(band) <= 5 and band.max() < len(truth) // 2  # a narrow, inferior band
+
+    ad = x_test[y_test == 1]
+    profile = E.occlusion_importance(model, ad).profile("axial")
     peak = int(profile.argmax())
-    assert TOY_BAND[0] <= peak <= TOY_BAND[1], f"peak at slice {peak}, profile {profile.round(3)}"
-    inside = profile[band].mean()
-    outside = np.delete(profile, band).mean()
+    assert band.min() <= peak <= band.max(), f"peak at slice {peak}, band {band}, {profile}"
+    inside, outside = profile[band].mean(), np.delete(profile, band).mean()
     assert inside > 1.5 * outside, (inside, outside)
     assert E.profile_correlation(profile, truth) > 0.5
-    ig = E.gradient_importance(model, x_test[y_test == 1], steps=8).profile("sagittal")
-    assert TOY_BAND[0] <= int(ig.argmax()) <= TOY_BAND[1], ig.round(3)
-    assert time.time() - t0 < 60
