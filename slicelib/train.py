@@ -861,8 +861,28 @@ class _nullcontext:
         return False
 
 
+def _data_fingerprint(table: pd.DataFrame) -> dict:
+    """What identifies the data of a run: subject count and a SHA-1 over (id, split, label,
+    image file size in bytes) rows. Cheap (no image is read), and it changes when a cohort is
+    regenerated or a scan is replaced by one of another size."""
+    h = hashlib.sha1()
+    for pid, split, y, path in zip(
+        table["participant_id"], table["split"], table["_y"], table["path"]
+    ):
+        size = os.path.getsize(path) if os.path.exists(path) else -1
+        h.update(f"{pid},{split},{y},{size}\n".encode())
+    return {"n": int(len(table)), "sha1": h.hexdigest()}
+
+
 def _check_resume(saved: dict, meta: dict, run_dir: Path) -> None:
     """Refuse to resume a run directory whose checkpoint came from another configuration."""
+    new = M.to_jsonable(meta).get("data")
+    if saved.get("data") is not None and new is not None and saved["data"] != new:
+        raise ConfigError(
+            f"{run_dir} already holds a run (last.pt) trained on other data (saved "
+            f"{saved['data']}, now {new}: the table, the split or the image files changed), so "
+            f"it cannot be resumed. Use a new --out directory, or delete {run_dir} to start over."
+        )
     a, b = dict(saved.get("train", {})), dict(M.to_jsonable(meta).get("train", {}))
     for k in _RESUME_MAY_CHANGE:
         a.pop(k, None)
@@ -1117,7 +1137,9 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
         stats["head_scale"] = _scale_output_layer(model, stats["std"])
     resolved = copy.deepcopy(cfg)
     resolved.preprocess = pcfg.to_dict()
-    meta = _make_meta(resolved, model, stats, classes=classes, world_size=world)
+    meta = _make_meta(
+        resolved, model, stats, classes=classes, world_size=world, data=_data_fingerprint(table)
+    )
 
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -229,6 +229,17 @@ def test_one_class_in_training_is_explained(tmp_path):
         train(TrainConfig.from_dict(cfg), progress=False)
 
 
+def test_resume_on_changed_data_is_refused(tmp_path):
+    t = make_table(tmp_path / "d", n=8, seed=0)
+    cfg = tiny_config(tmp_path, data=str(t), target="age", out=str(tmp_path / "r"), epochs=1)
+    run = train(TrainConfig.from_dict(cfg), progress=False)
+    before = (Path(run) / "last.pt").read_bytes()
+    make_table(tmp_path / "d", n=8, seed=1)  # the cohort is regenerated in place
+    with pytest.raises(ConfigError, match="trained on other data"):
+        train(TrainConfig.from_dict(cfg), progress=False)
+    assert (Path(run) / "last.pt").read_bytes() == before  # the old run is left untouched
+
+
 def test_missing_target_column_is_explained(table, tmp_path):
     from slicelib.data import DataError
 
