@@ -271,8 +271,10 @@ plt.show()
 # * **age**: cortical grey matter (GM) thins (more frontally, with a random regional pattern per
 #   subject) and the lateral ventricles grow, faster with age; each subject has its own
 #   "brain-age gap" of about ±4 years, so no model can predict age exactly;
-# * **AD** (about 30 % of subjects, more often when old): 20-35 % extra GM loss in the
-#   hippocampus and amygdala on both sides.
+# * **AD** (about 30 % of subjects, more often when old): medial temporal atrophy, the pattern
+#   radiologists rate on coronal slices with the MTA scale (Scheltens et al., 1992): 30-50 %
+#   extra GM loss in the hippocampus, amygdala and parahippocampal gyrus on both sides, and a
+#   widening of the CSF spaces around them (temporal horn, choroidal fissure) by a few mm.
 #
 # AD is more frequent in older subjects, as in real cohorts, so age and AD are confounded: a
 # classifier could partly detect AD from age-related atrophy. Keep this in mind for notebook 04.
@@ -331,15 +333,16 @@ axes[0, 0].set_ylabel("coronal y = -22 mm\nz (voxels)")
 axes[1, 0].set_ylabel("axial z = -14 mm\ny (voxels)")
 fig.colorbar(im, ax=axes, shrink=0.6, label="T1 intensity (uint8 units)")
 fig.suptitle(
-    "Same cuts in three subjects: age enlarges ventricles and sulci; AD thins the hippocampus"
+    "Same cuts in three subjects: age enlarges ventricles and sulci; AD shrinks the hippocampus"
 )
 plt.show()
 
 # %% [markdown]
 # Single subjects are noisy (each has its own anatomy warp, bias field and contrast), so the
 # hippocampal difference between the old control and the old AD subject is visible but small by
-# eye. That is realistic, and it is why the ground truth below is shown as maps and group
-# statistics, not as single images.
+# eye, most clearly as the dark CSF around the hippocampus (temporal horn) in the coronal cut.
+# That is why the ground truth below is also shown as maps and group statistics, not only as
+# single images.
 #
 # ### The ground-truth effect maps
 #
@@ -380,7 +383,7 @@ label_colorbar(d, "intensity change (fraction of WM)")
 # %%
 d = plotting.plot_glass_brain(
     ad_map,
-    title="AD effect, glass brain (maximum projection): hippocampus and amygdala, both sides",
+    title="AD effect, glass brain (maximum projection): medial temporal lobes, both sides",
     cmap="hot",
     threshold=0.05 * float(ad_map.get_fdata().max()),
     colorbar=True,
@@ -390,7 +393,8 @@ label_colorbar(d, "intensity change (fraction of WM)")
 
 # %% [markdown]
 # The age effect is spread over the whole cortex and around the ventricles; the AD effect sits in
-# four small blobs (hippocampus and amygdala, left and right). Summed per slice, the AD map is
+# the two medial temporal lobes (hippocampus, amygdala, parahippocampal gyrus and the CSF around
+# them, left and right). Summed per slice, the AD map is
 # what notebook 04 compares each importance profile with:
 
 # %%
@@ -475,7 +479,7 @@ for col, what in VOLUMES.items():
 # correlation with the true volume, printed above, is far from 1): segmenting a thin cortex in a
 # 2 mm image with bias field and noise is hard, and this simple pipeline is no FreeSurfer. The
 # **hippocampal** panels carry the AD effect: in the true volumes AD subjects sit clearly below
-# controls of the same age (the planted 20-35 % loss); in the measured volumes only some of them
+# controls of the same age (the planted 30-50 % loss); in the measured volumes only some of them
 # do, because measuring a small region in a warped, noisy image adds error of the same size as
 # the effect. (Its correlation with age is partly *due to* AD, since AD subjects are older on
 # average.) A model sees only the images, and the AD effect is confined to a few small regions,

@@ -99,19 +99,16 @@ for k, v in S.items():
 
 # %%
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import display
 
-import slicelib
 from slicelib import plotting as P
-from slicelib.course import data_dir, ensure_synthetic_cohort
+from slicelib.course import ensure_synthetic_cohort, imagenet_weights, runs_dir, train_on_split
 from slicelib.data import split_subjects
-from slicelib.model import WeightsError, build_encoder
-from slicelib.train import TrainConfig, evaluate_run, train
+from slicelib.train import TrainConfig
 
 plt.rcParams["figure.dpi"] = 80
 NOTEBOOK_START = time.perf_counter(), time.process_time()  # wall, CPU of this kernel
@@ -172,26 +169,7 @@ split_sizes
 
 
 # %%
-def resolve_imagenet(backbone):
-    """(backbone, weights, note): a local ImageNet state_dict, else torchvision's download,
-    else (offline) the local MobileNetV2 weights instead of the requested backbone."""
-    default = Path(slicelib.__file__).resolve().parents[2] / "shared" / "weights"
-    folder = Path(os.environ.get("SLICELIB_WEIGHTS_DIR", default))
-    local = folder / f"{backbone}_imagenet1k.pth"
-    if local.is_file():
-        return backbone, str(local), f"ImageNet weights for {backbone} from {local}"
-    try:
-        build_encoder(backbone, "imagenet")  # downloads into torchvision's cache, or fails
-        return backbone, "imagenet", f"ImageNet weights for {backbone} from torchvision"
-    except WeightsError as err:
-        note = str(err).splitlines()[0]
-    fallback = folder / "mobilenet_v2_imagenet1k.pth"
-    if backbone != "mobilenet_v2" and fallback.is_file():
-        return "mobilenet_v2", str(fallback), f"{note}; using MobileNetV2 from {fallback} instead"
-    return backbone, None, f"NO ImageNet weights ({note})"
-
-
-BACKBONE, IMAGENET, weights_note = resolve_imagenet(S["BACKBONE"])
+BACKBONE, IMAGENET, weights_note = imagenet_weights(S["BACKBONE"])
 print(f"encoder {BACKBONE}: {weights_note}")
 if IMAGENET is None:
     print(
@@ -214,26 +192,18 @@ if IMAGENET is None:
 # file, and subjects marked `unused` take no part). Rerunning the notebook reuses finished runs.
 
 # %%
-RUNS = data_dir() / "runs" / f"02_{PRESET}"
+RUNS = runs_dir("02", PRESET)
 TASK_OF = {"age": "regression", "ad": "binary"}
 
 
 def run_one(target, init, n_train, seed):
     """Train (or reuse) one run; return its test metrics (dict) and history (DataFrame)."""
-    out = RUNS / f"{target}_{init}_n{n_train}_seed{seed}"
-    out.mkdir(parents=True, exist_ok=True)
-    chosen = set(POOL[:n_train])
-    split = pd.DataFrame(
-        [(p, "train" if p in chosen else "unused") for p in POOL]
-        + [(p, name) for name in ("val", "test") for p in parts[name]],
-        columns=["participant_id", "split"],
-    )
-    split.to_csv(out / "split.csv", index=False)
+    chosen = POOL[:n_train]
     config = TrainConfig(
         data=str(cohort),
         target=target,
         task=TASK_OF[target],
-        out=str(out),
+        out=str(RUNS / f"{target}_{init}_n{n_train}_seed{seed}"),
         seed=seed,
         epochs=S["EPOCHS"][n_train],
         batch_size=8,
@@ -250,16 +220,9 @@ def run_one(target, init, n_train, seed):
         ),
         preprocess=dict(shape=S["GRID"], voxel_size=S["VOXEL"]),
     )
-    t0 = time.perf_counter()
-    run = train(config, progress=False)
-    seconds = time.perf_counter() - t0
-    res = evaluate_run(run, split="test", progress=False)
-    history = pd.read_csv(run / "history.csv")
-    row = dict(task=target, init=init, n_train=n_train, seed=seed, seconds=round(seconds))
-    # metrics are None where undefined (e.g. Pearson r of constant predictions): keep them as NaN
-    numbers = {k: v for k, v in res.items() if v is None or isinstance(v, (int, float))}
-    row.update({k: float("nan") if v is None else v for k, v in numbers.items() if k != "n"})
-    row["best_epoch"] = res["checkpoint_epoch"] + 1
+    split = dict(train=chosen, unused=POOL[n_train:], val=parts["val"], test=parts["test"])
+    metrics, history = train_on_split(config, split)
+    row = dict(task=target, init=init, n_train=n_train, seed=seed, **metrics)
     return row, history.assign(task=target, init=init, n_train=n_train, seed=seed)
 
 

@@ -103,12 +103,11 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-import slicelib
 from slicelib import plotting as P
-from slicelib.course import data_dir, ensure_synthetic_cohort
+from slicelib.course import ensure_synthetic_cohort, imagenet_weights, runs_dir, train_on_split
 from slicelib.data import split_subjects
-from slicelib.model import SliceModel, WeightsError, build_encoder
-from slicelib.train import TrainConfig, evaluate_run, load_run, train
+from slicelib.model import SliceModel
+from slicelib.train import TrainConfig, load_run
 
 plt.rcParams["figure.dpi"] = 80
 NOTEBOOK_START = time.perf_counter(), time.process_time()  # wall, CPU of this kernel
@@ -151,26 +150,7 @@ print(
 
 
 # %%
-def resolve_imagenet(backbone):
-    """(backbone, weights, note): a local ImageNet state_dict, else torchvision's download,
-    else (offline) the local MobileNetV2 weights instead of the requested backbone."""
-    default = Path(slicelib.__file__).resolve().parents[2] / "shared" / "weights"
-    folder = Path(os.environ.get("SLICELIB_WEIGHTS_DIR", default))
-    local = folder / f"{backbone}_imagenet1k.pth"
-    if local.is_file():
-        return backbone, str(local), f"ImageNet weights for {backbone} from {local}"
-    try:
-        build_encoder(backbone, "imagenet")  # downloads into torchvision's cache, or fails
-        return backbone, "imagenet", f"ImageNet weights for {backbone} from torchvision"
-    except WeightsError as err:
-        note = str(err).splitlines()[0]
-    fallback = folder / "mobilenet_v2_imagenet1k.pth"
-    if backbone != "mobilenet_v2" and fallback.is_file():
-        return "mobilenet_v2", str(fallback), f"{note}; using MobileNetV2 from {fallback} instead"
-    return backbone, None, f"no ImageNet weights ({note}); training from scratch"
-
-
-BACKBONE, WEIGHTS, weights_note = resolve_imagenet(S["BACKBONE"])
+BACKBONE, WEIGHTS, weights_note = imagenet_weights(S["BACKBONE"])
 print(f"encoder {BACKBONE}: {weights_note}")
 
 # %% [markdown]
@@ -186,27 +166,18 @@ print(f"encoder {BACKBONE}: {weights_note}")
 # `split.csv`; finished runs are reused when the notebook runs again.
 
 # %%
-RUNS = data_dir() / "runs" / f"03_{PRESET}"
+RUNS = runs_dir("03", PRESET)
 POSITIONS = ["none", "learned", "sinusoidal"]
 POOLINGS = ["mean", "attention"]
 
 
 def run_one(position, pooling, seed):
     """Train (or reuse) one brain-age run; return (run folder, one row of test metrics)."""
-    out = RUNS / f"age_{position}_{pooling}_seed{seed}"
-    out.mkdir(parents=True, exist_ok=True)
-    chosen = set(TRAIN)
-    split = pd.DataFrame(
-        [(p, "train" if p in chosen else "unused") for p in POOL]
-        + [(p, name) for name in ("val", "test") for p in parts[name]],
-        columns=["participant_id", "split"],
-    )
-    split.to_csv(out / "split.csv", index=False)
     config = TrainConfig(
         data=str(cohort),
         target="age",
         task="regression",
-        out=str(out),
+        out=str(RUNS / f"age_{position}_{pooling}_seed{seed}"),
         seed=seed,
         epochs=S["EPOCHS"],
         batch_size=8,
@@ -223,14 +194,12 @@ def run_one(position, pooling, seed):
         ),
         preprocess=dict(shape=S["GRID"], voxel_size=S["VOXEL"]),
     )
-    t0 = time.perf_counter()
-    run = train(config, progress=False)
-    seconds = time.perf_counter() - t0
-    res = evaluate_run(run, split="test", progress=False)
-    row = dict(position=position, pooling=pooling, seed=seed, seconds=round(seconds))
-    row.update({k: res[k] for k in ("mae", "baseline_mae", "r2", "pearson_r")})
-    row["best_epoch"] = res["checkpoint_epoch"] + 1
-    return run, row
+    unused = [p for p in POOL if p not in set(TRAIN)]
+    split = dict(train=TRAIN, unused=unused, val=parts["val"], test=parts["test"])
+    metrics, _ = train_on_split(config, split)
+    row = dict(position=position, pooling=pooling, seed=seed, seconds=metrics["seconds"])
+    row.update({k: metrics[k] for k in ("mae", "baseline_mae", "r2", "pearson_r", "best_epoch")})
+    return Path(metrics["run"]), row
 
 
 grid = [(pos, pool, seed) for seed in SEEDS for pos in POSITIONS for pool in POOLINGS]

@@ -11,11 +11,16 @@ import os
 import time
 from pathlib import Path
 
+import pandas as pd
+
 __all__ = [
     "NOTEBOOKS",
     "PRESETS",
     "data_dir",
     "ensure_synthetic_cohort",
+    "imagenet_weights",
+    "runs_dir",
+    "train_on_split",
     "notebook_dir",
     "notebook_sources",
     "run_notebooks",
@@ -52,6 +57,79 @@ def ensure_synthetic_cohort(n: int, seed: int = 0, root: str | os.PathLike | Non
         make_cohort(folder, n=n, seed=seed)
         marker.write_text(stamp)
     return folder
+
+
+def runs_dir(notebook: str, preset: str) -> Path:
+    """Folder for one notebook's training runs: ``<data_dir>/runs/<notebook>_<preset>_synth-v<N>``.
+
+    N is the synthetic generator's version, so runs trained on an older cohort are never reused.
+    """
+    from slicelib.synth import GENERATOR_VERSION
+
+    return data_dir() / "runs" / f"{notebook}_{preset}_synth-v{GENERATOR_VERSION}"
+
+
+def imagenet_weights(
+    backbone: str, fallback: str | None = "mobilenet_v2"
+) -> tuple[str, str | None, str]:
+    """Pick the ImageNet weights a notebook can use, and say which: (backbone, weights, note).
+
+    In order: a local state_dict ``$SLICELIB_WEIGHTS_DIR/<backbone>_imagenet1k.pth`` (default
+    folder: ``shared/weights`` beside the repository); torchvision's download (``"imagenet"``,
+    Colab/Binder with internet); offline, the local ``<fallback>_imagenet1k.pth`` in place of
+    the requested backbone; else ``None`` (random init; the note says the comparison is void).
+    ``weights`` is what :class:`slicelib.model.SliceModel` takes.
+    """
+    from slicelib.model import WeightsError, build_encoder
+
+    default = Path(__file__).resolve().parents[2] / "shared" / "weights"
+    folder = Path(os.environ.get("SLICELIB_WEIGHTS_DIR", default))
+    local = folder / f"{backbone}_imagenet1k.pth"
+    if local.is_file():
+        return backbone, str(local), f"ImageNet weights for {backbone} from {local}"
+    try:
+        build_encoder(backbone, "imagenet")  # downloads into torchvision's cache, or fails
+        return backbone, "imagenet", f"ImageNet weights for {backbone} from torchvision"
+    except WeightsError as err:
+        note = str(err).splitlines()[0]
+    spare = folder / f"{fallback}_imagenet1k.pth" if fallback else None
+    if spare is not None and backbone != fallback and spare.is_file():
+        return fallback, str(spare), f"{note}; using {fallback} from {spare} instead"
+    return backbone, None, f"NO ImageNet weights ({note}): the encoder starts from random weights"
+
+
+def train_on_split(config, split: dict) -> tuple[dict, pd.DataFrame]:
+    """Train one run on a given subject split (or reuse it) and score it on the test subjects.
+
+    Args:
+        config: a :class:`slicelib.train.TrainConfig`; ``config.out`` is the run folder.
+        split: {"train": ids, "val": ids, "test": ids, "unused": ids (optional)}; written as
+            the run's ``split.csv``, which :func:`slicelib.train.train` uses instead of its own
+            seeded split (``unused`` subjects take no part).
+
+    Returns:
+        (row, history): row = the test metrics of :func:`slicelib.train.evaluate_run` that are
+        numbers (undefined ones, such as r of constant predictions, as NaN), plus ``seconds``
+        (wall time of training, s) and ``best_epoch`` (1-based); history = the run's
+        ``history.csv`` as a DataFrame (one row per epoch).
+    """
+    from slicelib.train import evaluate_run, train
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [(pid, name) for name, ids in split.items() for pid in ids]
+    pd.DataFrame(rows, columns=["participant_id", "split"]).to_csv(out / "split.csv", index=False)
+    t0 = time.perf_counter()
+    run = train(config, progress=False)
+    seconds = time.perf_counter() - t0
+    res = evaluate_run(run, split="test", progress=False)
+    row = {
+        k: float("nan") if v is None else v
+        for k, v in res.items()
+        if (v is None or isinstance(v, (int, float))) and k != "n"
+    }
+    row.update(seconds=round(seconds), best_epoch=res["checkpoint_epoch"] + 1, run=str(run))
+    return row, pd.read_csv(Path(run) / "history.csv")
 
 
 def notebook_dir() -> Path:

@@ -1,0 +1,86 @@
+"""Tests of the notebooks' shared helpers in slicelib.course (weights, cohorts, runs)."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.error
+
+import pandas as pd
+import torch
+
+from slicelib import course, synth
+
+
+def _offline(monkeypatch, tmp_path):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+
+
+def test_imagenet_weights_local_then_fallback_then_none(tmp_path, monkeypatch, mobilenet_weights):
+    _offline(monkeypatch, tmp_path)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    shutil.copy(mobilenet_weights, folder / "mobilenet_v2_imagenet1k.pth")
+    monkeypatch.setenv("SLICELIB_WEIGHTS_DIR", str(folder))
+
+    backbone, weights, note = course.imagenet_weights("mobilenet_v2")
+    assert (backbone, weights) == ("mobilenet_v2", str(folder / "mobilenet_v2_imagenet1k.pth"))
+    # resnet18 is neither local nor downloadable: the local MobileNetV2 stands in, and says so
+    backbone, weights, note = course.imagenet_weights("resnet18")
+    assert backbone == "mobilenet_v2" and weights.endswith("mobilenet_v2_imagenet1k.pth")
+    assert "resnet18" in note and "instead" in note
+    backbone, weights, note = course.imagenet_weights("resnet18", fallback=None)
+    assert (backbone, weights) == ("resnet18", None) and "NO ImageNet weights" in note
+
+
+def test_cohort_is_remade_when_the_generator_changes(tmp_path, monkeypatch):
+    made = []
+
+    def fake_make_cohort(folder, n, seed):
+        folder.mkdir(parents=True, exist_ok=True)
+        made.append((n, seed))
+
+    monkeypatch.setattr(synth, "make_cohort", fake_make_cohort)
+    folder = course.ensure_synthetic_cohort(3, seed=1, root=tmp_path)
+    assert made == [(3, 1)] and folder == tmp_path / "synth-n3-seed1"
+    course.ensure_synthetic_cohort(3, seed=1, root=tmp_path)
+    assert len(made) == 1  # complete and current: reused
+    (folder / ".complete").write_text("n=3 seed=1\n")  # made by an older generator
+    course.ensure_synthetic_cohort(3, seed=1, root=tmp_path)
+    assert len(made) == 2
+    assert f"generator={synth.GENERATOR_VERSION}" in (folder / ".complete").read_text()
+
+
+def test_runs_dir_names_the_generator_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLICELIB_DATA", str(tmp_path))
+    assert course.runs_dir("02", "cpu") == (
+        tmp_path / "runs" / f"02_cpu_synth-v{synth.GENERATOR_VERSION}"
+    )
+
+
+def test_train_on_split_uses_the_given_split(tmp_path):
+    from test_train import SHAPE, VOXEL, make_table
+
+    from slicelib.train import TrainConfig
+
+    table = make_table(tmp_path / "d", n=10)
+    ids = pd.read_csv(table, sep="\t")["participant_id"].tolist()
+    split = dict(train=ids[:5], unused=ids[5:6], val=ids[6:8], test=ids[8:])
+    config = TrainConfig(
+        data=str(table),
+        target="age",
+        out=str(tmp_path / "run"),
+        epochs=1,
+        batch_size=4,
+        patience=None,
+        model=dict(backbone="slice_cnn", embed_dim=8),
+        preprocess=dict(shape=list(SHAPE), voxel_size=VOXEL, centre="none"),
+    )
+    row, history = course.train_on_split(config, split)
+    saved = pd.read_csv(tmp_path / "run" / "split.csv")
+    assert saved.groupby("split").size().to_dict() == dict(test=2, train=5, unused=1, val=2)
+    assert row["best_epoch"] == 1 and row["mae"] >= 0 and "baseline_mae" in row
+    assert len(history) == 1 and row["run"] == str(tmp_path / "run")
