@@ -106,8 +106,13 @@ import pandas as pd
 from IPython.display import display
 
 from slicelib import plotting as P
-from slicelib.course import ensure_synthetic_cohort, imagenet_weights, runs_dir, train_on_split
-from slicelib.data import split_subjects
+from slicelib.course import (
+    course_split,
+    ensure_synthetic_cohort,
+    imagenet_weights,
+    runs_dir,
+    train_on_split,
+)
 from slicelib.train import TrainConfig
 
 plt.rcParams["figure.dpi"] = 80
@@ -126,19 +131,7 @@ NOTEBOOK_START = time.perf_counter(), time.process_time()  # wall, CPU of this k
 # %%
 cohort = ensure_synthetic_cohort(S["N_SUBJECTS"], seed=SEED)
 participants = pd.read_csv(cohort / "participants.tsv", sep="\t")
-age_bin = pd.qcut(participants["age"], 5, labels=False)
-participants["stratum"] = participants["ad"] * 5 + age_bin  # 10 strata: AD x age quintile
-parts = split_subjects(participants, "stratum", fractions=S["FRACTIONS"], seed=SEED)
-
-# the training pool in an order whose prefixes are stratified: within each stratum a seeded
-# shuffle, then all subjects sorted by their relative position in their stratum
-rng = np.random.default_rng(SEED)
-pool = participants[participants["participant_id"].isin(parts["train"])].copy()
-pool["order"] = rng.permutation(len(pool)).astype(float)
-pool["rank"] = pool.groupby("stratum")["order"].rank()
-pool["position"] = (pool["rank"] - 0.5) / pool.groupby("stratum")["order"].transform("size")
-pool = pool.sort_values(["position", "order"])
-POOL = pool["participant_id"].tolist()
+parts, POOL = course_split(participants, S["FRACTIONS"], seed=SEED)
 assert max(S["N_TRAIN"]) <= len(POOL), "the largest training size must fit in the pool"
 
 split_sizes = pd.DataFrame(

@@ -104,8 +104,13 @@ import torch
 from IPython.display import display
 
 from slicelib import plotting as P
-from slicelib.course import ensure_synthetic_cohort, imagenet_weights, runs_dir, train_on_split
-from slicelib.data import split_subjects
+from slicelib.course import (
+    course_split,
+    ensure_synthetic_cohort,
+    imagenet_weights,
+    runs_dir,
+    train_on_split,
+)
 from slicelib.model import SliceModel
 from slicelib.train import TrainConfig, load_run
 
@@ -123,16 +128,7 @@ NOTEBOOK_START = time.perf_counter(), time.process_time()  # wall, CPU of this k
 # %%
 cohort = ensure_synthetic_cohort(S["N_SUBJECTS"], seed=SEED)
 participants = pd.read_csv(cohort / "participants.tsv", sep="\t")
-participants["stratum"] = participants["ad"] * 5 + pd.qcut(participants["age"], 5, labels=False)
-parts = split_subjects(participants, "stratum", fractions=S["FRACTIONS"], seed=SEED)
-
-# the training pool in an order whose prefixes are stratified (as in notebook 02)
-rng = np.random.default_rng(SEED)
-pool = participants[participants["participant_id"].isin(parts["train"])].copy()
-pool["order"] = rng.permutation(len(pool)).astype(float)
-pool["rank"] = pool.groupby("stratum")["order"].rank()
-pool["position"] = (pool["rank"] - 0.5) / pool.groupby("stratum")["order"].transform("size")
-POOL = pool.sort_values(["position", "order"])["participant_id"].tolist()
+parts, POOL = course_split(participants, S["FRACTIONS"], seed=SEED)  # as in notebook 02
 TRAIN = POOL[: S["N_TRAIN"]]
 print(
     f"{len(TRAIN)} training subjects (of a pool of {len(parts['train'])}), "

@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "PRESETS",
     "data_dir",
     "ensure_synthetic_cohort",
+    "course_split",
     "imagenet_weights",
     "runs_dir",
     "train_on_split",
@@ -96,6 +98,34 @@ def imagenet_weights(
     if spare is not None and backbone != fallback and spare.is_file():
         return fallback, str(spare), f"{note}; using {fallback} from {spare} instead"
     return backbone, None, f"NO ImageNet weights ({note}): the encoder starts from random weights"
+
+
+def course_split(
+    participants: pd.DataFrame, fractions: tuple, seed: int = 0
+) -> tuple[dict, list[str]]:
+    """One split for every run of a notebook, and a training pool whose prefixes are balanced.
+
+    Subjects are split (seeded) into train/val/test, stratified by AD status x age quintile
+    (columns ``ad`` 0/1 and ``age`` in years of ``participants``), so both tasks get balanced
+    sets. The training subjects are then ordered so that every prefix ``pool[:n]`` keeps that
+    balance: within each stratum a seeded shuffle, then all subjects sorted by their relative
+    position in their stratum. Small training sets are thus nested in the large ones.
+
+    Returns:
+        (parts, pool): parts = {"train", "val", "test"} -> lists of participant ids;
+        pool = the training ids in that nested order.
+    """
+    from slicelib.data import split_subjects
+
+    table = participants.copy()
+    table["stratum"] = table["ad"] * 5 + pd.qcut(table["age"], 5, labels=False)
+    parts = split_subjects(table, "stratum", fractions=tuple(fractions), seed=seed)
+    rng = np.random.default_rng(seed)
+    pool = table[table["participant_id"].isin(parts["train"])].copy()
+    pool["order"] = rng.permutation(len(pool)).astype(float)
+    pool["rank"] = pool.groupby("stratum")["order"].rank()
+    pool["position"] = (pool["rank"] - 0.5) / pool.groupby("stratum")["order"].transform("size")
+    return parts, pool.sort_values(["position", "order"])["participant_id"].tolist()
 
 
 def train_on_split(config, split: dict) -> tuple[dict, pd.DataFrame]:

@@ -6,6 +6,7 @@ import shutil
 import urllib.error
 
 import pandas as pd
+import pytest
 import torch
 
 from slicelib import course, synth
@@ -84,3 +85,25 @@ def test_train_on_split_uses_the_given_split(tmp_path):
     assert saved.groupby("split").size().to_dict() == dict(test=2, train=5, unused=1, val=2)
     assert row["best_epoch"] == 1 and row["mae"] >= 0 and "baseline_mae" in row
     assert len(history) == 1 and row["run"] == str(tmp_path / "run")
+
+
+def test_course_split_is_seeded_disjoint_and_nested_balanced():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    people = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{i:03d}" for i in range(200)],
+            "age": rng.uniform(20, 90, 200).round(1),
+            "ad": (rng.random(200) < 0.3).astype(int),
+        }
+    )
+    parts, pool = course.course_split(people, (0.6, 0.1, 0.3), seed=0)
+    again = course.course_split(people, (0.6, 0.1, 0.3), seed=0)
+    assert (parts, pool) == again
+    assert sorted(pool) == sorted(parts["train"])
+    assert not set(parts["train"]) & set(parts["val"]) | set(parts["test"]) & set(parts["train"])
+    assert len(parts["test"]) == pytest.approx(60, abs=6)
+    ad = people.set_index("participant_id")["ad"]
+    for n in (24, 48, 96):  # each prefix keeps the pool's AD fraction
+        assert abs(ad[pool[:n]].mean() - ad[pool].mean()) < 0.06
