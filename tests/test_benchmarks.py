@@ -66,6 +66,81 @@ def test_targets_from_results(bench):
     assert status == ["pass", "short", "pass", "pass", "skipped: no CUDA"]
 
 
+def test_targets_fast_option_and_tta_bounds(bench):
+    train = dict(
+        rows=[
+            dict(name="slicelib resnet18, 1 axis", volumes_per_s=0.10),
+            dict(name="slicelib resnet18, 1 axis + folded stem", volumes_per_s=0.11),
+            dict(name="slicelib resnet18, 1 axis + channels_last", volumes_per_s=0.09),
+            dict(name="MONAI DenseNet121-3D", volumes_per_s=0.10),
+        ]
+    )
+    si = dict(
+        name="slicelib-ImageNet (mobilenet_v2)",
+        reached=False,
+        time_to_target_s=None,
+        train_s=40.0,
+        best_val_mae=15.0,
+    )
+    dn = dict(
+        name="MONAI DenseNet121-3D",
+        reached=True,
+        time_to_target_s=20.0,
+        train_s=20.0,
+        best_val_mae=9.0,
+    )
+    out = bench.targets(dict(train=train, tta=dict(target_mae=12.0, rows=[si, dn])))
+    fast_row = out[1]
+    assert "folded stem" in fast_row["note"] and fast_row["status"] == "short"
+    assert abs(fast_row["value"] - 1.1) < 1e-9
+    tta = [t for t in out if t["name"].startswith("time-to-accuracy")][0]
+    assert tta["value_is"] == "lower bound" and tta["status"] == "short"  # >= 2x
+    si2 = dict(si, reached=True, time_to_target_s=30.0)
+    dn2 = dict(dn, reached=False, time_to_target_s=None, train_s=45.0)
+    tta2 = [
+        t
+        for t in bench.targets(dict(tta=dict(target_mae=12.0, rows=[si2, dn2])))
+        if t["name"].startswith("time-to")
+    ][0]
+    assert tta2["value_is"] == "upper bound" and tta2["status"] == "undecided"  # <= 0.67
+    assert (
+        bench._train_off_row("slicelib resnet18, 1 axis, frozen BN + skip background (IXI head)")
+        == "slicelib resnet18, 1 axis, frozen BN (IXI head)"
+    )
+    assert (
+        bench._train_off_row("slicelib resnet18, 1 axis + folded stem")
+        == "slicelib resnet18, 1 axis"
+    )
+    assert bench._train_off_row("MONAI DenseNet121-3D") is None  # fmt: skip
+
+
+def test_train_worker_fast_options(bench, tmp_path):
+    base = dict(shape=[16, 20, 16], batch=2, warmup=0, steps=1, flops=False, work_dir=str(tmp_path))
+    for model, opts in (
+        (dict(bench.R18, stem="fold"), dict(fast=dict(skip_constant=False, channels_last=True))),
+        (dict(bench.R18, freeze_batchnorm=True), dict(fast=dict(skip_constant=True), input="head")),
+    ):
+        res = bench.train_worker(dict(base, model=model, **opts))
+        assert res["volumes_per_s"] > 0 and res["peak_bytes"] > 0
+    assert res["skipped_slices"] > 0  # the head's edge slices are all background
+    assert res["input"] == "synthetic ellipsoid head"
+
+
+def test_train_to_target_stops_at_target(bench):
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 4, 4, 4)
+    ages = torch.linspace(20, 90, 8).numpy()
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1))
+    s = bench.replace(
+        bench.MODES["tiny"], tta_batch=4, tta_cap_s=5.0, tta_target_mae=1e6, tta_val_steps=1
+    )
+    res = bench.train_to_target(net, x, ages, x, ages, s)
+    assert res["reached"] and len(res["history"]) == 1 and res["time_to_target_s"] == res["train_s"]
+    s = bench.replace(s, tta_target_mae=0.0, tta_cap_s=0.05)
+    res = bench.train_to_target(net, x, ages, x, ages, s)
+    assert not res["reached"] and res["train_s"] >= 0.05  # fmt: skip
+
+
 def test_tiny_run_writes_json_and_markdown(bench, tmp_path):
     results = bench.main(
         ["--tiny", "--threads", "1", "--sections", "memory,data,opts,gpu", "--out", str(tmp_path),
