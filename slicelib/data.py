@@ -13,7 +13,9 @@ datasets and the synthetic cohort are prepared the same way:
    image's own world (mm) coordinates are trusted: use this for images already registered
    to MNI space (OASIS VBM maps, fMRIPrep/FSL outputs). With ``centre="brain"`` (default)
    the scanner coordinates of a raw head are ignored and the head is *translated* (see
-   :func:`head_anchor`) so that it sits where a head sits in MNI space, optionally also
+   :func:`head_anchor`) -- except when the NIfTI header declares MNI152 space (sform or
+   qform code 4, as written by FSL/fMRIPrep and by :mod:`slicelib.synth`): such an image is
+   already in place, and its own coordinates are used as with ``centre="none"`` -- so that it sits where a head sits in MNI space, optionally also
    shrunk to fit (``scale_to_fit``). This is NOT a registration: there is no rotation,
    no per-axis scaling and no non-linear warp, so the brain is centred and inside the grid
    but not aligned voxel-by-voxel to the MNI template. For a real (affine) registration,
@@ -54,6 +56,7 @@ __all__ = [
     "MNI_2MM_SHAPE",
     "MNI_2MM_AFFINE",
     "CACHE_VERSION",
+    "declares_mni",
     "DataError",
     "PreprocessConfig",
     "AugmentConfig",
@@ -94,7 +97,7 @@ _HEAD_TOP_Z = 104.0
 _CRANIUM_Y = -18.0
 _SLAB_MM = (20.0, 80.0)
 #: Bump when the preprocessing code changes in a way that changes its output.
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: images declaring MNI space are not re-centred
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -396,6 +399,14 @@ def _zscore(data: np.ndarray, mask: np.ndarray | None, name: str) -> np.ndarray:
     return ((data - mean) / std).astype(np.float32)
 
 
+def declares_mni(img: nib.spatialimages.SpatialImage) -> bool:
+    """True if a NIfTI header says the image is in MNI152 space (sform or qform code 4)."""
+    header = getattr(img, "header", None)
+    if not isinstance(header, (nib.Nifti1Header, nib.Nifti2Header)):
+        return False
+    return int(header["sform_code"]) == 4 or int(header["qform_code"]) == 4
+
+
 def preprocess(
     path_or_img: str | os.PathLike | nib.Nifti1Image,
     config: PreprocessConfig | None = None,
@@ -413,7 +424,8 @@ def preprocess(
         ``(volume, affine)``: volume float32 (X, Y, Z) = ``config.shape``, z-scored (unitless),
         RAS axes; affine (4, 4) voxel -> mm of the grid (``config.affine``).
         With ``return_info``, a third dict: ``fast_path`` (bool, image was already on the
-        grid), ``source_shape``, ``source_axcodes`` (e.g. ('P','S','R')), ``shift_mm`` (3,)
+        grid), ``declares_mni`` (bool, the header's sform/qform code is 4 = MNI152, so
+        ``centre="brain"`` did not move it), ``source_shape``, ``source_axcodes`` (e.g. ('P','S','R')), ``shift_mm`` (3,)
         (translation applied, mm; zeros for centre="none"), ``scale`` (float),
         ``mask`` (bool (X, Y, Z) foreground on the grid), ``inside_fraction`` (fraction of the
         source foreground volume that lies inside the grid), ``border_fraction`` (fraction of
@@ -439,6 +451,7 @@ def preprocess(
     source_shape = tuple(img.shape)
     if config.register is not None:
         img = load_nifti(config.register(img))
+    in_mni = declares_mni(img)
     img = nib.as_closest_canonical(img)
     tgt_aff = config.affine
     shape = config.shape
@@ -450,7 +463,7 @@ def preprocess(
         data = np.asarray(img.dataobj, dtype=np.float32)
     else:
         sample_aff = tgt_aff
-        if config.centre == "brain":
+        if config.centre == "brain" and not in_mni:
             anchor = head_anchor(img)
             src_mask = anchor["mask"]
             if config.scale_to_fit:
@@ -492,6 +505,7 @@ def preprocess(
     inside = float(min(1.0, mask.sum() * tgt_vox / max(src_mask.sum() * src_vox, 1e-9)))
     info = {
         "fast_path": bool(fast),
+        "declares_mni": bool(in_mni),
         "source_shape": source_shape,
         "source_axcodes": source_axcodes,
         "shift_mm": shift,

@@ -141,6 +141,28 @@ def test_centre_brain_moves_a_far_away_head_into_the_grid(tmp_path):
         preprocess(path, none)
 
 
+def test_image_declaring_mni_space_is_not_recentred(tmp_path):
+    """A synthetic (MNI-space, sform code 4) scan resampled to 4 mm keeps its MNI coordinates."""
+    from slicelib import synth
+
+    vol, _ = synth.synth_subject(0, 0)
+    path = tmp_path / "sub-0001_T1w.nii.gz"
+    nib.save(synth._nifti(vol), path)
+    assert nib.load(path).header["sform_code"] == 4
+    cfg = PreprocessConfig(shape=(45, 54, 45), voxel_size=4.0)  # centre="brain" (default)
+    out, _, info = preprocess(path, cfg, return_info=True)
+    assert info["declares_mni"] and not info["fast_path"]
+    np.testing.assert_allclose(info["shift_mm"], 0.0)
+    ref, _ = preprocess(path, PreprocessConfig(**{**cfg.to_dict(), "centre": "none"}))
+    np.testing.assert_allclose(out, ref)
+    # the same scan without the MNI code is treated as a raw head and translated
+    raw = nib.Nifti1Image(np.asarray(vol), nib.load(path).affine)
+    raw.set_sform(raw.affine, code=1)
+    raw.set_qform(raw.affine, code=1)
+    _, _, moved = preprocess(raw, cfg, return_info=True)
+    assert not moved["declares_mni"] and np.abs(moved["shift_mm"]).max() > 0
+
+
 def test_scale_to_fit_shrinks_big_heads(tmp_path):
     vol = head_volume((40, 48, 40))
     path = save(vol, tmp_path / "big.nii.gz", np.diag([5.0, 5.0, 5.0, 1.0]))  # 200 x 240 mm head
