@@ -109,8 +109,8 @@ from tqdm.auto import tqdm
 
 from slicelib import explain as E
 from slicelib import plotting as P
-from slicelib.course import ensure_synthetic_cohort, imagenet_weights, runs_dir
-from slicelib.data import PreprocessConfig, VolumeDataset, read_table, split_subjects
+from slicelib.course import course_split, ensure_synthetic_cohort, imagenet_weights, runs_dir
+from slicelib.data import CACHE_VERSION, PreprocessConfig, VolumeDataset, read_table
 from slicelib.metrics import compute_metrics
 from slicelib.model import AXES, SliceModel
 
@@ -163,7 +163,7 @@ print(f"AUC of age alone for AD vs CN in this cohort: {auc_age:.2f} (0.5 = no in
 BACKBONE, WEIGHTS, weights_note = imagenet_weights(S["BACKBONE"])
 print(f"encoder {BACKBONE}: {weights_note}")
 # the synthetic scans are already in MNI space: keep their coordinates (see below)
-pcfg = PreprocessConfig(shape=S["GRID"], voxel_size=S["VOXEL"], centre="none")
+pcfg = PreprocessConfig(shape=S["GRID"], voxel_size=S["VOXEL"])
 model = SliceModel(
     BACKBONE,
     weights=WEIGHTS,
@@ -190,24 +190,21 @@ print(
 # every slice of every scan goes through the frozen encoder once. This is the slow step of the
 # notebook; the features are stored and reused when the notebook runs again.
 #
-# **Why `centre="none"`.** By default slicelib centres raw heads by moving the top of the head
-# to where it lies in MNI space (`centre="brain"`, meant for unregistered scans). The synthetic
-# heads are already in MNI space, but their scalp ends lower than a real one (top of the head at
-# about z = 77 mm, where the centring expects about 104 mm), so that centring lifts them by about
-# 27 mm. A model does not mind, but every slice would then sit about 7 slices (4 mm each) above
-# the ground-truth map it is compared with. A first run of this
-# notebook with the default showed exactly that: all importance peaked above the AD band. With
-# data in template space, keep its coordinates; with real data, check the alignment (e.g. plot a
-# preprocessed scan over the template) before comparing maps.
+# **Alignment first.** The importance profiles are compared with ground-truth maps in MNI
+# space, so the model's grid must be in MNI space too. The synthetic scans are (their NIfTI
+# header says so: sform code 4), and `slicelib.data.preprocess` then keeps their coordinates;
+# only raw heads are moved into place (`centre="brain"`). An earlier slicelib re-centred these
+# scans as if they were raw heads, which lifted them by about 27 mm: section 7 shows what that
+# did to the comparison. With real data, check the alignment (plot a preprocessed scan over the
+# template) before comparing maps.
 
 # %%
 table = read_table(cohort, target="ad")
-table["stratum"] = table["ad"].astype(int) * 5 + pd.qcut(table["age"], 5, labels=False)
-parts = split_subjects(table, "stratum", fractions=(0.7, 0.15, 0.15), seed=SEED)
+parts, _ = course_split(table, (0.7, 0.15, 0.15), seed=SEED)  # stratified: AD x age quintile
 table["split"] = table["participant_id"].map({s: k for k, v in parts.items() for s in v})
 print(table.groupby(["split", "diagnosis"]).size().unstack())
 
-RUN_DIR = runs_dir("04", PRESET) / f"frozen_{BACKBONE}_{AXIS}_centre-{pcfg.centre}_seed{SEED}"
+RUN_DIR = runs_dir("04", PRESET) / f"frozen_{BACKBONE}_{AXIS}_prep{CACHE_VERSION}_seed{SEED}"
 RUN_DIR.mkdir(parents=True, exist_ok=True)
 feature_file = RUN_DIR / "slice_features.pt"
 ds = VolumeDataset(table, target="ad", preprocess=pcfg)
@@ -593,8 +590,8 @@ for name, row in summary.iloc[: len(results)].iterrows():
 #   slices). A frozen ImageNet encoder pools each slice into one feature vector, and the
 #   gradient through it spreads over the whole slice; a slice model answers "which slices", not
 #   "which voxels".
-# * **What went wrong first.** Our first run used slicelib's default head centring (see section
-#   2), which lifts the synthetic heads by about 27 mm. The model learned just as well (test AUC
+# * **What went wrong first.** Our first run used an earlier slicelib whose head centring (see
+#   section 2) treated the synthetic scans as raw heads and lifted them by about 27 mm. The model learned just as well (test AUC
 #   0.94), but all three profiles then peaked at z = +14 to +30 mm, correlated negatively with
 #   the AD profile (r = -0.09 to -0.21) and positively with the age control (0.47 to 0.62). A
 #   logistic regression on each slice's features alone found the AD information at z = +6 to
