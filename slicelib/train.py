@@ -38,6 +38,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -939,9 +940,16 @@ def _train_stats_from_dataset(ds: Dataset, task: str, model, class_weights: str 
     return _train_stats(ys, task, num_classes, class_weights)
 
 
+def _preprocess_version() -> str:
+    from slicelib.data import CACHE_VERSION
+
+    return CACHE_VERSION
+
+
 def _make_meta(cfg: TrainConfig, model, train_stats: dict, **extra) -> dict:
     meta = {
         "slicelib_format": CHECKPOINT_FORMAT,
+        "preprocess_version": _preprocess_version(),
         "train": cfg.to_dict(),
         "model": dict(getattr(model, "config", {})),
         "preprocess": dict(cfg.preprocess),
@@ -1184,6 +1192,15 @@ def load_run(
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
     meta["checkpoint_epoch"] = int(ckpt["epoch"])
+    saved, current = str(meta.get("preprocess_version", "1")), _preprocess_version()
+    if saved != current:
+        warnings.warn(
+            f"{path} was trained with slicelib preprocessing version {saved}; this slicelib "
+            f"preprocesses with version {current} (see CACHE_VERSION in slicelib.data), "
+            "so its inputs may now be placed differently and its predictions shifted. "
+            "Retrain the run with this version before trusting its metrics.",
+            stacklevel=2,
+        )
     return model, meta
 
 

@@ -240,6 +240,16 @@ def test_resume_on_changed_data_is_refused(tmp_path):
     assert (Path(run) / "last.pt").read_bytes() == before  # the old run is left untouched
 
 
+def test_run_from_another_preprocessing_version_warns(table, tmp_path, monkeypatch):
+    import slicelib.data
+
+    cfg = tiny_config(tmp_path, data=str(table), target="age", out=str(tmp_path / "v"), epochs=1)
+    run = train(TrainConfig.from_dict(cfg), progress=False)
+    monkeypatch.setattr(slicelib.data, "CACHE_VERSION", "999")
+    with pytest.warns(UserWarning, match="preprocessing version .* version 999"):
+        load_run(run)
+
+
 def test_missing_target_column_is_explained(table, tmp_path):
     from slicelib.data import DataError
 
