@@ -214,12 +214,18 @@ plt.show()
 
 
 # %%
-def show_slice(axis="coronal", index=52):
-    """Draw slice ``index`` of the stack along ``axis`` with its world position."""
+from io import BytesIO
+
+from matplotlib.figure import Figure
+
+
+def slice_png(axis="coronal", index=52):
+    """PNG bytes of slice ``index`` of the stack along ``axis``, titled with its world position."""
     a = AXIS_NAMES.index(axis)
     s = stacks[axis]
     index = int(np.clip(index, 0, s.shape[0] - 1))
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    fig = Figure(figsize=(4.5, 4), dpi=80, layout="constrained")  # not pyplot: no inline copy
+    ax = fig.add_subplot()
     im = ax.imshow(s[index].T, cmap="gray", origin="lower", vmin=0, vmax=200)
     mm = MNI_2MM_AFFINE[a, a] * index + MNI_2MM_AFFINE[a, 3]
     other = [n for n in range(3) if n != a]
@@ -227,7 +233,9 @@ def show_slice(axis="coronal", index=52):
     ax.set_ylabel(f"array axis {other[1]} ({'xyz'[other[1]]}, voxels)")
     ax.set_title(f"{axis} slice {index} of {s.shape[0]} ({'xyz'[a]} = {mm:.0f} mm)")
     fig.colorbar(im, ax=ax, label="T1 intensity (uint8 units)")
-    plt.show()
+    buffer = BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 try:
@@ -239,13 +247,15 @@ except ImportError:  # plain Python without ipywidgets: the static figure below 
 if widgets is not None:
     axis_w = widgets.ToggleButtons(options=AXIS_NAMES, value="coronal", description="axis")
     index_w = widgets.IntSlider(value=52, min=0, max=108, description="slice")
+    image_w = widgets.Image(value=slice_png("coronal", 52), format="png")
 
-    def _fit_slider(change):
-        index_w.max = stacks[change["new"]].shape[0] - 1
+    def _redraw(change=None):
+        index_w.max = stacks[axis_w.value].shape[0] - 1
+        image_w.value = slice_png(axis_w.value, index_w.value)
 
-    axis_w.observe(_fit_slider, names="value")
-    out = widgets.interactive_output(show_slice, {"axis": axis_w, "index": index_w})
-    display(widgets.VBox([axis_w, index_w, out]))
+    axis_w.observe(_redraw, names="value")
+    index_w.observe(_redraw, names="value")
+    display(widgets.VBox([axis_w, index_w, image_w]))
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), layout="constrained")
