@@ -488,13 +488,16 @@ for col, what in VOLUMES.items():
 # tightly with age in the truth, but the image-based measurement is much noisier (its
 # correlation with the true volume, printed above, is far from 1): segmenting a thin cortex in a
 # 2 mm image with bias field and noise is hard, and this simple pipeline is no FreeSurfer. The
-# **hippocampal** panels carry the AD effect: in the true volumes AD subjects sit clearly below
-# controls of the same age (the planted 30-50 % loss); in the measured volumes only some of them
-# do, because measuring a small region in a warped, noisy image adds error of the same size as
-# the effect. (Its correlation with age is partly *due to* AD, since AD subjects are older on
-# average.) A model sees only the images, and the AD effect is confined to a few small regions,
-# so detecting AD is a much harder task than predicting age; notebooks 02 and 04 come back to
-# this. With the smoke preset these numbers rest on a handful of subjects and mean little.
+# **hippocampal** panels carry the AD effect: AD subjects sit far below controls of the same age,
+# in the true volumes (about half the control volume: the planted 30-50 % grey-matter loss plus
+# the tissue taken by the widened CSF spaces around the hippocampus) and, with more scatter, in
+# the measured ones: measuring a small region in a warped, noisy image adds error. This is a
+# strong effect, like the marked atrophy of an MTA score of 3-4 on a radiologist's scale, and
+# stronger than in mild, early AD. (The correlation of this volume with age is partly *due to*
+# AD, since AD subjects are older on average.) A model sees only the images, and the AD effect
+# is confined to two small regions a few voxels wide on a coarse grid, while ageing changes the
+# whole brain: notebooks 02 and 04 show what that means for the grid a model needs. With the
+# smoke preset these numbers rest on a handful of subjects and mean little.
 #
 # ## 6. The model's view: preprocessing and the dataset
 #
