@@ -19,7 +19,7 @@
 # slice positions, compared with the sinusoidal one?
 #
 # **Time.** `PRESET="smoke"` (CI): about a minute; the numbers mean nothing. `PRESET="cpu"`
-# (a laptop, 2 free cores): about 7-9 minutes, twelve short training runs on a coarse 8 mm grid
+# (a laptop, 2 free cores): about 5-7 minutes, twelve short training runs on a coarse 8 mm grid
 # with an ImageNet MobileNetV2 (plus a few minutes once if the cohort of notebook 01 does not
 # exist yet); several times longer on a machine busy with other work.
 # `PRESET="gpu"`: the paper's scale (2 mm grid, ResNet18 from ImageNet, up to 100 epochs), a few
@@ -355,40 +355,45 @@ print(f"baseline (training mean age): {results['baseline_mae'].mean():.2f} years
 # %% [markdown]
 # **Reading the results.** What follows describes our run of the `cpu` preset (8 mm grid, 48
 # training subjects, 4 epochs, ImageNet MobileNetV2, seeds 0 and 1, 60 test subjects). CPU
-# training is deterministic, so the same preset should print the same numbers.
+# training is deterministic, so the same preset with the same library versions should print the
+# same numbers.
 #
-# * **All six models are weak.** Mean test MAEs lie between 15.5 and 17.1 years against 17.2 for the
-#   baseline (R² at most 0.2): 48 subjects and 24 optimiser steps are barely enough to start
-#   learning age. Everything below is about small differences between weak models.
-# * **The order-blind, mean-pooled model learned nothing; the other five learned a little.**
-#   `none / mean` sits on the baseline (17.1 years) for both seeds. Adding a position embedding
-#   to it helped for both seeds (learned: -1.6 and -0.8 years; sinusoidal: -0.9 and -0.7), and
-#   so did attention pooling without any position. With attention pooling, adding a position
-#   embedding gave mixed results (between -1.2 and +0.5 years). The best condition,
-#   `learned / attention` (15.5 ± 0.2 years), beats the worst by 1.5 years, several times the
-#   typical seed-to-seed sd (0.3 years). With two seeds that sd is itself a rough estimate.
-# * **The learned embedding did not learn positions.** After 4 epochs its table has moved by a
-#   few per cent of its random start, and what it gained is nearly the same vector at every
-#   slice (a common shift, not position information): compare the first two similarity
-#   matrices. It still helps the model, because a fixed random vector per slice index is a valid
-#   position code: different slices get nearly orthogonal vectors (the white off-diagonal), so
-#   the head can tell them apart. The sinusoidal code is smooth by construction (neighbours
-#   similar, similarity slowly falling with distance).
-# * **The ranking is fragile.** While preparing this notebook we ran a longer version (64
-#   subjects, 5 epochs, a slightly different split): there every condition learned more (12.8 to 14.3 years), the order was
-#   different (`none / mean` was the best) and the differences between conditions were smaller
-#   than the seed-to-seed spread. So at laptop scale the honest summary is: position information
-#   helped an under-trained model in this run, and we cannot tell whether that survives longer
-#   training.
+# * **All six models learn age.** Mean test MAEs lie between 9.9 and 12.8 years against 17.2
+#   for the baseline (R² 0.36 to 0.67), after 48 training subjects and 24 optimiser steps.
+# * **Position information helped, in every pair we can compare.** For the same seed and the
+#   same pooling, adding a position embedding lowered the test MAE in all 8 pairs: learned by
+#   0.6 and 3.8 years (mean pooling, seeds 0 and 1) and by 1.9 and 4.0 (attention pooling);
+#   sinusoidal by 0.3 and 2.4 (mean) and 0.8 and 1.2 (attention). Averaged over pooling and
+#   seeds: learned 10.2 ± 0.8, sinusoidal 11.6 ± 0.7, none 12.8 ± 1.0 years. The learned table
+#   also beat the sinusoidal code in all 4 pairs. The best condition, `learned / attention`
+#   (9.9 ± 0.2 years), beats the worst, `none / attention` (12.8 ± 1.4), by 2.9 years, about
+#   three times the typical seed-to-seed sd within a condition (0.9 years).
+# * **Pooling did not matter here.** Attention and mean pooling give the same average (11.5
+#   years each); which one wins depends on the position code and the seed.
+# * **The learned embedding did not learn positions.** After 4 epochs its table has moved by 3 %
+#   of its random start, and what it gained is nearly the same vector at every slice (the
+#   updates of two different positions have a cosine similarity of 0.86: a common shift, not
+#   position information); the trained and the initial similarity curves lie on top of each
+#   other. It still helps, because a fixed random vector per slice index is a valid position
+#   code: different slices get nearly orthogonal vectors (the white off-diagonal), so the head
+#   can tell them apart and weigh them differently. The sinusoidal code is smooth by
+#   construction (neighbours similar, similarity slowly falling with distance): nearby slices
+#   are harder to tell apart, which may be why it helped less.
+# * **How sure are we?** Two seeds per condition, 60 test subjects, 4 epochs. The direction
+#   (position > none) held for both seeds and both poolings, but the size of the gain varies
+#   from 0.3 to 4 years between seeds, and the order learned > sinusoidal rests on four pairs.
+#   Without a position code the model is also the most seed-sensitive (sd 1.1 to 1.4 years).
 #
-# Why can position matter so little for brain age here? The age effect in the synthetic cohort
-# is global (thinner cortex everywhere, wider ventricles), so nearly every sagittal slice carries
-# some of it; and a slice shows where it is anyway (a midline slice with ventricles looks nothing
-# like a lateral one with a piece of cortex), so even an order-blind model can weigh slices by
-# their content once it is trained. Position should matter more for a localised effect such as
-# AD in the hippocampus (notebook 04 asks where the model looks). The two embeddings also come
-# with different normalisations (one LayerNorm over the whole slice set for `learned`, one per
-# slice for `sinusoidal`), which changes the optimisation as well as the position information.
+# Why does position help, and why not more? The age effect in the synthetic cohort is global
+# (thinner cortex everywhere, wider ventricles), so nearly every sagittal slice carries some of
+# it; but a midline slice (ventricles) and a lateral one (a piece of cortex) carry it in
+# different forms, and with mean pooling an order-blind model must read them all with one set
+# of weights. A position code lets the head treat them differently from the first epoch on.
+# Given enough training, a slice also shows where it is anyway, so the gap may shrink with
+# longer training; position should matter more for a localised effect such as AD in the
+# hippocampus (notebook 04 asks where the model looks). The two embeddings also come with
+# different normalisations (one LayerNorm over the whole slice set for `learned`, one per slice
+# for `sinusoidal`), which changes the optimisation as well as the position information.
 #
 # Gupta et al. report that position embeddings help in some settings and not in others, at the
 # 2 mm scale with thousands of UK Biobank subjects and 100 epochs. The `gpu` preset (2 mm grid,

@@ -19,14 +19,14 @@
 # method against the truth: the correlation between its importance profile and the ground-truth
 # profile along the slice axis. Real data never offer that check.
 #
-# **Time.** `PRESET="smoke"` (CI): about a minute, with a tiny cohort and grid (the numbers
-# mean nothing). `PRESET="cpu"` (a laptop, 2 cores): about 5-6 minutes from scratch on quiet
-# cores (8.5 minutes measured on a 2-core machine shared with other jobs): generating the
-# 200-subject course cohort (about 1.5 minutes, skipped when notebook 01 already made it),
-# encoding every slice once with a frozen MobileNetV2 on a 4 mm grid (3-5 minutes), training the
-# small layers after it and the explanations (under 2 minutes; a rerun that finds the stored
-# slice features takes only that). `PRESET="gpu"`: the 2 mm grid, 1000 subjects and 32-step
-# integrated gradients; minutes on a GPU (the cohort generation runs on the CPU).
+# **Time.** `PRESET="smoke"` (CI): about a minute, with a tiny cohort and grid (the numbers mean
+# nothing). `PRESET="cpu"` (a laptop, 2 cores): under 2 minutes after notebook 01 (80 s measured on
+# 2 quiet cores; up to 8.5 minutes on a machine shared with other jobs, or when the 200-subject
+# course cohort must first be generated, about 1.5 minutes): preprocessing the scans to a 4 mm grid
+# and encoding every slice once with a frozen MobileNetV2 (about a minute), then training the small
+# layers after it and the explanations (under a minute; a rerun that finds the stored slice
+# features takes only that). `PRESET="gpu"`: the 2 mm grid, 1000 subjects and 32-step integrated
+# gradients; minutes on a GPU (the cohort generation runs on the CPU).
 
 # %%
 # Colab: install slicelib if it is missing (Colab keeps its own torch).
@@ -591,13 +591,13 @@ for name, row in summary.iloc[: len(results)].iterrows():
 #   gradient through it spreads over the whole slice; a slice model answers "which slices", not
 #   "which voxels".
 # * **What went wrong first.** Our first run used an earlier slicelib whose head centring (see
-#   section 2) treated the synthetic scans as raw heads and lifted them by about 27 mm. The model learned just as well (test AUC
-#   0.94), but all three profiles then peaked at z = +14 to +30 mm, correlated negatively with
-#   the AD profile (r = -0.09 to -0.21) and positively with the age control (0.47 to 0.62). A
-#   logistic regression on each slice's features alone found the AD information at z = +6 to
-#   +18 mm: the AD band, moved up by 7 slices. The explanations were right; the ground truth was
-#   on a different grid. An importance map that disagrees with the expected anatomy can mean
-#   misalignment, not a wrong model, so check the alignment first.
+#   section 2) treated the synthetic scans as raw heads and lifted them by about 27 mm. The model
+#   learned just as well (test AUC 0.94), but all three profiles then peaked at z = +14 to +30 mm,
+#   correlated negatively with the AD profile (r = -0.09 to -0.21) and positively with the age
+#   control (0.47 to 0.62). A logistic regression on each slice's features alone found the AD
+#   information at z = +6 to +18 mm: the AD band, moved up by 7 slices. The explanations were
+#   right; the ground truth was on a different grid. An importance map that disagrees with the
+#   expected anatomy can mean misalignment, not a wrong model, so check the alignment first.
 #
 # One seed, one split, 12 explained subjects: the numbers will move with another seed, but the
 # gap between r with the AD profile (about 0.9) and with the controls (at most 0.67) is large.
