@@ -1226,7 +1226,8 @@ def to_markdown(results: dict) -> str:
         f"Load average at start {load[0]:.2f}, at end {results.get('loadavg_end', [0])[0]:.2f} "
         f"on {m['cores']} cores; total run {results.get('total_s', 0):.0f} s.",
     ]
-    if max(load[0], results.get("loadavg_end", [0])[0]) > 0.5 * (m["cores"] or 1):
+    # the load at start only: by the end the 1-min average includes this run's own threads
+    if load[0] > 0.5 * (m["cores"] or 1):
         L.append(
             "**Measured on a shared, loaded machine: timings are noisy and slower than on a quiet one.**"
         )

@@ -1222,7 +1222,8 @@ def evaluate_run(
         checkpoint: "best" or "last".
 
     Returns:
-        JSON-serialisable dict: ``split``, ``n``, ``task``, ``checkpoint_epoch``, the metrics
+        JSON-serialisable dict: ``split``, ``n``, ``task``, ``checkpoint_epoch`` (0-based: the
+        training log's "epoch 9/10" is 8), the metrics
         (e.g. ``mae``/``baseline_mae`` in years, ``balanced_accuracy``/
         ``baseline_balanced_accuracy``, ``auc``/``baseline_auc``, ``confusion_matrix``) and for
         regression ``brain_age_gap`` (linear age-bias correction fitted on the val split).
