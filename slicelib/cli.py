@@ -322,13 +322,18 @@ def cmd_compare(a: argparse.Namespace) -> int:
     summary = summary.reset_index()
     summary.to_csv(root / "summary.csv", index=False)
     metric, mode = primary_metric(cfg.task)
-    _compare_figure(summary, metric, root / "compare.png", cfg.task)
+    title = (
+        f"{cfg.target}: {a.eval_split} {metric.replace('_', ' ')} per condition "
+        f"(seeds {', '.join(map(str, seeds))})"
+    )
+    _compare_figure(summary, metric, root / "compare.png", cfg.task, cfg.target, title)
     print(summary[keys + [f"{metric}_mean", f"{metric}_sd", f"baseline_{metric}_mean", "seeds"]])
     print(f"wrote {root / 'results.csv'}, {root / 'summary.csv'}, {root / 'compare.png'}")
     return 0
 
 
-def _compare_figure(summary, metric: str, path: Path, task: str) -> None:
+def _compare_figure(summary, metric: str, path: Path, task: str, target: str, title: str) -> None:
+    """Bar chart of ``<metric>_mean`` ± ``<metric>_sd`` per condition of a compare grid."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -346,10 +351,12 @@ def _compare_figure(summary, metric: str, path: Path, task: str) -> None:
         ax.axhline(float(base.mean()), ls="--", color="grey", label="baseline")
         ax.legend(loc="best")
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
-    unit = " (years)" if task == "regression" else ""
+    unit = ""
+    if task == "regression":
+        unit = " (years)" if target.lower() in ("age", "age_years") else f" (units of {target})"
     ax.set_ylabel(f"{metric.replace('_', ' ')}{unit}, mean ± sd over seeds")
     ax.set_xlabel("init / position embedding / pooling")
-    ax.set_title("slicelib compare")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
