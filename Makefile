@@ -5,6 +5,11 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= outputs
+# The read-only course assets (offline ImageNet weights, ten IXI heads): ../shared beside the
+# checkout, else /work/shared (this project's build machines). Without them the notebooks still
+# run, and say that the ImageNet arm starts from random weights.
+SLICELIB_SHARED ?= $(firstword $(wildcard $(abspath ../shared) /work/shared))
+export SLICELIB_SHARED
 
 .PHONY: setup test demo lint bench clean notebooks
 

@@ -59,6 +59,7 @@ for _p in (str(ROOT), str(HERE)):  # run from a checkout, without installing
 from sfcn import SFCN  # noqa: E402
 
 from slicelib import fast  # noqa: E402
+from slicelib.course import shared_dir  # noqa: E402
 from slicelib.model import SliceModel  # noqa: E402
 
 GB = 1024**3
@@ -545,7 +546,7 @@ def _example_volume(shape, work_dir: Path) -> tuple[torch.Tensor, str]:
 
 
 def _ixi_files() -> list[Path]:
-    root = Path(os.environ.get("SLICELIB_IXI10", ROOT.parent / "shared" / "data" / "ixi10"))
+    root = Path(os.environ.get("SLICELIB_IXI10") or shared_dir() / "data" / "ixi10")
     return sorted(root.glob("*.nii.gz"))
 
 
@@ -816,7 +817,7 @@ class Standardised(nn.Module):
 
 
 def _weights_path() -> Path | None:
-    folder = Path(os.environ.get("SLICELIB_WEIGHTS_DIR", ROOT.parent / "shared" / "weights"))
+    folder = Path(os.environ.get("SLICELIB_WEIGHTS_DIR") or shared_dir() / "weights")
     path = folder / "mobilenet_v2_imagenet1k.pth"
     return path if path.is_file() else None
 

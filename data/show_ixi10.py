@@ -25,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from slicelib.course import shared_dir  # noqa: E402
 from slicelib.data import (  # noqa: E402
     MNI_2MM_AFFINE,
     MNI_2MM_SHAPE,
@@ -53,9 +54,7 @@ def mni_brain_on_grid() -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("out", help="output image path (.png)")
-    default = os.environ.get(
-        "SLICELIB_IXI10", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi10")
-    )
+    default = os.environ.get("SLICELIB_IXI10") or str(shared_dir() / "data" / "ixi10")
     ap.add_argument("--folder", default=default, help="ixi10 folder (default $SLICELIB_IXI10)")
     args = ap.parse_args()
 

@@ -67,8 +67,7 @@ from IPython.display import display
 from nilearn import plotting
 from tqdm.auto import tqdm
 
-import slicelib
-from slicelib.course import data_dir, ensure_synthetic_cohort
+from slicelib.course import data_dir, ensure_synthetic_cohort, shared_dir
 from slicelib.data import MNI_2MM_AFFINE, MNI_2MM_SHAPE, DataError, PreprocessConfig
 
 plt.rcParams["figure.dpi"] = 80
@@ -559,11 +558,7 @@ plt.show()
 # MNI152 first (ANTsPy, FSL FLIRT, SPM) and use `PreprocessConfig(centre="none")`.
 
 # %%
-IXI_DIR = Path(
-    os.environ.get(
-        "SLICELIB_IXI10", Path(slicelib.__file__).resolve().parents[2] / "shared" / "data" / "ixi10"
-    )
-)
+IXI_DIR = Path(os.environ.get("SLICELIB_IXI10") or shared_dir() / "data" / "ixi10")
 HAVE_IXI = (IXI_DIR / "participants.tsv").is_file()
 if HAVE_IXI:
     from slicelib.data import ixi_table

@@ -18,6 +18,7 @@ __all__ = [
     "NOTEBOOKS",
     "PRESETS",
     "data_dir",
+    "shared_dir",
     "ensure_synthetic_cohort",
     "course_split",
     "imagenet_weights",
@@ -40,6 +41,14 @@ PRESETS = ("smoke", "cpu", "gpu")
 def data_dir() -> Path:
     """Where the notebooks keep data: ``$SLICELIB_DATA`` or ``./slicelib_data``."""
     return Path(os.environ.get("SLICELIB_DATA", "slicelib_data")).resolve()
+
+
+def shared_dir() -> Path:
+    """The read-only course assets (ImageNet weights, the ixi10 heads): ``$SLICELIB_SHARED``, else
+    ``shared/`` beside the repository (``weights/<backbone>_imagenet1k.pth``, ``data/ixi10/``)."""
+    if os.environ.get("SLICELIB_SHARED"):
+        return Path(os.environ["SLICELIB_SHARED"])
+    return Path(__file__).resolve().parents[2] / "shared"
 
 
 def ensure_synthetic_cohort(n: int, seed: int = 0, root: str | os.PathLike | None = None) -> Path:
@@ -77,15 +86,14 @@ def imagenet_weights(
     """Pick the ImageNet weights a notebook can use, and say which: (backbone, weights, note).
 
     In order: a local state_dict ``$SLICELIB_WEIGHTS_DIR/<backbone>_imagenet1k.pth`` (default
-    folder: ``shared/weights`` beside the repository); torchvision's download (``"imagenet"``,
+    folder: ``weights/`` in :func:`shared_dir`); torchvision's download (``"imagenet"``,
     Colab/Binder with internet); offline, the local ``<fallback>_imagenet1k.pth`` in place of
     the requested backbone; else ``None`` (random init; the note says the comparison is void).
     ``weights`` is what :class:`slicelib.model.SliceModel` takes.
     """
     from slicelib.model import WeightsError, build_encoder
 
-    default = Path(__file__).resolve().parents[2] / "shared" / "weights"
-    folder = Path(os.environ.get("SLICELIB_WEIGHTS_DIR", default))
+    folder = Path(os.environ.get("SLICELIB_WEIGHTS_DIR") or shared_dir() / "weights")
     local = folder / f"{backbone}_imagenet1k.pth"
     if local.is_file():
         return backbone, str(local), f"ImageNet weights for {backbone} from {local}"

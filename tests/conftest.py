@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _shared_dir() -> Path:
     """The read-only shared assets: $SLICELIB_SHARED, else ../shared beside the checkout, else
     /work/shared (where this project's build machines keep them)."""
-    if "SLICELIB_SHARED" in os.environ:
+    if os.environ.get("SLICELIB_SHARED"):  # (make exports it empty when it finds no assets)
         return Path(os.environ["SLICELIB_SHARED"])
     for candidate in (ROOT.parent / "shared", Path("/work/shared")):
         if candidate.is_dir():

@@ -37,6 +37,21 @@ def test_imagenet_weights_local_then_fallback_then_none(tmp_path, monkeypatch, m
     assert (backbone, weights) == ("resnet18", None) and "NO ImageNet weights" in note
 
 
+def test_weights_are_found_in_slicelib_shared(tmp_path, monkeypatch, mobilenet_weights):
+    """make demo exports SLICELIB_SHARED (../shared or /work/shared) for a clone anywhere."""
+    _offline(monkeypatch, tmp_path)
+    monkeypatch.delenv("SLICELIB_WEIGHTS_DIR", raising=False)
+    (tmp_path / "assets" / "weights").mkdir(parents=True)
+    local = tmp_path / "assets" / "weights" / "mobilenet_v2_imagenet1k.pth"
+    local.symlink_to(mobilenet_weights)
+    monkeypatch.setenv("SLICELIB_SHARED", str(tmp_path / "assets"))
+    assert course.shared_dir() == tmp_path / "assets"
+    assert course.imagenet_weights("mobilenet_v2")[:2] == ("mobilenet_v2", str(local))
+    monkeypatch.setenv("SLICELIB_SHARED", "")  # empty (make found no assets): beside the repo
+    assert course.shared_dir().name == "shared"
+    assert course.shared_dir().parent == course.Path(course.__file__).resolve().parents[2]
+
+
 def test_cohort_is_remade_when_the_generator_changes(tmp_path, monkeypatch):
     made = []
 
