@@ -401,6 +401,11 @@ class SliceModel(nn.Module):
             folded to one input channel; same function, less work).
         slice_chunk: encode at most this many slices at once (memory); ``None`` = all at once.
         checkpoint_activations: recompute encoder activations in the backward pass (memory).
+        channels_last: store the encoder's conv weights and feed it slices as channels_last
+            (NHWC). Same function and parameters (float rounding aside: gradients within ~1 %
+            of float64); on a CPU it makes MobileNetV2 on small slices (the 8 mm grid's
+            27 x 23) about 2x faster to train, and ResNet18 at 2 mm slightly slower
+            (``benchmarks/``).
         freeze_batchnorm: keep the encoder's BatchNorm layers in eval mode while training
             (running ImageNet statistics; makes chunked training identical to unchunked).
         dropout: dropout before the head's last layer.
@@ -435,6 +440,7 @@ class SliceModel(nn.Module):
         stem: str = "repeat",
         slice_chunk: int | None = None,
         checkpoint_activations: bool = False,
+        channels_last: bool = False,
         freeze_batchnorm: bool = False,
         dropout: float = 0.0,
         target_mean: float | None = None,
@@ -468,6 +474,7 @@ class SliceModel(nn.Module):
             stem=stem,
             slice_chunk=slice_chunk,
             checkpoint_activations=checkpoint_activations,
+            channels_last=channels_last,
             freeze_batchnorm=freeze_batchnorm,
             dropout=dropout,
             target_mean=target_mean,
@@ -477,6 +484,7 @@ class SliceModel(nn.Module):
         self.task, self.position, self.stem = task, position, stem
         self.slice_chunk = slice_chunk
         self.checkpoint_activations = checkpoint_activations
+        self.channels_last = channels_last
         self.freeze_batchnorm = freeze_batchnorm
         self.volume_shape = volume_shape
         self.n_slices = {a: volume_shape[AXES[a]] for a in self.axes}
@@ -502,6 +510,8 @@ class SliceModel(nn.Module):
             self.head = nn.Sequential(
                 nn.Linear(embed_dim, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, n_out)
             )
+        if channels_last:
+            self.encoder.to(memory_format=torch.channels_last)  # conv weights as NHWC
         if target_std is not None and not target_std > 0:
             raise ValueError(
                 f"target_std must be > 0 (the training SD of the target), got {target_std}."
@@ -555,6 +565,8 @@ class SliceModel(nn.Module):
         """Encode grey 2D slices: ``(N, 1, H, W)`` -> ``(N, F)`` encoder features (no projection)."""
         if self.stem == "repeat":
             images = images.expand(-1, 3, -1, -1)  # grey -> RGB, no copy
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)  # (N, C, H, W) as NHWC
         return self.encoder(images).flatten(1)
 
     def _encode_chunked(self, images: torch.Tensor) -> torch.Tensor:

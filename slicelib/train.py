@@ -616,6 +616,8 @@ def _monitor(cfg: TrainConfig) -> tuple[str, str]:
 
 
 _RESUME_MAY_CHANGE = ("epochs", "patience", "num_workers", "device", "out", "cache_dir")
+# model options that change the memory layout only, not the function or the parameters
+_MODEL_MAY_CHANGE = ("channels_last",)
 
 
 def fit(
@@ -888,12 +890,18 @@ def _check_resume(saved: dict, meta: dict, run_dir: Path) -> None:
     for k in _RESUME_MAY_CHANGE:
         a.pop(k, None)
         b.pop(k, None)
+    for cfg in (a, b):  # the run's own model options (train.model) hold layout flags too
+        if isinstance(cfg.get("model"), dict):
+            cfg["model"] = {k: v for k, v in cfg["model"].items() if k not in _MODEL_MAY_CHANGE}
     diffs = [
         f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}"
         for k in sorted(set(a) | set(b))
         if a.get(k) != b.get(k)
     ]
-    ma, mb = saved.get("model", {}), M.to_jsonable(meta).get("model", {})
+    ma, mb = dict(saved.get("model", {})), dict(M.to_jsonable(meta).get("model", {}))
+    for k in _MODEL_MAY_CHANGE:
+        ma.pop(k, None)
+        mb.pop(k, None)
     diffs += [
         f"model.{k}: saved {ma.get(k)!r}, now {mb.get(k)!r}"
         for k in sorted(set(ma) | set(mb))
@@ -903,7 +911,8 @@ def _check_resume(saved: dict, meta: dict, run_dir: Path) -> None:
         raise ConfigError(
             f"{run_dir} already holds a run (last.pt) with another configuration, so it cannot "
             "be resumed:\n  " + "\n  ".join(diffs) + "\nUse a new --out directory, or delete "
-            f"{run_dir} to start over. (May change on resume: {', '.join(_RESUME_MAY_CHANGE)}.)"
+            f"{run_dir} to start over. (May change on resume: "
+            f"{', '.join(_RESUME_MAY_CHANGE + tuple('model.' + k for k in _MODEL_MAY_CHANGE))}.)"
         )
 
 

@@ -276,6 +276,10 @@ def test_checkpoint_from_other_architecture_is_explained(table, tmp_path):
     other["model"] = dict(other["model"], embed_dim=4)
     with pytest.raises(ConfigError, match=r"model.embed_dim: saved 8, now 4"):
         train(TrainConfig.from_dict(other), progress=False)
+    # a memory-layout option is not another architecture: the finished run is reused
+    layout = tiny_config(tmp_path, data=str(table), out=out, epochs=1)
+    layout["model"] = dict(layout["model"], channels_last=True)
+    assert train(TrainConfig.from_dict(layout), progress=False) == Path(out)
 
 
 # --- kill -9 and resume -----------------------------------------------------------------------
