@@ -18,7 +18,7 @@
 # sweep**: transfer learning should matter most when labelled data are scarce.
 #
 # **Time.** `PRESET="smoke"` (CI): about a minute; the numbers mean nothing. `PRESET="cpu"`
-# (a laptop, 2 free cores): about 5-6 minutes, sixteen short training runs on a coarse 8 mm grid
+# (a laptop, 2 free cores): about 4-6 minutes, sixteen short training runs on a coarse 8 mm grid
 # with MobileNetV2 (plus a few minutes once if the cohort of notebook 01 does not exist yet);
 # several times longer on a machine busy with other work. `PRESET="gpu"`: the
 # paper's scale (2 mm grid, ResNet18 from ImageNet, up to 100 epochs, 1000 subjects), a few
