@@ -324,6 +324,7 @@ def build_model(spec: dict, shape) -> nn.Module:
             slice_chunk=spec.get("slice_chunk"),
             checkpoint_activations=spec.get("checkpoint_activations", False),
             freeze_batchnorm=spec.get("freeze_batchnorm", False),
+            channels_last=spec.get("channels_last", False),
             seed=0,
         )
     if kind == "sfcn":
@@ -858,18 +859,21 @@ def _load_cohort(s: Settings, work_dir: Path) -> tuple[torch.Tensor, np.ndarray,
     return x, table["age"].to_numpy(np.float32), how
 
 
+TTA_HEADLINE = "slicelib-ImageNet (mobilenet_v2)"  # the row the time-to-accuracy target uses
+
+
 def _tta_models(s: Settings) -> list[tuple[str, dict]]:
+    """The time-to-accuracy models: name, spec. The slicelib models use ``channels_last`` (same
+    function; about 2x faster steps for MobileNetV2 on small slices on a CPU); the last row is
+    the headline model without it, so the table shows that option on and off. MONAI's
+    DenseNet121-3D stays in its default layout (``channels_last_3d`` measured 1.01x here)."""
     weights = _weights_path()
+    mnv2 = dict(kind="slice", backbone="mobilenet_v2", axes="sagittal", channels_last=True)
     return [
-        (
-            "slicelib-ImageNet (mobilenet_v2)",
-            dict(kind="slice", backbone="mobilenet_v2", axes="sagittal", weights=weights),
-        ),
-        (
-            "slicelib-scratch (mobilenet_v2)",
-            dict(kind="slice", backbone="mobilenet_v2", axes="sagittal"),
-        ),
+        (TTA_HEADLINE, dict(mnv2, weights=weights)),
+        ("slicelib-scratch (mobilenet_v2)", mnv2),
         ("MONAI DenseNet121-3D", dict(kind="monai_densenet121")),
+        (f"{TTA_HEADLINE}, channels_last off", dict(mnv2, weights=weights, channels_last=False)),
     ]
 
 
@@ -984,7 +988,7 @@ def bench_tta(s: Settings, work_dir: Path) -> dict:
             net, x[tr], ages[tr], x[va], ages[va], replace(s, tta_cap_s=cap[name]), desc=name
         )
         out["rows"].append(dict(name=name, cap_s=cap[name], **res))
-        if name.startswith("slicelib-ImageNet") and res["reached"]:
+        if name == TTA_HEADLINE and res["reached"]:
             # DenseNet's cap: long enough to decide the ratio target (a model that does not
             # reach the target in its cap counts as >= the cap), within tta_cap_max_s
             need = res["time_to_target_s"] / TARGETS["tta_ratio"]
@@ -1111,7 +1115,7 @@ def targets(results: dict) -> list[dict]:
             )
         )
     tta = results.get("tta", {})
-    si, dn3 = _row("slicelib-ImageNet (mobilenet_v2)", tta), _row("MONAI DenseNet121-3D", tta)
+    si, dn3 = _row(TTA_HEADLINE, tta), _row("MONAI DenseNet121-3D", tta)
     name = "time-to-accuracy slicelib-ImageNet / DenseNet121-3D"
     if si and dn3 and "reached" in si and "reached" in dn3:
         goal = f"<= {TARGETS['tta_ratio']}x"
@@ -1395,7 +1399,8 @@ def to_markdown(results: dict) -> str:
                 f"the same for every model; target: validation MAE <= {goal}; validation every {t.get('val_steps') or 'epoch'}"
                 f"{' optimiser steps and each epoch end' if t.get('val_steps') else ''}; the clock counts training steps only. "
                 f"Cap {t['cap_s']:.0f} s of training per model; DenseNet121-3D's cap is raised to 2x slicelib-ImageNet's time to target "
-                f"(at most {t.get('cap_max_s', t['cap_s']):.0f} s) so that the <= 0.5x target can be decided: a model that does not reach the target within its cap counts as >= its cap."
+                f"(at most {t.get('cap_max_s', t['cap_s']):.0f} s) so that the <= 0.5x target can be decided: a model that does not reach the target within its cap counts as >= its cap. "
+                "The slicelib models run with channels_last (the row marked 'channels_last off' is the headline model without it); DenseNet121-3D in its default layout."
             )
             L += [
                 "",
