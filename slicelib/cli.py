@@ -101,6 +101,13 @@ def _add_train_flags(t: argparse.ArgumentParser, compare: bool = False) -> None:
         )
     t.add_argument("--axes", help="sagittal[,coronal,axial]")
     t.add_argument("--embed-dim", type=int)
+    t.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="encoder in NHWC memory layout (same model; ~2x faster MobileNetV2 training on a "
+        "CPU; the cpu preset turns it on)",
+    )
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
@@ -138,6 +145,8 @@ def _overrides(a: argparse.Namespace) -> dict:
         model["position"] = None if a.position == "none" else a.position
     if getattr(a, "pooling", None) is not None:
         model["pooling"] = a.pooling
+    if getattr(a, "channels_last", None) is not None:
+        model["channels_last"] = a.channels_last
     if a.axes is not None:
         axes = _csv_list(a.axes)
         model["axes"] = axes[0] if len(axes) == 1 else axes

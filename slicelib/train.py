@@ -96,14 +96,14 @@ PRESETS: dict[str, dict] = {
         model=dict(backbone="resnet18", weights=None, embed_dim=16),
         preprocess=dict(shape=(23, 27, 23), voxel_size=8.0),
     ),
-    # minutes on a laptop CPU: 4 mm grid (45 x 54 x 45), MobileNetV2
+    # minutes on a laptop CPU: 4 mm grid (45 x 54 x 45), MobileNetV2 in NHWC layout (~2x faster)
     "cpu": dict(
         epochs=20,
         batch_size=8,
         lr=1e-3,
         schedule="cosine",
         patience=8,
-        model=dict(backbone="mobilenet_v2", weights="imagenet"),
+        model=dict(backbone="mobilenet_v2", weights="imagenet", channels_last=True),
         preprocess=dict(shape=(45, 54, 45), voxel_size=4.0),
     ),
     # the paper's scale: FSL MNI152 2 mm grid, ResNet18, batch 8, lr 1e-4, up to 100 epochs

@@ -73,6 +73,18 @@ def test_parser_has_the_contract_flags():
         assert cmd in p._subparsers._group_actions[0].choices
 
 
+def test_channels_last_flag_and_cpu_preset():
+    from slicelib.cli import _resolve
+
+    p = build_parser()
+    cpu = _resolve(p.parse_args("train --data d --target age --out r --preset cpu".split()))
+    assert cpu.model["channels_last"] is True and cpu.model["backbone"] == "mobilenet_v2"
+    off = "train --data d --target age --out r --preset cpu --no-channels-last".split()
+    assert _resolve(p.parse_args(off)).model["channels_last"] is False
+    plain = _resolve(p.parse_args("train --data d --target age --out r".split()))
+    assert "channels_last" not in plain.model  # SliceModel's default (False)
+
+
 def test_train_evaluate_predict_commands(table, tmp_path, capsys):
     cfg, run = table.parent / "tiny.toml", tmp_path / "run"
     base = ["--data", str(table), "--target", "age", "--config", str(cfg), "--no-progress"]
