@@ -373,6 +373,7 @@ for ax, (target, metric, label) in zip(
         value=metric,
         metric_label=label,
         title=f"{target}: n_train = {int(sel['n_train'].iloc[0])}",
+        colors=COLOURS,  # blue = ImageNet, orange = scratch, as in the learning curves
         ax=ax,
     )
     base = sel["baseline_mae"].mean() if target == "age" else 0.5

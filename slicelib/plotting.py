@@ -408,6 +408,7 @@ def plot_results(
     seed: str = "seed",
     title: str = "Test results (mean ± sd over seeds)",
     show_runs: bool = True,
+    colors: dict | None = None,
     ax=None,
 ):
     """Bar chart of a metric per condition with sd error bars; the seeds are listed.
@@ -424,6 +425,8 @@ def plot_results(
         seed: the seed column of a per-run table.
         title: figure title.
         show_runs: draw single runs as dots (per-run tables only).
+        colors: optional {condition value: matplotlib colour}, e.g. the colours the other
+            figures of a notebook use for the same conditions (default: all bars "C0").
         ax: matplotlib Axes to draw into.
 
     Returns:
@@ -446,7 +449,7 @@ def plot_results(
         summary["mean"],
         yerr=summary["sd"],
         capsize=4,
-        color="C0",
+        color=[(colors or {}).get(c, "C0") for c in summary[condition]],
         alpha=0.75,
         label="mean ± sd",
     )

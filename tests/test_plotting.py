@@ -10,6 +10,7 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
+import matplotlib.colors as mcolors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -133,6 +134,13 @@ def test_plot_results_from_runs_and_from_summary():
     assert summary.loc[0, "seeds"] == "0, 1, 2" and summary.loc[0, "n"] == 3
     fig2 = P.plot_results(summary, metric_label="test MAE (years)")
     _labelled(fig2.axes[0])
+    # bars coloured per condition on request (matching a notebook's other figures)
+    fig3 = P.plot_results(
+        runs, value="test_mae", metric_label="MAE (years)", colors={"scratch": "tab:orange"}
+    )
+    bars = fig3.axes[0].patches
+    assert mcolors.to_hex(bars[0].get_facecolor(), keep_alpha=False) == mcolors.to_hex("C0")
+    assert mcolors.to_hex(bars[1].get_facecolor(), keep_alpha=False) == mcolors.to_hex("tab:orange")
 
 
 @pytest.mark.parametrize("position", ["learned", "sinusoidal"])
