@@ -36,6 +36,7 @@ import gc
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -96,6 +97,7 @@ class Settings:
     mode: str = "full"
     shape: tuple = (91, 109, 91)
     train_batch: int = 8
+    train_models: str | None = None  # regex on the training-table names (None: all)
     warmup: int = 1
     steps: int = 3
     memory_batch: int = 8
@@ -187,6 +189,7 @@ TRAIN_MODELS = (
     ("slicelib resnet18, 1 axis", R18, {}),
     ("slicelib resnet18, 1 axis + folded stem", dict(R18, stem="fold"), {}),
     ("slicelib resnet18, 1 axis + fold + channels_last", dict(R18, stem="fold"), dict(fast=dict(skip_constant=False, channels_last=True))),
+    ("slicelib resnet18, 1 axis, fold, BN per volume (slice_chunk 91)", dict(R18, stem="fold", slice_chunk=91), {}),
     ("slicelib resnet18, 1 axis, frozen BN (IXI head)", dict(R18, freeze_batchnorm=True), dict(input="head")),
     ("slicelib resnet18, 1 axis, frozen BN + skip background (IXI head)", dict(R18, freeze_batchnorm=True), dict(fast=dict(skip_constant=True), input="head")),
     ("slicelib resnet18, 3 axes", dict(R18, axes="all"), {}),
@@ -478,7 +481,11 @@ def call_worker(spec: dict, settings: Settings, isolate: bool | None = None) -> 
 def bench_train(s: Settings, work_dir: Path, device: str = "cpu") -> dict:
     """Training throughput and peak memory of every model, same input, same batch."""
     rows = []
-    for name, model, opts in tqdm(TRAIN_MODELS, desc="train throughput"):
+    models = [m for m in TRAIN_MODELS if not s.train_models or re.search(s.train_models, m[0])]
+    if not models:
+        names = "; ".join(name for name, _, _ in TRAIN_MODELS)
+        raise SystemExit(f"--train-models {s.train_models!r} matches none of: {names}")
+    for name, model, opts in tqdm(models, desc="train throughput"):
         spec = dict(
             model=model,
             shape=list(s.shape),
@@ -1212,6 +1219,8 @@ def _train_off_row(name: str) -> str | None:
         return name.replace(" + skip background", "")
     if name == "slicelib resnet18, 1 axis + fold + channels_last":
         return "slicelib resnet18, 1 axis + folded stem"
+    if "BN per volume" in name:  # encodes one volume's slices at a time: BatchNorm per volume
+        return "slicelib resnet18, 1 axis + folded stem"
     if name.startswith("slicelib resnet18, 1 axis +"):
         return "slicelib resnet18, 1 axis"
     return None
@@ -1297,6 +1306,7 @@ def to_markdown(results: dict) -> str:
             )
             + "Steps: the first (FLOP-counting) step is the warm-up, the table gives the median of the timed ones. "
             "Option on/off: volumes/s over the same model without the option (folded stem: the plain resnet18 row; fold + channels_last: the folded-stem row; both the same training function up to float rounding; "
+            "BN per volume: the folded-stem row; the encoder sees one volume's slices at a time, so BatchNorm's batch statistics are per volume, not per batch: not the same training function, and the same as the folded-stem row at batch 1; "
             "skip background: the frozen-BN row on the same IXI head, exact only with frozen BatchNorm, which itself changes training)."
         )
 
@@ -1479,6 +1489,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--no-isolate", action="store_true", help="measure train/memory in this process"
     )
+    ap.add_argument(
+        "--train-batch", type=int, help="batch of the training-throughput table (quick: 1)"
+    )
+    ap.add_argument(
+        "--train-models",
+        help="regular expression: only the training-table models whose name matches, e.g. "
+        "'^slicelib resnet18, 1 axis( \\+ folded stem)?$|DenseNet121'",
+    )
     ap.add_argument("--note", default="", help="a line for the table header (e.g. the load)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -1501,6 +1519,10 @@ def main(argv: list[str] | None = None) -> dict:
         s.tta_target_rel = args.tta_target_rel
     if args.no_isolate:
         s.isolate = False
+    if args.train_batch is not None:
+        s.train_batch = args.train_batch
+    if args.train_models is not None:
+        s.train_models = args.train_models
     sections = [x.strip() for x in args.sections.split(",") if x.strip()]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
