@@ -404,7 +404,7 @@ class SliceModel(nn.Module):
         channels_last: store the encoder's conv weights and feed it slices as channels_last
             (NHWC). Same function and parameters (float rounding aside: gradients within ~1 %
             of float64); on a CPU it makes MobileNetV2 on small slices (the 8 mm grid's
-            27 x 23) about 2x faster to train, and ResNet18 at 2 mm slightly slower
+            27 x 23) about 2x faster to train, and gives ResNet18 at 2 mm nothing
             (``benchmarks/``).
         freeze_batchnorm: keep the encoder's BatchNorm layers in eval mode while training
             (running ImageNet statistics; makes chunked training identical to unchunked).
