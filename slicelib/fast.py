@@ -132,7 +132,8 @@ class FastSliceModel(nn.Module):
             broadcast its features. Applied only while the encoder normalises per sample (eval
             mode, or ``freeze_batchnorm``); in BatchNorm training mode every slice is encoded,
             because batch statistics depend on all slices.
-        channels_last: feed the encoder NHWC slices and store its weights channels_last.
+        channels_last: switch on the wrapped model's own ``channels_last`` (see
+            :class:`~slicelib.model.SliceModel`): NHWC encoder weights and slices.
         autocast_dtype: e.g. ``torch.bfloat16``: run the encoder under autocast in this dtype
             (features are cast back to float32 before the projection); None = off.
 
@@ -151,27 +152,20 @@ class FastSliceModel(nn.Module):
         super().__init__()
         self.model = model
         self.skip_constant = skip_constant
-        self.channels_last = channels_last
         self.autocast_dtype = autocast_dtype
         self.last_skipped = 0
-        if channels_last:
+        if channels_last:  # the model's own mechanism: NHWC weights here, NHWC slices in
+            model.channels_last = True  # SliceModel.encode_images
             to_channels_last(model.encoder)
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 1, H, W) -> (N, F) float32 features, in chunks as the model's ``slice_chunk`` says."""
         m = self.model
-        if self.channels_last:
-            # NHWC needs a real copy: an expanded 1->3 channel view is not channels_last
-            if m.stem == "repeat":
-                images = images.expand(-1, 3, -1, -1)
-            images = images.contiguous(memory_format=torch.channels_last)
 
         def run(part: torch.Tensor) -> torch.Tensor:
-            if m.stem == "repeat" and part.shape[1] == 1:
-                part = part.expand(-1, 3, -1, -1)
             dtype = self.autocast_dtype or torch.bfloat16
             with autocast(part.device, enabled=self.autocast_dtype is not None, dtype=dtype):
-                return m.encoder(part).flatten(1).float()
+                return m.encode_images(part).float()  # stem and memory layout as the model's
 
         chunk = m.slice_chunk or max(images.shape[0], 1)
         feats = []

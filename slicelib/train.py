@@ -877,31 +877,31 @@ def _data_fingerprint(table: pd.DataFrame) -> dict:
     return {"n": int(len(table)), "sha1": h.hexdigest()}
 
 
+def _drop(d: dict, keys) -> dict:
+    """A copy of ``d`` without ``keys``."""
+    return {k: v for k, v in d.items() if k not in keys}
+
+
 def _check_resume(saved: dict, meta: dict, run_dir: Path) -> None:
     """Refuse to resume a run directory whose checkpoint came from another configuration."""
-    new = M.to_jsonable(meta).get("data")
+    now = M.to_jsonable(meta)
+    new = now.get("data")
     if saved.get("data") is not None and new is not None and saved["data"] != new:
         raise ConfigError(
             f"{run_dir} already holds a run (last.pt) trained on other data (saved "
             f"{saved['data']}, now {new}: the table, the split or the image files changed), so "
             f"it cannot be resumed. Use a new --out directory, or delete {run_dir} to start over."
         )
-    a, b = dict(saved.get("train", {})), dict(M.to_jsonable(meta).get("train", {}))
-    for k in _RESUME_MAY_CHANGE:
-        a.pop(k, None)
-        b.pop(k, None)
+    a, b = (_drop(d.get("train", {}), _RESUME_MAY_CHANGE) for d in (saved, now))
     for cfg in (a, b):  # the run's own model options (train.model) hold layout flags too
         if isinstance(cfg.get("model"), dict):
-            cfg["model"] = {k: v for k, v in cfg["model"].items() if k not in _MODEL_MAY_CHANGE}
+            cfg["model"] = _drop(cfg["model"], _MODEL_MAY_CHANGE)
     diffs = [
         f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}"
         for k in sorted(set(a) | set(b))
         if a.get(k) != b.get(k)
     ]
-    ma, mb = dict(saved.get("model", {})), dict(M.to_jsonable(meta).get("model", {}))
-    for k in _MODEL_MAY_CHANGE:
-        ma.pop(k, None)
-        mb.pop(k, None)
+    ma, mb = (_drop(d.get("model", {}), _MODEL_MAY_CHANGE) for d in (saved, now))
     diffs += [
         f"model.{k}: saved {ma.get(k)!r}, now {mb.get(k)!r}"
         for k in sorted(set(ma) | set(mb))
