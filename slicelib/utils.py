@@ -1,0 +1,109 @@
+"""Small helpers used across slicelib: atomic writes, Pearson r, the MNI152 template on a grid.
+
+Each exists once here so that the data cache, the synthetic cohort, checkpoints and the
+plots all write files and read the template the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["atomic_write", "pearson_r", "mni_template"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
+    """Write a file so that readers never see it half-written.
+
+    ``write(tmp)`` writes to a temporary file in the same folder (created if missing); the file
+    is flushed to disk and renamed onto ``path`` with ``os.replace``. If ``write`` raises, the
+    temporary file is removed and ``path`` is left as it was.
+
+    Example: ``atomic_write(p, lambda tmp: torch.save(obj, tmp))``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def pearson_r(a, b) -> float | None:
+    """Pearson correlation of two 1D arrays of equal length (any units).
+
+    Returns ``None`` (not NaN) when it is undefined: fewer than 2 values or a constant input.
+    """
+    from scipy.stats import pearsonr
+
+    a = np.asarray(a, dtype=float).ravel()
+    b = np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"pearson_r needs arrays of equal length, got {a.shape} and {b.shape}.")
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(pearsonr(a, b).statistic)
+
+
+def mni_template(
+    shape: Sequence[int] | None = None, affine=None, what: str = "t1", resolution: int = 1
+):
+    """nilearn's packaged MNI152 template (no download), optionally resampled onto a grid.
+
+    Args:
+        shape, affine: target grid ``(X, Y, Z)`` voxels and its 4 x 4 voxel-to-mm affine; both
+            ``None`` gives the template at its own ``resolution`` (1 or 2 mm).
+        what: ``"t1"`` (T1 template, continuous interpolation), ``"mask"`` (brain mask),
+            ``"gm"`` / ``"wm"`` (tissue probability maps); masks and maps are resampled
+            linearly (threshold at 0.5 for a boolean mask).
+    Returns:
+        a ``nibabel.Nifti1Image`` (cached: treat it as read-only).
+    """
+    key = None
+    if shape is not None or affine is not None:
+        if shape is None or affine is None:
+            raise ValueError("mni_template needs both shape and affine, or neither.")
+        key = (tuple(int(s) for s in shape), np.asarray(affine, dtype=float).round(6).tobytes())
+    return _mni_template_cached(key, what, int(resolution))
+
+
+@functools.lru_cache(maxsize=16)
+def _mni_template_cached(key, what: str, resolution: int):
+    from nilearn import datasets, image
+
+    loaders = {
+        "t1": datasets.load_mni152_template,
+        "mask": datasets.load_mni152_brain_mask,
+        "gm": datasets.load_mni152_gm_template,
+        "wm": datasets.load_mni152_wm_template,
+    }
+    if what not in loaders:
+        raise ValueError(f"what must be one of {tuple(loaders)}, got {what!r}.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        img = loaders[what](resolution=resolution if key is None else 1)
+        if key is None:
+            return img
+        shape, affine = key[0], np.frombuffer(key[1]).reshape(4, 4)
+        # the packaged 1 mm template, resampled once (loading resolution=2 resamples twice)
+        return image.resample_img(
+            img,
+            target_affine=affine,
+            target_shape=shape,
+            interpolation="continuous" if what == "t1" else "linear",
+            force_resample=True,
+            copy_header=True,
+        )
