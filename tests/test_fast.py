@@ -1,20 +1,29 @@
-"""Each speed option of slicelib.fast gives the plain model's outputs (within a tolerance)."""
+"""Each speed option of benchmarks/fast.py gives the plain model's outputs (within a tolerance).
+
+The options that live in SliceModel itself (folded stem, channels_last, chunking and activation
+checkpointing) are tested against the plain model in test_model.py; here only the wrapper's own
+code paths (constant-slice skipping, its chunked/checkpointed/autocast encoding, the switch to
+the model's channels_last).
+"""
+
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from slicelib.fast import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from fast import (  # noqa: E402
     FastSliceModel,
     autocast,
-    bf16_native,
     compile_encoder,
     constant_slices,
-    cpu_flags,
     max_abs_diff,
     to_channels_last,
 )
-from slicelib.model import SliceModel
+
+from slicelib.model import SliceModel  # noqa: E402
 
 SHAPE = (20, 24, 18)
 
@@ -93,14 +102,6 @@ def test_channels_last_equals_plain():
     assert max_abs_diff(ref, got) < 1e-4
 
 
-def test_folded_stem_equals_repeat():
-    x = _volume()
-    with torch.no_grad():
-        ref = _model(stem="repeat")(x)
-        got = _model(stem="fold")(x)
-    assert max_abs_diff(ref, got) < 1e-4
-
-
 def test_chunked_and_checkpointed_encoding_equal_plain():
     x = _volume()
     with torch.no_grad():
@@ -132,11 +133,6 @@ def test_to_channels_last_3d_cnn():
         got = net(x.contiguous(memory_format=torch.channels_last_3d))
     assert net[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
     assert max_abs_diff(ref, got) < 1e-5
-
-
-def test_bf16_native_reads_flags():
-    assert isinstance(cpu_flags(), set)
-    assert bf16_native("cpu") == bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """Speed options for slice models that keep the outputs equal (within a tolerance) to the plain model.
 
-Each option is opt-in and measured on and off by ``benchmarks/run.py``:
+Benchmark code, not part of the slicelib package: ``benchmarks/run.py`` measures each option on
+and off (``import fast`` with ``benchmarks/`` on ``sys.path``). It uses only SliceModel's public
+methods (``check_input``, ``encode_images``, ``project``, ``predict_from_embeddings``).
 
 - :func:`to_channels_last`: store conv weights (and so activations) as NHWC / NDHWC, the layout
   oneDNN (CPU) and cuDNN tensor cores prefer. Same maths; float rounding may differ (~1e-6).
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from slicelib.model import SliceModel
+from slicelib.model import AXES, SliceModel, volume_slices
 
 __all__ = [
     "cpu_flags",
@@ -202,18 +204,21 @@ class FastSliceModel(nn.Module):
         return torch.cat(parts)[inverse]  # (N, F)
 
     def encode_slices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """As :meth:`SliceModel.encode_slices`: ``x`` (B, 1, X, Y, Z) -> (h (B, S, D), index (S,), axis (S,))."""
-        skipped = 0
+        """As :meth:`SliceModel.encode_slices`, with the optimised encoding.
 
-        def encode(images: torch.Tensor) -> torch.Tensor:
-            nonlocal skipped
-            f = self._encode_skipping(images)  # (N, F)
+        ``x`` (B, 1, X, Y, Z) -> ``(h (B, S, D), slice_index (S,), slice_axis (S,))``.
+        """
+        m = self.model
+        m.check_input(x)
+        B, out, index, axis, skipped = x.shape[0], [], [], [], 0
+        for a in m.axes:
+            f = self._encode_skipping(volume_slices(x, a))  # (B*S_a, F)
             skipped += self.last_skipped
-            return f
-
-        out = self.model.encode_slices(x, encode=encode)
+            out.append(m.project(f.reshape(B, -1, f.shape[1])))  # (B, S_a, D)
+            index.append(torch.arange(out[-1].shape[1], device=x.device))  # (S_a,)
+            axis.append(torch.full_like(index[-1], AXES[a]))  # (S_a,)
         self.last_skipped = skipped
-        return out
+        return torch.cat(out, dim=1), torch.cat(index), torch.cat(axis)
 
     def forward(self, x: torch.Tensor, return_details: bool = False):
         """Predict from ``x`` (B, 1, X, Y, Z); same outputs as the wrapped model's forward."""
