@@ -1,4 +1,4 @@
-"""Speed options for slice models that keep the outputs equal (within a tolerance) to the plain model.
+"""Speed options for slice models that keep the plain model's outputs (within a tolerance).
 
 Benchmark code, not part of the slicelib package: ``benchmarks/run.py`` measures each option on
 and off (``import fast`` with ``benchmarks/`` on ``sys.path``). It uses only SliceModel's public
@@ -161,7 +161,7 @@ class FastSliceModel(nn.Module):
             to_channels_last(model.encoder)
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 1, H, W) -> (N, F) float32 features, in chunks as the model's ``slice_chunk`` says."""
+        """(N, 1, H, W) -> (N, F) float32 features, in the model's ``slice_chunk`` chunks."""
         m = self.model
 
         def run(part: torch.Tensor) -> torch.Tensor:
@@ -239,7 +239,7 @@ def compile_encoder(model: nn.Module, **kwargs) -> nn.Module:
 
 
 def max_abs_diff(a, b) -> float:
-    """Largest absolute difference between two tensors (or two dicts of tensors, over the shared keys).
+    """Largest absolute difference of two tensors (or two dicts of tensors, over shared keys).
 
     Values are compared in float32 on the CPU; the result is in the tensors' own units.
     """

@@ -1,40 +1,34 @@
 """The position-encoded slice model (Gupta et al., ISBI 2023), top to bottom.
 
-A 3D volume ``(B, 1, X, Y, Z)`` is cut into all of its 2D slices along one or more axes. Every
-slice goes through the same 2D encoder, is projected to ``embed_dim``, gets a position embedding
-for its slice index (and a plane embedding when several axes are used), is normalised, and a
-permutation-invariant pooling turns the set of slices into one vector that a small head maps to
-the prediction::
+A 3D volume is cut into all of its 2D slices along one or more axes; every slice goes through the
+same 2D encoder, is projected to D, gets a position embedding for its slice index (and a plane
+embedding when several axes are used), is normalised, and a permutation-invariant pooling turns
+the set of slices into one vector that a small head maps to the prediction::
 
     volume (B, 1, X, Y, Z)
-      -> slices (B*S, 1, H, W)            one axis, or several axes stacked     encode_slices
-      -> 2D encoder, in chunks           (B*S, F)                               encode_images
-      -> Linear(F, D)                    (B, S, D)                              project
-      -> + position (+ plane) embedding  (B, S, D)    position=              add_position
-      -> normalisation                   (B, S, D)    norm=                  add_position
-      -> pooling                         (B, D)       pooling=               SlicePooling
-      -> Linear(D, 64), ReLU, Linear(64, out)                                head
+      -> slices (B*S, 1, H, W)       one axis, or several stacked    volume_slices
+      -> 2D encoder, in chunks      (B*S, F)                         encode_images
+      -> Linear(F, D)               (B, S, D)                        project
+      -> + position (+ plane)       (B, S, D)   position=            add_position
+      -> normalisation              (B, S, D)   norm=                add_position
+      -> pooling                    (B, D)      pooling=             SlicePooling
+      -> Linear(D, 64), ReLU, Linear(64, out)                        head
 
-Mapping to the paper and its code (``/work/shared/docs/reference.md``):
+The paper's model is ``SliceModel()``'s defaults: ``backbone="resnet18"`` (``weights="imagenet"``
+or ``None`` for scratch), ``embed_dim=32``, ``position="learned"``, ``norm="set"``,
+``pooling="mean"``, ``stem="repeat"``, one axis; ``backbone="slice_cnn"`` is the scratch CNN of
+its 2021 predecessor. ``norm="set"`` is the authors' code's LayerNorm over the whole (S, D) set of
+a volume: its affine parameters, of shape (S, D), are a learned per-slice code of their own, so a
+position ablation keeps ``norm`` fixed and changes only ``position`` (``norm="slice"``, LayerNorm
+over D shared by all slices, and ``"none"`` carry no per-slice code). The authors' code, and
+slicelib before ``norm=`` existed, paired "no position" with no LayerNorm. Pooling: mean (the
+paper's ResNet runs), max, attention with one learned query, gated attention (Ilse et al. 2018,
+not in the paper); the paper's pooled multi-head attention (PMA) is not implemented. Not in the
+paper either: several axes, sinusoidal positions, the folded stem, chunked encoding, target
+standardisation. Weight files are read by :mod:`slicelib.weights`.
 
-- The paper's model is ``SliceModel()`` with its defaults: ``backbone="resnet18"`` with
-  ``weights="imagenet"`` (the ImageNet runs) or ``None`` (scratch), ``embed_dim=32``,
-  ``position="learned"``, ``norm="set"``, ``pooling="mean"``, ``stem="repeat"``, one axis.
-  ``backbone="slice_cnn"`` is the scratch CNN of the 2021 paper (:class:`SliceCNN`).
-- ``norm="set"`` is the paper code's LayerNorm over the whole ``(S, D)`` set of one volume. Its
-  affine parameters have shape ``(S, D)``, one scale and shift per slice index: a learned
-  per-slice code of its own. So a position ablation should keep ``norm`` fixed and change only
-  ``position``; ``norm="slice"`` (LayerNorm over D, shared by all slices) and ``"none"`` are the
-  choices without a per-slice code. The paper's code paired "no position" with no LayerNorm.
-- Pooling: mean (the paper's ResNet runs), max, attention with one learned query, and gated
-  attention (Ilse et al. 2018; not in the paper). The paper's pooled multi-head attention
-  (PMA) is not implemented.
-- Not in the paper: several axes (a shared encoder and a plane embedding), sinusoidal
-  positions, the folded 1-channel stem, chunked/checkpointed encoding, target standardisation.
-
-Weight files (ImageNet, local state_dicts) are read by :mod:`slicelib.weights`. Array axes are
-RAS canonical: X left->right, Y posterior->anterior, Z inferior->superior, so "sagittal" slices
-are cut along X, "coronal" along Y and "axial" along Z.
+Arrays are RAS canonical (X left->right, Y posterior->anterior, Z inferior->superior): sagittal
+slices are cut along X, coronal along Y, axial along Z.
 """
 
 from __future__ import annotations
@@ -94,22 +88,15 @@ class SliceCNN(nn.Module):
 def strip_classifier(net: nn.Module) -> nn.Module:
     """Replace a torchvision classifier by the identity, so ``net`` returns pooled features.
 
-    Handles ``fc`` (ResNet), ``classifier`` (MobileNet, EfficientNet, DenseNet, ConvNeXt) and
-    ``heads``/``head``. In a Sequential head everything from the first Linear on is dropped (and
-    the dropout before it). Returns ``net``, changed in place.
+    Looks for ``fc`` (ResNet), ``classifier`` (MobileNet, EfficientNet, DenseNet, ConvNeXt),
+    ``heads``/``head``; in a Sequential head the first Linear and all after it (and dropout) go.
     """
     for name in ("fc", "classifier", "heads", "head"):
         head = getattr(net, name, None)
-        if isinstance(head, nn.Linear):
-            setattr(net, name, nn.Identity())
-            return net
-        if isinstance(head, nn.Sequential):
-            kept = []
-            for layer in head:
-                if isinstance(layer, nn.Linear):
-                    break
-                if not isinstance(layer, nn.Dropout):
-                    kept.append(layer)
+        if isinstance(head, (nn.Linear, nn.Sequential)):
+            layers = list(head) if isinstance(head, nn.Sequential) else [head]
+            first = next((i for i, m in enumerate(layers) if isinstance(m, nn.Linear)), None)
+            kept = [m for m in layers[:first] if not isinstance(m, nn.Dropout)]
             setattr(net, name, nn.Sequential(*kept) if kept else nn.Identity())
             return net
     raise ValueError(
@@ -147,17 +134,10 @@ def build_encoder(
 ) -> tuple[nn.Module, int]:
     """Build a 2D slice encoder: a torchvision classification model without its classifier.
 
-    Args:
-        backbone: any torchvision classification model name (``torchvision.models.list_models``),
-            e.g. ``resnet18`` (the paper's), or ``slice_cnn`` (the paper's scratch encoder).
-        weights: ``"imagenet"``, ``None`` (random init) or a path to a local torchvision
-            state_dict; see :mod:`slicelib.weights`.
-        stem: ``"repeat"`` (the encoder takes the grey slice repeated to RGB, as in the paper)
-            or ``"fold"`` (see :func:`fold_rgb_stem`).
-
-    Returns:
-        ``(encoder, n_features)``: the encoder maps ``(N, C, H, W)`` slices (C = 3 for
-        ``repeat``, 1 for ``fold``) to ``(N, n_features)`` pooled features.
+    ``backbone``: a torchvision classification model name, or ``slice_cnn``; ``weights``: see
+    :mod:`slicelib.weights`; ``stem``: ``"repeat"`` (grey repeated to RGB) or ``"fold"``
+    (:func:`fold_rgb_stem`). Returns ``(encoder, F)``: the encoder maps ``(N, C, H, W)`` slices
+    (C = 3 for ``repeat``, 1 for ``fold``) to ``(N, F)`` pooled features.
     """
     if stem not in ("repeat", "fold"):
         raise ValueError(f"stem must be 'repeat' or 'fold', got {stem!r}.")
@@ -415,7 +395,7 @@ class SliceModel(nn.Module):
                 torch.manual_seed(c.seed)
             self.encoder, n_features = build_encoder(c.backbone, c.weights, c.stem)
             self.project = nn.Linear(n_features, D)
-            if c.position == "learned":
+            if c.position == "learned":  # one table per axis
                 self.pos = nn.ModuleDict(
                     {a: LearnedPosition(n, D) for a, n in self.n_slices.items()}
                 )
@@ -463,22 +443,21 @@ class SliceModel(nn.Module):
                 f"SliceModel expects volumes of shape [B, 1, X, Y, Z]; got {list(x.shape)}. "
                 "Add the channel with x[:, None] (or x[None, None] for one volume)."
             )
-        fixed = [f"position={self.position!r}"] if self.position == "learned" else []
-        fixed += ["norm='set'"] if self.config.norm == "set" else []
+        fixed = ["position='learned'"] * (self.position == "learned")
+        fixed += ["norm='set'"] * (self.config.norm == "set")  # both have one row per slice
         for a, n in self.n_slices.items():
             got = x.shape[2 + AXES[a]]
             if fixed and got != n:
                 raise ValueError(
                     f"This model ({' and '.join(fixed)}) was built for {n} {a} slices "
-                    f"(volume_shape={self.volume_shape}), but the input has {got} (input shape "
-                    f"{list(x.shape)}). Preprocess the scan to the model's grid (slicelib's "
-                    "preprocess with the run's PreprocessConfig), or build the model with "
-                    "position='sinusoidal' or 'none' and norm='slice' or 'none', which work for "
-                    "any slice count."
+                    f"(volume_shape={self.volume_shape}), but the input has {got} "
+                    f"(shape {list(x.shape)}). "
+                    "Preprocess the scan to the model's grid (the run's PreprocessConfig), or use "
+                    "position='sinusoidal'/'none' with norm='slice'/'none': any slice count."
                 )
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Encode grey 2D slices: ``(N, 1, H, W)`` -> ``(N, F)`` encoder features (no projection)."""
+        """Encode grey 2D slices: ``(N, 1, H, W)`` -> ``(N, F)`` encoder features (unprojected)."""
         if self.stem == "repeat":
             images = images.expand(-1, 3, -1, -1)  # grey -> RGB, no copy
         if self.channels_last:

@@ -40,7 +40,8 @@ def offline_help(backbone: str) -> str:
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     return (
         "To work offline, either\n"
-        f"  (1) pass weights='/path/to/{backbone}.pth' (a torchvision state_dict of {backbone}), or\n"
+        f"  (1) pass weights='/path/to/{backbone}.pth' "
+        f"(a torchvision state_dict of {backbone}), or\n"
         f"  (2) put the file torchvision downloads into the cache {hub} "
         "(set TORCH_HOME to move the cache), e.g. copy it from a machine with internet, or\n"
         f"  (3) set SLICELIB_WEIGHTS_DIR to a folder holding {backbone}_imagenet1k.pth."
