@@ -53,9 +53,9 @@ for _p in (str(ROOT), str(HERE)):  # run from a checkout, without installing
         sys.path.insert(0, _p)
 
 import fast  # noqa: E402  (benchmarks/fast.py)
-from sfcn import SFCN  # noqa: E402
 
 from slicelib import data as D  # noqa: E402
+from slicelib.cnn3d import SFCN  # noqa: E402
 from slicelib.course import shared_dir  # noqa: E402
 from slicelib.model import AXES, SliceModel  # noqa: E402
 
@@ -1073,8 +1073,9 @@ def _frozen_report(sec: dict) -> list[str]:
 
 
 def _tta_report(sec: dict) -> list[str]:
+    every = f"every {sec['val_steps']} steps and " if sec["val_steps"] else ""
     rows = [
-        dict(r, when=r["time_to_target_s"] if r.get("reached") else "not reached")
+        dict(r, when=f"{r['time_to_target_s']:.3g}" if r["reached"] else "not reached")
         if "reached" in r
         else r
         for r in sec["rows"]
@@ -1094,7 +1095,7 @@ def _tta_report(sec: dict) -> list[str]:
         f"{sec['preprocessing']}; batch {sec['batch']}, Adam lr {sec['lr']:g} for every model. "
         f"Target: validation MAE <= {sec['target_rel']:g} x the predict-the-training-mean "
         f"baseline ({sec['mean_baseline_val_mae']:.2f} y) = {sec['target_mae']:.2f} y; validation "
-        f"every {sec['val_steps'] or 'epoch'} steps and at each epoch end; the clock counts "
+        f"{every}at each epoch end; the clock counts "
         "training steps (and the frozen encoder's one-time encoding). DenseNet121-3D's cap grows "
         "to 2x the fine-tuned slicelib time so that the <= 0.5x target is decided; a model that "
         "misses the target counts as >= its cap.",

@@ -73,12 +73,6 @@ def fake_results(bench):
     )  # fmt: skip
 
 
-def test_sfcn_maps_volume_to_one_output(bench):
-    net = bench.SFCN().eval()
-    with torch.no_grad():
-        assert net(torch.randn(2, 1, 16, 20, 16)).shape == (2, 1)
-
-
 def test_count_flops_counts_a_multiply_add_as_two(bench):
     """The MFU column divides by this count: a Linear layer does B * in * out multiply-adds."""
     layer, x = torch.nn.Linear(32, 8, bias=False), torch.randn(4, 32)
