@@ -1,30 +1,21 @@
-"""Which slices does a trained slice model use? Per-slice importance, three ways.
+"""Which slices does a trained slice model use, and what did it learn per slice?
 
-For a trained :class:`~slicelib.model.SliceModel` and volumes ``x`` of shape ``(B, 1, X, Y, Z)``
-every function returns a :class:`SliceImportance` whose ``values`` are ``(B, S)``: one number
-per volume and per slice, for every slice of every axis the model uses (S sums over its axes,
-in the order of ``model(x, return_details=True)["slice_index"]``).
+For a :class:`~slicelib.model.SliceModel` and volumes ``x`` ``(B, 1, X, Y, Z)`` each method
+returns a :class:`SliceImportance` with ``values`` ``(B, S)``: one number per volume and slice,
+over every slice of every axis the model uses (in the order of ``slice_index``).
 
-- :func:`attention_importance` -- the pooling weights (attention softmax; ``1/S`` for mean
-  pooling; the share of features a slice wins for max pooling). Free, but only says where the
-  pooling looked, not what changed the prediction.
-- :func:`occlusion_importance` -- blank one slice at a time and measure how much the output
-  changes (years for regression; logit or probability for classification). Computed on slice
-  embeddings: every slice is encoded once, then one embedding at a time is replaced by the
-  embedding of a blank slice. Because a slice model encodes its slices independently (eval
-  mode), this is exactly what re-running the model on the blanked volume would give, at the
-  cost of one encoder pass instead of S of them.
-- :func:`gradient_importance` -- gradient x (input - baseline), or integrated gradients
-  (Sundararajan, Taly & Yan, "Axiomatic Attribution for Deep Networks", ICML 2017), summed
-  over the voxels of each slice. :func:`gradient_map` gives the voxel-level map ``(B, X, Y, Z)``
-  to show over the brain.
+- :func:`attention_importance`: the pooling weights. Free, but only says where the pooling
+  looked, not what changed the prediction.
+- :func:`occlusion_importance`: blank one slice at a time and measure the change of the output
+  (years, logits). Done on slice embeddings, which for a model that encodes slices independently
+  equals re-running it on the blanked volume, at the cost of one encoder pass.
+- :func:`gradient_importance`: gradient x (input - baseline) or integrated gradients
+  (Sundararajan et al., ICML 2017) summed per slice; :func:`gradient_map` is the voxel map.
 
-Helpers turn results into profiles along one axis (:func:`importance_profile`), paint them
-back into a volume (:func:`to_volume`), and compare them with a known effect map
-(:func:`ground_truth_profile`, :func:`profile_correlation`).
-
-Axis names follow slicelib: "sagittal" = X (axis 0), "coronal" = Y (axis 1), "axial" = Z
-(axis 2) of RAS-canonical arrays.
+Helpers make profiles along one axis (:func:`importance_profile`), paint them into a volume
+(:func:`to_volume`) and compare them with a known effect (:func:`ground_truth_profile`,
+:func:`profile_correlation`). :func:`per_slice_parameters` collects the model's per-slice codes.
+Axes: "sagittal" = X (0), "coronal" = Y (1), "axial" = Z (2) of RAS arrays.
 """
 
 from __future__ import annotations
@@ -38,6 +29,7 @@ import torch
 from torch import nn
 
 from slicelib.model import AXES
+from slicelib.utils import pearson_r
 
 __all__ = [
     "AXIS_NAMES",
@@ -53,6 +45,7 @@ __all__ = [
     "profile_correlation",
     "slice_coordinates",
     "baseline_values",
+    "per_slice_parameters",
 ]
 
 AXIS_NAMES = {v: k for k, v in AXES.items()}  # 0 -> "sagittal", 1 -> "coronal", 2 -> "axial"
@@ -67,17 +60,16 @@ class SliceImportance:
     """Per-slice importance of a batch of volumes.
 
     Attributes:
-        values: ``(B, S)`` float numpy array, importance of slice s of volume b (units in
-            ``units``). S runs over all slices of all axes the model uses.
-        slice_index: ``(S,)`` int array, index of each slice along its axis.
-        slice_axis: ``(S,)`` int array, axis id of each slice (0 sagittal, 1 coronal, 2 axial).
+        values: ``(B, S)`` importance of slice s of volume b, in ``units``; S runs over all
+            slices of all axes the model uses.
+        slice_index, slice_axis: ``(S,)`` each slice's index along its axis and axis id.
         axes: the axis names the model uses, e.g. ``("sagittal",)``.
-        method: how it was computed, e.g. ``"occlusion"``, ``"attention"``,
-            ``"integrated_gradients"``.
-        units: what a value measures, e.g. ``"|Δ prediction| (years)"``.
-        output: ``(B,)`` the scored model output on the intact volumes (prediction in target
-            units, or the logit / probability of the explained class), or None.
-        target: ``(B,)`` the class explained for classification models, or None.
+        method: e.g. ``"occlusion"``, ``"attention"``, ``"integrated_gradients"``.
+        units: what a value measures, e.g. ``"|Δ| (prediction, target units, e.g. years)"``.
+        output: ``(B,)`` the scored output on the intact volumes (prediction, or the logit /
+            probability of the explained class), or None.
+        target: ``(B,)`` the explained class (classification), or None.
+        extra: method settings (``baseline``, ``steps``, the voxel ``map``).
     """
 
     values: np.ndarray
@@ -91,10 +83,7 @@ class SliceImportance:
     extra: dict = field(default_factory=dict)
 
     def for_axis(self, axis: str | int | None = None) -> np.ndarray:
-        """Values of one axis ordered by slice index: ``(B, S_axis)``.
-
-        ``axis`` may be omitted when the result has a single axis.
-        """
+        """Values of one axis (optional for one-axis results) by slice index: ``(B, S_axis)``."""
         a = _axis_id(axis, self)
         keep = self.slice_axis == a
         order = np.argsort(self.slice_index[keep], kind="stable")
@@ -112,25 +101,19 @@ def _axis_id(axis: str | int | None, result: SliceImportance | None = None) -> i
     """Axis name or id -> id (0, 1, 2); None means the result's only axis."""
     if axis is None:
         if result is None or len(result.axes) != 1:
-            axes = None if result is None else result.axes
             raise ValueError(
-                f"This importance covers several axes {axes}: pass axis='sagittal', "
-                "'coronal' or 'axial'."
+                f"This covers several axes {getattr(result, 'axes', None)}: pass "
+                "axis='sagittal', 'coronal' or 'axial'."
             )
         axis = result.axes[0]
-    if isinstance(axis, str):
-        if axis not in AXES:
-            raise ValueError(f"axis must be one of {tuple(AXES)}, got {axis!r}.")
-        a = AXES[axis]
-    else:
-        a = int(axis)
-        if a not in (0, 1, 2):
-            raise ValueError(f"axis id must be 0, 1 or 2, got {axis!r}.")
+    a = AXES.get(axis, axis) if isinstance(axis, str) else axis
+    if a not in (0, 1, 2):
+        raise ValueError(f"axis must be one of {tuple(AXES)} or 0, 1, 2; got {axis!r}.")
     if result is not None and AXIS_NAMES[a] not in result.axes:
         raise ValueError(
             f"This importance was computed for axes {result.axes}, not {AXIS_NAMES[a]!r}."
         )
-    return a
+    return int(a)
 
 
 # -----------------------------------------------------------------------------
@@ -149,16 +132,11 @@ def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+    return next(model.parameters(), torch.zeros(0)).device
 
 
 def _as_batch(x, model: nn.Module) -> torch.Tensor:
-    """Volumes as a float tensor ``(B, 1, X, Y, Z)`` on the model's device.
-
-    Accepts ``(X, Y, Z)`` (one volume), ``(B, X, Y, Z)`` or ``(B, 1, X, Y, Z)``, numpy or torch.
-    """
+    """``(X, Y, Z)``, ``(B, X, Y, Z)`` or ``(B, 1, X, Y, Z)`` -> float ``(B, 1, X, Y, Z)``."""
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if x.ndim == 3:
         x = x[None, None]
@@ -177,13 +155,10 @@ def baseline_values(x: torch.Tensor, baseline: str | float = "background") -> to
 
     Args:
         x: ``(B, 1, X, Y, Z)`` volumes (z-scored, as the model sees them).
-        baseline: ``"background"`` -- the volume's minimum. In slicelib's preprocessed,
-            z-scored volumes the minimum is the air/background outside the head (zero intensity
-            before z-scoring), so a slice set to it looks like the empty slices at the edge of
-            every training volume: the model has seen such slices and they carry no anatomy.
-            This is the default. ``"mean"`` -- the volume's mean (0 for a whole-volume z-score):
-            a flat mid-grey slice, which the model never saw in training. A float -- that
-            constant for every volume (e.g. ``0.0``).
+        baseline: ``"background"`` (default): the volume's minimum, i.e. the air around the
+            head, so a blanked slice looks like the empty edge slices the model saw in
+            training. ``"mean"``: the volume's mean, a flat grey slice it never saw. A float:
+            that constant for every volume.
 
     Returns:
         ``(B,)`` float tensor of baseline values (same units as ``x``).
@@ -227,9 +202,8 @@ def _targets(model: nn.Module, out: torch.Tensor, target) -> torch.Tensor | None
     if task == "regression":
         return None
     B = out.shape[0]
-    if target is None:
-        pred = (out > 0).long() if task == "binary" else out.argmax(dim=1)
-        return pred
+    if target is None:  # the predicted class
+        return (out > 0).long() if task == "binary" else out.argmax(dim=1)
     t = torch.as_tensor(target, device=out.device).long().reshape(-1)
     if t.numel() == 1:
         t = t.expand(B)
@@ -239,29 +213,31 @@ def _targets(model: nn.Module, out: torch.Tensor, target) -> torch.Tensor | None
 
 
 def _units(model: nn.Module, score: str, what: str) -> str:
-    task = getattr(model, "task", "regression")
-    if task == "regression":
-        return f"{what} prediction (target units, e.g. years)"
-    return f"{what} {score} of the explained class"
+    """What a value measures, e.g. "|Δ| (prediction, target units, e.g. years)"."""
+    if getattr(model, "task", "regression") == "regression":
+        return f"{what} (prediction, target units, e.g. years)"
+    return f"{what} ({score} of the explained class)"
+
+
+def _numpy(v, dtype=np.float64) -> np.ndarray | None:
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu().numpy()
+    return None if v is None else np.asarray(v).astype(dtype)
 
 
 def _result(model, values, index, axis, method, units, output=None, target=None, **extra):
+    """A :class:`SliceImportance` from torch tensors or numpy arrays."""
     return SliceImportance(
-        values=values.detach().cpu().numpy().astype(np.float64),
-        slice_index=index.detach().cpu().numpy().astype(int),
-        slice_axis=axis.detach().cpu().numpy().astype(int),
+        values=_numpy(values),
+        slice_index=_numpy(index, int),
+        slice_axis=_numpy(axis, int),
         axes=tuple(model.axes),
         method=method,
         units=units,
-        output=None if output is None else output.detach().cpu().numpy().astype(np.float64),
-        target=None if target is None else target.detach().cpu().numpy().astype(int),
+        output=_numpy(output),
+        target=_numpy(target, int),
         extra=extra,
     )
-
-
-def _finish(model, h, index, axis) -> torch.Tensor:
-    """Slice embeddings (before position) -> model output (``SliceModel.predict_from_embeddings``)."""
-    return model.predict_from_embeddings(h, index, axis)
 
 
 # -----------------------------------------------------------------------------
@@ -285,15 +261,9 @@ def attention_importance(model: nn.Module, x) -> SliceImportance:
     with _eval_mode(model), torch.no_grad():
         d = model(x, return_details=True)
     out = d["output"] if d["output"].ndim == 1 else d["output"].max(dim=1).values
-    return _result(
-        model,
-        d["slice_weights"],
-        d["slice_index"],
-        d["slice_axis"],
-        "attention",
-        "pooling weight (sums to 1 over slices)",
-        output=out,
-    )
+    units = "pooling weight (sums to 1 over slices)"
+    index, axis = d["slice_index"], d["slice_axis"]
+    return _result(model, d["slice_weights"], index, axis, "attention", units, output=out)
 
 
 # -----------------------------------------------------------------------------
@@ -313,7 +283,6 @@ def _blank_embeddings(model: nn.Module, x: torch.Tensor, values: torch.Tensor) -
         H, W = [n for i, n in enumerate(x.shape[2:]) if i != a_id]
         blank = values[:, None, None, None].expand(B, 1, H, W).contiguous()  # (B, 1, H, W)
         e = model.project(model.encode_images(blank))  # (B, D), as encode_slices does
-
         out.append(e[:, None].expand(B, x.shape[2 + a_id], e.shape[1]))  # (B, S_a, D)
     return torch.cat(out, dim=1)  # (B, S, D)
 
@@ -330,14 +299,11 @@ def occlusion_importance(
 ) -> SliceImportance:
     """Blank one slice at a time and measure the change of the output.
 
-    Slice s of volume b is replaced by a constant slice (see :func:`baseline_values`:
-    ``"background"`` = the volume minimum, i.e. air, by default) and the model is re-run. This
-    is done on slice embeddings: all slices are encoded once, the blank slice once per axis,
-    and then the embedding of slice s is swapped for the blank one before position embedding,
-    pooling and head. For a single-axis model in eval mode this equals re-running the whole
-    model on the blanked volume (the encoder sees each slice on its own), at a fraction of the
-    cost. For a multi-axis model it blanks the slice as seen by its own plane only (the crossing
-    slices of the other planes keep their voxels), i.e. it removes one element of the slice set.
+    Slice s is replaced by a constant slice (:func:`baseline_values`) on slice embeddings: all
+    slices are encoded once, the blank slice once per axis, and slice s's embedding is swapped
+    for the blank one before position, pooling and head. For a single-axis model in eval mode
+    this equals re-running the model on the blanked volume. For a multi-axis model it blanks the
+    slice in its own plane only (crossing slices keep their voxels).
 
     Args:
         model: a :class:`~slicelib.model.SliceModel`.
@@ -362,7 +328,7 @@ def occlusion_importance(
         h, index, axis = model.encode_slices(x)  # (B, S, D)
         S = h.shape[1]
         blank = _blank_embeddings(model, x, baseline_values(x, baseline))  # (B, S, D)
-        raw = _finish(model, h, index, axis)  # (B,) or (B, C)
+        raw = model.predict_from_embeddings(h, index, axis)  # (B,) or (B, C)
         tgt = _targets(model, raw, target)
         base = _score(model, raw, tgt, score)  # (B,)
         values = torch.empty(B, S, device=x.device)
@@ -373,23 +339,15 @@ def occlusion_importance(
             hh = h[:, None].expand(B, n, S, h.shape[2]).clone()  # (B, n, S, D)
             ar = torch.arange(n, device=x.device)
             hh[:, ar, js] = blank[:, js]  # copy j: slice js[j] blanked
-            out = _finish(model, hh.reshape(B * n, S, -1), index, axis)
+            out = model.predict_from_embeddings(hh.reshape(B * n, S, -1), index, axis)
             t = None if tgt is None else tgt.repeat_interleave(n)
             occ = _score(model, out, t, score).reshape(B, n)  # (B, n)
             values[:, js] = base[:, None] - occ
     if not signed:
         values = values.abs()
-    what = "signed Δ" if signed else "|Δ|"
+    units = _units(model, score, "signed Δ" if signed else "|Δ|")
     return _result(
-        model,
-        values,
-        index,
-        axis,
-        "occlusion",
-        _units(model, score, what),
-        output=base,
-        target=tgt,
-        baseline=baseline,
+        model, values, index, axis, "occlusion", units, output=base, target=tgt, baseline=baseline
     )
 
 
@@ -470,15 +428,11 @@ def gradient_map(
 
 def _slices_of(vox: np.ndarray, model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxel map (B, X, Y, Z) -> per-slice sums (B, S), slice_index (S,), slice_axis (S,)."""
-    vals, idx, ax = [], [], []
-    for a in model.axes:
-        a_id = AXES[a]
-        other = tuple(i + 1 for i in range(3) if i != a_id)
-        v = vox.sum(axis=other)  # (B, S_a)
-        vals.append(v)
-        idx.append(np.arange(v.shape[1]))
-        ax.append(np.full(v.shape[1], a_id))
-    return np.concatenate(vals, 1), np.concatenate(idx), np.concatenate(ax)
+    ids = [AXES[a] for a in model.axes]
+    sums = [vox.sum(axis=tuple(i + 1 for i in range(3) if i != a)) for a in ids]  # (B, S_a)
+    index = [np.arange(v.shape[1]) for v in sums]
+    axis = [np.full(v.shape[1], a) for a, v in zip(ids, sums)]
+    return np.concatenate(sums, 1), np.concatenate(index), np.concatenate(axis)
 
 
 def gradient_importance(
@@ -508,69 +462,30 @@ def gradient_importance(
     Returns:
         :class:`SliceImportance`, ``values`` ``(B, S)`` in output units (years or logits).
     """
-    vox, base = gradient_map(
-        model,
-        x,
-        method,
-        steps=steps,
-        baseline=baseline,
-        target=target,
-        score=score,
-        batch_size=batch_size,
-    )
+    kw = dict(steps=steps, baseline=baseline, target=target, score=score, batch_size=batch_size)
+    vox, base = gradient_map(model, x, method, **kw)  # (B, X, Y, Z), (B,)
     vals, idx, ax = _slices_of(vox, model)
     if not signed:
         vals = np.abs(vals)
     extra = {"baseline": baseline, "steps": steps if method != "grad_x_input" else 1}
     if return_map:
         extra["map"] = vox
-    task = getattr(model, "task", "regression")
-    units = (
-        "|Σ attribution| (target units, e.g. years)"
-        if task == "regression"
-        else f"|Σ attribution| ({score} of the explained class)"
-    )
-    if signed:
-        units = units.replace("|Σ attribution|", "Σ attribution")
-    return SliceImportance(
-        values=vals,
-        slice_index=idx,
-        slice_axis=ax,
-        axes=tuple(model.axes),
-        method=method,
-        units=units,
-        output=base,
-        extra=extra,
-    )
+    units = _units(model, score, "Σ attribution" if signed else "|Σ attribution|")
+    return _result(model, vals, idx, ax, method, units, output=base, **extra)
 
 
 def all_importances(
-    model: nn.Module,
-    x,
-    *,
-    gradient_method: str = "integrated_gradients",
-    steps: int = 16,
-    baseline: str | float = "background",
-    target=None,
-    score: str = "logit",
+    model: nn.Module, x, *, gradient_method: str = "integrated_gradients", steps: int = 16, **kw
 ) -> dict[str, SliceImportance]:
     """The three methods at once: ``{"attention": ..., "occlusion": ..., gradient_method: ...}``.
 
-    Args are passed on to :func:`attention_importance`, :func:`occlusion_importance` and
+    ``kw`` (``baseline``, ``target``, ``score``) go to :func:`occlusion_importance` and
     :func:`gradient_importance`. Every value has ``values`` of shape ``(B, S)``.
     """
     return {
         "attention": attention_importance(model, x),
-        "occlusion": occlusion_importance(model, x, baseline, target=target, score=score),
-        gradient_method: gradient_importance(
-            model,
-            x,
-            gradient_method,
-            steps=steps,
-            baseline=baseline,
-            target=target,
-            score=score,
-        ),
+        "occlusion": occlusion_importance(model, x, **kw),
+        gradient_method: gradient_importance(model, x, gradient_method, steps=steps, **kw),
     }
 
 
@@ -602,15 +517,10 @@ def importance_profile(
 
 
 def _normalise(p: np.ndarray, how: str | None) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float64)
-    if how is None:
-        return p
-    if how == "max":
-        m = np.max(np.abs(p))
-    elif how == "sum":
-        m = np.sum(p)
-    else:
+    if how not in (None, "max", "sum"):
         raise ValueError(f"normalise must be None, 'max' or 'sum', got {how!r}.")
+    p = np.asarray(p, dtype=np.float64)
+    m = 1.0 if how is None else np.max(np.abs(p)) if how == "max" else np.sum(p)
     return p / m if m != 0 else p
 
 
@@ -622,16 +532,13 @@ def to_volume(
 ) -> np.ndarray:
     """Paint each slice with its importance: a volume ``(X, Y, Z)`` to show over the brain.
 
-    Every voxel of slice i along ``axis`` gets the importance of slice i, so the volume can
-    go into :func:`slicelib.plotting.plot_importance_on_brain` (nilearn) with the volume's
-    affine.
+    Every voxel of slice i along ``axis`` gets the importance of slice i (for
+    :func:`slicelib.plotting.plot_importance_on_brain`).
 
     Args:
         result: a :class:`SliceImportance`, or a 1-D profile ``(S_axis,)``.
         shape: ``(X, Y, Z)`` of the volume grid (e.g. ``(91, 109, 91)``).
-        axis: which axis' slices to paint; optional when the result has one axis. For a
-            result with several axes and ``axis=None`` is an error; paint each axis and
-            combine yourself (e.g. add them).
+        axis: which axis' slices to paint; optional when the result has one axis.
         sample: paint volume ``sample`` of the batch instead of the batch mean.
 
     Returns:
@@ -678,23 +585,57 @@ def ground_truth_profile(effect_map, axis: str | int, normalise: str | None = No
 
 
 def profile_correlation(a, b) -> float:
-    """Pearson correlation r between two profiles of the same length (nan if one is constant)."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"Profiles differ in length: {a.shape[0]} vs {b.shape[0]}.")
-    a, b = a - a.mean(), b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else float("nan")
+    """Pearson r between two profiles of the same length (nan if one is constant)."""
+    r = pearson_r(a, b)
+    return float("nan") if r is None else r
 
 
 def slice_coordinates(affine, axis: str | int, n: int) -> np.ndarray:
     """World coordinate (mm) of each slice along ``axis``: ``(n,)``.
 
-    For a RAS-canonical affine (diagonal, as in slicelib) slice i along X lies at
-    ``x = affine[0, 0] * i + affine[0, 3]`` mm; the off-diagonal terms are ignored (the
-    slice centre is taken at index 0 of the other two axes).
+    For slicelib's diagonal RAS affines slice i along X lies at ``affine[0, 0] * i +
+    affine[0, 3]`` mm (off-diagonal terms are ignored).
     """
     a = _axis_id(axis)
     A = np.asarray(affine, dtype=np.float64)
     return A[a, a] * np.arange(n) + A[a, 3]
+
+
+# -----------------------------------------------------------------------------
+# what the model learned per slice
+
+
+def per_slice_parameters(model: nn.Module, axis: str | None = None) -> dict[str, np.ndarray]:
+    """Every per-slice code of a SliceModel along one axis: ``{name: (S_axis, D) array}``.
+
+    A slice model can tell slice positions apart through more than its position embedding:
+
+    - ``"position"``: the vector added to slice s (the learned table; for ``"sinusoidal"``
+      the fixed code at indices ``0..S-1``). Absent for ``position="none"``.
+    - ``"norm.weight"``, ``"norm.bias"``: with ``norm="set"`` (the paper's LayerNorm over the
+      whole (S, D) set) the LayerNorm has its own affine row per slice: itself a learned
+      per-slice code. Absent for ``norm="slice"`` (one row shared by all slices) or ``"none"``.
+
+    Args:
+        model: a :class:`~slicelib.model.SliceModel`.
+        axis: which axis' slices (default: the model's first axis).
+    Returns:
+        dict of float numpy arrays ``(S_axis, D)``, rows ordered by slice index.
+    """
+    axis = axis or model.axes[0]
+    if axis not in model.axes:
+        raise ValueError(f"The model uses axes {model.axes}, not {axis!r}.")
+    n = model.n_slices[axis]
+    out = {}
+    with torch.no_grad():
+        if model.position == "learned":
+            out["position"] = model.pos[axis].table
+        elif model.position == "sinusoidal":
+            out["position"] = model.pos(torch.arange(n, device=_device(model)))
+        norm = model.norm
+        if isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) == 2:
+            start = sum(model.n_slices[a] for a in model.axes[: model.axes.index(axis)])
+            for name in ("weight", "bias"):  # (S_total, D) rows in the order of model.axes
+                if getattr(norm, name) is not None:
+                    out[f"norm.{name}"] = getattr(norm, name)[start : start + n]
+    return {k: _numpy(v) for k, v in out.items()}

@@ -13,13 +13,11 @@ work offline.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.ticker import MaxNLocator
 
 from slicelib.explain import (
@@ -28,9 +26,11 @@ from slicelib.explain import (
     _axis_id,
     ground_truth_profile,
     importance_profile,
+    per_slice_parameters,
     profile_correlation,
     slice_coordinates,
 )
+from slicelib.utils import mni_template
 
 __all__ = [
     "plot_slice_importance",
@@ -138,39 +138,6 @@ def plot_slice_importance(
     return fig
 
 
-def _mni_background(shape, affine):
-    """nilearn's packaged MNI152 T1 template resampled to the ``(shape, affine)`` grid (cached)."""
-    key = (tuple(int(s) for s in shape), np.asarray(affine, dtype=float).round(6).tobytes())
-    return _mni_background_cached(key)
-
-
-def _mni_mask(shape, affine) -> np.ndarray:
-    """nilearn's packaged MNI152 brain mask on the ``(shape, affine)`` grid: bool (X, Y, Z)."""
-    key = (tuple(int(s) for s in shape), np.asarray(affine, dtype=float).round(6).tobytes())
-    return np.asarray(_mni_background_cached(key, "mask").dataobj) > 0.5
-
-
-@functools.lru_cache(maxsize=4)
-def _mni_background_cached(key, what: str = "t1"):
-    import warnings
-
-    from nilearn import datasets, image
-
-    shape, affine = key[0], np.frombuffer(key[1]).reshape(4, 4)
-    loader = datasets.load_mni152_template if what == "t1" else datasets.load_mni152_brain_mask
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # the packaged 1 mm template, resampled once (loading resolution=2 resamples twice)
-        return image.resample_img(
-            loader(resolution=1),
-            target_affine=affine,
-            target_shape=shape,
-            interpolation="continuous" if what == "t1" else "linear",
-            force_resample=True,
-            copy_header=True,
-        )
-
-
 def plot_importance_on_brain(
     volume_map,
     affine=None,
@@ -230,7 +197,8 @@ def plot_importance_on_brain(
         img = nib.Nifti1Image(data, np.asarray(affine, dtype=float))
     data = np.asarray(img.dataobj, dtype=np.float32)
     if brain_mask:
-        data = np.where(_mni_mask(img.shape[:3], img.affine), data, 0.0).astype(np.float32)
+        mask = np.asarray(mni_template(img.shape[:3], img.affine, "mask").dataobj) > 0.5
+        data = np.where(mask, data, 0.0).astype(np.float32)
         img = nib.Nifti1Image(data, img.affine)
     vmax = float(np.max(np.abs(data))) or 1.0
     signed = bool(np.min(data) < -1e-6 * vmax)
@@ -251,7 +219,7 @@ def plot_importance_on_brain(
     )
     if kind == "stat_map":
         if bg_img is None:
-            bg_img = _mni_background(img.shape[:3], img.affine)
+            bg_img = mni_template(img.shape[:3], img.affine, "t1")
         display = plotting.plot_stat_map(
             img,
             bg_img=bg_img,
@@ -368,104 +336,117 @@ def plot_learning_curves(
 
 
 def summarise_runs(
-    runs: pd.DataFrame, value: str, by: str | Sequence[str] = "condition", seed: str = "seed"
+    runs: pd.DataFrame,
+    value: str | Sequence[str],
+    by: str | Sequence[str] = "condition",
+    seed: str = "seed",
 ) -> pd.DataFrame:
-    """Mean, sd and the seeds of a metric per condition, from one row per run.
+    """Mean, sd and the seeds of one or several metrics per condition, from one row per run.
 
     Args:
-        runs: one row per (condition, seed) run with a column ``value`` (e.g. ``test_mae``).
-        value: the metric column.
+        runs: one row per (condition, seed) run with the metric column(s) ``value``.
+        value: a metric column (e.g. ``"test_mae"``), or a list of them.
         by: the condition column(s).
         seed: the seed column.
 
     Returns:
-        DataFrame with the ``by`` columns and ``mean``, ``sd`` (sample sd, ddof=1; 0 for one
-        run), ``n`` and ``seeds`` (comma-separated string), in first-seen order.
+        DataFrame with the ``by`` columns, then ``mean`` and ``sd`` for one metric, or
+        ``<metric>_mean`` and ``<metric>_sd`` per metric for a list (sample sd, ddof=1; 0 for one
+        run), then ``n`` (runs) and ``seeds`` (comma-separated string), in first-seen order.
     """
     by = [by] if isinstance(by, str) else list(by)
-    rows = []
-    for key, g in runs.groupby(by, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        v = g[value].astype(float)
-        rows.append(
-            {
-                **dict(zip(by, key)),
-                "mean": v.mean(),
-                "sd": v.std(ddof=1) if len(v) > 1 else 0.0,
-                "n": len(v),
-                "seeds": ", ".join(str(s) for s in g[seed]) if seed in g.columns else "",
-            }
-        )
-    return pd.DataFrame(rows)
+    values = [value] if isinstance(value, str) else list(value)
+    groups = runs.groupby(by, sort=False)
+    stats = groups[values].agg(["mean", lambda v: v.std(ddof=1) if len(v) > 1 else 0.0])
+    names = (
+        ["mean", "sd"]
+        if isinstance(value, str)
+        else [f"{v}_{s}" for v in values for s in ("mean", "sd")]
+    )
+    stats.columns = names
+    stats["n"] = groups.size()
+    stats["seeds"] = groups[seed].agg(lambda s: ", ".join(map(str, s))) if seed in runs else ""
+    return stats.reset_index()
 
 
 def plot_results(
-    summary: pd.DataFrame,
+    table: pd.DataFrame,
     *,
-    condition: str = "condition",
-    metric_label: str = "metric",
     value: str | None = None,
+    condition: str | Sequence[str] = "condition",
+    metric_label: str = "metric",
     seed: str = "seed",
     title: str = "Test results (mean ± sd over seeds)",
     show_runs: bool = True,
-    colors: dict | None = None,
+    colors: Mapping | None = None,
+    color_by: str | None = None,
+    baseline: float | None = None,
     ax=None,
 ):
     """Bar chart of a metric per condition with sd error bars; the seeds are listed.
 
     Args:
-        summary: either a summary (columns ``condition``, ``mean``, ``sd`` and optionally
-            ``n``, ``seeds``: see :func:`summarise_runs`) or, with ``value=``, one row per run
-            (columns ``condition``, ``seed``, ``value``), which is summarised here and whose
-            single runs are drawn as dots.
-        condition: the column naming the condition (one bar each, several columns are
-            joined with " / ").
+        table: one of three kinds:
+            a summary with ``mean`` and ``sd`` columns (:func:`summarise_runs` of one metric);
+            a summary of several metrics with ``<value>_mean`` and ``<value>_sd`` columns;
+            or one row per run with a ``value`` column, summarised here (single runs are drawn
+            as dots).
+        value: the metric column (not needed for a one-metric summary).
+        condition: the column(s) naming the condition, one bar each (several are joined).
         metric_label: y label, with units (e.g. "test MAE (years)").
-        value: the metric column of a per-run table.
         seed: the seed column of a per-run table.
-        title: figure title.
+        title: figure title; the seeds are added below it.
         show_runs: draw single runs as dots (per-run tables only).
-        colors: optional {condition value: matplotlib colour}, e.g. the colours the other
-            figures of a notebook use for the same conditions (default: all bars "C0").
+        colors: optional {value of ``color_by``: matplotlib colour}, e.g. the colours the other
+            figures of a notebook use for the same conditions; others are "C0".
+        color_by: the column whose values ``colors`` maps (default: the condition label).
+        baseline: draw this value as a dashed grey line (e.g. the training-mean predictor).
         ax: matplotlib Axes to draw into.
 
     Returns:
         the matplotlib Figure.
     """
+    cond = [condition] if isinstance(condition, str) else list(condition)
     runs = None
-    if value is not None:
-        runs = summary
-        summary = summarise_runs(runs, value, condition, seed)
-    need = {condition, "mean", "sd"} - set(summary.columns)
-    if need:
+    if value is None or {"mean", "sd"} <= set(table.columns):
+        summary = table
+    elif f"{value}_mean" in table.columns:
+        summary = table.assign(mean=table[f"{value}_mean"], sd=table[f"{value}_sd"])
+    else:
+        runs, summary = table, summarise_runs(table, value, cond, seed)
+    need = set(cond) | {"mean", "sd"}
+    if need - set(summary.columns):
         raise ValueError(
-            f"summary lacks columns {sorted(need)}; pass a summary (condition, mean, sd) or a "
-            "per-run table with value=<metric column>."
+            f"table lacks columns {sorted(need - set(summary.columns))}; pass a summary "
+            "(condition, mean, sd) or a per-run table with value=<metric column>."
         )
+    label = summary[cond].astype(str).agg(" / ".join, axis=1)
+    keys = label if color_by is None else summary[color_by]
     fig, ax = _new_axes(ax, figsize=(max(4.0, 1.1 * len(summary) + 2), 4))
     pos = np.arange(len(summary))
+    colours = [(colors or {}).get(k, "C0") for k in keys]
     ax.bar(
         pos,
         summary["mean"],
-        yerr=summary["sd"],
+        yerr=summary["sd"].fillna(0),
         capsize=4,
-        color=[(colors or {}).get(c, "C0") for c in summary[condition]],
+        color=colours,
         alpha=0.75,
         label="mean ± sd",
     )
     if runs is not None and show_runs:
-        for i, c in enumerate(summary[condition]):
-            v = runs.loc[runs[condition] == c, value].astype(float).to_numpy()
+        run_label = runs[cond].astype(str).agg(" / ".join, axis=1)
+        for i, c in enumerate(label):
+            v = runs.loc[run_label == c, value].astype(float).to_numpy()
             jitter = np.linspace(-0.15, 0.15, len(v)) if len(v) > 1 else np.zeros(1)
             ax.plot(i + jitter, v, "k.", ms=5, label="single runs" if i == 0 else None)
-    labels = []
-    for _, r in summary.iterrows():
-        lab = str(r[condition])
-        if "n" in summary.columns:
-            lab += f"\nn = {int(r['n'])}"
-        labels.append(lab)
-    ax.set_xticks(pos, labels, fontsize="small")
-    ax.set_xlabel(condition.replace("_", " "))
+    if baseline is not None and np.isfinite(baseline):
+        ax.axhline(baseline, ls="--", color="grey", label="baseline")
+    ticks = label.str.replace(" / ", "\n")
+    if "n" in summary.columns:
+        ticks += "\nn = " + summary["n"].astype(int).astype(str)
+    ax.set_xticks(pos, ticks, fontsize="small")
+    ax.set_xlabel(" / ".join(cond).replace("_", " "))
     ax.set_ylabel(metric_label)
     seeds = []
     for entry in summary["seeds"].astype(str) if "seeds" in summary.columns else []:
@@ -480,37 +461,45 @@ def plot_results(
 # position embeddings
 
 
-def position_similarity(model, axis: str | None = None) -> np.ndarray:
-    """Cosine similarity between the position embeddings of all slice indices: ``(S, S)``.
+def position_similarity(model, axis: str | None = None, parameter: str = "position") -> np.ndarray:
+    """Cosine similarity between the per-slice vectors of all slice indices: ``(S, S)``.
 
     Args:
-        model: a :class:`~slicelib.model.SliceModel` with ``position="learned"`` (its table for
-            ``axis``) or ``"sinusoidal"`` (evaluated at indices ``0..S-1``).
-        axis: which axis' embedding (default: the model's first axis).
+        model: a :class:`~slicelib.model.SliceModel`.
+        axis: which axis (default: the model's first axis).
+        parameter: which per-slice parameter of
+            :func:`slicelib.explain.per_slice_parameters`: ``"position"`` (the learned table,
+            or the sinusoidal code at indices ``0..S-1``), or, with ``norm="set"``, the
+            LayerNorm's per-slice rows ``"norm.weight"`` / ``"norm.bias"``.
     """
-    if getattr(model, "position", None) is None:
+    params = per_slice_parameters(model, axis)
+    if parameter not in params:
+        what = "no position embedding" if parameter == "position" else f"no {parameter!r}"
         raise ValueError(
-            "This model has no position embedding (position=None): there is nothing to compare."
+            f"This model has {what} (position={model.position!r}): nothing to compare. "
+            f"Its per-slice parameters: {sorted(params) or 'none'}."
         )
-    axis = axis or model.axes[0]
-    if axis not in model.axes:
-        raise ValueError(f"The model uses axes {model.axes}, not {axis!r}.")
-    with torch.no_grad():
-        if model.position == "learned":
-            table = model.pos[axis].table.detach()  # (S, D)
-        else:
-            table = model.pos(torch.arange(model.n_slices[axis]))  # (S, D)
-        t = torch.nn.functional.normalize(table.float().cpu(), dim=1)
-        return (t @ t.T).numpy()
+    t = params[parameter]  # (S, D)
+    t = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+    return t @ t.T
 
 
-def plot_position_similarity(model, axis: str | None = None, *, title: str | None = None, ax=None):
+def plot_position_similarity(
+    model,
+    axis: str | None = None,
+    parameter: str = "position",
+    *,
+    title: str | None = None,
+    ax=None,
+):
     """Heat map of :func:`position_similarity`: which slice positions the model tells apart.
 
     Args:
-        model: a SliceModel with a learned or sinusoidal position embedding.
+        model: a SliceModel with a per-slice parameter (a position embedding or ``norm="set"``).
         axis: which axis (default: the model's first).
-        title: figure title (default names the embedding and the axis).
+        parameter: ``"position"``, ``"norm.weight"`` or ``"norm.bias"`` (see
+            :func:`position_similarity`).
+        title: figure title (default names the parameter and the axis).
         ax: matplotlib Axes to draw into.
 
     Returns:
@@ -518,12 +507,13 @@ def plot_position_similarity(model, axis: str | None = None, *, title: str | Non
         similarity in [-1, 1].
     """
     axis = axis or model.axes[0]
-    sim = position_similarity(model, axis)
+    sim = position_similarity(model, axis, parameter)
     fig, ax = _new_axes(ax, figsize=(5, 4.3))
     im = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1, origin="lower", interpolation="nearest")
     ax.set_xlabel(f"{axis} slice index")
     ax.set_ylabel(f"{axis} slice index")
-    ax.set_title(title or f"Position embedding similarity\n({model.position}, {axis} axis)")
+    what = f"{model.position} position" if parameter == "position" else parameter
+    ax.set_title(title or f"Per-slice similarity of the {what}\n({axis} axis)")
     fig.colorbar(im, ax=ax, label="cosine similarity")
     return fig
 

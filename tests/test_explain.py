@@ -48,7 +48,7 @@ CASES = [
     # backbone, position, pooling, axes, task
     ("slice_cnn", "learned", "attention", "sagittal", "regression"),
     ("slice_cnn", "sinusoidal", "mean", "axial", "binary"),
-    ("slice_cnn", None, "max", "coronal", "multiclass"),
+    ("slice_cnn", "none", "max", "coronal", "multiclass"),
     ("resnet18", "learned", "gated_attention", "axial", "binary"),
 ]
 
@@ -91,7 +91,7 @@ def test_occlusion_on_embeddings_equals_brute_force(backbone, position, pooling,
 
 def test_occlusion_explains_a_given_class():
     model = SliceModel(
-        "slice_cnn", embed_dim=8, position=None, task="binary", volume_shape=SMALL, seed=0
+        "slice_cnn", embed_dim=8, position="none", task="binary", volume_shape=SMALL, seed=0
     )
     x = _volumes()
     r1 = E.occlusion_importance(model, x, signed=True, target=1)
@@ -144,7 +144,13 @@ class _IgnoreSlice(nn.Module):
 @pytest.mark.parametrize("method", ["grad_x_input", "integrated_gradients"])
 def test_gradient_importance_shapes_and_zero_for_an_unseen_slice(method):
     model = SliceModel(
-        "slice_cnn", embed_dim=8, position="sinusoidal", axes="sagittal", volume_shape=SMALL, seed=0
+        "slice_cnn",
+        embed_dim=8,
+        position="sinusoidal",
+        norm="slice",  # slices stay independent up to the pooling ("set" mixes them)
+        axes="sagittal",
+        volume_shape=SMALL,
+        seed=0,
     )
     k = 7
     model.pool = _IgnoreSlice(model.pool, k)
@@ -164,7 +170,7 @@ def test_gradient_importance_shapes_and_zero_for_an_unseen_slice(method):
 
 def test_grad_x_input_matches_autograd():
     model = SliceModel(
-        "slice_cnn", embed_dim=8, position=None, task="regression", volume_shape=SMALL, seed=0
+        "slice_cnn", embed_dim=8, position="none", task="regression", volume_shape=SMALL, seed=0
     ).eval()
     x = _volumes(1)
     vox, out = E.gradient_map(model, x, "grad_x_input", baseline=0.0)
@@ -176,7 +182,7 @@ def test_grad_x_input_matches_autograd():
 
 
 def test_integrated_gradients_single_step_is_midpoint_gradient():
-    model = SliceModel("slice_cnn", embed_dim=8, position=None, volume_shape=SMALL, seed=0).eval()
+    model = SliceModel("slice_cnn", embed_dim=8, position="none", volume_shape=SMALL, seed=0).eval()
     x = _volumes(1)
     x0 = x.min()
     vox, _ = E.gradient_map(model, x, "integrated_gradients", steps=1)
@@ -186,7 +192,7 @@ def test_integrated_gradients_single_step_is_midpoint_gradient():
 
 
 def test_all_importances_returns_the_three_methods():
-    model = SliceModel("slice_cnn", embed_dim=8, position=None, volume_shape=SMALL, seed=0)
+    model = SliceModel("slice_cnn", embed_dim=8, position="none", volume_shape=SMALL, seed=0)
     res = E.all_importances(model, _volumes(), steps=2)
     assert set(res) == {"attention", "occlusion", "integrated_gradients"}
     assert all(r.values.shape == (2, SMALL[0]) for r in res.values())
@@ -243,6 +249,36 @@ def test_ground_truth_profile_and_correlation():
         E.profile_correlation(a, a[:3])
 
 
+@pytest.mark.parametrize(
+    "position,norm,names",
+    [
+        ("learned", "set", {"position", "norm.weight", "norm.bias"}),
+        ("sinusoidal", "slice", {"position"}),
+        ("none", "set", {"norm.weight", "norm.bias"}),
+        ("none", "none", set()),
+    ],
+)
+def test_per_slice_parameters_are_the_models_rows_per_axis(position, norm, names):
+    axes = ("sagittal", "axial")
+    model = SliceModel(
+        "slice_cnn", embed_dim=8, position=position, norm=norm, axes=axes, volume_shape=SMALL
+    )
+    with torch.no_grad():
+        for p in model.norm.parameters():
+            p.copy_(torch.randn_like(p))  # LayerNorm starts at weight 1, bias 0: make rows differ
+    for axis in axes:
+        params = E.per_slice_parameters(model, axis)
+        assert set(params) == names
+        assert all(v.shape == (SMALL[AXES[axis]], 8) for v in params.values())
+    axial = E.per_slice_parameters(model, "axial")
+    if "norm.weight" in names:  # the set's rows: sagittal slices first, then axial
+        np.testing.assert_array_equal(axial["norm.bias"], model.norm.bias[SMALL[0] :].detach())
+    if position == "learned":
+        np.testing.assert_array_equal(axial["position"], model.pos["axial"].table.detach())
+    with pytest.raises(ValueError, match="coronal"):
+        E.per_slice_parameters(model, "coronal")
+
+
 def test_slice_coordinates_on_the_mni_grid():
     from slicelib.data import MNI_2MM_AFFINE
 
@@ -286,7 +322,8 @@ def _tiny_slice_model(shape, axes, seed=0, pooling="mean"):
     model = SliceModel(
         "slice_cnn",
         embed_dim=16,
-        position=None,
+        position="none",
+        norm="none",
         pooling=pooling,
         axes=axes,
         task="binary",

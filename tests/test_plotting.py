@@ -158,10 +158,17 @@ def test_plot_position_similarity(position):
     assert fig.axes[1].get_ylabel() == "cosine similarity"
 
 
-def test_position_similarity_needs_an_embedding():
-    model = SliceModel("slice_cnn", embed_dim=8, position=None, volume_shape=(18, 20, 18))
+def test_similarity_of_the_set_norms_rows_and_no_position():
+    model = SliceModel("slice_cnn", embed_dim=8, position="none", volume_shape=(18, 20, 18))
     with pytest.raises(ValueError, match="no position embedding"):
         P.position_similarity(model)
+    with torch.no_grad():
+        model.norm.weight[:9] = 1.0  # slices 0-8 share one scale, 9-17 the opposite one
+        model.norm.weight[9:] = -1.0
+    sim = P.position_similarity(model, parameter="norm.weight")
+    assert sim[0, 8] == pytest.approx(1.0) and sim[0, 9] == pytest.approx(-1.0)
+    fig = P.plot_position_similarity(model, parameter="norm.weight")
+    assert "norm.weight" in fig.axes[0].get_title()
 
 
 def test_show_slices_voxels_and_mm():
