@@ -21,8 +21,12 @@ so corrected MAE is not a fair accuracy figure; it is reported for the gap analy
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
+from scipy.special import expit, softmax
+
+from slicelib.utils import pearson_r
 
 __all__ = [
     "regression_metrics",
@@ -47,12 +51,6 @@ def _as_1d(a, name: str) -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"{name} is empty: metrics need at least one subject")
     return arr
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
-    if a.size < 2 or np.std(a) == 0 or np.std(b) == 0:
-        return None
-    return _float(np.corrcoef(a, b)[0, 1])
 
 
 def regression_metrics(y_true, y_pred, baseline: float) -> dict:
@@ -80,7 +78,7 @@ def regression_metrics(y_true, y_pred, baseline: float) -> dict:
         out[prefix + "mae"] = _float(skm.mean_absolute_error(t, pred))
         out[prefix + "rmse"] = _float(math.sqrt(skm.mean_squared_error(t, pred)))
         out[prefix + "r2"] = _float(skm.r2_score(t, pred)) if t.size >= 2 else None
-    out["pearson_r"] = _pearson(t, p)
+    out["pearson_r"] = pearson_r(t, p)
     out["baseline_pearson_r"] = None
     return out
 
@@ -142,7 +140,7 @@ def brain_age_gap(age, pred, val_age=None, val_pred=None) -> dict:
     out = {
         "gap_mean": _float(gap.mean()),
         "gap_sd": _float(gap.std(ddof=1)) if gap.size > 1 else None,
-        "gap_age_r": _pearson(gap, x),
+        "gap_age_r": pearson_r(gap, x),
         "bias_slope": None,
         "bias_intercept": None,
     }
@@ -156,16 +154,10 @@ def brain_age_gap(age, pred, val_age=None, val_pred=None) -> dict:
         bias_intercept=_float(b),
         corrected_gap_mean=_float(cgap.mean()),
         corrected_gap_sd=_float(cgap.std(ddof=1)) if cgap.size > 1 else None,
-        corrected_gap_age_r=_pearson(cgap, x),
+        corrected_gap_age_r=pearson_r(cgap, x),
         corrected_mae=_float(np.abs(cgap).mean()),
     )
     return out
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def classification_metrics(
@@ -196,11 +188,11 @@ def classification_metrics(
     if z.ndim == 1 or (z.ndim == 2 and z.shape[1] == 1):
         z = z.reshape(-1)
         c = num_classes or 2
-        prob = 1.0 / (1.0 + np.exp(-z))  # (N,) P(class 1)
+        prob = expit(z)  # (N,) P(class 1)
         pred = (z > 0).astype(np.int64)
     else:
         c = num_classes or z.shape[1]
-        prob = _softmax(z)  # (N, C)
+        prob = softmax(z, axis=1)  # (N, C)
         pred = prob.argmax(axis=1)
     if len(pred) != t.size:
         raise ValueError(f"y_true has {t.size} values but the output has {len(pred)} rows")
@@ -210,9 +202,10 @@ def classification_metrics(
     out: dict = {"n": int(t.size)}
     for prefix, p in (("", pred), ("baseline_", base)):
         out[prefix + "accuracy"] = _float(skm.accuracy_score(t, p))
-        # balanced accuracy = mean recall over the classes present in y_true
-        recalls = [np.mean(p[t == k] == k) for k in present]
-        out[prefix + "balanced_accuracy"] = _float(np.mean(recalls))
+        with warnings.catch_warnings():  # "y_pred contains classes not in y_true": expected
+            warnings.simplefilter("ignore", UserWarning)
+            # mean recall over the classes present in y_true
+            out[prefix + "balanced_accuracy"] = _float(skm.balanced_accuracy_score(t, p))
         out[prefix + "confusion_matrix"] = skm.confusion_matrix(t, p, labels=labels).tolist()
     auc = None
     if len(present) == c:

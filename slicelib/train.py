@@ -1,33 +1,26 @@
-"""Training, evaluation and prediction for slice models, in plain PyTorch.
+"""Training a slice model, in plain PyTorch: the config, the loop, DDP, checkpoints and resume.
 
-One run = one directory::
+One run = one directory (see :mod:`slicelib.runs` for its files and for using a finished run).
 
-    RUN_DIR/
-      config.json   the resolved TrainConfig + model config + preprocessing + training stats
-      split.csv     participant_id, split (train/val/test), target  (subject-level, seeded)
-      last.pt       full training state after the last finished epoch (resume point)
-      best.pt       model weights of the best validation epoch (used by evaluate/predict)
-      history.csv   epoch, train_loss, val_loss, val_<metric>..., lr, seconds
+Reading order: ``TrainConfig`` (every setting) and ``resolve_config`` (defaults < preset <
+file < flags); ``train`` (table -> subject split -> model -> ``fit``); ``fit`` (the loop, one
+screen: one epoch of training, one validation pass, a checkpoint, early stopping).
 
-Reading order: ``TrainConfig`` (every setting), ``train`` (data -> split -> model -> ``fit``),
-``fit`` (the loop: epochs, checkpoints, early stopping), then ``evaluate_run`` /
-``predict_files`` / ``load_run`` for using a finished run.
+Resume and determinism: every epoch re-seeds python, numpy, torch and the shuffling generator
+from ``(seed, epoch)``, and checkpoints are written at epoch boundaries, atomically. A run
+killed at any moment and started again with the same command resumes from ``last.pt``, redoes
+the interrupted epoch and ends with bit-identical weights on the CPU. (So no RNG state needs
+saving: nothing random happens that the next epoch's seeding does not fix.)
 
-Resume and determinism: every epoch re-seeds python, numpy and torch (and the shuffling
-generator) from ``(seed, epoch)``, and checkpoints are written at epoch boundaries, atomically
-(temp file + ``os.replace``). A run killed at any moment and started again with the same
-command resumes from ``last.pt``, redoes the interrupted epoch and ends with bit-identical
-weights on the CPU. RNG states are stored too (for inspection and for code that draws random
-numbers outside the per-epoch re-seeding).
-
-Distributed: when launched by ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
-DistributedDataParallel (gloo on CPU, nccl on CUDA), training data go through a
+Distributed, as nanoGPT does it: launched by ``torchrun`` (``WORLD_SIZE > 1``) the model is
+wrapped in DistributedDataParallel (gloo on CPU, nccl on CUDA), training data go through a
 DistributedSampler, validation predictions are gathered from every rank, and only rank 0
 writes files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -38,7 +31,6 @@ import os
 import random
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,11 +39,23 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
 from slicelib import metrics as M
-from slicelib.model import SliceModel
+from slicelib.model import ModelConfig, SliceModel
+from slicelib.runs import (
+    CheckpointError,
+    ConfigError,
+    check_state_dict,
+    load_checkpoint,
+    model_config_dict,
+    pick_device,
+    predict_dataset,
+    read_run_table,
+    volume_dataset,
+)
+from slicelib.utils import atomic_write
 
 __all__ = [
     "TrainConfig",
@@ -62,29 +66,10 @@ __all__ = [
     "load_config_file",
     "train",
     "fit",
-    "evaluate_run",
-    "predict_files",
-    "predict_dataset",
-    "load_run",
-    "load_checkpoint",
     "save_checkpoint",
-    "check_state_dict",
-    "pick_device",
 ]
 
 CHECKPOINT_FORMAT = 1
-
-
-class ConfigError(ValueError):
-    """A configuration is invalid (unknown key, bad value, resume with another config)."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be used (missing, from another architecture, unreadable)."""
-
-
-# -----------------------------------------------------------------------------
-# configuration
 
 # Sizes per preset. Keys are TrainConfig fields; "model"/"preprocess" are merged key-wise.
 PRESETS: dict[str, dict] = {
@@ -94,7 +79,7 @@ PRESETS: dict[str, dict] = {
         batch_size=4,
         patience=None,
         model=dict(backbone="resnet18", weights=None, embed_dim=16),
-        preprocess=dict(shape=(23, 27, 23), voxel_size=8.0),
+        preprocess=dict(volume_shape=(23, 27, 23), voxel_size=8.0),
     ),
     # minutes on a laptop CPU: 4 mm grid (45 x 54 x 45), MobileNetV2 in NHWC layout (~2x faster)
     "cpu": dict(
@@ -104,7 +89,7 @@ PRESETS: dict[str, dict] = {
         schedule="cosine",
         patience=8,
         model=dict(backbone="mobilenet_v2", weights="imagenet", channels_last=True),
-        preprocess=dict(shape=(45, 54, 45), voxel_size=4.0),
+        preprocess=dict(volume_shape=(45, 54, 45), voxel_size=4.0),
     ),
     # the paper's scale: FSL MNI152 2 mm grid, ResNet18, batch 8, lr 1e-4, up to 100 epochs
     "gpu": dict(
@@ -112,7 +97,7 @@ PRESETS: dict[str, dict] = {
         batch_size=8,
         patience=20,
         model=dict(backbone="resnet18", weights="imagenet"),
-        preprocess=dict(shape=(91, 109, 91), voxel_size=2.0),
+        preprocess=dict(volume_shape=(91, 109, 91), voxel_size=2.0),
     ),
 }
 
@@ -123,28 +108,25 @@ class TrainConfig:
 
     Data: ``data`` (participants table .tsv/.csv or BIDS folder), ``target`` (column),
     ``task`` ("regression" | "binary" | "multiclass"), ``path_column``/``id_column`` (passed to
-    ``slicelib.data.read_table``), ``split_fractions`` (train, val, test) and ``split_seed``
+    ``slicelib.datasets.read_table``), ``split_fractions`` (train, val, test) and ``split_seed``
     (the subject split; kept apart from ``seed`` so that seeds share one test set).
     Model: ``model`` = keyword arguments of :class:`slicelib.model.SliceModel` (backbone,
-    weights, embed_dim, position, pooling, axes, stem, slice_chunk, ...); task, num_classes,
-    volume_shape, target_mean and seed are filled in by :func:`train`.
+    weights, embed_dim, position, norm, pooling, axes, stem, ...); task, num_classes,
+    volume_shape, target_mean, target_std and seed are filled in by :func:`train`.
     Preprocessing: ``preprocess`` = fields of ``slicelib.data.PreprocessConfig`` as a dict
-    (grid shape in voxels, voxel_size in mm, normalisation...). ``cache_dir``, ``augment``.
+    (``volume_shape`` in voxels, ``voxel_size`` in mm, normalisation...); ``cache_dir``.
     Optimisation (paper defaults): Adam, ``lr`` 1e-4, ``weight_decay`` 1e-4, ``batch_size`` 8,
     ``schedule`` "constant" | "cosine" (per optimiser step), ``grad_accum`` micro-batches per
     step, ``epochs``, ``patience`` (early stopping, epochs without improvement; None = off),
     ``monitor`` ("auto" = val mae for regression, val loss for classification; or any history
     column such as "val_balanced_accuracy").
+    ``class_weights`` (classification): "balanced" weights each training example by
+    n / (n_classes x n_its_class) (scikit-learn's ``compute_class_weight("balanced")``), so a
+    minority class such as AD counts as much as the majority and the 0.5 threshold aims at
+    balanced accuracy; "none" = the plain mean loss. (Regression needs no such option: the
+    model's head predicts z-scores, ``output = target_mean + target_std * head``.)
     Runtime: ``device`` "auto" | "cuda" | "mps" | "cpu"; ``precision`` "auto" (bf16 autocast on
     CUDA, fp32 elsewhere) | "bf16" | "fp32"; ``num_workers``; ``deterministic``; ``seed``.
-    ``scale_head`` (regression): train the output layer in standardised units, i.e. multiply
-    its initial weights and its learning rate by the training SD of the target. With Adam
-    this is the same as predicting z-scores and rescaling, so the head reaches the target's
-    scale (years) in a few epochs; False = the paper's plain parametrisation.
-    ``class_weights`` (classification): "balanced" weights each training example by
-    n / (n_classes x n_its_class) (as scikit-learn's ``class_weight="balanced"``), so a minority
-    class such as AD counts as much as the majority and the 0.5 threshold aims at balanced
-    accuracy; "none" = the plain mean loss.
     """
 
     data: str | None = None
@@ -158,7 +140,6 @@ class TrainConfig:
     model: dict = field(default_factory=dict)
     preprocess: dict = field(default_factory=dict)
     cache_dir: str | None = None
-    augment: bool = False
     seed: int = 0
     epochs: int = 20
     batch_size: int = 8
@@ -172,7 +153,6 @@ class TrainConfig:
     precision: str = "auto"
     num_workers: int = 0
     deterministic: bool = True
-    scale_head: bool = True
     class_weights: str = "balanced"
     preset: str | None = None
 
@@ -183,6 +163,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         """Build from a dict, raising :class:`ConfigError` on unknown or invalid keys."""
+        d = _drop_removed(d)
         _check_keys(d, [f.name for f in dataclasses.fields(cls)], "training config")
         cfg = cls(**copy.deepcopy(d))
         cfg.validate()
@@ -190,21 +171,34 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check values and nested keys; raise :class:`ConfigError` naming the problem."""
-        if self.task not in ("regression", "binary", "multiclass"):
-            raise ConfigError(f"task={self.task!r}: use 'regression', 'binary' or 'multiclass'.")
-        if self.schedule not in ("constant", "cosine"):
-            raise ConfigError(f"schedule={self.schedule!r}: use 'constant' or 'cosine'.")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"precision={self.precision!r}: use 'auto', 'bf16' or 'fp32'.")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise ConfigError(f"preset={self.preset!r}: use one of {', '.join(PRESETS)}.")
-        if self.class_weights not in ("balanced", "none"):
-            raise ConfigError(f"class_weights={self.class_weights!r}: use 'balanced' or 'none'.")
+        choices = dict(
+            task=("regression", "binary", "multiclass"),
+            schedule=("constant", "cosine"),
+            precision=("auto", "bf16", "fp32"),
+            class_weights=("balanced", "none"),
+            preset=(None, *PRESETS),
+        )
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                use = ", ".join(repr(v) for v in valid if v is not None)
+                raise ConfigError(f"{name}={getattr(self, name)!r}: use one of {use}.")
         for name in ("epochs", "batch_size", "grad_accum"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1.")
         _check_keys(self.model, _model_keys(), "model config ([model] section / model.*)")
         _check_keys(self.preprocess, _preprocess_keys(), "preprocess config ([preprocess])")
+
+
+def _drop_removed(d: dict) -> dict:
+    """Drop fields that older versions saved, so that the configs of their runs still load."""
+    d = dict(d)
+    if d.pop("augment", False):
+        raise ConfigError(
+            "augment=true: training augmentation was removed from slicelib (no flag, preset or "
+            "notebook used it). Delete the 'augment' key from the config to train without it."
+        )
+    d.pop("scale_head", None)  # had no effect since the head predicts z-scores (target_std)
+    return d
 
 
 def _check_keys(d: dict, valid, what: str) -> None:
@@ -219,31 +213,22 @@ def _check_keys(d: dict, valid, what: str) -> None:
 
 
 # SliceModel arguments that train() sets from the data and the run seed
-_MODEL_KEYS_SET_BY_TRAIN = (
-    "task",
-    "num_classes",
-    "volume_shape",
-    "target_mean",
-    "target_std",
-    "seed",
-)
+_SET_BY_TRAIN = ("task", "num_classes", "volume_shape", "target_mean", "target_std", "seed")
 
 
 def _model_keys() -> list[str]:
     params = inspect.signature(SliceModel.__init__).parameters
-    return [k for k in params if k != "self" and k not in _MODEL_KEYS_SET_BY_TRAIN]
+    return [k for k in params if k != "self" and k not in _SET_BY_TRAIN]
 
 
 def _preprocess_keys() -> list[str]:
-    try:
-        from slicelib.data import PreprocessConfig
-    except ImportError:  # data module not installed: accept anything, data.py validates later
-        return []
+    from slicelib.data import PreprocessConfig
+
     return [f.name for f in dataclasses.fields(PreprocessConfig)]
 
 
 def load_config_file(path: str | os.PathLike) -> dict:
-    """Read a TOML (.toml) or YAML (.yaml/.yml) config file into a dict.
+    """Read a TOML (.toml), YAML (.yaml/.yml) or JSON config file into a dict.
 
     Top-level keys are :class:`TrainConfig` fields; ``[model]`` and ``[preprocess]`` tables
     hold SliceModel and PreprocessConfig arguments. Unknown keys are rejected later by
@@ -255,8 +240,7 @@ def load_config_file(path: str | os.PathLike) -> dict:
     if path.suffix == ".toml":
         import tomllib
 
-        with open(path, "rb") as f:
-            d = tomllib.load(f)
+        d = tomllib.loads(path.read_text())
     elif path.suffix in (".yaml", ".yml"):
         import yaml
 
@@ -273,10 +257,8 @@ def load_config_file(path: str | os.PathLike) -> dict:
 def _merge(base: dict, extra: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in extra.items():
-        if k in ("model", "preprocess") and isinstance(v, dict):
-            out[k] = {**out.get(k, {}), **v}
-        else:
-            out[k] = copy.deepcopy(v)
+        nested = k in ("model", "preprocess") and isinstance(v, dict)
+        out[k] = {**out.get(k, {}), **v} if nested else copy.deepcopy(v)
     return out
 
 
@@ -295,335 +277,242 @@ def resolve_config(
         a validated :class:`TrainConfig`. Unknown keys raise :class:`ConfigError` naming the
         key and listing the valid ones.
     """
-    file_d = load_config_file(file) if file else {}
+    file_d = _drop_removed(load_config_file(file)) if file else {}
     over = {k: v for k, v in (overrides or {}).items() if v is not None}
     _check_keys(file_d, [f.name for f in dataclasses.fields(TrainConfig)], f"config file {file}")
     preset = over.get("preset") or preset or file_d.get("preset")
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}.")
-    d: dict = {}
-    if preset:
-        d = _merge(d, PRESETS[preset])
-    d = _merge(d, file_d)
-    d = _merge(d, over)
+    d = _merge(_merge(PRESETS.get(preset, {}), file_d), over)
     d["preset"] = preset
     return TrainConfig.from_dict(d)
 
 
 # -----------------------------------------------------------------------------
-# small utilities: devices, seeding, RNG states, atomic files
+# train(): table -> subject split -> model -> fit
 
 
-def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> cuda (``cuda:local_rank``) if available, else mps, else cpu."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
+def train(config: TrainConfig | dict, progress: bool = True) -> Path:
+    """Train a slice model on a participants table; resumable; returns the run directory.
 
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """A 31-bit seed derived from (seed, epoch), stable across Python versions."""
-    h = hashlib.sha256(f"slicelib:{seed}:{epoch}".encode()).digest()
-    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds all CUDA devices
-
-
-def _seed_worker(worker_id: int) -> None:
-    s = torch.initial_seed() % 2**32
-    np.random.seed(s)
-    random.seed(s)
-
-
-def _rng_state(loader_gen: torch.Generator | None) -> dict:
-    """All RNG states as tensors/primitives (loadable with ``weights_only=True``)."""
-    py = random.getstate()
-    npst = np.random.get_state()
-    state = {
-        "python_version": int(py[0]),
-        "python": torch.tensor(py[1], dtype=torch.int64),
-        "python_gauss": py[2],
-        "numpy_keys": torch.from_numpy(np.asarray(npst[1], dtype=np.int64)),
-        "numpy_pos": int(npst[2]),
-        "numpy_has_gauss": int(npst[3]),
-        "numpy_gauss": float(npst[4]),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "loader": loader_gen.get_state() if loader_gen is not None else None,
-    }
-    return state
-
-
-def _set_rng_state(state: dict, loader_gen: torch.Generator | None) -> None:
-    random.setstate(
-        (state["python_version"], tuple(int(v) for v in state["python"]), state["python_gauss"])
-    )
-    np.random.set_state(
-        (
-            "MT19937",
-            state["numpy_keys"].numpy().astype(np.uint32),
-            state["numpy_pos"],
-            state["numpy_has_gauss"],
-            state["numpy_gauss"],
-        )
-    )
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if loader_gen is not None and state.get("loader") is not None:
-        loader_gen.set_state(state["loader"])
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write via ``write(tmp_path)`` to a temp file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    """Save ``payload`` (tensors and primitive containers only) atomically to ``path``."""
-    _atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a slicelib checkpoint with ``torch.load(weights_only=True)`` on the CPU.
-
-    Returns:
-        dict with at least ``model`` (state_dict), ``epoch`` (int, 0-based, last finished
-        epoch) and ``config`` (the run config, parsed from JSON into a dict).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} does not exist. Train first (slicelib train --out "
-            f"{path.parent}) or pass the run directory that holds best.pt/last.pt."
-        )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file name
-        raise CheckpointError(f"could not read checkpoint {path}: {err}") from err
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise CheckpointError(
-            f"{path} is not a slicelib checkpoint (expected a dict with 'model' and 'config')."
-        )
-    ckpt["config"] = (
-        json.loads(ckpt["config"]) if isinstance(ckpt["config"], str) else ckpt["config"]
-    )
-    return ckpt
-
-
-def _arch(model_config: dict) -> str:
-    keys = ("backbone", "embed_dim", "position", "pooling", "axes", "task", "num_classes")
-    keys += ("volume_shape", "stem")
-    return ", ".join(f"{k}={model_config.get(k)!r}" for k in keys if k in model_config)
-
-
-def check_state_dict(model: torch.nn.Module, state: dict, ckpt_model_config: dict) -> None:
-    """Raise :class:`CheckpointError` if ``state`` does not fit ``model``.
-
-    The message names missing, unexpected and shape-mismatched keys and both architectures
-    (``model.config`` vs the checkpoint's model config).
-    """
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if not (missing or unexpected or shapes):
-        return
-
-    def few(keys):
-        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-
-    raise CheckpointError(
-        "the checkpoint is from another architecture.\n"
-        f"  checkpoint: {_arch(ckpt_model_config)}\n"
-        f"  model:      {_arch(getattr(model, 'config', {}))}\n"
-        f"  {len(missing)} missing keys [{few(missing)}]; {len(unexpected)} unexpected keys "
-        f"[{few(unexpected)}]; {len(shapes)} shape mismatches [{few(shapes)}].\n"
-        "Build the model from the checkpoint's own config (slicelib.train.load_run), or "
-        "train into a new run directory."
-    )
-
-
-def _write_csv(path: Path, df: pd.DataFrame) -> None:
-    _atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
-
-
-def _write_json(path: Path, obj) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
-
-
-# -----------------------------------------------------------------------------
-# distributed helpers (no-ops in a single process)
-
-
-def _dist_setup() -> tuple[int, int, int]:
-    """Initialise torch.distributed from torchrun's env vars if WORLD_SIZE > 1.
-
-    Returns:
-        (rank, world_size, local_rank); (0, 1, 0) without torchrun.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-    return 0, 1, 0
-
-
-def _gather(obj):
-    """all_gather_object across ranks -> list (one entry per rank); [obj] without DDP."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-# -----------------------------------------------------------------------------
-# losses, predictions
-
-
-def _loss(task: str, output: torch.Tensor, target: torch.Tensor, stats: dict) -> torch.Tensor:
-    """Mean loss over the batch. Regression: MSE of standardised targets (unitless).
-
-    output: (B,) years / logits, or (B, C) logits; target: (B,) years or labels.
-    Classification with ``stats["class_weights"]`` (one weight per class): the weighted mean
-    sum_i w[y_i] * loss_i / B (scikit-learn's "balanced" convention: weights average 1 over the
-    training set).
-    """
-    output = output.float()
-    if task == "regression":
-        sd = stats.get("std") or 1.0
-        return F.mse_loss(output / sd, target.float() / sd)
-    weights = stats.get("class_weights")
-    if task == "binary":
-        per = F.binary_cross_entropy_with_logits(output, target.float(), reduction="none")
-    else:
-        per = F.cross_entropy(output, target.long(), reduction="none")
-    if weights is None:
-        return per.mean()
-    w = torch.as_tensor(weights, dtype=per.dtype, device=per.device)[target.long()]
-    return (w * per).mean()
-
-
-class _Indexed(Dataset):
-    """Wrap a dataset so items become (x, y, index) (to gather predictions across ranks)."""
-
-    def __init__(self, ds: Dataset):
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i):
-        x, y = self.ds[i][:2]
-        return x, y, i
-
-
-@torch.no_grad()
-def predict_dataset(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    batch_size: int = 8,
-    device: torch.device | str = "cpu",
-    bf16: bool = False,
-    num_workers: int = 0,
-    progress: bool = False,
-    shard: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``model`` over a dataset of ``(x [1,X,Y,Z], y)`` items, in order.
+    Steps: read the table, split subjects into train/val/test (``slicelib.datasets.
+    split_subjects``, stratified, seeded by ``split_seed``; saved as ``split.csv`` and reused
+    on resume), compute the training baseline (mean / majority class), build the
+    :class:`SliceModel` (regression head: ``target_mean + target_std * z``), run :func:`fit`.
+    Rerunning the same call resumes from ``last.pt``.
 
     Args:
-        shard: under torch.distributed, each rank predicts every world_size-th item and the
-            results are gathered, so every rank returns the full, ordered arrays.
+        config: a :class:`TrainConfig` or a dict of its fields.
+        progress: show progress bars.
 
     Returns:
-        (outputs, targets): float64 arrays [N] (regression years / binary logits) or [N, C]
-        (multiclass logits), and [N] targets.
+        Path of the run directory (``config.out``) with config.json, split.csv, best.pt,
+        last.pt and history.csv.
     """
-    device = torch.device(device)
-    model.eval()
-    n = len(dataset)
-    rank, world = (
-        (dist.get_rank(), dist.get_world_size()) if shard and dist.is_initialized() else (0, 1)
+    from slicelib.data import PreprocessConfig
+
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    cfg.validate()
+    if not cfg.data:
+        raise ConfigError("no data: set data (--data TABLE_OR_BIDS_DIR) in the config")
+    rank, world, _ = _dist_setup()
+    run_dir = Path(cfg.out)
+    table = _split(read_run_table(cfg.data, cfg.to_dict()), cfg, run_dir / "split.csv")
+    codes, classes = _encode_labels(table[cfg.target], cfg.task, cfg.target)
+    table["_y"] = codes.values
+    tr, va = table[table["split"] == "train"], table[table["split"] == "val"]
+    if len(tr) == 0 or len(va) == 0:
+        raise ConfigError(
+            f"the split has {len(tr)} training and {len(va)} validation subjects; "
+            f"{cfg.data} has {len(table)} subjects. Use more subjects or other split_fractions."
+        )
+    _check_classes(tr["_y"].to_numpy(), cfg.task, classes or [], cfg.target)
+
+    # --- model: the grid comes from the preprocessing, the head's scale from the training set -
+    pcfg = PreprocessConfig.from_dict(dict(cfg.preprocess))
+    stats = _train_stats(tr["_y"].to_numpy(), cfg.task, len(classes or []), cfg.class_weights)
+    regression = cfg.task == "regression"
+    kwargs = dict(cfg.model)
+    kwargs.update(
+        task=cfg.task,
+        num_classes=len(classes) if cfg.task == "multiclass" else None,
+        volume_shape=tuple(pcfg.volume_shape),
+        target_mean=stats["mean"] if regression else None,
+        target_std=stats["std"] if regression else None,
+        seed=cfg.seed,
     )
-    ds = Subset(_Indexed(dataset), list(range(rank, n, world)))
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    outs, ys, idx = [], [], []
-    for x, y, i in tqdm(loader, desc="predict", disable=not progress, leave=False):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(x.to(device, non_blocking=True))
-        outs.append(out.float().cpu())
-        ys.append(y.float().cpu())
-        idx.append(i)
-    local = (
-        torch.cat(idx).numpy() if idx else np.zeros(0, np.int64),
-        torch.cat(outs).double().numpy() if outs else np.zeros(0),
-        torch.cat(ys).double().numpy() if ys else np.zeros(0),
+    if kwargs.get("weights") in ("none", "None", ""):
+        kwargs["weights"] = None
+    model = SliceModel(**kwargs)
+    resolved = dataclasses.replace(cfg, preprocess=pcfg.to_dict())
+    meta = _make_meta(
+        resolved, model, stats, classes=classes, world_size=world, data=_data_fingerprint(table)
     )
-    if world > 1:
-        parts = _gather(local)
-        order = np.concatenate([p[0] for p in parts])
-        out_all = np.concatenate([p[1] for p in parts if len(p[1])])
-        y_all = np.concatenate([p[2] for p in parts])
-        perm = np.argsort(order)
-        return out_all[perm], y_all[perm]
-    return local[1], local[2]
+    if rank == 0:
+        if not (run_dir / "split.csv").is_file():
+            cols = ["participant_id", "split", cfg.target]
+            _write_csv(run_dir / "split.csv", table[cols].sort_values("participant_id"))
+        _write_json(run_dir / "config.json", meta)
+    _barrier()
+
+    def dataset(df):
+        return volume_dataset(
+            df.assign(**{cfg.target: df["_y"]}), cfg.target, pcfg.to_dict(), cfg.cache_dir
+        )
+
+    fit(model, dataset(tr), dataset(va), resolved, run_dir, meta=meta, progress=progress)
+    return run_dir
+
+
+def _split(table: pd.DataFrame, cfg: TrainConfig, split_file: Path) -> pd.DataFrame:
+    """Add a ``split`` column: the saved ``split.csv`` (resume), else a seeded stratified split."""
+    from slicelib.datasets import split_subjects
+
+    if split_file.is_file():
+        saved = pd.read_csv(split_file, dtype={"participant_id": str})
+        where = dict(zip(saved["participant_id"], saved["split"]))
+        unknown = sorted(set(table["participant_id"]) - set(where))
+        if unknown:
+            raise ConfigError(
+                f"{split_file} does not list subjects {unknown[:5]} of {cfg.data}; the data "
+                "changed since this run started. Use a new --out directory."
+            )
+    else:
+        fractions = tuple(cfg.split_fractions)
+        parts = split_subjects(table, cfg.target, fractions=fractions, seed=cfg.split_seed)
+        where = {str(s): name for name, subjects in parts.items() for s in subjects}
+    return table.assign(split=table["participant_id"].map(where))
+
+
+def _encode_labels(values: pd.Series, task: str, target: str) -> tuple[pd.Series, list | None]:
+    """Map class values to codes 0..C-1. Returns (codes as float, classes: code -> value).
+
+    Values that already are 0/1 (binary) or 0..C-1 (multiclass) are kept as they are.
+    """
+    if task == "regression":
+        return values.astype(float), None
+    uniq = sorted(pd.unique(values.dropna()).tolist())
+    if task == "binary":
+        if {float(u) for u in uniq} <= {0.0, 1.0}:
+            return values.astype(float), [0, 1]
+        if len(uniq) > 2:
+            raise ConfigError(
+                f"task 'binary' needs two classes in column {target!r}, found {len(uniq)}: "
+                f"{uniq[:10]}. Use --task multiclass or a 0/1 column."
+            )
+    elif all(float(u).is_integer() and float(u) >= 0 for u in uniq):
+        return values.astype(float), list(range(int(max(uniq)) + 1))
+    classes = [int(u) if float(u).is_integer() else u for u in uniq]
+    return values.map({u: i for i, u in enumerate(uniq)}).astype(float), classes
+
+
+def _check_classes(train_y: np.ndarray, task: str, classes: list, target: str) -> None:
+    if task == "regression":
+        return
+    counts = np.bincount(train_y.astype(np.int64), minlength=len(classes))
+    present = np.flatnonzero(counts)
+    if len(present) < 2:
+        only = classes[present[0]] if len(present) else None
+        raise ConfigError(
+            f"a {task} task needs at least two classes in the training split, but all "
+            f"{int(counts.sum())} training subjects have {target}={only!r}. Check the target "
+            "column, pick another --target, use more subjects, or change --split-seed."
+        )
+    missing = [classes[i] for i, c in enumerate(counts) if c == 0]
+    if missing:
+        print(
+            f"warning: classes {missing} of {target!r} have no training subjects", file=sys.stderr
+        )
+
+
+def _train_stats(targets, task: str, num_classes: int | None, class_weights: str = "none") -> dict:
+    """Training-set statistics: the baseline predictor, the target scale, class weights.
+
+    Regression: ``n``, ``mean``, ``std`` (target units). Classification: ``n``, ``counts``,
+    ``majority_class``, ``num_classes`` and with ``class_weights="balanced"`` one weight per
+    class (scikit-learn's "balanced": n / (n_classes x count); 0 for a class with no subject).
+    """
+    from sklearn.utils.class_weight import compute_class_weight
+
+    t = np.asarray(targets, dtype=np.float64)
+    if task == "regression":
+        return {"n": int(t.size), "mean": float(t.mean()), "std": float(t.std()) or 1.0}
+    y = t.astype(np.int64)
+    counts = np.bincount(y, minlength=num_classes or 2)
+    stats = dict(n=int(t.size), counts=counts.tolist(), majority_class=int(counts.argmax()))
+    stats["num_classes"] = len(counts)
+    if class_weights == "balanced":
+        present = np.flatnonzero(counts)
+        w = np.zeros(len(counts))
+        w[present] = compute_class_weight("balanced", classes=present, y=y)
+        stats["class_weights"] = [round(float(v), 6) for v in w]
+    return stats
+
+
+def _make_meta(cfg: TrainConfig, model, train_stats: dict, **extra) -> dict:
+    """The run config stored as config.json and inside every checkpoint."""
+    from slicelib.data import CACHE_VERSION
+
+    meta = {
+        "slicelib_format": CHECKPOINT_FORMAT,
+        "preprocess_version": CACHE_VERSION,
+        "train": cfg.to_dict(),
+        "model": model_config_dict(model),
+        "preprocess": dict(cfg.preprocess),
+        "train_stats": train_stats,
+        **extra,
+    }
+    return M.to_jsonable(meta)
+
+
+def _data_fingerprint(table: pd.DataFrame) -> dict:
+    """What identifies the data of a run: subject count and a SHA-1 over (id, split, label,
+    image file size in bytes) rows. Cheap (no image is read), and it changes when a cohort is
+    regenerated or a scan is replaced by one of another size."""
+    h = hashlib.sha1()
+    for row in zip(table["participant_id"], table["split"], table["_y"], table["path"]):
+        size = os.path.getsize(row[3]) if os.path.exists(row[3]) else -1
+        h.update(f"{row[0]},{row[1]},{row[2]},{size}\n".encode())
+    return {"n": int(len(table)), "sha1": h.hexdigest()}
 
 
 # -----------------------------------------------------------------------------
-# the training loop
+# the loop
 
 
-def _monitor(cfg: TrainConfig) -> tuple[str, str]:
-    """(history column, "min"|"max") used for best checkpoint and early stopping."""
-    if cfg.monitor == "auto":
-        return ("val_mae", "min") if cfg.task == "regression" else ("val_loss", "min")
-    name = cfg.monitor if cfg.monitor.startswith("val_") else "val_" + cfg.monitor
-    larger = ("accuracy", "auc", "r2", "pearson_r")
-    return name, "max" if any(name.endswith(s) for s in larger) else "min"
+@dataclass
+class RunState:
+    """Where a run stands; saved in ``last.pt`` beside the weights, optimiser and scheduler."""
 
+    epoch: int = -1  # the last finished epoch, 0-based (-1: none yet)
+    history: list = field(default_factory=list)  # one row dict per epoch
+    best_value: float | None = None  # the monitored validation value of the best epoch
+    best_epoch: int = -1
+    bad_epochs: int = 0  # epochs since the last improvement
+    stopped_early: bool = False
 
-_RESUME_MAY_CHANGE = ("epochs", "patience", "num_workers", "device", "out", "cache_dir")
-# model options that change the memory layout only, not the function or the parameters
-_MODEL_MAY_CHANGE = ("channels_last",)
+    def update(self, row: dict, monitor: str, mode: str, patience: int | None) -> bool:
+        """Record a finished epoch's history row; returns whether ``row[monitor]`` improved."""
+        if monitor not in row:
+            raise ConfigError(f"monitor {monitor!r} is not a history column: {list(row)}")
+        value, best = row[monitor], self.best_value
+        better = value is not None and (
+            best is None or (value < best if mode == "min" else value > best)
+        )
+        self.epoch = row["epoch"] - 1
+        self.history.append(row)
+        if better:
+            self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch, 0
+        else:
+            self.bad_epochs += 1
+        self.stopped_early = patience is not None and self.bad_epochs >= patience
+        return better
 
 
 def fit(
     model: SliceModel,
-    train_ds: Dataset,
-    val_ds: Dataset,
+    train_ds,
+    val_ds,
     config: TrainConfig,
     run_dir: str | os.PathLike,
     meta: dict | None = None,
@@ -633,65 +522,145 @@ def fit(
 
     Args:
         model: a freshly built :class:`SliceModel` (its weights are replaced on resume).
-        train_ds, val_ds: datasets of ``(x float32 [1, X, Y, Z], y float32 scalar)``; for
+        train_ds, val_ds: datasets of ``(x float32 (1, X, Y, Z), y float32 scalar)``; for
             classification ``y`` holds the class index (0..C-1).
         config: the :class:`TrainConfig` (optimisation and runtime fields are used here).
         run_dir: where ``last.pt``, ``best.pt`` and ``history.csv`` go (rank 0 only).
-        meta: the run config stored in checkpoints (see :func:`train`); must contain
-            ``train_stats`` (``mean``/``std`` for regression, ``majority_class``/``num_classes``
-            otherwise). Built from ``config`` and ``model.config`` if omitted (then
-            ``train_stats`` is computed from ``train_ds``).
+        meta: the run config stored in checkpoints (see :func:`train`); built from ``config``,
+            ``model.config`` and the training targets if omitted.
         progress: show tqdm bars (rank 0). One summary line per epoch goes to stderr anyway.
 
     Returns:
         dict: ``best_epoch`` (0-based), ``best_value`` (monitored metric), ``epochs_run``,
         ``stopped_early``, ``history`` (list of row dicts).
     """
-    cfg = config
-    run_dir = Path(run_dir)
+    cfg, run_dir = config, Path(run_dir)
     rank, world, local_rank = _dist_setup()
     device = pick_device(cfg.device, local_rank)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if meta is None:
-        stats = _train_stats_from_dataset(train_ds, cfg.task, model, cfg.class_weights)
-        meta = _make_meta(cfg, model, stats)
-    stats = meta["train_stats"]
-    meta_json = json.dumps(M.to_jsonable(meta))
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    if cfg.deterministic:
-        if device.type == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        return _fit_loop(
-            model, train_ds, val_ds, cfg, run_dir, meta, meta_json, stats, device, bf16, progress
-        )
-    finally:
-        torch.use_deterministic_algorithms(prev_det)
-
-
-def _fit_loop(
-    model, train_ds, val_ds, cfg, run_dir, meta, meta_json, stats, device, bf16, progress
-):
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    show = progress and rank == 0
+        ys = [float(train_ds[i][1]) for i in range(len(train_ds))]
+        n_classes = model_config_dict(model).get("num_classes")
+        meta = _make_meta(cfg, model, _train_stats(ys, cfg.task, n_classes, cfg.class_weights))
+    stats, monitor, mode = meta["train_stats"], *_monitor(cfg)
     model.to(device)
     net = model
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    loader = _train_loader(train_ds, cfg, world, device)
+    opt = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    sched = None
+    if cfg.schedule == "cosine":
+        steps = cfg.epochs * math.ceil(len(loader) / cfg.grad_accum)  # optimiser steps in all
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    state = _resume(run_dir / "last.pt", model, opt, sched, meta)
+    first = cfg.epochs if state.stopped_early else state.epoch + 1
 
-    # --- data: a seeded shuffle, re-seeded every epoch --------------------------------------
+    with _deterministic(cfg.deterministic, device):
+        for epoch in range(first, cfg.epochs):
+            t0 = time.time()
+            _seed_epoch(cfg.seed, epoch, loader)
+            desc = f"epoch {epoch + 1}/{cfg.epochs}" if progress and rank == 0 else None
+            train_loss = _train_epoch(net, loader, opt, sched, cfg, stats, device, bf16, desc)
+            row = {"epoch": epoch + 1, "train_loss": train_loss}
+            row.update(_validate(model, val_ds, cfg, stats, device, bf16))
+            row.update(lr=opt.param_groups[0]["lr"], seconds=round(time.time() - t0, 3))
+            improved = state.update(M.to_jsonable(row), monitor, mode, cfg.patience)
+            if rank == 0:
+                _save(run_dir, model, opt, sched, state, meta, improved)
+                _log(state, cfg.epochs, monitor, improved)
+            _barrier()
+            if state.stopped_early:
+                break
+    return dict(
+        best_epoch=state.best_epoch,
+        best_value=state.best_value,
+        epochs_run=len(state.history),
+        stopped_early=state.stopped_early,
+        history=state.history,
+    )
+
+
+def _train_epoch(net, loader, opt, sched, cfg, stats, device, bf16, desc) -> float:
+    """One pass over the training data; returns the mean training loss over all ranks."""
+    net.train()
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    loss_sum = torch.zeros(2, dtype=torch.float64)  # (sum of loss x batch size, n)
+    opt.zero_grad(set_to_none=True)
+    for i, (x, y) in enumerate(tqdm(loader, desc, disable=desc is None, leave=False)):
+        x, y = x.to(device, non_blocking=True), y.to(device)
+        step = (i + 1) % cfg.grad_accum == 0 or i + 1 == len(loader)
+        # DDP: synchronise gradients only on the micro-batch that ends an optimiser step
+        no_sync = world > 1 and not step
+        with net.no_sync() if no_sync else contextlib.nullcontext():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = net(x)  # (B,) or (B, C)
+            loss = _loss(cfg.task, out, y, stats)
+            (loss / cfg.grad_accum).backward()
+        if step:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if sched is not None:
+                sched.step()
+        loss_sum += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(loss_sum)
+    return float(loss_sum[0] / loss_sum[1])
+
+
+def _validate(model, val_ds, cfg, stats, device, bf16) -> dict:
+    """Validation loss and metrics (``val_mae``, ``val_auc``, ...) on the whole set, all ranks."""
+    out, y = predict_dataset(
+        model, val_ds, cfg.batch_size, device, bf16, cfg.num_workers, shard=True
+    )
+    row = {"val_loss": float(_loss(cfg.task, torch.from_numpy(out), torch.from_numpy(y), stats))}
+    for k, v in M.compute_metrics(cfg.task, y, out, stats).items():
+        if not isinstance(v, list) and not k.startswith("baseline_"):
+            row["val_" + k] = v
+    return row
+
+
+def _loss(task: str, output: torch.Tensor, target: torch.Tensor, stats: dict) -> torch.Tensor:
+    """Mean loss over the batch. Regression: MSE of standardised targets (unitless).
+
+    output: (B,) target units / logits, or (B, C) logits; target: (B,) values or labels.
+    Classification with ``stats["class_weights"]`` (one weight per class): the weighted mean
+    sum_i w[y_i] * loss_i / B.
+    """
+    output = output.float()
+    if task == "regression":
+        sd = stats.get("std") or 1.0
+        return F.mse_loss(output / sd, target.float() / sd)
+    if task == "binary":
+        per = F.binary_cross_entropy_with_logits(output, target.float(), reduction="none")
+    else:
+        per = F.cross_entropy(output, target.long(), reduction="none")
+    if stats.get("class_weights") is None:
+        return per.mean()
+    w = torch.as_tensor(stats["class_weights"], dtype=per.dtype, device=per.device)
+    return (w[target.long()] * per).mean()
+
+
+def _monitor(cfg: TrainConfig) -> tuple[str, str]:
+    """(history column, "min"|"max") used for the best checkpoint and early stopping."""
+    if cfg.monitor == "auto":
+        return ("val_mae", "min") if cfg.task == "regression" else ("val_loss", "min")
+    name = cfg.monitor if cfg.monitor.startswith("val_") else "val_" + cfg.monitor
+    larger = ("accuracy", "auc", "r2", "pearson_r")
+    return name, "max" if name.endswith(larger) else "min"
+
+
+def _train_loader(train_ds, cfg: TrainConfig, world: int, device) -> DataLoader:
+    """A shuffling loader whose order depends only on (seed, epoch): see :func:`_seed_epoch`."""
     gen = torch.Generator()
     if world > 1:
-        sampler = DistributedSampler(train_ds, shuffle=True, seed=cfg.seed, drop_last=False)
+        sampler = DistributedSampler(train_ds, shuffle=True, seed=cfg.seed)
     else:
         sampler = RandomSampler(train_ds, generator=gen)
-    loader = DataLoader(
+    return DataLoader(
         train_ds,
         batch_size=cfg.batch_size,
         sampler=sampler,
@@ -699,182 +668,103 @@ def _fit_loop(
         worker_init_fn=_seed_worker,
         generator=gen,
         pin_memory=device.type == "cuda",
-        drop_last=False,
     )
-    steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
 
-    # --- optimiser (paper: Adam, lr 1e-4, weight decay 1e-4) and optional cosine schedule ---
-    head_scale = stats.get("head_scale", 1.0)  # see _scale_output_layer
-    out_layer = _output_layer(model) if head_scale != 1.0 else None
-    special = {id(p) for p in out_layer.parameters()} if out_layer is not None else set()
-    groups = [
-        {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in special]}
-    ]
-    if special:
-        groups.append({"params": list(out_layer.parameters()), "lr": cfg.lr * head_scale})
-    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = None
-    if cfg.schedule == "cosine":
-        total = max(1, cfg.epochs * steps_per_epoch)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
 
-    # --- resume from last.pt if the run directory has one ---------------------------------
-    monitor, mode = _monitor(cfg)
-    start_epoch, history = 0, []
-    best_value, best_epoch, bad_epochs = None, -1, 0
-    last = run_dir / "last.pt"
-    if last.is_file():
-        ckpt = load_checkpoint(last)
-        _check_resume(ckpt["config"], meta, run_dir)
-        check_state_dict(model, ckpt["model"], ckpt["config"].get("model", {}))
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if sched is not None and ckpt.get("scheduler") is not None:
-            sched.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"], gen)
-        start_epoch = ckpt["epoch"] + 1
-        history = list(ckpt["history"])
-        best_value, best_epoch = ckpt["best_value"], ckpt["best_epoch"]
-        bad_epochs = ckpt["bad_epochs"]
-        if ckpt.get("stopped_early"):
-            start_epoch = cfg.epochs  # nothing left to do
-        if rank == 0:
-            tqdm.write(f"resuming {run_dir} after epoch {ckpt['epoch'] + 1}", file=sys.stderr)
+def _seed_epoch(seed: int, epoch: int, loader: DataLoader) -> None:
+    """Seed python, numpy, torch (dropout) and the loader's shuffle from (seed, epoch)."""
+    h = hashlib.sha256(f"slicelib:{seed}:{epoch}".encode()).digest()
+    s = int.from_bytes(h[:4], "little") & 0x7FFFFFFF  # stable across Python versions
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)  # also seeds all CUDA devices
+    loader.generator.manual_seed(s + 1)
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
 
-    stopped_early = False
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.time()
-        _seed_everything(_epoch_seed(cfg.seed, epoch))  # dropout, augmentation ...
-        gen.manual_seed(_epoch_seed(cfg.seed, epoch) + 1)  # shuffling
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
-        if hasattr(train_ds, "set_epoch"):
-            train_ds.set_epoch(epoch)
 
-        # --- train one epoch ---------------------------------------------------------------
-        net.train()
-        loss_sum = torch.zeros(2, dtype=torch.float64)  # (sum of losses x n, n)
-        opt.zero_grad(set_to_none=True)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
-        for i, batch in enumerate(bar):
-            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device)
-            step_now = (i + 1) % cfg.grad_accum == 0 or i + 1 == len(loader)
-            sync = step_now or world == 1
-            ctx = net.no_sync() if (world > 1 and not sync) else _nullcontext()
-            with ctx:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    out = net(x)  # (B,) or (B, C)
-                loss = _loss(cfg.task, out, y, stats)
-                (loss / cfg.grad_accum).backward()
-            if step_now:
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                if sched is not None:
-                    sched.step()
-            loss_sum += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if world > 1:
-            dist.all_reduce(loss_sum)
-        train_loss = float(loss_sum[0] / loss_sum[1])
+def _seed_worker(worker_id: int) -> None:
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
 
-        # --- validate: predictions of every rank gathered, metrics on the full set ---------
-        val_out, val_y = predict_dataset(
-            model, val_ds, cfg.batch_size, device, bf16, cfg.num_workers, shard=True
+
+@contextlib.contextmanager
+def _deterministic(on: bool, device: torch.device):
+    """Deterministic kernels inside the block (warning where none exists); restored after."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if on:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def _log(state: RunState, epochs: int, monitor: str, improved: bool) -> None:
+    row = state.history[-1]
+    msg = f"epoch {row['epoch']}/{epochs}  train_loss {row['train_loss']:.4f}"
+    for key in dict.fromkeys(("val_loss", "val_mae", "val_auc", "val_balanced_accuracy", monitor)):
+        if isinstance(row.get(key), float):
+            msg += f"  {key} {row[key]:.4f}"
+    tqdm.write(msg + ("  *" if improved else ""), file=sys.stderr)
+    if state.stopped_early:
+        tqdm.write(f"early stopping: no improvement for {state.bad_epochs} epochs", file=sys.stderr)
+
+
+# -----------------------------------------------------------------------------
+# checkpoints and resume
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    """Save ``payload`` (tensors and primitive containers only) atomically to ``path``."""
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _save(run_dir: Path, model, opt, sched, state: RunState, meta: dict, improved: bool) -> None:
+    """Write best.pt (if the epoch improved), last.pt (the resume point) and history.csv."""
+    common = {"format": CHECKPOINT_FORMAT, "epoch": state.epoch, "config": json.dumps(meta)}
+    if improved:
+        metrics = json.dumps(state.history[-1])
+        save_checkpoint(
+            run_dir / "best.pt", {**common, "model": model.state_dict(), "metrics": metrics}
         )
-        val_loss = float(_loss(cfg.task, torch.from_numpy(val_out), torch.from_numpy(val_y), stats))
-        val_metrics = M.compute_metrics(cfg.task, val_y, val_out, stats)
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss}
-        for k, v in val_metrics.items():
-            if not isinstance(v, list) and not k.startswith("baseline_"):
-                row["val_" + k] = v
-        row["lr"] = opt.param_groups[0]["lr"]
-        row["seconds"] = round(time.time() - t0, 3)
-        history.append(M.to_jsonable(row))
-
-        # --- best checkpoint, early stopping -----------------------------------------------
-        value = row.get(monitor)
-        if value is None and monitor not in row:
-            raise ConfigError(f"monitor={cfg.monitor!r}: no column {monitor!r} in {list(row)}")
-        improved = value is not None and (
-            best_value is None or (value < best_value if mode == "min" else value > best_value)
-        )
-        if improved:
-            best_value, best_epoch, bad_epochs = value, epoch, 0
-        else:
-            bad_epochs += 1
-        stopped_early = cfg.patience is not None and bad_epochs >= cfg.patience
-        if rank == 0:
-            if improved:
-                save_checkpoint(
-                    run_dir / "best.pt",
-                    {
-                        "format": CHECKPOINT_FORMAT,
-                        "epoch": epoch,
-                        "model": model.state_dict(),
-                        "metrics": json.dumps(row),
-                        "config": meta_json,
-                    },
-                )
-            save_checkpoint(
-                last,
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict() if sched is not None else None,
-                    "rng": _rng_state(gen),
-                    "history": history,
-                    "best_value": best_value,
-                    "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs,
-                    "stopped_early": stopped_early,
-                    "config": meta_json,
-                },
-            )
-            _write_csv(run_dir / "history.csv", pd.DataFrame(history))
-            msg = f"epoch {epoch + 1}/{cfg.epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}"
-            for key in ("val_mae", "val_auc", "val_balanced_accuracy", monitor):
-                if key != "val_loss" and isinstance(row.get(key), float) and key not in msg:
-                    msg += f"  {key} {row[key]:.4f}"
-            msg += "  *" if improved else ""
-            tqdm.write(msg, file=sys.stderr)
-        _barrier()
-        if stopped_early:
-            if rank == 0:
-                tqdm.write(
-                    f"early stopping: no improvement for {bad_epochs} epochs", file=sys.stderr
-                )
-            break
-
-    return {
-        "best_epoch": best_epoch,
-        "best_value": best_value,
-        "epochs_run": len(history),
-        "stopped_early": stopped_early,
-        "history": history,
-    }
+    save_checkpoint(
+        run_dir / "last.pt",
+        {
+            **common,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None,
+            **dataclasses.asdict(state),
+        },
+    )
+    _write_csv(run_dir / "history.csv", pd.DataFrame(state.history))
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
+def _resume(last: Path, model, opt, sched, meta: dict) -> RunState:
+    """Load ``last.pt`` into the model, optimiser and scheduler; a fresh state if none."""
+    if not last.is_file():
+        return RunState()
+    ckpt = load_checkpoint(last)
+    _check_resume(ckpt["config"], meta, last.parent)
+    check_state_dict(model, ckpt["model"], ckpt["config"].get("model", {}))
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    if sched is not None and ckpt.get("scheduler") is not None:
+        sched.load_state_dict(ckpt["scheduler"])
+    state = RunState(**{f.name: ckpt[f.name] for f in dataclasses.fields(RunState)})
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        tqdm.write(f"resuming {last.parent} after epoch {state.epoch + 1}", file=sys.stderr)
+    return state
 
-    def __exit__(self, *exc):
-        return False
 
-
-def _data_fingerprint(table: pd.DataFrame) -> dict:
-    """What identifies the data of a run: subject count and a SHA-1 over (id, split, label,
-    image file size in bytes) rows. Cheap (no image is read), and it changes when a cohort is
-    regenerated or a scan is replaced by one of another size."""
-    h = hashlib.sha1()
-    for pid, split, y, path in zip(
-        table["participant_id"], table["split"], table["_y"], table["path"]
-    ):
-        size = os.path.getsize(path) if os.path.exists(path) else -1
-        h.update(f"{pid},{split},{y},{size}\n".encode())
-    return {"n": int(len(table)), "sha1": h.hexdigest()}
+_RESUME_MAY_CHANGE = ("epochs", "patience", "num_workers", "device", "out", "cache_dir")
+# model options that change the memory layout only, not the function or the parameters
+_MODEL_MAY_CHANGE = ("channels_last",)
 
 
 def _drop(d: dict, keys) -> dict:
@@ -892,466 +782,62 @@ def _check_resume(saved: dict, meta: dict, run_dir: Path) -> None:
             f"{saved['data']}, now {new}: the table, the split or the image files changed), so "
             f"it cannot be resumed. Use a new --out directory, or delete {run_dir} to start over."
         )
-    a, b = (_drop(d.get("train", {}), _RESUME_MAY_CHANGE) for d in (saved, now))
+    a, b = (_drop(_drop_removed(d.get("train", {})), _RESUME_MAY_CHANGE) for d in (saved, now))
     for cfg in (a, b):  # the run's own model options (train.model) hold layout flags too
         if isinstance(cfg.get("model"), dict):
             cfg["model"] = _drop(cfg["model"], _MODEL_MAY_CHANGE)
+    # (a model config saved by an older slicelib reads as today's: no "norm", position None)
+    ma, mb = (_drop(_model_dict(d.get("model", {})), _MODEL_MAY_CHANGE) for d in (saved, now))
     diffs = [
-        f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}"
-        for k in sorted(set(a) | set(b))
-        if a.get(k) != b.get(k)
+        f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(a | b) if a.get(k) != b.get(k)
     ]
-    ma, mb = (_drop(d.get("model", {}), _MODEL_MAY_CHANGE) for d in (saved, now))
     diffs += [
         f"model.{k}: saved {ma.get(k)!r}, now {mb.get(k)!r}"
-        for k in sorted(set(ma) | set(mb))
+        for k in sorted(ma | mb)
         if ma.get(k) != mb.get(k)
     ]
     if diffs:
+        may = _RESUME_MAY_CHANGE + tuple("model." + k for k in _MODEL_MAY_CHANGE)
         raise ConfigError(
             f"{run_dir} already holds a run (last.pt) with another configuration, so it cannot "
             "be resumed:\n  " + "\n  ".join(diffs) + "\nUse a new --out directory, or delete "
-            f"{run_dir} to start over. (May change on resume: "
-            f"{', '.join(_RESUME_MAY_CHANGE + tuple('model.' + k for k in _MODEL_MAY_CHANGE))}.)"
+            f"{run_dir} to start over. (May change on resume: {', '.join(may)}.)"
         )
+
+
+def _model_dict(d: dict) -> dict:
+    return dataclasses.asdict(ModelConfig.from_dict(d)) if d else {}
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> None:
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def _write_json(path: Path, obj) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 # -----------------------------------------------------------------------------
-# train(): data -> split -> model -> fit
+# distributed helpers (no-ops in a single process)
 
 
-def _train_stats(
-    targets: np.ndarray, task: str, num_classes: int | None, class_weights: str = "none"
-) -> dict:
-    """Training-set statistics: the baseline predictor, the loss scale and class weights.
-
-    ``class_weights="balanced"`` adds ``class_weights``: n / (n_classes x count) per class.
-    """
-    t = np.asarray(targets, dtype=np.float64)
-    if task == "regression":
-        return {"n": int(t.size), "mean": float(t.mean()), "std": float(t.std()) or 1.0}
-    counts = np.bincount(t.astype(np.int64), minlength=num_classes or 2)
-    stats = {
-        "n": int(t.size),
-        "counts": counts.tolist(),
-        "majority_class": int(counts.argmax()),
-        "num_classes": int(num_classes or 2),
-    }
-    if class_weights == "balanced":
-        w = t.size / (len(counts) * np.maximum(counts, 1))
-        stats["class_weights"] = [round(float(v), 6) for v in w]
-    return stats
-
-
-def _train_stats_from_dataset(ds: Dataset, task: str, model, class_weights: str = "none") -> dict:
-    ys = np.array([float(ds[i][1]) for i in range(len(ds))])
-    num_classes = getattr(model, "config", {}).get("num_classes")
-    return _train_stats(ys, task, num_classes, class_weights)
-
-
-def _preprocess_version() -> str:
-    from slicelib.data import CACHE_VERSION
-
-    return CACHE_VERSION
-
-
-def _make_meta(cfg: TrainConfig, model, train_stats: dict, **extra) -> dict:
-    meta = {
-        "slicelib_format": CHECKPOINT_FORMAT,
-        "preprocess_version": _preprocess_version(),
-        "train": cfg.to_dict(),
-        "model": dict(getattr(model, "config", {})),
-        "preprocess": dict(cfg.preprocess),
-        "train_stats": train_stats,
-    }
-    meta.update(extra)
-    return M.to_jsonable(meta)
-
-
-def _output_layer(model: torch.nn.Module) -> torch.nn.Linear | None:
-    """The last Linear layer of the model's head (SliceModel.head[-1]), or None."""
-    head = getattr(model, "head", None)
-    last = head[-1] if isinstance(head, torch.nn.Sequential) and len(head) else None
-    return last if isinstance(last, torch.nn.Linear) else None
-
-
-def _scale_output_layer(model: torch.nn.Module, scale: float) -> float:
-    """Multiply the output layer's initial weights by ``scale`` (the target SD, years).
-
-    Together with an output-layer learning rate multiplied by the same factor (see
-    :func:`fit`), Adam then trains ``w / scale`` at the base learning rate: the same dynamics
-    as a head predicting z-scores followed by ``mean + sd * z``, while the model's output
-    stays in years. Returns the factor actually applied (1.0 if there is no such layer).
-    """
-    layer = _output_layer(model)
-    if layer is None or not scale or scale == 1.0:
-        return 1.0
-    with torch.no_grad():
-        layer.weight.mul_(float(scale))
-    return float(scale)
-
-
-def _encode_labels(values: pd.Series, task: str, target: str) -> tuple[pd.Series, list | None]:
-    """Map class values to codes 0..C-1. Returns (codes as float, classes: code -> value).
-
-    Values that already are 0/1 (binary) or 0..C-1 (multiclass) are kept as they are.
-    """
-    if task == "regression":
-        return values.astype(float), None
-    uniq = sorted(pd.unique(values.dropna()).tolist())
-    codes_ok = all(float(u).is_integer() and float(u) >= 0 for u in uniq)
-    if task == "binary":
-        if set(float(u) for u in uniq) <= {0.0, 1.0}:
-            return values.astype(float), [0, 1]
-        if len(uniq) > 2:
-            raise ConfigError(
-                f"task 'binary' needs two classes in column {target!r}, found {len(uniq)}: "
-                f"{uniq[:10]}. Use --task multiclass or a 0/1 column."
-            )
-    elif codes_ok:
-        return values.astype(float), list(range(int(max(uniq)) + 1))
-    classes = [int(u) if float(u).is_integer() else u for u in uniq]
-    return values.map({u: i for i, u in enumerate(uniq)}).astype(float), classes
-
-
-def _apply_classes(values: pd.Series, classes: list | None) -> pd.Series:
-    """Codes 0..C-1 for class values, using a run's stored ``classes`` list."""
-    if classes is None or list(classes) == list(range(len(classes))):
-        return values.astype(float)
-    lookup = {float(c): i for i, c in enumerate(classes)}
-    codes = values.astype(float).map(lookup)
-    if codes.isna().any():
-        bad = sorted(set(values[codes.isna()].tolist()))
-        raise ConfigError(f"class values {bad[:5]} were not seen in training (classes {classes})")
-    return codes.astype(float)
-
-
-def _check_classes(train_y: np.ndarray, task: str, classes: list, target: str) -> None:
-    if task == "regression":
-        return
-    counts = np.bincount(train_y.astype(np.int64), minlength=len(classes))
-    present = [i for i, c in enumerate(counts) if c > 0]
-    if len(present) < 2 or (task == "binary" and len(present) < 2):
-        only = classes[present[0]] if present else None
-        raise ConfigError(
-            f"a {task} task needs at least two classes in the training split, but all "
-            f"{int(counts.sum())} training subjects have {target}={only!r} (class "
-            f"{present[0] if present else '?'}). Check the target column, pick another "
-            "--target, use more subjects, or change --split-seed."
-        )
-    missing = [classes[i] for i, c in enumerate(counts) if c == 0]
-    if missing:
-        print(
-            f"warning: classes {missing} of {target!r} have no training subjects",
-            file=sys.stderr,
-        )
-
-
-def _read_table(data, target: str, cfg: TrainConfig) -> pd.DataFrame:
-    from slicelib import data as D
-
-    table = D.read_table(data, target, path_column=cfg.path_column, id_column=cfg.id_column)
-    if target not in table.columns:  # read_table should already have said so
-        raise ConfigError(
-            f"{data} has no column {target!r}; columns: {', '.join(map(str, table.columns))}"
-        )
-    return table
-
-
-def _preprocess_config(d: dict):
-    from slicelib import data as D
-
-    return D.PreprocessConfig.from_dict(dict(d)) if d else D.PreprocessConfig()
-
-
-def _dataset(table: pd.DataFrame, target: str | None, pcfg, cfg: TrainConfig, augment=False):
-    from slicelib import data as D
-
-    return D.VolumeDataset(
-        table.reset_index(drop=True),
-        target,
-        pcfg,
-        cache_dir=cfg.cache_dir,
-        augment=augment,
-        seed=cfg.seed,
-    )
-
-
-def train(config: TrainConfig | dict, progress: bool = True) -> Path:
-    """Train a slice model on a participants table; resumable; returns the run directory.
-
-    Steps: read the table (``slicelib.data.read_table``), split subjects into train/val/test
-    (``slicelib.data.split_subjects``, seeded by ``split_seed``; saved as ``split.csv`` and
-    reused on resume), compute the training baseline (mean / majority class), build the
-    :class:`SliceModel` (regression head bias = training mean, as in the paper), and run
-    :func:`fit`. Rerunning the same call resumes from ``last.pt``.
-
-    Args:
-        config: a :class:`TrainConfig` or a dict of its fields.
-        progress: show progress bars.
+def _dist_setup() -> tuple[int, int, int]:
+    """Initialise torch.distributed from torchrun's env vars if WORLD_SIZE > 1.
 
     Returns:
-        Path of the run directory (``config.out``) with config.json, split.csv, best.pt,
-        last.pt and history.csv.
+        (rank, world_size, local_rank); (0, 1, 0) without torchrun.
     """
-    from slicelib import data as D
-
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    cfg.validate()
-    if not cfg.data:
-        raise ConfigError("no data: set data (--data TABLE_OR_BIDS_DIR) in the config")
-    rank, world, _ = _dist_setup()
-    run_dir = Path(cfg.out)
-    table = _read_table(cfg.data, cfg.target, cfg)
-    ids = table[cfg.id_column if cfg.id_column in table.columns else "participant_id"].astype(str)
-    table = table.assign(participant_id=ids.values)
-
-    # --- subject split: reuse the saved one (resume), else a seeded stratified split -------
-    split_file = run_dir / "split.csv"
-    if split_file.is_file():
-        saved = pd.read_csv(split_file, dtype={"participant_id": str})
-        where = dict(zip(saved["participant_id"], saved["split"]))
-        unknown = sorted(set(table["participant_id"]) - set(where))
-        if unknown:
-            raise ConfigError(
-                f"{split_file} does not list subjects {unknown[:5]} of {cfg.data}; the data "
-                "changed since this run started. Use a new --out directory."
-            )
-    else:
-        parts = D.split_subjects(
-            table, cfg.target, fractions=tuple(cfg.split_fractions), seed=cfg.split_seed
-        )
-        where = {str(s): name for name, subjects in parts.items() for s in subjects}
-    table["split"] = table["participant_id"].map(where)
-    codes, classes = _encode_labels(table[cfg.target], cfg.task, cfg.target)
-    table["_y"] = codes.values
-    tr, va = table[table["split"] == "train"], table[table["split"] == "val"]
-    if len(tr) == 0 or len(va) == 0:
-        raise ConfigError(
-            f"the split has {len(tr)} training and {len(va)} validation subjects; "
-            f"{cfg.data} has {len(table)} subjects. Use more subjects or other split_fractions."
-        )
-    _check_classes(tr["_y"].to_numpy(), cfg.task, classes or [], cfg.target)
-
-    # --- model: the grid comes from the preprocessing, the head bias from the training mean -
-    pcfg = _preprocess_config(cfg.preprocess)
-    n_classes = len(classes) if classes else None
-    stats = _train_stats(tr["_y"].to_numpy(), cfg.task, n_classes, cfg.class_weights)
-    kwargs = dict(cfg.model)
-    kwargs.update(
-        task=cfg.task,
-        num_classes=len(classes) if cfg.task == "multiclass" else None,
-        volume_shape=tuple(pcfg.shape),
-        target_mean=stats["mean"] if cfg.task == "regression" else None,
-        seed=cfg.seed,
-    )
-    if cfg.task == "regression" and "target_std" in inspect.signature(SliceModel).parameters:
-        kwargs["target_std"] = stats["std"]  # output = mean + std * head(...): unit-scale head
-    if "weights" in kwargs and kwargs["weights"] in ("none", "None", ""):
-        kwargs["weights"] = None
-    model = SliceModel(**kwargs)
-    if cfg.task == "regression" and cfg.scale_head and "target_std" not in kwargs:
-        stats["head_scale"] = _scale_output_layer(model, stats["std"])
-    resolved = copy.deepcopy(cfg)
-    resolved.preprocess = pcfg.to_dict()
-    meta = _make_meta(
-        resolved, model, stats, classes=classes, world_size=world, data=_data_fingerprint(table)
-    )
-
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not split_file.is_file():
-            _write_csv(
-                split_file,
-                table[["participant_id", "split", cfg.target]].sort_values("participant_id"),
-            )
-        _write_json(run_dir / "config.json", meta)
-    _barrier()
-
-    train_ds = _dataset(tr.assign(**{cfg.target: tr["_y"]}), cfg.target, pcfg, cfg, cfg.augment)
-    val_ds = _dataset(va.assign(**{cfg.target: va["_y"]}), cfg.target, pcfg, cfg)
-    fit(model, train_ds, val_ds, resolved, run_dir, meta=meta, progress=progress)
-    return run_dir
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), local_rank
+    return 0, 1, 0
 
 
-# -----------------------------------------------------------------------------
-# using a finished run: load, evaluate, predict
-
-
-def load_run(
-    run_dir: str | os.PathLike, checkpoint: str = "best", device: str = "cpu"
-) -> tuple[SliceModel, dict]:
-    """Rebuild the model of a run from its checkpoint (no pretrained weights are fetched).
-
-    Args:
-        run_dir: run directory, or a path to a ``.pt`` checkpoint file.
-        checkpoint: "best" or "last" (ignored when ``run_dir`` is a file).
-        device: where to put the model.
-
-    Returns:
-        (model in eval mode, run config dict with keys ``train``, ``model``, ``preprocess``,
-        ``train_stats``, ``classes``).
-    """
-    p = Path(run_dir)
-    path = p if p.is_file() else p / f"{checkpoint}.pt"
-    ckpt = load_checkpoint(path)
-    meta = ckpt["config"]
-    model = SliceModel.from_config(meta["model"])
-    check_state_dict(model, ckpt["model"], meta["model"])
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    meta["checkpoint_epoch"] = int(ckpt["epoch"])
-    saved, current = str(meta.get("preprocess_version", "1")), _preprocess_version()
-    if saved != current:
-        warnings.warn(
-            f"{path} was trained with slicelib preprocessing version {saved}; this slicelib "
-            f"preprocesses with version {current} (see CACHE_VERSION in slicelib.data), "
-            "so its inputs may now be placed differently and its predictions shifted. "
-            "Retrain the run with this version before trusting its metrics.",
-            stacklevel=2,
-        )
-    return model, meta
-
-
-def evaluate_run(
-    run_dir: str | os.PathLike,
-    data: str | os.PathLike | None = None,
-    split: str = "test",
-    checkpoint: str = "best",
-    device: str = "auto",
-    progress: bool = True,
-) -> dict:
-    """Evaluate a run's model and the training baseline side by side.
-
-    Args:
-        run_dir: the run directory.
-        data: participants table / BIDS folder; default: the run's own ``data``. Subjects
-            not in the run's ``split.csv`` count as "external" (included in ``split="all"``).
-        split: "train" | "val" | "test" | "all".
-        checkpoint: "best" or "last".
-
-    Returns:
-        JSON-serialisable dict: ``split``, ``n``, ``task``, ``checkpoint_epoch`` (0-based: the
-        training log's "epoch 9/10" is 8), the metrics
-        (e.g. ``mae``/``baseline_mae`` in years, ``balanced_accuracy``/
-        ``baseline_balanced_accuracy``, ``auc``/``baseline_auc``, ``confusion_matrix``) and for
-        regression ``brain_age_gap`` (linear age-bias correction fitted on the val split).
-    """
-    if split not in ("train", "val", "test", "all"):
-        raise ConfigError(f"split={split!r}: use train, val, test or all")
-    run_dir = Path(run_dir)
-    dev = pick_device(device)
-    model, meta = load_run(run_dir, checkpoint, device=dev)
-    tcfg = TrainConfig.from_dict(meta["train"])
-    task, target = tcfg.task, tcfg.target
-    table = _read_table(data or tcfg.data, target, tcfg)
-    ids = table[tcfg.id_column if tcfg.id_column in table.columns else "participant_id"]
-    table = table.assign(participant_id=ids.astype(str).values)
-    saved = pd.read_csv(run_dir / "split.csv", dtype={"participant_id": str})
-    where = dict(zip(saved["participant_id"], saved["split"]))
-    table["split"] = table["participant_id"].map(where).fillna("external")
-    if task != "regression":
-        table[target] = _apply_classes(table[target], meta.get("classes")).values
-    pcfg = _preprocess_config(meta["preprocess"])
-    bf16 = dev.type == "cuda"
-
-    def run_on(df: pd.DataFrame):
-        ds = _dataset(df, target, pcfg, tcfg)
-        return predict_dataset(model, ds, tcfg.batch_size, dev, bf16, progress=progress)
-
-    sel = table if split == "all" else table[table["split"] == split]
-    if len(sel) == 0:
-        raise ConfigError(
-            f"no subjects of split {split!r} in {data or tcfg.data} (splits there: "
-            f"{table['split'].value_counts().to_dict()}). Try --split all."
-        )
-    out, y = run_on(sel)
-    res = {
-        "run": str(run_dir),
-        "data": str(data or tcfg.data),
-        "split": split,
-        "task": task,
-        "target": target,
-        "checkpoint": checkpoint,
-        "checkpoint_epoch": meta["checkpoint_epoch"],
-        "baseline": (
-            f"training mean ({meta['train_stats']['mean']:.3f})"
-            if task == "regression"
-            else f"training majority class ({meta['train_stats']['majority_class']})"
-        ),
-    }
-    res.update(M.compute_metrics(task, y, out, meta["train_stats"]))
-    if task == "regression":
-        val = table[table["split"] == "val"]
-        if split == "val":
-            v_out, v_y = out, y
-        elif len(val):
-            v_out, v_y = run_on(val)
-        else:
-            v_out = v_y = None
-        res["brain_age_gap"] = M.brain_age_gap(y, out, v_y, v_out)
-        res["brain_age_gap"]["correction"] = (
-            "pred + age - (a*age + b), a, b fitted on the val split (Beheshti 2019; de Lange & Cole 2020)"
-        )
-    return M.to_jsonable(res)
-
-
-def predict_files(
-    run_dir: str | os.PathLike,
-    files,
-    checkpoint: str = "best",
-    device: str = "auto",
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Predict from NIfTI files with the run's own preprocessing (read from the checkpoint).
-
-    A file that cannot be read or preprocessed does not stop the others: its row has an
-    ``error`` message and empty predictions.
-
-    Args:
-        run_dir: run directory (or checkpoint file).
-        files: sequence of paths to 3D NIfTI scans (.nii / .nii.gz).
-
-    Returns:
-        DataFrame with one row per file: ``path``, ``prediction`` (years for regression; class
-        for classification), ``probability`` (binary: P(class 1)) or ``prob_<class>``
-        (multiclass), ``error`` (empty string if fine).
-    """
-    from slicelib import data as D
-
-    dev = pick_device(device)
-    model, meta = load_run(run_dir, checkpoint, device=dev)
-    pcfg = _preprocess_config(meta["preprocess"])
-    task, classes = meta["model"]["task"], meta.get("classes")
-    rows = []
-    for f in tqdm(list(files), desc="predict", disable=not progress):
-        row = {"path": str(f), "prediction": None, "error": ""}
-        try:
-            arr, _ = D.preprocess(f, pcfg)
-            # training read volumes through the float16 cache: round the same way
-            arr = np.asarray(arr, dtype=np.float16).astype(np.float32)
-            x = torch.from_numpy(arr)[None, None].to(dev)
-            with torch.no_grad():
-                out = model(x)[0].float().cpu()
-        except Exception as err:  # noqa: BLE001 - reported per file, the others go on
-            row["error"] = f"{type(err).__name__}: {err}".replace("\n", " ")
-            rows.append(row)
-            continue
-        if task == "regression":
-            row["prediction"] = float(out)
-        elif task == "binary":
-            p = float(torch.sigmoid(out))
-            row["prediction"] = classes[int(p > 0.5)] if classes else int(p > 0.5)
-            row["probability"] = p
-        else:
-            prob = torch.softmax(out, dim=0)
-            k = int(prob.argmax())
-            row["prediction"] = classes[k] if classes else k
-            for i, p in enumerate(prob.tolist()):
-                row[f"prob_{classes[i] if classes else i}"] = p
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    cols = ["path", "prediction"] + [
-        c for c in df.columns if c not in ("path", "prediction", "error")
-    ]
-    return df[cols + ["error"]]
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()

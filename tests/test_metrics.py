@@ -78,3 +78,12 @@ def test_compute_metrics_dispatch_and_json():
         M.compute_metrics("ranking", [1], [1], {})
     assert M.to_jsonable({"a": np.float32(np.nan), "b": np.arange(2)}) == {"a": None, "b": [0, 1]}
     assert M.primary_metric("binary") == ("balanced_accuracy", "max")
+
+
+def test_balanced_accuracy_ignores_classes_only_predicted():
+    # class 2 is predicted once but absent from y_true: the mean recall is over classes 0 and 1
+    y = np.array([0, 0, 1, 1])
+    logits = np.eye(3)[[0, 2, 1, 1]]
+    r = M.classification_metrics(y, logits, majority_class=0, num_classes=3)
+    assert r["balanced_accuracy"] == pytest.approx((0.5 + 1.0) / 2)
+    assert r["auc"] is None  # class 2 absent from y_true: one-vs-rest AUC undefined

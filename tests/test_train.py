@@ -19,18 +19,15 @@ import pytest
 import torch
 
 from slicelib.model import SliceModel
-from slicelib.train import (
+from slicelib.runs import (
     CheckpointError,
-    ConfigError,
-    TrainConfig,
     check_state_dict,
     evaluate_run,
     load_checkpoint,
     load_run,
     predict_files,
-    resolve_config,
-    train,
 )
+from slicelib.train import ConfigError, TrainConfig, resolve_config, train
 
 SHAPE, VOXEL = (16, 20, 16), 8.0
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +67,7 @@ def tiny_config(tmp: Path, **over) -> dict:
         patience=None,
         cache_dir=str(tmp / "cache"),
         model=dict(backbone="slice_cnn", embed_dim=8),
-        preprocess=dict(shape=list(SHAPE), voxel_size=VOXEL, centre="none"),
+        preprocess=dict(volume_shape=list(SHAPE), voxel_size=VOXEL, centre="none"),
     )
     d.update(over)
     return d
@@ -136,6 +133,10 @@ def test_resolve_config_layers_and_unknown_keys(tmp_path):
         TrainConfig.from_dict({"model": {"backbonee": "resnet18"}})
     with pytest.raises(ConfigError, match=r"'voxelsize'.*voxel_size"):
         TrainConfig.from_dict({"preprocess": {"voxelsize": 2}})
+    # fields of older runs: dropped when they changed nothing, refused when they did
+    assert TrainConfig.from_dict({"augment": False, "scale_head": True}).epochs == 20
+    with pytest.raises(ConfigError, match="augmentation was removed"):
+        TrainConfig.from_dict({"augment": True})
     (tmp_path / "c.yaml").write_text("lr: 0.01\nmodel:\n  pooling: attention\n")
     assert resolve_config(file=tmp_path / "c.yaml").model == {"pooling": "attention"}
 
@@ -166,7 +167,7 @@ def test_train_evaluate_predict(table, tmp_path):
         assert col in hist.columns
     assert (hist["val_n"] == (split["split"] == "val").sum()).all()
     ckpt = load_checkpoint(run / "last.pt")  # weights_only=True
-    assert ckpt["config"]["preprocess"]["shape"] == list(SHAPE)
+    assert ckpt["config"]["preprocess"]["volume_shape"] == list(SHAPE)
     assert ckpt["config"]["model"]["target_mean"] == pytest.approx(
         split.loc[split["split"] == "train", "age"].mean()
     )
@@ -182,9 +183,14 @@ def test_train_evaluate_predict(table, tmp_path):
     assert list(df["error"] == "") == [True, False, True]
     assert "broken.nii.gz" in df.loc[1, "error"]
     assert np.isfinite(df.loc[[0, 2], "prediction"].astype(float)).all()
-    # predict uses the same preprocessing as training: equals evaluate's path
+    # predict uses the same preprocessing as training, so it reproduces evaluate's figures
     model, meta = load_run(run)
     assert meta["preprocess"]["voxel_size"] == VOXEL and not model.training
+    test = split[split["split"] == "test"]
+    pred = predict_files(run, [table.parent / f"{p}.nii.gz" for p in test["participant_id"]])
+    assert (pred["error"] == "").all()
+    mae = np.abs(pred["prediction"].astype(float).to_numpy() - test["age"].to_numpy()).mean()
+    assert mae == pytest.approx(res["mae"], rel=1e-5)
 
 
 def test_binary_task_reports_baseline_side_by_side(table, tmp_path):

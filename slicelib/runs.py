@@ -1,0 +1,413 @@
+"""Using a finished run: load its checkpoint, evaluate it, predict new scans.
+
+A run directory (written by :func:`slicelib.train.train`) holds::
+
+    config.json   the run config: train (TrainConfig fields), model (ModelConfig), preprocess,
+                  train_stats (baseline mean / majority class, class weights), classes, data
+    split.csv     participant_id, split (train/val/test), target
+    best.pt       the best validation epoch's weights (used here)
+    last.pt       the full training state after the last finished epoch (the resume point)
+    history.csv   one row per epoch
+
+Every checkpoint is read with ``torch.load(weights_only=True)``: it holds tensors and plain
+containers only (the run config travels inside as a JSON string). Nothing here fetches
+pretrained weights: the model is rebuilt from its saved config and the checkpoint's weights.
+
+This module also holds what training shares with it: the two error types, the device choice,
+reading a run's table and building its dataset, and batched prediction over a dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from scipy.special import expit, softmax
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from slicelib import metrics as M
+from slicelib.model import SliceModel
+
+__all__ = [
+    "ConfigError",
+    "CheckpointError",
+    "pick_device",
+    "load_checkpoint",
+    "check_state_dict",
+    "predict_dataset",
+    "load_run",
+    "evaluate_run",
+    "predict_files",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid (unknown key, bad value, resume with another config)."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used (missing, from another architecture, unreadable)."""
+
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``"auto"`` -> cuda (``cuda:local_rank``) if available, else mps, else cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+
+
+def model_config_dict(model: torch.nn.Module) -> dict:
+    """``model.config`` (a :class:`slicelib.model.ModelConfig`) as a plain JSON-ready dict."""
+    return dataclasses.asdict(model.config)
+
+
+# -----------------------------------------------------------------------------
+# checkpoints
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a slicelib checkpoint with ``torch.load(weights_only=True)`` on the CPU.
+
+    Returns:
+        dict with at least ``model`` (state_dict), ``epoch`` (int, 0-based, last finished
+        epoch) and ``config`` (the run config, parsed from JSON into a dict).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist. Train first (slicelib train --out "
+            f"{path.parent}) or pass the run directory that holds best.pt/last.pt."
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file name
+        raise CheckpointError(f"could not read checkpoint {path}: {err}") from err
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(
+            f"{path} is not a slicelib checkpoint (expected a dict with 'model' and 'config')."
+        )
+    if isinstance(ckpt["config"], str):
+        ckpt["config"] = json.loads(ckpt["config"])
+    return ckpt
+
+
+def _arch(model_config) -> str:
+    if dataclasses.is_dataclass(model_config):  # a ModelConfig rather than its dict
+        model_config = dataclasses.asdict(model_config)
+    keys = ("backbone", "embed_dim", "position", "norm", "pooling", "axes", "task")
+    keys += ("num_classes", "volume_shape", "stem")
+    return ", ".join(f"{k}={model_config.get(k)!r}" for k in keys if k in model_config)
+
+
+def check_state_dict(model: torch.nn.Module, state: dict, ckpt_model_config) -> None:
+    """Raise :class:`CheckpointError` if ``state`` does not fit ``model``.
+
+    The message names missing, unexpected and shape-mismatched keys and both architectures
+    (``model.config`` vs ``ckpt_model_config``, a ModelConfig or its dict).
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or shapes):
+        return
+
+    def few(keys):
+        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+    raise CheckpointError(
+        "the checkpoint is from another architecture.\n"
+        f"  checkpoint: {_arch(ckpt_model_config)}\n"
+        f"  model:      {_arch(model_config_dict(model))}\n"
+        f"  {len(missing)} missing keys [{few(missing)}]; {len(unexpected)} unexpected keys "
+        f"[{few(unexpected)}]; {len(shapes)} shape mismatches [{few(shapes)}].\n"
+        "Build the model from the checkpoint's own config (slicelib.runs.load_run), or "
+        "train into a new run directory."
+    )
+
+
+# -----------------------------------------------------------------------------
+# a run's table and dataset (shared with training)
+
+
+def read_run_table(data, train_cfg: dict) -> pd.DataFrame:
+    """The participants table of a run: ``participant_id`` (str), ``path``, the target column.
+
+    ``train_cfg`` is the run's ``train`` config (``target``, ``path_column``, ``id_column``).
+    """
+    from slicelib.datasets import read_table
+
+    target, id_column = train_cfg["target"], train_cfg.get("id_column", "participant_id")
+    table = read_table(data, target, path_column=train_cfg.get("path_column"), id_column=id_column)
+    ids = table[id_column if id_column in table.columns else "participant_id"].astype(str)
+    return table.assign(participant_id=ids.values)
+
+
+def volume_dataset(table: pd.DataFrame, target: str | None, preprocess: dict, cache_dir=None):
+    """A :class:`slicelib.data.VolumeDataset` of ``(x (1, X, Y, Z), y)`` items for a run."""
+    from slicelib import data as D
+
+    pcfg = D.PreprocessConfig.from_dict(dict(preprocess))
+    return D.VolumeDataset(table.reset_index(drop=True), target, pcfg, cache_dir=cache_dir)
+
+
+def _apply_classes(values: pd.Series, classes: list | None) -> pd.Series:
+    """Codes 0..C-1 for class values, using a run's stored ``classes`` list."""
+    if classes is None or list(classes) == list(range(len(classes))):
+        return values.astype(float)
+    codes = values.astype(float).map({float(c): i for i, c in enumerate(classes)})
+    if codes.isna().any():
+        bad = sorted(set(values[codes.isna()].tolist()))
+        raise ConfigError(f"class values {bad[:5]} were not seen in training (classes {classes})")
+    return codes.astype(float)
+
+
+# -----------------------------------------------------------------------------
+# prediction
+
+
+class _Indexed(Dataset):
+    """Wrap a dataset so items become (x, y, index) (to gather predictions across ranks)."""
+
+    def __init__(self, ds: Dataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        x, y = self.ds[i][:2]
+        return x, y, i
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+    num_workers: int = 0,
+    progress: bool = False,
+    shard: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` over a dataset of ``(x, y)`` items (x e.g. (1, X, Y, Z)), in order.
+
+    Args:
+        shard: under torch.distributed, each rank predicts every world_size-th item and the
+            results are gathered, so every rank returns the full, ordered arrays.
+
+    Returns:
+        (outputs, targets): float64 arrays (N,) (regression in target units / binary logits)
+        or (N, C) (multiclass logits), and (N,) targets.
+    """
+    device = torch.device(device)
+    model.eval()
+    on = shard and dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if on else (0, 1)
+    ds = Subset(_Indexed(dataset), list(range(rank, len(dataset), world)))
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    idx, outs, ys = [], [], []
+    for x, y, i in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x.to(device, non_blocking=True))  # (B,) or (B, C)
+        idx.append(i)
+        outs.append(out.float().cpu())
+        ys.append(y.float().cpu())
+    # (an empty shard, possible when world_size > N, has no batches)
+    local = [torch.cat(t).double().numpy() if t else np.zeros(0) for t in (idx, outs, ys)]
+    if world == 1:
+        return local[1], local[2]
+    parts = [None] * world
+    dist.all_gather_object(parts, local)
+    order = np.argsort(np.concatenate([p[0] for p in parts]))
+    out_all = np.concatenate([p[1] for p in parts if len(p[1])])
+    return out_all[order], np.concatenate([p[2] for p in parts])[order]
+
+
+# -----------------------------------------------------------------------------
+# using a finished run
+
+
+def load_run(
+    run_dir: str | os.PathLike, checkpoint: str = "best", device: str = "cpu"
+) -> tuple[SliceModel, dict]:
+    """Rebuild the model of a run from its checkpoint (no pretrained weights are fetched).
+
+    Args:
+        run_dir: run directory, or a path to a ``.pt`` checkpoint file.
+        checkpoint: "best" or "last" (ignored when ``run_dir`` is a file).
+        device: where to put the model.
+
+    Returns:
+        (model in eval mode, run config dict with keys ``train``, ``model``, ``preprocess``,
+        ``train_stats``, ``classes``, ``checkpoint_epoch`` (0-based)).
+    """
+    from slicelib.data import CACHE_VERSION
+
+    p = Path(run_dir)
+    path = p if p.is_file() else p / f"{checkpoint}.pt"
+    ckpt = load_checkpoint(path)
+    meta = ckpt["config"]
+    model = SliceModel.from_config(meta["model"])
+    check_state_dict(model, ckpt["model"], meta["model"])
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    meta["checkpoint_epoch"] = int(ckpt["epoch"])
+    saved = str(meta.get("preprocess_version", "1"))
+    if saved != CACHE_VERSION:
+        warnings.warn(
+            f"{path} was trained with slicelib preprocessing version {saved}; this slicelib "
+            f"preprocesses with version {CACHE_VERSION} (see CACHE_VERSION in slicelib.data), "
+            "so its inputs may now be placed differently and its predictions shifted. "
+            "Retrain the run with this version before trusting its metrics.",
+            stacklevel=2,
+        )
+    return model, meta
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    split: str = "test",
+    checkpoint: str = "best",
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Evaluate a run's model and the training baseline side by side.
+
+    Args:
+        run_dir: the run directory.
+        data: participants table / BIDS folder; default: the run's own ``data``. Subjects
+            not in the run's ``split.csv`` count as "external" (included in ``split="all"``).
+        split: "train" | "val" | "test" | "all".
+        checkpoint: "best" or "last".
+
+    Returns:
+        JSON-serialisable dict: ``split``, ``n``, ``task``, ``checkpoint_epoch`` (0-based: the
+        training log's "epoch 9/10" is 8), the metrics (e.g. ``mae``/``baseline_mae`` in
+        years, ``balanced_accuracy``/``baseline_balanced_accuracy``, ``auc``/``baseline_auc``,
+        ``confusion_matrix``) and for regression ``brain_age_gap`` (linear age-bias correction
+        fitted on the val split).
+    """
+    if split not in ("train", "val", "test", "all"):
+        raise ConfigError(f"split={split!r}: use train, val, test or all")
+    run_dir = Path(run_dir)
+    dev = pick_device(device)
+    model, meta = load_run(run_dir, checkpoint, device=dev)
+    tcfg, stats = meta["train"], meta["train_stats"]
+    task, target, data = tcfg["task"], tcfg["target"], data or tcfg["data"]
+    table = read_run_table(data, tcfg)
+    saved = pd.read_csv(run_dir / "split.csv", dtype={"participant_id": str})
+    where = dict(zip(saved["participant_id"], saved["split"]))
+    table["split"] = table["participant_id"].map(where).fillna("external")
+    if task != "regression":
+        table[target] = _apply_classes(table[target], meta.get("classes")).values
+
+    def run_on(df: pd.DataFrame):
+        ds = volume_dataset(df, target, meta["preprocess"], tcfg.get("cache_dir"))
+        bs = tcfg.get("batch_size", 8)
+        return predict_dataset(model, ds, bs, dev, dev.type == "cuda", progress=progress)
+
+    sel = table if split == "all" else table[table["split"] == split]
+    if len(sel) == 0:
+        raise ConfigError(
+            f"no subjects of split {split!r} in {data} (splits there: "
+            f"{table['split'].value_counts().to_dict()}). Try --split all."
+        )
+    out, y = run_on(sel)
+    baseline = (
+        f"training mean ({stats['mean']:.3f})"
+        if task == "regression"
+        else f"training majority class ({stats['majority_class']})"
+    )
+    res = dict(run=str(run_dir), data=str(data), split=split, task=task, target=target)
+    res.update(checkpoint=checkpoint, checkpoint_epoch=meta["checkpoint_epoch"], baseline=baseline)
+    res.update(M.compute_metrics(task, y, out, stats))
+    if task == "regression":
+        val = table[table["split"] == "val"]
+        v_out, v_y = (out, y) if split == "val" else run_on(val) if len(val) else (None, None)
+        res["brain_age_gap"] = M.brain_age_gap(y, out, v_y, v_out)
+        res["brain_age_gap"]["correction"] = (
+            "pred + age - (a*age + b), a, b fitted on the val split "
+            "(Beheshti 2019; de Lange & Cole 2020)"
+        )
+    return M.to_jsonable(res)
+
+
+def predict_files(
+    run_dir: str | os.PathLike,
+    files,
+    checkpoint: str = "best",
+    device: str = "auto",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Predict from NIfTI files with the run's own preprocessing (read from the checkpoint).
+
+    A file that cannot be read or preprocessed does not stop the others: its row has an
+    ``error`` message and empty predictions.
+
+    Args:
+        run_dir: run directory (or checkpoint file).
+        files: sequence of paths to 3D NIfTI scans (.nii / .nii.gz).
+
+    Returns:
+        DataFrame with one row per file: ``path``, ``prediction`` (years for regression; class
+        for classification), ``probability`` (binary: P(class 1)) or ``prob_<class>``
+        (multiclass), ``error`` (empty string if fine).
+    """
+    from slicelib import data as D
+
+    dev = pick_device(device)
+    model, meta = load_run(run_dir, checkpoint, device=dev)
+    pcfg = D.PreprocessConfig.from_dict(dict(meta["preprocess"]))
+    task, classes = meta["model"]["task"], meta.get("classes")
+    rows = []
+    for f in tqdm(list(files), desc="predict", disable=not progress):
+        row = {"path": str(f), "prediction": None, "error": ""}
+        try:
+            arr, _ = D.preprocess(f, pcfg)
+            # training read volumes through the float16 cache: round the same way
+            arr = np.asarray(arr, dtype=np.float16).astype(np.float32)
+            x = torch.from_numpy(arr)[None, None].to(dev)  # (1, 1, X, Y, Z)
+            with torch.no_grad():
+                out = model(x)[0].double().cpu().numpy()  # () or (C,)
+        except Exception as err:  # noqa: BLE001 - reported per file, the others go on
+            row["error"] = f"{type(err).__name__}: {err}".replace("\n", " ")
+            rows.append(row)
+            continue
+        if task == "regression":
+            row["prediction"] = float(out)
+        elif task == "binary":
+            p = float(expit(out))
+            row["prediction"] = classes[int(p > 0.5)] if classes else int(p > 0.5)
+            row["probability"] = p
+        else:
+            prob = softmax(out)
+            k = int(prob.argmax())
+            row["prediction"] = classes[k] if classes else k
+            row.update(
+                {f"prob_{classes[i] if classes else i}": float(q) for i, q in enumerate(prob)}
+            )
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    cols = ["path", "prediction"] + [
+        c for c in df.columns if c not in ("path", "prediction", "error")
+    ]
+    return df[cols + ["error"]]
