@@ -2,13 +2,17 @@
 
 Examples::
 
-    slicelib synth --out data/synth --n 200 --seed 0 --check
+    slicelib synth --out data/synth --n 200 --seed 0
     slicelib train --data data/synth --target age --out runs/age --preset cpu
     slicelib evaluate --run runs/age --split test --json runs/age/test.json
     slicelib predict --run runs/age scan1.nii.gz scan2.nii.gz --out predictions.csv
     slicelib compare --data data/synth --target age --out runs/cmp --preset smoke \\
-        --inits imagenet,scratch --positions none,learned --poolings mean --seeds 0,1
+        --weights imagenet,none --position learned,none --pooling mean --seed 0,1
     torchrun --nproc_per_node=2 -m slicelib train --data ... --target age --out runs/ddp
+
+``train`` and ``compare`` take the same flags. In ``compare`` the model flags of
+:data:`GRID_FLAGS` take comma-separated values: one run per combination (``--axes`` is not a
+grid flag: ``sagittal,coronal`` is one model that reads both planes).
 
 Training settings come from (later wins): defaults < ``--preset`` < ``--config FILE``
 (TOML or YAML with TrainConfig keys and [model]/[preprocess] tables) < flags.
@@ -17,21 +21,45 @@ Training settings come from (later wins): defaults < ``--preset`` < ``--config F
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
+import itertools
 import json
+import os
 import sys
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "GRID_FLAGS"]
+
+POSITIONS = ("learned", "sinusoidal", "none")
+NORMS = ("set", "slice", "none")
+POOLINGS = ("mean", "max", "attention", "gated_attention")
+# model flags (and --seed) that a compare grid takes as comma-separated lists
+GRID_FLAGS = ("backbone", "weights", "position", "norm", "pooling", "seed")
+COMPARE_DEFAULTS = {
+    "weights": "imagenet,none",
+    "position": "learned,sinusoidal,none",
+    "seed": "0,1",
+}
 
 
 def _csv_list(s: str) -> list[str]:
     return [p.strip() for p in s.split(",") if p.strip()]
 
 
-def _weights(s: str | None):
-    if s is None:
-        return None
-    return "none" if s.lower() in ("none", "scratch") else s
+def _one_of(choices: tuple[str, ...] | None, cast=str):
+    """argparse type: a comma-separated list whose items are each one of ``choices``."""
+
+    def parse(s: str) -> list:
+        values = [cast(v) for v in _csv_list(s)]
+        bad = [v for v in values if choices and v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(
+                f"{s!r}: give comma-separated values from {', '.join(choices or ['...'])}"
+            )
+        return values
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,13 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("synth", help="write a synthetic BIDS-like cohort")
+    s = sub.add_parser(
+        "synth",
+        help="write a synthetic BIDS-like cohort",
+        description="Write a synthetic BIDS-like cohort. To measure its properties (tissue "
+        "volumes, planted effects), run: python benchmarks/synth_qa.py COHORT",
+    )
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--n", type=int, default=200, help="number of subjects (default 200)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--ad-prevalence", type=float, default=None)
     s.add_argument("--jobs", type=int, default=1, help="worker processes")
-    s.add_argument("--check", action="store_true", help="measure the cohort and print a report")
 
     t = sub.add_parser("train", help="train a slice model (resumes if RUN_DIR has last.pt)")
     _add_train_flags(t)
@@ -67,12 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--checkpoint", default="best", choices=["best", "last"])
     q.add_argument("--device", default="auto")
 
-    c = sub.add_parser("compare", help="grid of runs: init x position x pooling x seeds")
-    _add_train_flags(c, compare=True)
-    c.add_argument("--inits", default="imagenet,scratch", help="imagenet,scratch")
-    c.add_argument("--positions", default="learned,sinusoidal,none")
-    c.add_argument("--poolings", default="mean")
-    c.add_argument("--seeds", default="0,1")
+    c = sub.add_parser(
+        "compare",
+        help="a grid of runs: the train flags, comma-separated values of " + "/".join(GRID_FLAGS),
+    )
+    _add_train_flags(c, grid=True)
     c.add_argument("--eval-split", default="test", choices=["val", "test", "all"])
 
     k = sub.add_parser("course", help="run the course notebooks (slicelib.course)")
@@ -82,24 +113,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_train_flags(t: argparse.ArgumentParser, compare: bool = False) -> None:
+def _add_train_flags(t: argparse.ArgumentParser, grid: bool = False) -> None:
+    """The flags of ``train``; with ``grid`` (``compare``) the GRID_FLAGS take lists."""
+
+    def model_flag(name, choices, help, cast=str):
+        kw = dict(type=_one_of(choices, cast), default=COMPARE_DEFAULTS.get(name))
+        if grid:
+            extra = f" (default {kw['default']})" if kw["default"] else ""
+            t.add_argument(f"--{name}", help=f"{help}; comma-separated, one run each{extra}", **kw)
+        else:
+            t.add_argument(f"--{name}", type=cast, choices=choices, help=help)
+
     t.add_argument("--data", help="participants table (.tsv/.csv) or BIDS folder")
     t.add_argument("--target", help="column to predict (e.g. age, ad)")
-    t.add_argument("--out", required=True, help="run directory" + (" root" if compare else ""))
+    t.add_argument("--out", required=True, help="run directory" + (" root" if grid else ""))
     t.add_argument("--task", choices=["regression", "binary", "multiclass"])
-    t.add_argument("--backbone", help="torchvision model name, e.g. resnet18, mobilenet_v2")
-    if not compare:
-        t.add_argument("--weights", help="imagenet | none | PATH to a torchvision state_dict")
-        t.add_argument("--position", choices=["learned", "sinusoidal", "none"])
-        t.add_argument("--pooling", choices=["mean", "max", "attention", "gated_attention"])
-        t.add_argument("--seed", type=int)
-    else:
-        t.add_argument(
-            "--imagenet-weights",
-            default=None,
-            help="PATH of a local ImageNet state_dict used for the 'imagenet' init (offline)",
-        )
-    t.add_argument("--axes", help="sagittal[,coronal,axial]")
+    model_flag("backbone", None, "torchvision model name, e.g. resnet18, mobilenet_v2, slice_cnn")
+    model_flag("weights", None, "imagenet | none (scratch) | PATH to a torchvision state_dict")
+    model_flag("position", POSITIONS, "slice position embedding")
+    model_flag(
+        "norm",
+        NORMS,
+        "LayerNorm after the position: over the (S, D) set, per slice, "
+        "or none (default: the paper's choice for the position)",
+    )
+    model_flag("pooling", POOLINGS, "permutation-invariant pooling of the slices")
+    model_flag("seed", None, "model and training seed", cast=int)
+    t.add_argument("--axes", help="slicing axes of one model: sagittal[,coronal,axial]")
     t.add_argument("--embed-dim", type=int)
     t.add_argument(
         "--channels-last",
@@ -133,96 +173,68 @@ def _add_train_flags(t: argparse.ArgumentParser, compare: bool = False) -> None:
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _overrides(a: argparse.Namespace) -> dict:
-    """Flags given on the command line -> TrainConfig overrides (None = not given)."""
+def _model_overrides(a: argparse.Namespace) -> dict:
+    """Model flags given on the command line -> the ``model`` table of TrainConfig."""
     model = {}
-    for flag, key in (("backbone", "backbone"), ("embed_dim", "embed_dim")):
-        if getattr(a, flag, None) is not None:
-            model[key] = getattr(a, flag)
-    if getattr(a, "weights", None) is not None:
-        model["weights"] = None if _weights(a.weights) == "none" else a.weights
-    if getattr(a, "position", None) is not None:
-        model["position"] = None if a.position == "none" else a.position
-    if getattr(a, "pooling", None) is not None:
-        model["pooling"] = a.pooling
-    if getattr(a, "channels_last", None) is not None:
-        model["channels_last"] = a.channels_last
+    for key in ("backbone", "embed_dim", "position", "norm", "pooling", "channels_last"):
+        if getattr(a, key) is not None:
+            model[key] = getattr(a, key)
+    if a.weights is not None:
+        model["weights"] = None if a.weights == "none" else a.weights
     if a.axes is not None:
         axes = _csv_list(a.axes)
         model["axes"] = axes[0] if len(axes) == 1 else axes
-    over = {
-        "data": a.data,
-        "target": a.target,
-        "out": a.out,
-        "task": a.task,
-        "seed": getattr(a, "seed", None),
-        "epochs": a.epochs,
-        "batch_size": a.batch_size,
-        "lr": a.lr,
-        "weight_decay": a.weight_decay,
-        "schedule": a.schedule,
-        "grad_accum": a.grad_accum,
-        "split_seed": a.split_seed,
-        "class_weights": a.class_weights,
-        "monitor": a.monitor,
-        "device": a.device,
-        "precision": a.precision,
-        "num_workers": a.num_workers,
-        "cache_dir": a.cache_dir,
-        "preset": a.preset,
-    }
+    return model
+
+
+def _overrides(a: argparse.Namespace) -> dict:
+    """Flags given on the command line -> TrainConfig overrides (None = not given)."""
+    keys = ["data", "target", "out", "task", "seed", "epochs", "batch_size", "lr"]
+    keys += ["weight_decay", "schedule", "grad_accum", "split_seed", "class_weights", "monitor"]
+    keys += ["device", "precision", "num_workers", "cache_dir", "preset"]
+    over = {k: getattr(a, k) for k in keys}
     if a.patience is not None and a.patience > 0:
         over["patience"] = a.patience
+    model = _model_overrides(a)
     if model:
         over["model"] = model
     return over
 
 
-def _resolve(a: argparse.Namespace, extra: dict | None = None):
+def _resolve(a: argparse.Namespace):
+    """The TrainConfig of a parsed ``train`` command line (or one run of a compare grid)."""
     from slicelib.train import resolve_config
 
-    over = _overrides(a)
-    if extra:
-        for k, v in extra.items():
-            over[k] = {**over.get(k, {}), **v} if k == "model" else v
-    cfg = resolve_config(preset=a.preset, file=a.config, overrides=over)
+    cfg = resolve_config(preset=a.preset, file=a.config, overrides=_overrides(a))
     if a.patience == 0:  # --patience 0 switches early stopping off
         cfg.patience = None
     return cfg
 
 
 def cmd_synth(a: argparse.Namespace) -> int:
-    """``slicelib synth``: write a synthetic cohort (and optionally measure it)."""
-    from slicelib import synth
+    """``slicelib synth``: write a synthetic cohort."""
+    from slicelib.synth import make_cohort
 
     kw = dict(n=a.n, seed=a.seed, progress=True)
     if a.ad_prevalence is not None:
         kw["ad_prevalence"] = a.ad_prevalence
     if a.jobs != 1:
         kw["n_jobs"] = a.jobs
-    table = synth.make_cohort(a.out, **kw)
+    table = make_cohort(a.out, **kw)
     print(f"wrote {a.n} subjects: {table}")
-    if a.check:
-        if not hasattr(synth, "measure_cohort"):
-            print("error: slicelib.synth.measure_cohort is not available", file=sys.stderr)
-            return 1
-        report = synth.measure_cohort(a.out)
-        fmt = getattr(synth, "format_report", None)
-        print(fmt(report) if fmt else json.dumps(report, indent=2, default=str))
-        if isinstance(report, dict) and report.get("ok") is False:
-            return 1
+    print(f"measure it with: python benchmarks/synth_qa.py {a.out}")
     return 0
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    """``slicelib train``: resolve the config, split by subject, train (resumable)."""
+    """``slicelib train``: resolve the config, split by subject, train (resumes)."""
     import yaml
 
-    from slicelib.train import _dist_setup, train
+    from slicelib.train import train
 
     cfg = _resolve(a)
-    rank, _, _ = _dist_setup()
-    if rank == 0:
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # torchrun sets RANK
+    if rank0:
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.yaml").write_text(
@@ -230,34 +242,25 @@ def cmd_train(a: argparse.Namespace) -> int:
             + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         )
     run_dir = train(cfg, progress=not a.no_progress)
-    if rank == 0:
+    if rank0:
         print(f"run: {run_dir}  (best.pt, last.pt, history.csv, split.csv, config.json)")
     return 0
 
 
 def _print_metrics(res: dict) -> None:
-    keys = [
-        "mae",
-        "rmse",
-        "pearson_r",
-        "r2",
-        "accuracy",
-        "balanced_accuracy",
-        "auc",
-    ]
+    keys = ["mae", "rmse", "pearson_r", "r2", "accuracy", "balanced_accuracy", "auc"]
     lines = [f"{res['split']} (n={res['n']}, checkpoint epoch {res['checkpoint_epoch'] + 1})"]
-    for k in keys:
-        if k in res:
-            m, b = res.get(k), res.get("baseline_" + k)
-            fm = "-" if m is None else f"{m:.4f}"
-            fb = "-" if b is None else f"{b:.4f}"
-            lines.append(f"  {k:<18} model {fm:>9}   baseline {fb:>9}")
+    for k in [k for k in keys if k in res]:
+        m, b = res.get(k), res.get("baseline_" + k)
+        fm = "-" if m is None else f"{m:.4f}"
+        fb = "-" if b is None else f"{b:.4f}"
+        lines.append(f"  {k:<18} model {fm:>9}   baseline {fb:>9}")
     print("\n".join(lines))
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     """``slicelib evaluate``: metrics beside the baseline, written as JSON."""
-    from slicelib.train import evaluate_run
+    from slicelib.runs import evaluate_run
 
     res = evaluate_run(a.run, data=a.data, split=a.split, checkpoint=a.checkpoint, device=a.device)
     _print_metrics(res)
@@ -270,7 +273,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 def cmd_predict(a: argparse.Namespace) -> int:
     """``slicelib predict``: one row per file; failures reported, exit code 1 if any failed."""
-    from slicelib.train import predict_files
+    from slicelib.runs import predict_files
 
     df = predict_files(a.run, a.files, checkpoint=a.checkpoint, device=a.device)
     bad = df[df["error"] != ""]
@@ -285,103 +288,107 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return 1 if len(bad) else 0
 
 
+def _grid(a: argparse.Namespace) -> tuple[dict[str, list], list[dict]]:
+    """The conditions of a compare grid: {flag: values} and one {flag: value} per run.
+
+    A GRID_FLAG not given takes the one value the config resolves to (SliceModel's default
+    when the config has none; ``"default"`` for a norm that follows the position).
+    """
+    from slicelib.model import SliceModel
+
+    base = _resolve(_one_run(a, dict.fromkeys(GRID_FLAGS, "default")))
+    defaults = inspect.signature(SliceModel).parameters
+    values = {}
+    for flag in GRID_FLAGS:
+        if getattr(a, flag) is not None:
+            values[flag] = getattr(a, flag)
+            continue
+        default = defaults[flag].default if flag in defaults else None
+        value = base.seed if flag == "seed" else base.model.get(flag, default)
+        if value is None:
+            value = "none" if flag in ("weights", "position") else "default"
+        values[flag] = [value]
+    runs = [dict(zip(GRID_FLAGS, combo)) for combo in itertools.product(*values.values())]
+    return values, runs
+
+
+def _one_run(a: argparse.Namespace, run: dict) -> argparse.Namespace:
+    """The ``train`` arguments of one run of a compare grid (``"default"``: not given)."""
+    one = argparse.Namespace(**vars(a))
+    for flag, value in run.items():
+        setattr(one, flag, None if value == "default" else value)
+    weights = run["weights"]
+    if weights not in ("imagenet", "none", "default"):
+        weights = Path(str(weights)).stem  # a local state_dict
+    name = [run["backbone"], weights, run["position"], run["norm"], run["pooling"]]
+    one.out = str(Path(a.out) / ("-".join(map(str, name)) + f"-seed{run['seed']}"))
+    return one
+
+
 def cmd_compare(a: argparse.Namespace) -> int:
-    """``slicelib compare``: train/evaluate a grid of runs; results.csv, summary.csv, figure."""
+    """``slicelib compare``: train/evaluate a grid of runs; results.csv, summary.csv, figure.
+
+    results.csv has one row per run (its GRID_FLAGS values, the evaluation metrics, the run
+    folder); summary.csv the mean and sd of every metric over seeds per condition
+    (:func:`slicelib.plotting.summarise_runs`); compare.png the primary metric per condition
+    (:func:`slicelib.plotting.plot_results`).
+    """
     import pandas as pd
     from tqdm.auto import tqdm
 
+    from slicelib import plotting
     from slicelib.metrics import primary_metric
-    from slicelib.train import evaluate_run, train
+    from slicelib.runs import evaluate_run
+    from slicelib.train import train
 
-    inits, positions = _csv_list(a.inits), _csv_list(a.positions)
-    poolings, seeds = _csv_list(a.poolings), [int(s) for s in _csv_list(a.seeds)]
-    for i in inits:
-        if i not in ("imagenet", "scratch"):
-            raise SystemExit(f"slicelib compare: --inits takes imagenet,scratch; got {i!r}")
+    values, grid = _grid(a)
     root = Path(a.out)
     root.mkdir(parents=True, exist_ok=True)
-    grid = [(i, p, q, s) for i in inits for p in positions for q in poolings for s in seeds]
     rows = []
-    for init, pos, pool, seed in tqdm(grid, desc="compare", unit="run"):
-        name = f"{init}-{pos}-{pool}-seed{seed}"
-        weights = (a.imagenet_weights or "imagenet") if init == "imagenet" else None
-        model = {"weights": weights, "position": None if pos == "none" else pos, "pooling": pool}
-        cfg = _resolve(a, extra={"model": model, "seed": seed, "out": str(root / name)})
+    for run in tqdm(grid, desc="compare", unit="run"):
+        cfg = _resolve(_one_run(a, run))
         run_dir = train(cfg, progress=False)
         res = evaluate_run(run_dir, split=a.eval_split, progress=False)
-        row = {"init": init, "position": pos, "pooling": pool, "seed": seed, "run": str(run_dir)}
-        row.update({k: v for k, v in res.items() if isinstance(v, (int, float)) or v is None})
-        row.pop("checkpoint_epoch", None)
-        row["best_epoch"] = res["checkpoint_epoch"] + 1
-        rows.append(row)
+        numbers = {k: v for k, v in res.items() if isinstance(v, int | float) or v is None}
+        numbers["n_subjects"] = numbers.pop("n")
+        numbers["best_epoch"] = numbers.pop("checkpoint_epoch") + 1
+        rows.append({**run, **numbers, "run": str(run_dir)})
         pd.DataFrame(rows).to_csv(root / "results.csv", index=False)
     results = pd.DataFrame(rows)
-    keys = ["init", "position", "pooling"]
-    metric_cols = [
-        c
-        for c in results.columns
-        if c not in keys + ["seed", "run", "n"] and results[c].notna().any()
-    ]
-    agg = results.groupby(keys, sort=False)
-    summary = agg[metric_cols].mean().add_suffix("_mean")
-    sd = agg[metric_cols].std(ddof=1).add_suffix("_sd")
-    summary = pd.concat([summary, sd], axis=1)
-    summary["n_seeds"] = agg["seed"].count()
-    summary["seeds"] = agg["seed"].apply(lambda s: ";".join(map(str, sorted(s))))
-    summary = summary.reset_index()
+    keys = [k for k in GRID_FLAGS if k != "seed"]
+    skip = set(GRID_FLAGS) | {"run", "n_subjects", "best_epoch"}
+    metrics = [c for c in results.columns if c not in skip and results[c].notna().any()]
+    summary = plotting.summarise_runs(results, metrics, by=keys)
     summary.to_csv(root / "summary.csv", index=False)
-    metric, mode = primary_metric(cfg.task)
-    title = (
-        f"{cfg.target}: {a.eval_split} {metric.replace('_', ' ')} per condition "
-        f"(seeds {', '.join(map(str, seeds))})"
+
+    metric, _ = primary_metric(cfg.task)
+    name = f"{a.eval_split} {metric.replace('_', ' ')}"
+    unit = ""
+    if cfg.task == "regression":
+        unit = " (years)" if cfg.target.lower() in ("age", "age_years") else f" ({cfg.target})"
+    fig = plotting.plot_results(
+        summary,
+        value=metric,
+        condition=[k for k in keys if len(values[k]) > 1] or keys,
+        metric_label=name + unit,
+        title=f"{cfg.target}: {name} per condition (mean ± sd over seeds)",
+        colors={"none": "tab:orange"},
+        color_by="weights",
+        baseline=summary[f"baseline_{metric}_mean"].mean(),
     )
-    _compare_figure(summary, metric, root / "compare.png", cfg.task, cfg.target, title)
+    fig.savefig(root / "compare.png", dpi=120)
     print(summary[keys + [f"{metric}_mean", f"{metric}_sd", f"baseline_{metric}_mean", "seeds"]])
     print(f"wrote {root / 'results.csv'}, {root / 'summary.csv'}, {root / 'compare.png'}")
     return 0
 
 
-def _compare_figure(summary, metric: str, path: Path, task: str, target: str, title: str) -> None:
-    """Bar chart of ``<metric>_mean`` ± ``<metric>_sd`` per condition of a compare grid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    labels = [f"{r.init}\n{r.position}\n{r.pooling}" for r in summary.itertuples()]
-    mean = summary[f"{metric}_mean"].to_numpy(dtype=float)
-    sd = np.nan_to_num(summary[f"{metric}_sd"].to_numpy(dtype=float))
-    colors = ["tab:blue" if i == "imagenet" else "tab:orange" for i in summary["init"]]
-    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(labels) + 1.5), 3.8))
-    ax.bar(range(len(labels)), mean, yerr=sd, capsize=4, color=colors)
-    base = summary.get(f"baseline_{metric}_mean")
-    if base is not None and base.notna().any():
-        ax.axhline(float(base.mean()), ls="--", color="grey", label="baseline")
-        ax.legend(loc="best")
-    ax.set_xticks(range(len(labels)), labels, fontsize=8)
-    unit = ""
-    if task == "regression":
-        unit = " (years)" if target.lower() in ("age", "age_years") else f" (units of {target})"
-    ax.set_ylabel(f"{metric.replace('_', ' ')}{unit}, mean ± sd over seeds")
-    ax.set_xlabel("init / position embedding / pooling")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def cmd_course(a: argparse.Namespace) -> int:
     """``slicelib course``: run the course notebooks (slicelib.course.run_notebooks)."""
-    try:
-        from slicelib.course import run_notebooks
-    except ImportError as err:
-        print(f"slicelib course: not available yet ({err})", file=sys.stderr)
-        return 2
+    from slicelib.course import run_notebooks
+
     names = _csv_list(a.names) if a.names else None
-    res = run_notebooks(a.out, preset=a.preset, names=names)
-    failed = [r for r in res or [] if isinstance(r, dict) and r.get("ok") is False]
-    return 1 if failed else 0
+    run_notebooks(a.out, preset=a.preset, names=names)  # raises naming the failed cell
+    return 0
 
 
 COMMANDS = {
@@ -394,24 +401,30 @@ COMMANDS = {
 }
 
 
+def _known_errors() -> tuple[type[Exception], ...]:
+    """The errors slicelib raises for bad input or files (``*Error`` classes of its modules):
+    reported in one line with exit code 2 instead of a traceback."""
+    errors: list[type[Exception]] = [FileNotFoundError]
+    for name in ("train", "runs", "data", "datasets", "weights", "model"):
+        try:
+            module = importlib.import_module(f"slicelib.{name}")
+        except ModuleNotFoundError:
+            continue
+        errors += [
+            v
+            for k, v in vars(module).items()
+            if k.endswith("Error")
+            and isinstance(v, type)
+            and issubclass(v, Exception)
+            and v.__module__.startswith("slicelib")
+        ]
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``slicelib`` command. Returns the exit code (0 = success)."""
-    from slicelib.train import CheckpointError, ConfigError
-
-    known: tuple = (ConfigError, CheckpointError, FileNotFoundError)
-    try:
-        from slicelib.data import DataError
-
-        known += (DataError,)
-    except ImportError:
-        pass
-    try:
-        from slicelib.model import WeightsError
-
-        known += (WeightsError,)
-    except ImportError:
-        pass
     args = build_parser().parse_args(argv)
+    known = _known_errors()
     try:
         return COMMANDS[args.command](args)
     except known as err:

@@ -36,7 +36,7 @@ def table(tmp_path_factory) -> Path:
         "epochs = 1\nbatch_size = 4\nlr = 1e-3\n"
         f'cache_dir = "{folder / "cache"}"\n'
         '[model]\nbackbone = "slice_cnn"\nembed_dim = 8\n'
-        '[preprocess]\nshape = [16, 20, 16]\nvoxel_size = 8.0\ncentre = "none"\n'
+        '[preprocess]\nvolume_shape = [16, 20, 16]\nvoxel_size = 8.0\ncentre = "none"\n'
     )
     return folder / "participants.tsv"
 
@@ -49,28 +49,54 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def test_parser_has_the_contract_flags():
+def _options(parser, command: str) -> set[str]:
+    sub = parser._subparsers._group_actions[0].choices[command]
+    return {o for action in sub._actions for o in action.option_strings}
+
+
+def test_train_and_compare_share_one_vocabulary():
+    p = build_parser()
+    train, compare = _options(p, "train"), _options(p, "compare")
+    assert train <= compare, f"compare lacks {sorted(train - compare)}"
+    assert compare - train == {"--eval-split"}
+    assert {"--weights", "--position", "--norm", "--pooling", "--axes", "--seed"} <= train
+
+
+def test_compare_takes_comma_separated_values_of_the_train_flags():
     p = build_parser()
     a = p.parse_args(
-        "train --data d --target age --out r --task binary --backbone resnet18 --weights none "
-        "--position sinusoidal --pooling attention --axes sagittal,coronal --epochs 3 "
-        "--batch-size 2 --seed 1 --preset smoke --config c.toml".split()
+        "compare --out r --weights imagenet,none --position learned,none --norm set "
+        "--pooling mean,max --seed 0,1 --axes sagittal,coronal".split()
     )
-    assert (a.position, a.pooling, a.axes, a.batch_size, a.preset) == (
-        "sinusoidal",
-        "attention",
-        "sagittal,coronal",
-        2,
-        "smoke",
+    assert (a.weights, a.position, a.norm) == (["imagenet", "none"], ["learned", "none"], ["set"])
+    assert (a.pooling, a.seed, a.axes) == (["mean", "max"], [0, 1], "sagittal,coronal")
+    a = p.parse_args("train --out r --position none --norm slice --seed 3".split())
+    assert (a.position, a.norm, a.seed) == ("none", "slice", 3)
+    for bad in ("compare --out r --position learned,diagonal", "train --out r --norm batch"):
+        with pytest.raises(SystemExit):
+            p.parse_args(bad.split())
+
+
+def test_compare_grid_runs_every_combination_with_its_flags(monkeypatch):
+    from slicelib import cli
+
+    p = build_parser()
+    a = p.parse_args(
+        "compare --data d --target age --out root --weights w/r18.pth,none --position learned,none "
+        "--norm set --seed 4".split()
     )
-    a = p.parse_args("evaluate --run r --data t --split all --json o.json".split())
-    assert (a.split, a.json) == ("all", "o.json")
-    a = p.parse_args("predict --run r a.nii.gz b.nii.gz --out p.csv".split())
-    assert a.files == ["a.nii.gz", "b.nii.gz"]
-    a = p.parse_args("synth --out d --n 5 --seed 2 --check".split())
-    assert (a.n, a.seed, a.check) == (5, 2, True)
-    for cmd in ("compare", "course"):
-        assert cmd in p._subparsers._group_actions[0].choices
+    values, runs = cli._grid(a)
+    assert values["weights"] == ["w/r18.pth", "none"] and values["pooling"] == ["mean"]
+    assert len(runs) == 4 and {r["seed"] for r in runs} == {4}
+    configs = [cli._resolve(cli._one_run(a, r)) for r in runs]
+    assert [(c.model["weights"], c.model["position"]) for c in configs] == [
+        ("w/r18.pth", "learned"),
+        ("w/r18.pth", "none"),
+        (None, "learned"),
+        (None, "none"),
+    ]
+    assert all(c.model["norm"] == "set" and c.seed == 4 for c in configs)
+    assert configs[0].out == str(Path("root") / "resnet18-r18-learned-set-mean-seed4")
 
 
 def test_channels_last_flag_and_cpu_preset():
@@ -88,10 +114,11 @@ def test_channels_last_flag_and_cpu_preset():
 def test_train_evaluate_predict_commands(table, tmp_path, capsys):
     cfg, run = table.parent / "tiny.toml", tmp_path / "run"
     base = ["--data", str(table), "--target", "age", "--config", str(cfg), "--no-progress"]
-    argv = ["train", *base, "--out", str(run), "--position", "none", "--pooling", "max"]
-    assert main(argv) == 0
+    argv = ["train", *base, "--out", str(run), "--position", "none", "--norm", "slice"]
+    assert main(argv + ["--pooling", "max"]) == 0
     saved = json.loads((run / "config.json").read_text())
-    assert saved["model"]["position"] is None and saved["model"]["pooling"] == "max"
+    assert saved["model"]["position"] == "none" and saved["model"]["pooling"] == "max"
+    assert saved["model"]["norm"] == "slice"
     assert saved["preprocess"]["voxel_size"] == VOXEL  # preprocessing saved with the run
     assert (run / "split.csv").is_file() and (run / "train_config.yaml").is_file()
 
@@ -132,12 +159,15 @@ def test_compare_grid_writes_results_summary_and_figure(table, tmp_path):
     out = tmp_path / "cmp"
     argv = ["compare", "--data", str(table), "--target", "age", "--out", str(out)]
     argv += ["--config", str(table.parent / "tiny.toml"), "--no-progress"]
-    argv += ["--inits", "scratch", "--positions", "none,learned", "--poolings", "mean"]
-    assert main(argv + ["--seeds", "0,1"]) == 0
+    argv += ["--weights", "none", "--position", "none,learned", "--norm", "set"]
+    assert main(argv + ["--seed", "0,1"]) == 0
     res = pd.read_csv(out / "results.csv")
     assert len(res) == 4 and set(res["seed"]) == {0, 1}
-    assert {"mae", "baseline_mae", "init", "position", "pooling"} <= set(res.columns)
+    assert {"mae", "baseline_mae", "weights", "position", "norm", "pooling"} <= set(res.columns)
     summ = pd.read_csv(out / "summary.csv")
-    assert len(summ) == 2 and (summ["n_seeds"] == 2).all() and (summ["seeds"] == "0;1").all()
-    assert {"mae_mean", "mae_sd", "baseline_mae_mean"} <= set(summ.columns)
+    assert len(summ) == 2 and (summ["n"] == 2).all() and (summ["seeds"] == "0, 1").all()
+    assert list(summ["position"]) == ["none", "learned"]
+    mean = res.groupby("position", sort=False)["mae"].mean()
+    assert summ["mae_mean"].to_numpy() == pytest.approx(mean.to_numpy())
+    assert {"mae_sd", "baseline_mae_mean"} <= set(summ.columns)
     assert (out / "compare.png").stat().st_size > 1000

@@ -143,6 +143,42 @@ def test_plot_results_from_runs_and_from_summary():
     assert mcolors.to_hex(bars[1].get_facecolor(), keep_alpha=False) == mcolors.to_hex("tab:orange")
 
 
+def test_summary_of_several_metrics_and_conditions_drawn_with_a_baseline():
+    runs = pd.DataFrame(
+        dict(
+            weights=["imagenet", "imagenet", "none", "none"],
+            position=["learned"] * 4,
+            seed=[0, 1, 0, 1],
+            mae=[4.0, 6.0, 9.0, 9.0],
+            r=[0.9, 0.7, 0.1, 0.3],
+        )
+    )
+    summary = P.summarise_runs(runs, ["mae", "r"], by=["weights", "position"])
+    assert list(summary["mae_mean"]) == [5.0, 9.0] and list(summary["mae_sd"]) == [
+        pytest.approx(np.sqrt(2)),
+        0.0,
+    ]
+    assert list(summary["r_mean"]) == pytest.approx([0.8, 0.2]) and list(summary["n"]) == [2, 2]
+    fig = P.plot_results(
+        summary,
+        value="mae",
+        condition=["weights", "position"],
+        colors={"none": "tab:orange"},
+        color_by="weights",
+        baseline=12.0,
+    )
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "imagenet\nlearned\nn = 2",
+        "none\nlearned\nn = 2",
+    ]
+    assert [p.get_height() for p in ax.patches] == [5.0, 9.0]
+    assert mcolors.to_hex(ax.patches[1].get_facecolor(), keep_alpha=False) == mcolors.to_hex(
+        "tab:orange"
+    )
+    assert any(list(line.get_ydata()) == [12.0, 12.0] for line in ax.lines)  # the baseline
+
+
 @pytest.mark.parametrize("position", ["learned", "sinusoidal"])
 def test_plot_position_similarity(position):
     model = SliceModel(
