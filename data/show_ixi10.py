@@ -8,7 +8,7 @@ slices through the centre of the 91 x 109 x 91 MNI 2 mm grid. Sagittal: anterior
 right, superior up; coronal: subject's right on the right, superior up; axial: anterior up,
 subject's right on the right (neurological convention).
 The red contour is the MNI152 brain (nilearn's packaged template) resampled to the same grid:
-the head was only translated (slicelib.data centre="brain"), not registered, so the outline
+the head was only translated (slicelib.data, centre="brain"), not registered, so the outline
 shows where a registered brain would sit. IXI images: CC BY-SA 3.0 (brain-development.org).
 """
 
@@ -26,29 +26,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from slicelib.course import shared_dir  # noqa: E402
-from slicelib.data import (  # noqa: E402
-    MNI_2MM_AFFINE,
-    MNI_2MM_SHAPE,
-    PreprocessConfig,
-    ixi_table,
-    preprocess,
-)
-
-
-def mni_brain_on_grid() -> np.ndarray:
-    """MNI152 brain mask (bool, 91 x 109 x 91) from nilearn's packaged template."""
-    from nilearn.datasets import load_mni152_brain_mask
-    from nilearn.image import resample_img
-
-    m = resample_img(
-        load_mni152_brain_mask(),
-        target_affine=MNI_2MM_AFFINE,
-        target_shape=MNI_2MM_SHAPE,
-        interpolation="nearest",
-        force_resample=True,
-        copy_header=True,
-    )
-    return np.asarray(m.dataobj) > 0
+from slicelib.data import MNI_2MM_AFFINE, MNI_2MM_SHAPE, PreprocessConfig, preprocess  # noqa: E402
+from slicelib.datasets import ixi_table  # noqa: E402
+from slicelib.utils import mni_template  # noqa: E402
 
 
 def main() -> None:
@@ -60,7 +40,8 @@ def main() -> None:
 
     table = ixi_table(args.folder)
     config = PreprocessConfig()
-    brain = mni_brain_on_grid()
+    mask = mni_template(MNI_2MM_SHAPE, MNI_2MM_AFFINE, what="mask")
+    brain = np.asarray(mask.dataobj) > 0.5  # (91, 109, 91) MNI152 brain
     cx, cy, cz = (np.asarray(MNI_2MM_SHAPE) - 1) // 2
     fig, axes = plt.subplots(len(table), 3, figsize=(7.5, 2.6 * len(table)))
     axes = np.atleast_2d(axes)

@@ -1,8 +1,11 @@
-"""Tests of the synthetic cohort (slicelib.synth): files, determinism, planted effects."""
+"""Tests of the synthetic cohort (slicelib.synth): files, determinism, planted effects; and of
+its quality check, benchmarks/synth_qa.py (the planted effects measured from the images)."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -10,6 +13,9 @@ import pandas as pd
 import pytest
 
 from slicelib import synth
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import synth_qa  # noqa: E402  (benchmarks/synth_qa.py)
 
 N_SMALL = 16  # subjects in the shared small cohort (ages spread over 20-90)
 
@@ -29,7 +35,7 @@ def cohort(tmp_path_factory):
 @pytest.fixture(scope="module")
 def measured(cohort):
     """measure_cohort on the small cohort, from its written images (no ridge)."""
-    return synth.measure_cohort(cohort[0], ridge=False, progress=False, n_jobs=2)
+    return synth_qa.measure_cohort(cohort[0], ridge=False, progress=False, n_jobs=2)
 
 
 def _load(folder, sub):
@@ -128,7 +134,7 @@ def test_small_cohort_properties_measured_from_images(measured):
     assert measured["ad_hippocampus_deficit_pct"] > 5.0
     table = measured["table"]
     assert np.isfinite(table[["gm_ml", "ventricle_ml", "hippocampus_gm_ml"]].to_numpy()).all()
-    report = synth.format_report(measured)
+    report = synth_qa.format_report(measured)
     assert "ventricle volume vs age" in report and "PASS" in report
 
 
@@ -152,9 +158,33 @@ def test_bad_arguments_raise(tmp_path):
     with pytest.raises(ValueError, match="n=0"):
         synth.make_cohort(tmp_path / "x", n=0, progress=False)
     with pytest.raises(FileNotFoundError, match="participants.tsv"):
-        synth.measure_cohort(tmp_path / "missing", progress=False)
+        synth_qa.measure_cohort(tmp_path / "missing", progress=False)
     with pytest.raises(ValueError, match="model grid"):
-        synth.measure_volume(np.zeros((10, 10, 10), np.float32))
+        synth_qa.measure_volume(np.zeros((10, 10, 10), np.float32))
+
+
+def test_synth_qa_command_line(cohort, measured, capsys, monkeypatch):
+    """``python benchmarks/synth_qa.py COHORT`` prints the report, saves it as JSON, and exits
+    1 when a property fails (the measurement itself is the ``measured`` fixture's)."""
+    seen = {}
+
+    def measure(folder, **kw):
+        seen.update(folder=Path(folder), **kw)
+        return dict(measured)
+
+    monkeypatch.setattr(synth_qa, "measure_cohort", measure)
+    code = synth_qa.main([str(cohort[0]), "--no-ridge", "--no-progress", "--n-jobs", "1"])
+    assert seen == dict(folder=cohort[0], ridge=False, progress=False, n_jobs=1)
+    printed = capsys.readouterr().out
+    saved = json.loads((cohort[0] / "derivatives" / "synth_check.json").read_text())
+    assert "ventricle volume vs age" in printed and saved["n"] == N_SMALL
+    assert code == (0 if all(c["pass"] for c in saved["checks"].values()) else 1)
+    failing = dict(measured, r_gm_age=0.0)
+    failing["checks"] = synth_qa._checks(failing)
+    failing["ok"] = False
+    monkeypatch.setattr(synth_qa, "measure_cohort", lambda folder, **kw: failing)
+    assert synth_qa.main([str(cohort[0]), "--no-progress"]) == 1
+    assert "[FAIL] grey-matter volume vs age" in capsys.readouterr().out
 
 
 def test_params_round_trip():
@@ -167,7 +197,7 @@ def test_params_round_trip():
 @pytest.mark.slow
 def test_full_cohort_meets_documented_properties(tmp_path, capsys):
     """The issue's figures, measured from 250 written subjects (ridge CV trains on 200)."""
-    code = synth.main(["--out", str(tmp_path / "c"), "--n", "250", "--check", "--no-progress"])
+    code = synth_qa.main([str(tmp_path / "c"), "--n", "250", "--no-progress"])
     printed = capsys.readouterr().out
     assert "ridge" in printed
     checks = json.loads((tmp_path / "c" / "derivatives" / "synth_check.json").read_text())["checks"]
