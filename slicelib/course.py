@@ -56,7 +56,8 @@ def ensure_synthetic_cohort(n: int, seed: int = 0, root: str | os.PathLike | Non
 
     The cohort lives in ``<root>/synth-n<n>-seed<seed>`` (root: :func:`data_dir`). A marker file
     written last records that it is complete and which generator version made it, so an
-    interrupted generation, or one by an older slicelib, is redone, never half-used. Returns the cohort folder (holding ``participants.tsv``).
+    interrupted generation, or one by an older slicelib, is redone, never half-used. Returns the
+    cohort folder (holding ``participants.tsv``).
     """
     from slicelib.synth import GENERATOR_VERSION, make_cohort
 
@@ -91,14 +92,14 @@ def imagenet_weights(
     the requested backbone; else ``None`` (random init; the note says the comparison is void).
     ``weights`` is what :class:`slicelib.model.SliceModel` takes.
     """
-    from slicelib.model import WeightsError, build_encoder
+    from slicelib.weights import WeightsError, load_backbone
 
     folder = Path(os.environ.get("SLICELIB_WEIGHTS_DIR") or shared_dir() / "weights")
     local = folder / f"{backbone}_imagenet1k.pth"
     if local.is_file():
         return backbone, str(local), f"ImageNet weights for {backbone} from {local}"
     try:
-        build_encoder(backbone, "imagenet")  # downloads into torchvision's cache, or fails
+        load_backbone(backbone, "imagenet")  # downloads into torchvision's cache, or fails
         return backbone, "imagenet", f"ImageNet weights for {backbone} from torchvision"
     except WeightsError as err:
         note = str(err).splitlines()[0]
@@ -123,7 +124,7 @@ def course_split(
         (parts, pool): parts = {"train", "val", "test"} -> lists of participant ids;
         pool = the training ids in that nested order.
     """
-    from slicelib.data import split_subjects
+    from slicelib.datasets import split_subjects
 
     table = participants.copy()
     table["stratum"] = table["ad"] * 5 + pd.qcut(table["age"], 5, labels=False)
@@ -146,12 +147,13 @@ def train_on_split(config, split: dict) -> tuple[dict, pd.DataFrame]:
             seeded split (``unused`` subjects take no part).
 
     Returns:
-        (row, history): row = the test metrics of :func:`slicelib.train.evaluate_run` that are
+        (row, history): row = the test metrics of :func:`slicelib.runs.evaluate_run` that are
         numbers (undefined ones, such as r of constant predictions, as NaN), plus ``seconds``
         (wall time of training, s) and ``best_epoch`` (1-based); history = the run's
         ``history.csv`` as a DataFrame (one row per epoch).
     """
-    from slicelib.train import evaluate_run, train
+    from slicelib.runs import evaluate_run
+    from slicelib.train import train
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

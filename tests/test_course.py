@@ -93,7 +93,7 @@ def test_train_on_split_uses_the_given_split(tmp_path):
         batch_size=4,
         patience=None,
         model=dict(backbone="slice_cnn", embed_dim=8),
-        preprocess=dict(shape=list(SHAPE), voxel_size=VOXEL, centre="none"),
+        preprocess=dict(volume_shape=list(SHAPE), voxel_size=VOXEL, centre="none"),
     )
     row, history = course.train_on_split(config, split)
     saved = pd.read_csv(tmp_path / "run" / "split.csv")
