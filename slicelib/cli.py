@@ -130,16 +130,20 @@ def _add_train_flags(t: argparse.ArgumentParser, grid: bool = False) -> None:
     t.add_argument("--task", choices=["regression", "binary", "multiclass"])
     model_flag("backbone", None, "torchvision model name, e.g. resnet18, mobilenet_v2, slice_cnn")
     model_flag("weights", None, "imagenet | none (scratch) | PATH to a torchvision state_dict")
-    model_flag("position", POSITIONS, "slice position embedding")
+    model_flag("position", POSITIONS, "slice position embedding: learned | sinusoidal | none")
     model_flag(
         "norm",
         NORMS,
-        "LayerNorm after the position: over the (S, D) set, per slice, "
-        "or none (default: the paper's choice for the position)",
+        "LayerNorm after the position: set (over the (S, D) slice set, per-slice affine: the "
+        "paper's, default) | slice (over D) | none",
     )
-    model_flag("pooling", POOLINGS, "permutation-invariant pooling of the slices")
+    model_flag("pooling", POOLINGS, "slice pooling: " + " | ".join(POOLINGS))
     model_flag("seed", None, "model and training seed", cast=int)
-    t.add_argument("--axes", help="slicing axes of one model: sagittal[,coronal,axial]")
+    t.add_argument(
+        "--axes",
+        help="slicing axes of one model: sagittal[,coronal,axial]"
+        + (" (one model for the whole grid, not a grid flag)" if grid else ""),
+    )
     t.add_argument("--embed-dim", type=int)
     t.add_argument(
         "--channels-last",
@@ -292,11 +296,11 @@ def _grid(a: argparse.Namespace) -> tuple[dict[str, list], list[dict]]:
     """The conditions of a compare grid: {flag: values} and one {flag: value} per run.
 
     A GRID_FLAG not given takes the one value the config resolves to (SliceModel's default
-    when the config has none; ``"default"`` for a norm that follows the position).
+    when the config has none; ``"none"`` for no weights or no position).
     """
     from slicelib.model import SliceModel
 
-    base = _resolve(_one_run(a, dict.fromkeys(GRID_FLAGS, "default")))
+    base = _resolve(_one_run(a, dict.fromkeys(GRID_FLAGS)))
     defaults = inspect.signature(SliceModel).parameters
     values = {}
     for flag in GRID_FLAGS:
@@ -305,20 +309,18 @@ def _grid(a: argparse.Namespace) -> tuple[dict[str, list], list[dict]]:
             continue
         default = defaults[flag].default if flag in defaults else None
         value = base.seed if flag == "seed" else base.model.get(flag, default)
-        if value is None:
-            value = "none" if flag in ("weights", "position") else "default"
-        values[flag] = [value]
+        values[flag] = ["none" if value is None else value]
     runs = [dict(zip(GRID_FLAGS, combo)) for combo in itertools.product(*values.values())]
     return values, runs
 
 
 def _one_run(a: argparse.Namespace, run: dict) -> argparse.Namespace:
-    """The ``train`` arguments of one run of a compare grid (``"default"``: not given)."""
+    """The ``train`` arguments of one run of a compare grid (None: not given)."""
     one = argparse.Namespace(**vars(a))
     for flag, value in run.items():
-        setattr(one, flag, None if value == "default" else value)
+        setattr(one, flag, value)
     weights = run["weights"]
-    if weights not in ("imagenet", "none", "default"):
+    if weights not in ("imagenet", "none", None):
         weights = Path(str(weights)).stem  # a local state_dict
     name = [run["backbone"], weights, run["position"], run["norm"], run["pooling"]]
     one.out = str(Path(a.out) / ("-".join(map(str, name)) + f"-seed{run['seed']}"))
