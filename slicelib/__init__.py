@@ -1,11 +1,42 @@
 """slicelib: read 3D brain MRI with 2D ImageNet models, slice by slice (Gupta et al., ISBI 2023).
 
-Modules: ``model`` (SliceModel), ``data`` (NIfTI loading, preprocessing, tables, cache),
-``synth`` (the synthetic cohort), ``train`` and ``metrics`` (experiments), ``explain``
-(slice contributions), ``plotting`` (figures), ``course`` (the notebooks), ``cli``.
+The code flows one way (README, "How the code is organised"):
+
+    data      -> model     -> train          -> explain
+    data.py      model.py     config.py         explain.py, plotting.py
+    datasets.py  weights.py   train.py, runs.py
+    synth.py     cnn3d.py     metrics.py
+
+``model.py`` is the design card's core (slice encoder, position embeddings, normalisation,
+pooling, :class:`SliceModel`); read it first. The names below are the entry points a notebook
+or script needs; everything else is importable from its module.
 """
 
-from slicelib.model import SliceModel
+from slicelib.cnn3d import VolumeCNN
+from slicelib.data import PreprocessConfig, VolumeDataset, load_nifti, preprocess
+from slicelib.datasets import fetch_ixi, ixi_table, read_table, split_subjects
+from slicelib.model import ModelConfig, SliceModel
+from slicelib.runs import evaluate_run, load_run, predict_files
+from slicelib.synth import make_cohort
+from slicelib.train import TrainConfig, train
 
-__all__ = ["SliceModel"]
-__version__ = "0.1.0"
+__all__ = [
+    "SliceModel",
+    "ModelConfig",
+    "VolumeCNN",
+    "PreprocessConfig",
+    "preprocess",
+    "load_nifti",
+    "VolumeDataset",
+    "read_table",
+    "split_subjects",
+    "ixi_table",
+    "fetch_ixi",
+    "make_cohort",
+    "TrainConfig",
+    "train",
+    "load_run",
+    "evaluate_run",
+    "predict_files",
+]
+__version__ = "0.2.0"

@@ -10,7 +10,8 @@ import torch
 import torchvision
 from torch import nn
 
-from slicelib.model import AXES, ModelConfig, SliceModel, WeightsError, build_encoder
+from slicelib.encoders import build_encoder
+from slicelib.model import AXES, ModelConfig, SliceModel, WeightsError
 
 SHAPE = (20, 22, 20)  # a tiny (X, Y, Z) grid keeps the combination test fast
 FACTORS = dict(
