@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from slicelib import metrics as M
+from slicelib.config import ConfigError
 from slicelib.model import SliceModel
 
 __all__ = [
@@ -47,10 +48,6 @@ __all__ = [
     "evaluate_run",
     "predict_files",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration is invalid (unknown key, bad value, resume with another config)."""
 
 
 class CheckpointError(RuntimeError):

@@ -2,9 +2,10 @@
 
 One run = one directory (see :mod:`slicelib.runs` for its files and for using a finished run).
 
-Reading order: ``TrainConfig`` (every setting) and ``resolve_config`` (defaults < preset <
-file < flags); ``train`` (table -> subject split -> model -> ``fit``); ``fit`` (the loop, one
-screen: one epoch of training, one validation pass, a checkpoint, early stopping).
+Reading order: the settings live in :mod:`slicelib.config` (``TrainConfig``, ``PRESETS``,
+``resolve_config``: defaults < preset < file < flags; imported here too); ``train`` (table ->
+subject split -> model -> ``fit``); ``fit`` (the loop, one screen: one epoch of training, one
+validation pass, a checkpoint, early stopping).
 
 Resume and determinism: every epoch re-seeds python, numpy, torch and the shuffling generator
 from ``(seed, epoch)``, and checkpoints are written at epoch boundaries, atomically. A run
@@ -21,10 +22,8 @@ writes files.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -43,10 +42,17 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
 from slicelib import metrics as M
+from slicelib.config import (
+    PRESETS,
+    ConfigError,
+    TrainConfig,
+    drop_removed,
+    load_config_file,
+    resolve_config,
+)
 from slicelib.model import ModelConfig, SliceModel
 from slicelib.runs import (
     CheckpointError,
-    ConfigError,
     check_state_dict,
     load_checkpoint,
     model_config_dict,
@@ -70,223 +76,6 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = 1
-
-# Sizes per preset. Keys are TrainConfig fields; "model"/"preprocess" are merged key-wise.
-PRESETS: dict[str, dict] = {
-    # seconds on a laptop: tiny 8 mm grid, scratch ResNet18, 2 epochs (plumbing check only)
-    "smoke": dict(
-        epochs=2,
-        batch_size=4,
-        patience=None,
-        model=dict(backbone="resnet18", weights=None, embed_dim=16),
-        preprocess=dict(volume_shape=(23, 27, 23), voxel_size=8.0),
-    ),
-    # minutes on a laptop CPU: 4 mm grid (45 x 54 x 45), MobileNetV2 in NHWC layout (~2x faster)
-    "cpu": dict(
-        epochs=20,
-        batch_size=8,
-        lr=1e-3,
-        schedule="cosine",
-        patience=8,
-        model=dict(backbone="mobilenet_v2", weights="imagenet", channels_last=True),
-        preprocess=dict(volume_shape=(45, 54, 45), voxel_size=4.0),
-    ),
-    # the paper's scale: FSL MNI152 2 mm grid, ResNet18, batch 8, lr 1e-4, up to 100 epochs
-    "gpu": dict(
-        epochs=100,
-        batch_size=8,
-        patience=20,
-        model=dict(backbone="resnet18", weights="imagenet"),
-        preprocess=dict(volume_shape=(91, 109, 91), voxel_size=2.0),
-    ),
-}
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; saved as ``config.json`` and inside every checkpoint.
-
-    Data: ``data`` (participants table .tsv/.csv or BIDS folder), ``target`` (column),
-    ``task`` ("regression" | "binary" | "multiclass"), ``path_column``/``id_column`` (passed to
-    ``slicelib.datasets.read_table``), ``split_fractions`` (train, val, test) and ``split_seed``
-    (the subject split; kept apart from ``seed`` so that seeds share one test set).
-    Model: ``model`` = keyword arguments of :class:`slicelib.model.SliceModel` (backbone,
-    weights, embed_dim, position, norm, pooling, axes, stem, ...); task, num_classes,
-    volume_shape, target_mean, target_std and seed are filled in by :func:`train`.
-    Preprocessing: ``preprocess`` = fields of ``slicelib.data.PreprocessConfig`` as a dict
-    (``volume_shape`` in voxels, ``voxel_size`` in mm, normalisation...); ``cache_dir``.
-    Optimisation (paper defaults): Adam, ``lr`` 1e-4, ``weight_decay`` 1e-4, ``batch_size`` 8,
-    ``schedule`` "constant" | "cosine" (per optimiser step), ``grad_accum`` micro-batches per
-    step, ``epochs``, ``patience`` (early stopping, epochs without improvement; None = off),
-    ``monitor`` ("auto" = val mae for regression, val loss for classification; or any history
-    column such as "val_balanced_accuracy").
-    ``class_weights`` (classification): "balanced" weights each training example by
-    n / (n_classes x n_its_class) (scikit-learn's ``compute_class_weight("balanced")``), so a
-    minority class such as AD counts as much as the majority and the 0.5 threshold aims at
-    balanced accuracy; "none" = the plain mean loss. (Regression needs no such option: the
-    model's head predicts z-scores, ``output = target_mean + target_std * head``.)
-    Runtime: ``device`` "auto" | "cuda" | "mps" | "cpu"; ``precision`` "auto" (bf16 autocast on
-    CUDA, fp32 elsewhere) | "bf16" | "fp32"; ``num_workers``; ``deterministic``; ``seed``.
-    """
-
-    data: str | None = None
-    target: str = "age"
-    task: str = "regression"
-    out: str = "runs/run"
-    path_column: str | None = None
-    id_column: str = "participant_id"
-    split_fractions: tuple = (0.7, 0.15, 0.15)
-    split_seed: int = 0
-    model: dict = field(default_factory=dict)
-    preprocess: dict = field(default_factory=dict)
-    cache_dir: str | None = None
-    seed: int = 0
-    epochs: int = 20
-    batch_size: int = 8
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    schedule: str = "constant"
-    grad_accum: int = 1
-    patience: int | None = 10
-    monitor: str = "auto"
-    device: str = "auto"
-    precision: str = "auto"
-    num_workers: int = 0
-    deterministic: bool = True
-    class_weights: str = "balanced"
-    preset: str | None = None
-
-    def to_dict(self) -> dict:
-        """Plain JSON-serialisable dict of all fields (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        """Build from a dict, raising :class:`ConfigError` on unknown or invalid keys."""
-        d = _drop_removed(d)
-        _check_keys(d, [f.name for f in dataclasses.fields(cls)], "training config")
-        cfg = cls(**copy.deepcopy(d))
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        """Check values and nested keys; raise :class:`ConfigError` naming the problem."""
-        choices = dict(
-            task=("regression", "binary", "multiclass"),
-            schedule=("constant", "cosine"),
-            precision=("auto", "bf16", "fp32"),
-            class_weights=("balanced", "none"),
-            preset=(None, *PRESETS),
-        )
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                use = ", ".join(repr(v) for v in valid if v is not None)
-                raise ConfigError(f"{name}={getattr(self, name)!r}: use one of {use}.")
-        for name in ("epochs", "batch_size", "grad_accum"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1.")
-        _check_keys(self.model, _model_keys(), "model config ([model] section / model.*)")
-        _check_keys(self.preprocess, _preprocess_keys(), "preprocess config ([preprocess])")
-
-
-def _drop_removed(d: dict) -> dict:
-    """Drop fields that older versions saved, so that the configs of their runs still load."""
-    d = dict(d)
-    if d.pop("augment", False):
-        raise ConfigError(
-            "augment=true: training augmentation was removed from slicelib (no flag, preset or "
-            "notebook used it). Delete the 'augment' key from the config to train without it."
-        )
-    d.pop("scale_head", None)  # had no effect since the head predicts z-scores (target_std)
-    return d
-
-
-def _check_keys(d: dict, valid, what: str) -> None:
-    if not isinstance(d, dict):
-        raise ConfigError(f"the {what} must be a mapping of keys to values, got {type(d).__name__}")
-    unknown = [k for k in d if k not in valid]
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(repr(k) for k in unknown)} in the {what}. "
-            f"Valid keys: {', '.join(sorted(valid))}."
-        )
-
-
-# SliceModel arguments that train() sets from the data and the run seed
-_SET_BY_TRAIN = ("task", "num_classes", "volume_shape", "target_mean", "target_std", "seed")
-
-
-def _model_keys() -> list[str]:
-    params = inspect.signature(SliceModel.__init__).parameters
-    return [k for k in params if k != "self" and k not in _SET_BY_TRAIN]
-
-
-def _preprocess_keys() -> list[str]:
-    from slicelib.data import PreprocessConfig
-
-    return [f.name for f in dataclasses.fields(PreprocessConfig)]
-
-
-def load_config_file(path: str | os.PathLike) -> dict:
-    """Read a TOML (.toml), YAML (.yaml/.yml) or JSON config file into a dict.
-
-    Top-level keys are :class:`TrainConfig` fields; ``[model]`` and ``[preprocess]`` tables
-    hold SliceModel and PreprocessConfig arguments. Unknown keys are rejected later by
-    :func:`resolve_config`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    if path.suffix == ".toml":
-        import tomllib
-
-        d = tomllib.loads(path.read_text())
-    elif path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        d = yaml.safe_load(path.read_text()) or {}
-    elif path.suffix == ".json":
-        d = json.loads(path.read_text())
-    else:
-        raise ConfigError(f"config file {path}: use a .toml, .yaml/.yml or .json file")
-    if not isinstance(d, dict):
-        raise ConfigError(f"config file {path} must hold a mapping, got {type(d).__name__}")
-    return d
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in extra.items():
-        nested = k in ("model", "preprocess") and isinstance(v, dict)
-        out[k] = {**out.get(k, {}), **v} if nested else copy.deepcopy(v)
-    return out
-
-
-def resolve_config(
-    preset: str | None = None, file: str | os.PathLike | None = None, overrides: dict | None = None
-) -> TrainConfig:
-    """Resolve defaults < preset < config file < overrides (e.g. command-line flags).
-
-    Args:
-        preset: "smoke" | "cpu" | "gpu" or None; a ``preset`` key in the file also works.
-        file: TOML/YAML/JSON config file (see :func:`load_config_file`).
-        overrides: dict of TrainConfig fields; ``None`` values are ignored; ``model`` and
-            ``preprocess`` dicts are merged key-wise.
-
-    Returns:
-        a validated :class:`TrainConfig`. Unknown keys raise :class:`ConfigError` naming the
-        key and listing the valid ones.
-    """
-    file_d = _drop_removed(load_config_file(file)) if file else {}
-    over = {k: v for k, v in (overrides or {}).items() if v is not None}
-    _check_keys(file_d, [f.name for f in dataclasses.fields(TrainConfig)], f"config file {file}")
-    preset = over.get("preset") or preset or file_d.get("preset")
-    if preset is not None and preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}.")
-    d = _merge(_merge(PRESETS.get(preset, {}), file_d), over)
-    d["preset"] = preset
-    return TrainConfig.from_dict(d)
-
 
 # -----------------------------------------------------------------------------
 # train(): table -> subject split -> model -> fit
@@ -782,7 +571,7 @@ def _check_resume(saved: dict, meta: dict, run_dir: Path) -> None:
             f"{saved['data']}, now {new}: the table, the split or the image files changed), so "
             f"it cannot be resumed. Use a new --out directory, or delete {run_dir} to start over."
         )
-    a, b = (_drop(_drop_removed(d.get("train", {})), _RESUME_MAY_CHANGE) for d in (saved, now))
+    a, b = (_drop(drop_removed(d.get("train", {})), _RESUME_MAY_CHANGE) for d in (saved, now))
     for cfg in (a, b):  # the run's own model options (train.model) hold layout flags too
         if isinstance(cfg.get("model"), dict):
             cfg["model"] = _drop(cfg["model"], _MODEL_MAY_CHANGE)
