@@ -455,12 +455,16 @@ volume_scatter(truth, f"True tissue volumes of all {len(truth)} subjects (genera
 
 # %% [markdown]
 # Do the effects also show up in the *images*, after the random warp, bias field and noise?
-# `slicelib.synth.measure_volume` segments an image on its own (bias correction, three tissue
+# `measure_volume` of the cohort's quality check (`benchmarks/synth_qa.py` in the repository,
+# not part of the installed package) segments an image on its own (bias correction, three tissue
 # classes, partial-volume unmixing), as a simple segmentation pipeline would. It takes a few
 # seconds per subject, so we measure `N_MEASURE` of them and compare with the truth.
 
 # %%
-from slicelib.synth import measure_volume
+from slicelib.course import notebook_dir
+
+sys.path.insert(0, str(notebook_dir().parent / "benchmarks"))  # the repository's benchmarks/
+from synth_qa import measure_volume  # noqa: E402
 
 pick = participants.sample(min(N_MEASURE, len(participants)), random_state=SEED)
 rows = []
@@ -507,7 +511,8 @@ for col, what in VOLUMES.items():
 # cohort, a TSV/CSV file with a path column, or a DataFrame.
 
 # %%
-from slicelib.data import VolumeDataset, preprocess, read_table
+from slicelib.data import VolumeDataset, preprocess
+from slicelib.datasets import read_table
 
 table = read_table(cohort, target="age")  # a BIDS folder: participants.tsv + sub-*/anat/*_T1w
 display(table.head(3))
@@ -528,7 +533,7 @@ print(
 # `PreprocessConfig` gives it:
 
 # %%
-small, small_affine = preprocess(path, PreprocessConfig(shape=(45, 54, 45), voxel_size=4.0))
+small, small_affine = preprocess(path, PreprocessConfig(volume_shape=(45, 54, 45), voxel_size=4.0))
 print(f"4 mm grid: {small.shape}, voxel size {small_affine[0, 0]:.0f} mm")
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), layout="constrained")
 for ax, (v, label) in zip(
@@ -561,7 +566,7 @@ plt.show()
 IXI_DIR = Path(os.environ.get("SLICELIB_IXI10") or shared_dir() / "data" / "ixi10")
 HAVE_IXI = (IXI_DIR / "participants.tsv").is_file()
 if HAVE_IXI:
-    from slicelib.data import ixi_table
+    from slicelib.datasets import ixi_table
 
     ixi = ixi_table(IXI_DIR).head(N_IXI)
     display(ixi[["participant_id", "age", "sex"]])
@@ -705,7 +710,7 @@ except DataError as err:
 DOWNLOAD_OASIS = False
 
 if DOWNLOAD_OASIS:
-    from slicelib.data import fetch_oasis
+    from slicelib.datasets import fetch_oasis
 
     oasis = fetch_oasis(n_subjects=None)  # files go to $NILEARN_DATA or ~/nilearn_data
     display(oasis[["participant_id", "age", "sex", "mmse", "cdr", "dementia"]].head())

@@ -213,7 +213,7 @@ def run_one(target, init, n_train, seed):
             pooling="mean",
             axes="sagittal",
         ),
-        preprocess=dict(shape=S["GRID"], voxel_size=S["VOXEL"]),
+        preprocess=dict(volume_shape=S["GRID"], voxel_size=S["VOXEL"]),
     )
     split = dict(train=chosen, unused=POOL[n_train:], val=parts["val"], test=parts["test"])
     metrics, history = train_on_split(config, split)

@@ -111,8 +111,10 @@ from slicelib.course import (
     runs_dir,
     train_on_split,
 )
+from slicelib.explain import per_slice_parameters
 from slicelib.model import SliceModel
-from slicelib.train import TrainConfig, load_run
+from slicelib.runs import load_run
+from slicelib.train import TrainConfig
 
 plt.rcParams["figure.dpi"] = 80
 NOTEBOOK_START = time.perf_counter(), time.process_time()  # wall, CPU of this kernel
@@ -150,30 +152,37 @@ BACKBONE, WEIGHTS, weights_note = imagenet_weights(S["BACKBONE"])
 print(f"encoder {BACKBONE}: {weights_note}")
 
 # %% [markdown]
-# ## 3. Six conditions, several seeds
+# ## 3. Six conditions and a reference, several seeds
 #
-# Position: `None` (the model sees an unordered set of slices), `"learned"` (a table of one
-# trainable vector per slice index, then a LayerNorm over the whole slice set, as in the paper)
-# or `"sinusoidal"` (fixed vectors, any slice count, then a LayerNorm per slice). Pooling:
-# `"mean"` (every slice counts the same) or `"attention"` (a learned query scores each slice and
-# the softmax of the scores weights them). Everything else is equal, and a run's **seed** fixes
-# the random parts (head, projection, embedding table, batch order), so condition and seed are
-# the only differences. As in notebook 02, we hand `train` our split through the run's
+# Position: `"none"` (the model sees an unordered set of slices), `"learned"` (a table of one
+# trainable vector per slice index, as in the paper) or `"sinusoidal"` (fixed vectors, any slice
+# count). After the position comes the **same normalisation in every condition**: `norm="set"`,
+# the paper's LayerNorm over the whole (S, D) slice set. That LayerNorm has its own scale and
+# shift per slice index, a learned per-slice code of its own, so holding it fixed means the
+# conditions differ in the position code only. Pooling: `"mean"` (every slice counts the same)
+# or `"attention"` (a learned query scores each slice and the softmax of the scores weights
+# them). As a **reference** we also train the paper code's own "no position" arm, which had no
+# LayerNorm at all (`position="none", norm="none"`, mean pooling): comparing it with `learned`
+# changes two things at once, as the original ablation did. Everything else is equal, and a
+# run's **seed** fixes the random parts (head, projection, embedding table, batch order), so
+# condition and seed are the only differences. As in notebook 02, we hand `train` our split through the run's
 # `split.csv`; finished runs are reused when the notebook runs again.
 
 # %%
 RUNS = runs_dir("03", PRESET)
 POSITIONS = ["none", "learned", "sinusoidal"]
 POOLINGS = ["mean", "attention"]
+NORM = "set"  # held fixed across position codes
+REFERENCE = ("none", "none", "mean")  # the paper code's no-position arm: no LayerNorm either
 
 
-def run_one(position, pooling, seed):
+def run_one(position, norm, pooling, seed):
     """Train (or reuse) one brain-age run; return (run folder, one row of test metrics)."""
     config = TrainConfig(
         data=str(cohort),
         target="age",
         task="regression",
-        out=str(RUNS / f"age_{position}_{pooling}_seed{seed}"),
+        out=str(RUNS / f"age_{position}_{norm}_{pooling}_seed{seed}"),
         seed=seed,
         epochs=S["EPOCHS"],
         batch_size=8,
@@ -184,30 +193,34 @@ def run_one(position, pooling, seed):
             backbone=BACKBONE,
             weights=WEIGHTS,
             stem="fold",
-            position=None if position == "none" else position,
+            position=position,
+            norm=norm,
             pooling=pooling,
             axes=AXIS,
         ),
-        preprocess=dict(shape=S["GRID"], voxel_size=S["VOXEL"]),
+        preprocess=dict(volume_shape=S["GRID"], voxel_size=S["VOXEL"]),
     )
     unused = [p for p in POOL if p not in set(TRAIN)]
     split = dict(train=TRAIN, unused=unused, val=parts["val"], test=parts["test"])
     metrics, _ = train_on_split(config, split)
-    row = dict(position=position, pooling=pooling, seed=seed, seconds=metrics["seconds"])
+    row = dict(position=position, norm=norm, pooling=pooling, seed=seed)
+    row["seconds"] = metrics["seconds"]
     row.update({k: metrics[k] for k in ("mae", "baseline_mae", "r2", "pearson_r", "best_epoch")})
     return Path(metrics["run"]), row
 
 
-grid = [(pos, pool, seed) for seed in SEEDS for pos in POSITIONS for pool in POOLINGS]
+grid = [(pos, NORM, pool, seed) for seed in SEEDS for pos in POSITIONS for pool in POOLINGS]
+grid += [(*REFERENCE[:2], REFERENCE[2], seed) for seed in SEEDS]
 rows, run_dirs, histories = [], {}, []
 t_start = time.perf_counter()
-for i, (pos, pool, seed) in enumerate(grid, 1):
-    run, row = run_one(pos, pool, seed)
+for i, (pos, norm, pool, seed) in enumerate(grid, 1):
+    run, row = run_one(pos, norm, pool, seed)
     rows.append(row)
-    run_dirs[pos, pool, seed] = run
-    histories.append(pd.read_csv(run / "history.csv").assign(position=pos, pooling=pool, seed=seed))
+    run_dirs[pos, norm, pool, seed] = run
+    labels = dict(position=pos, norm=norm, pooling=pool, seed=seed)
+    histories.append(pd.read_csv(run / "history.csv").assign(**labels))
     print(
-        f"[{i}/{len(grid)}] position={pos:10s} pooling={pool:9s} seed={seed}: "
+        f"[{i}/{len(grid)}] position={pos:10s} norm={norm:4s} pooling={pool:9s} seed={seed}: "
         f"test MAE {row['mae']:.2f} years, {row['seconds']} s "
         f"(total {time.perf_counter() - t_start:.0f} s)"
     )
@@ -222,44 +235,44 @@ history = pd.concat(histories, ignore_index=True)
 
 # %%
 display(results.round(3))
-summary = P.summarise_runs(results, "mae", by=["position", "pooling"])
+summary = P.summarise_runs(results, "mae", by=["position", "norm", "pooling"])
 summary["baseline_mae"] = results["baseline_mae"].mean()
 summary.round(3)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
-runs = results.assign(condition=results["position"] + "\n" + results["pooling"])
 P.plot_results(
-    runs,
-    condition="condition",
+    results,
+    condition=["position", "norm", "pooling"],
     value="mae",
     metric_label="test MAE (years), lower is better",
-    title="Brain age by position embedding / pooling",
+    title="Brain age by position embedding / norm / pooling",
+    baseline=results["baseline_mae"].mean(),
     ax=axes[0],
 )
-axes[0].axhline(results["baseline_mae"].mean(), ls="--", color="grey", label="baseline")
-axes[0].set_xlabel("position embedding / pooling")
-axes[0].legend(fontsize="small")
 colours = {"none": "tab:grey", "learned": "tab:blue", "sinusoidal": "tab:green"}
 styles = {"mean": "-", "attention": "--"}
-for (pos, pool), h in history.groupby(["position", "pooling"]):
+for (pos, norm, pool), h in history.groupby(["position", "norm", "pooling"]):
     curve = h.groupby("epoch")["val_mae"].mean()
-    axes[1].plot(curve.index, curve.values, styles[pool], color=colours[pos], label=f"{pos}/{pool}")
+    style = ":" if norm != NORM else styles[pool]  # dotted: the reference
+    axes[1].plot(curve.index, curve.values, style, color=colours[pos], label=f"{pos}/{norm}/{pool}")
 axes[1].set_xlabel("epoch")
 axes[1].set_ylabel("validation MAE (years), mean over seeds")
-axes[1].set_title("Learning curves (colour: position; dashed: attention)")
+axes[1].set_title("Learning curves (colour: position; dashed: attention; dotted: reference)")
 axes[1].grid(alpha=0.3)
 axes[1].legend(fontsize="small")
 plt.show()
 
 # %% [markdown]
-# The two factors separately: the mean over seeds and over the other factor. Small differences
-# here, of the size of the seed-to-seed spread above, are noise, not a finding.
+# The two factors separately (with `norm="set"`, the reference left out): the mean over seeds
+# and over the other factor. Small differences here, of the size of the seed-to-seed spread
+# above, are noise, not a finding.
 
 # %%
 for factor in ("position", "pooling"):
     display(
-        results.groupby(factor)["mae"]
+        results[results["norm"] == NORM]
+        .groupby(factor)["mae"]
         .agg(["mean", "std", "count"])
         .rename(columns={"mean": "test MAE mean", "std": "sd", "count": "runs"})
         .round(3)
@@ -279,7 +292,7 @@ for factor in ("position", "pooling"):
 # construction). `slicelib.plotting.plot_position_similarity` draws each one.
 
 # %%
-trained, meta = load_run(run_dirs["learned", "mean", SEEDS[0]])
+trained, meta = load_run(run_dirs["learned", NORM, "mean", SEEDS[0]])
 initial = SliceModel.from_config(meta["model"])  # same seed: the table before training
 sinus = SliceModel.from_config({**meta["model"], "position": "sinusoidal"})
 fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), layout="constrained")
@@ -332,6 +345,30 @@ print(
 )
 
 # %% [markdown]
+# The position table is not the only per-slice parameter. With `norm="set"` the LayerNorm has a
+# scale (`norm.weight`) and a shift (`norm.bias`) per slice index: a second per-slice code, which
+# the model without a position embedding (`none / set`) has too.
+# `slicelib.explain.per_slice_parameters` collects all of them; below, how similar the slices'
+# LayerNorm scales are after training (they start equal: all ones), how far training moved each
+# per-slice parameter, and how much its rows differ between slices (0: no per-slice code).
+
+# %%
+none_set, _ = load_run(run_dirs["none", NORM, "mean", SEEDS[0]])
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.3), layout="constrained")
+P.plot_position_similarity(trained, AXIS, "norm.weight", title="learned / set", ax=axes[0])
+P.plot_position_similarity(none_set, AXIS, "norm.weight", title="none / set", ax=axes[1])
+fig.suptitle(f"Cosine similarity of the LayerNorm's per-slice scales ({AXIS}, seed {SEEDS[0]})")
+plt.show()
+for label, model in (("learned / set", trained), ("none / set", none_set)):
+    start = per_slice_parameters(SliceModel.from_config(model.config), AXIS)
+    for name, value in per_slice_parameters(model, AXIS).items():
+        moved = np.sqrt(np.mean((value - start[name]) ** 2))  # RMS change per entry
+        spread = value.std(axis=0).mean()  # how much the slices' rows differ now
+        print(
+            f"{label:14s} {name:12s} {value.shape}: RMS change {moved:.4f}, sd over slices {spread:.4f}"
+        )
+
+# %% [markdown]
 # ## 6. What the numbers say (and what they do not)
 #
 # The cell below states the comparison from the tables above, so the text matches this run.
@@ -339,13 +376,14 @@ print(
 # %%
 best = summary.sort_values("mean").iloc[0]
 worst = summary.sort_values("mean").iloc[-1]
-spread = results.groupby(["position", "pooling"])["mae"].std().mean()
+spread = results.groupby(["position", "norm", "pooling"])["mae"].std().mean()
 print(
-    f"best condition:  {best['position']} / {best['pooling']}: {best['mean']:.2f} ± "
-    f"{best['sd']:.2f} years (seeds {best['seeds']})"
+    f"best condition:  {best['position']} / {best['norm']} / {best['pooling']}: "
+    f"{best['mean']:.2f} ± {best['sd']:.2f} years (seeds {best['seeds']})"
 )
 print(
-    f"worst condition: {worst['position']} / {worst['pooling']}: {worst['mean']:.2f} ± "
+    f"worst condition: {worst['position']} / {worst['norm']} / {worst['pooling']}: "
+    f"{worst['mean']:.2f} ± "
     f"{worst['sd']:.2f} years"
 )
 print(f"range between conditions: {worst['mean'] - best['mean']:.2f} years")
@@ -353,7 +391,10 @@ print(f"typical seed-to-seed sd within a condition: {np.nan_to_num(spread):.2f} 
 print(f"baseline (training mean age): {results['baseline_mae'].mean():.2f} years")
 
 # %% [markdown]
-# **Reading the results.** What follows describes our run of the `cpu` preset (8 mm grid, 48
+# **Reading the results.** *(Written for an earlier version of this ablation in which `none`
+# also had no LayerNorm, i.e. the reference condition above; the figures and tables of this run
+# are the ones to trust until this discussion is recomputed from the run.)* What follows
+# describes our run of the `cpu` preset (8 mm grid, 48
 # training subjects, 4 epochs, ImageNet MobileNetV2, seeds 0 and 1, 60 test subjects). CPU
 # training is deterministic, so the same preset with the same library versions should print the
 # same numbers.
@@ -391,9 +432,10 @@ print(f"baseline (training mean age): {results['baseline_mae'].mean():.2f} years
 # of weights. A position code lets the head treat them differently from the first epoch on.
 # Given enough training, a slice also shows where it is anyway, so the gap may shrink with
 # longer training; position should matter more for a localised effect such as AD in the
-# hippocampus (notebook 04 asks where the model looks). The two embeddings also come with
-# different normalisations (one LayerNorm over the whole slice set for `learned`, one per slice
-# for `sinusoidal`), which changes the optimisation as well as the position information.
+# hippocampus (notebook 04 asks where the model looks). In that earlier run the embeddings also
+# came with different normalisations (one LayerNorm over the whole slice set for `learned`, one
+# per slice for `sinusoidal`, none for `none`); this version holds `norm="set"` fixed so that
+# only the position code changes.
 #
 # Gupta et al. report that position embeddings help in some settings and not in others, at the
 # 2 mm scale with thousands of UK Biobank subjects and 100 epochs. The `gpu` preset (2 mm grid,

@@ -110,7 +110,8 @@ from tqdm.auto import tqdm
 from slicelib import explain as E
 from slicelib import plotting as P
 from slicelib.course import course_split, ensure_synthetic_cohort, imagenet_weights, runs_dir
-from slicelib.data import CACHE_VERSION, PreprocessConfig, VolumeDataset, read_table
+from slicelib.data import CACHE_VERSION, PreprocessConfig, VolumeDataset
+from slicelib.datasets import read_table
 from slicelib.metrics import compute_metrics
 from slicelib.model import AXES, SliceModel
 
@@ -163,7 +164,7 @@ print(f"AUC of age alone for AD vs CN in this cohort: {auc_age:.2f} (0.5 = no in
 BACKBONE, WEIGHTS, weights_note = imagenet_weights(S["BACKBONE"])
 print(f"encoder {BACKBONE}: {weights_note}")
 # the synthetic scans are already in MNI space: keep their coordinates (see below)
-pcfg = PreprocessConfig(shape=S["GRID"], voxel_size=S["VOXEL"])
+pcfg = PreprocessConfig(volume_shape=S["GRID"], voxel_size=S["VOXEL"])
 model = SliceModel(
     BACKBONE,
     weights=WEIGHTS,
@@ -172,7 +173,7 @@ model = SliceModel(
     pooling="attention",
     axes=AXIS,
     task="binary",
-    volume_shape=pcfg.shape,
+    volume_shape=pcfg.volume_shape,
     seed=SEED,
 ).eval()
 for p in model.encoder.parameters():
@@ -389,7 +390,7 @@ def on_grid(img_or_path, interpolation="continuous"):
         out = nimg.resample_img(
             nib.load(img_or_path) if isinstance(img_or_path, Path) else img_or_path,
             target_affine=pcfg.affine,
-            target_shape=pcfg.shape,
+            target_shape=pcfg.volume_shape,
             interpolation=interpolation,
             force_resample=True,
             copy_header=True,
@@ -407,7 +408,7 @@ profiles = {
     "age effect (control)": E.ground_truth_profile(age_effect, AXIS),
     "brain extent (control)": E.ground_truth_profile(brain, AXIS),
 }
-z_mm = E.slice_coordinates(pcfg.affine, AXIS, pcfg.shape[2])
+z_mm = E.slice_coordinates(pcfg.affine, AXIS, pcfg.volume_shape[2])
 band = z_mm[
     profiles["AD effect (ground truth)"] > 0.05 * profiles["AD effect (ground truth)"].max()
 ]
@@ -488,7 +489,9 @@ display(summary.round(2))
 
 # %%
 CUTS = (-28, -22, -14)
-occ_vol = E.to_volume(results["occlusion"], pcfg.shape, AXIS) * (brain > 0.5)  # inside the brain
+occ_vol = E.to_volume(results["occlusion"], pcfg.volume_shape, AXIS) * (
+    brain > 0.5
+)  # inside the brain
 d = P.plot_importance_on_brain(
     occ_vol,
     pcfg.affine,
