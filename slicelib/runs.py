@@ -34,13 +34,15 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from slicelib import metrics as M
+from slicelib.cnn3d import VolumeCNN, is_volume_backbone
 from slicelib.config import ConfigError
-from slicelib.model import SliceModel
+from slicelib.model import ModelConfig, SliceModel
 
 __all__ = [
     "ConfigError",
     "CheckpointError",
     "pick_device",
+    "build_model",
     "load_checkpoint",
     "check_state_dict",
     "predict_dataset",
@@ -66,8 +68,32 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def model_config_dict(model: torch.nn.Module) -> dict:
-    """``model.config`` (a :class:`slicelib.model.ModelConfig`) as a plain JSON-ready dict."""
+    """``model.config`` (a ModelConfig or VolumeCNNConfig) as a plain JSON-ready dict."""
     return dataclasses.asdict(model.config)
+
+
+def build_model(model_kwargs: dict) -> SliceModel | VolumeCNN:
+    """The model a run config describes: a :class:`VolumeCNN` for a 3D backbone (``sfcn_3d``,
+    ``densenet121_3d``), else a :class:`SliceModel`.
+
+    ``model_kwargs``: constructor arguments: a TrainConfig's ``model`` dict completed by
+    ``train``, or ``dataclasses.asdict(model.config)``. ``weights`` "none" means no weights.
+    (A checkpoint's saved config goes through :func:`saved_model_config` first.)
+    """
+    kwargs = dict(model_kwargs)
+    if kwargs.get("weights") in ("none", "None", ""):
+        kwargs["weights"] = None
+    if is_volume_backbone(kwargs.get("backbone")):
+        return VolumeCNN(**kwargs)
+    return SliceModel(**kwargs)
+
+
+def saved_model_config(model_config: dict) -> dict:
+    """A checkpoint's model config as today's constructor arguments (the same dict for a 3D
+    CNN; a slice model's saved by an older slicelib gets today's spelling, e.g. its ``norm``)."""
+    if is_volume_backbone(model_config.get("backbone")):
+        return dict(model_config)
+    return dataclasses.asdict(ModelConfig.from_dict(model_config))
 
 
 # -----------------------------------------------------------------------------
@@ -244,7 +270,7 @@ def predict_dataset(
 
 def load_run(
     run_dir: str | os.PathLike, checkpoint: str = "best", device: str = "cpu"
-) -> tuple[SliceModel, dict]:
+) -> tuple[SliceModel | VolumeCNN, dict]:
     """Rebuild the model of a run from its checkpoint (no pretrained weights are fetched).
 
     Args:
@@ -262,7 +288,8 @@ def load_run(
     path = p if p.is_file() else p / f"{checkpoint}.pt"
     ckpt = load_checkpoint(path)
     meta = ckpt["config"]
-    model = SliceModel.from_config(meta["model"])
+    # no weight file is read: the weights come from the checkpoint
+    model = build_model(dict(saved_model_config(meta["model"]), weights=None))
     check_state_dict(model, ckpt["model"], meta["model"])
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()

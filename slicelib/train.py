@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
 from slicelib import metrics as M
+from slicelib.cnn3d import VolumeCNN
 from slicelib.config import (
     PRESETS,
     ConfigError,
@@ -50,15 +51,17 @@ from slicelib.config import (
     load_config_file,
     resolve_config,
 )
-from slicelib.model import ModelConfig, SliceModel
+from slicelib.frozen import FrozenHead, cached_features, encode_features, feature_dataset
 from slicelib.runs import (
     CheckpointError,
+    build_model,
     check_state_dict,
     load_checkpoint,
     model_config_dict,
     pick_device,
     predict_dataset,
     read_run_table,
+    saved_model_config,
     volume_dataset,
 )
 from slicelib.utils import atomic_write
@@ -73,6 +76,8 @@ __all__ = [
     "train",
     "fit",
     "save_checkpoint",
+    "encode_features",
+    "cached_features",
 ]
 
 CHECKPOINT_FORMAT = 1
@@ -130,9 +135,7 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
         target_std=stats["std"] if regression else None,
         seed=cfg.seed,
     )
-    if kwargs.get("weights") in ("none", "None", ""):
-        kwargs["weights"] = None
-    model = SliceModel(**kwargs)
+    model = build_model(kwargs)  # a SliceModel, or a VolumeCNN for a 3D backbone
     resolved = dataclasses.replace(cfg, preprocess=pcfg.to_dict())
     meta = _make_meta(
         resolved, model, stats, classes=classes, world_size=world, data=_data_fingerprint(table)
@@ -299,7 +302,7 @@ class RunState:
 
 
 def fit(
-    model: SliceModel,
+    model: torch.nn.Module,
     train_ds,
     val_ds,
     config: TrainConfig,
@@ -310,7 +313,8 @@ def fit(
     """Train ``model`` with checkpoints, resume, early stopping and a history table.
 
     Args:
-        model: a freshly built :class:`SliceModel` (its weights are replaced on resume).
+        model: a freshly built :class:`SliceModel` or :class:`VolumeCNN` (its weights are
+            replaced on resume).
         train_ds, val_ds: datasets of ``(x float32 (1, X, Y, Z), y float32 scalar)``; for
             classification ``y`` holds the class index (0..C-1).
         config: the :class:`TrainConfig` (optimisation and runtime fields are used here).
@@ -333,11 +337,15 @@ def fit(
         meta = _make_meta(cfg, model, _train_stats(ys, cfg.task, n_classes, cfg.class_weights))
     stats, monitor, mode = meta["train_stats"], *_monitor(cfg)
     model.to(device)
-    net = model
+    runner = model  # what the loop runs: the model, or (frozen encoder) its head on features
+    if cfg.freeze_encoder:
+        runner = FrozenHead(model)
+        train_ds, val_ds = (_features(model, ds, cfg, rank) for ds in (train_ds, val_ds))
+    net = runner
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    loader = _train_loader(train_ds, cfg, world, device)
+        net = torch.nn.parallel.DistributedDataParallel(runner, device_ids=ids)
+    loader = _train_loader(train_ds, cfg, world, device, _needs_pairs(model))
     opt = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
@@ -355,7 +363,7 @@ def fit(
             desc = f"epoch {epoch + 1}/{cfg.epochs}" if progress and rank == 0 else None
             train_loss = _train_epoch(net, loader, opt, sched, cfg, stats, device, bf16, desc)
             row = {"epoch": epoch + 1, "train_loss": train_loss}
-            row.update(_validate(model, val_ds, cfg, stats, device, bf16))
+            row.update(_validate(runner, val_ds, cfg, stats, device, bf16))
             row.update(lr=opt.param_groups[0]["lr"], seconds=round(time.time() - t0, 3))
             improved = state.update(M.to_jsonable(row), monitor, mode, cfg.patience)
             if rank == 0:
@@ -371,6 +379,19 @@ def fit(
         stopped_early=state.stopped_early,
         history=state.history,
     )
+
+
+def _features(model, dataset, cfg: TrainConfig, rank: int):
+    """The cached encoder features of a VolumeDataset as a dataset of (features (S, F), y)
+    (rank 0 encodes and writes the cache first; the other ranks then read it)."""
+    if isinstance(model, VolumeCNN):
+        raise ConfigError("freeze_encoder needs a SliceModel; a 3D CNN has no 2D encoder.")
+    if rank != 0:
+        _barrier()
+    ds = feature_dataset(model, dataset, cfg.cache_dir, cfg.batch_size)
+    if rank == 0:
+        _barrier()
+    return ds
 
 
 def _train_epoch(net, loader, opt, sched, cfg, stats, device, bf16, desc) -> float:
@@ -442,17 +463,33 @@ def _monitor(cfg: TrainConfig) -> tuple[str, str]:
     return name, "max" if name.endswith(larger) else "min"
 
 
-def _train_loader(train_ds, cfg: TrainConfig, world: int, device) -> DataLoader:
-    """A shuffling loader whose order depends only on (seed, epoch): see :func:`_seed_epoch`."""
+def _needs_pairs(model) -> bool:
+    """True for a 3D CNN: its BatchNorm on a 1x1x1 map (small grids) cannot train on a batch of
+    one volume."""
+    return isinstance(model, VolumeCNN)
+
+
+def _train_loader(train_ds, cfg: TrainConfig, world: int, device, pairs: bool) -> DataLoader:
+    """A shuffling loader whose order depends only on (seed, epoch): see :func:`_seed_epoch`.
+
+    ``pairs``: drop a last batch of a single volume (see :func:`_needs_pairs`).
+    """
     gen = torch.Generator()
     if world > 1:
         sampler = DistributedSampler(train_ds, shuffle=True, seed=cfg.seed)
     else:
         sampler = RandomSampler(train_ds, generator=gen)
+    n = len(sampler)  # volumes per rank and epoch
+    if pairs and n < 2:
+        raise ConfigError(
+            f"{n} training volume(s) per process: a 3D CNN with BatchNorm needs batches of at "
+            "least two volumes. Use more subjects or fewer processes."
+        )
     return DataLoader(
         train_ds,
         batch_size=cfg.batch_size,
         sampler=sampler,
+        drop_last=pairs and n % cfg.batch_size == 1,
         num_workers=cfg.num_workers,
         worker_init_fn=_seed_worker,
         generator=gen,
@@ -595,7 +632,7 @@ def _check_resume(saved: dict, meta: dict, run_dir: Path) -> None:
 
 
 def _model_dict(d: dict) -> dict:
-    return dataclasses.asdict(ModelConfig.from_dict(d)) if d else {}
+    return saved_model_config(d) if d else {}
 
 
 def _write_csv(path: Path, df: pd.DataFrame) -> None:

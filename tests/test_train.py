@@ -364,3 +364,58 @@ def test_ddp_two_processes_gloo(table, tmp_path):
     assert len(hist) == 2
     assert (hist["val_n"] == (split["split"] == "val").sum()).all()  # all val subjects, once
     assert r.stderr.count("epoch 2/2") == 1  # only rank 0 reports
+
+
+# --- 3D CNN baselines through the same train / evaluate / predict ----------------------------
+
+
+def _volume_run(table, tmp_path, backbone: str, **over) -> Path:
+    cfg = tiny_config(tmp_path, data=str(table), out=str(tmp_path / backbone), epochs=1, **over)
+    cfg["model"] = dict(backbone=backbone)
+    return train(TrainConfig.from_dict(cfg), progress=False)
+
+
+def _check_volume_run(run: Path, table: Path, backbone: str) -> None:
+    from slicelib.cnn3d import VolumeCNN
+
+    model, meta = load_run(run)
+    assert isinstance(model, VolumeCNN) and meta["model"]["backbone"] == backbone
+    res = evaluate_run(run, split="test", progress=False)
+    assert res["mae"] is not None and res["baseline_mae"] is not None
+    test = pd.read_csv(run / "split.csv").query("split == 'test'")
+    pred = predict_files(run, [table.parent / f"{p}.nii.gz" for p in test["participant_id"]])
+    assert (pred["error"] == "").all()
+    mae = np.abs(pred["prediction"].astype(float).to_numpy() - test["age"].to_numpy()).mean()
+    assert mae == pytest.approx(res["mae"], rel=1e-5)
+
+
+def test_sfcn_3d_trains_evaluates_and_predicts(table, tmp_path):
+    # 12 training volumes in batches of 11: the last batch of one is dropped (BatchNorm on the
+    # 1x1x1 map of a 16 x 20 x 16 grid cannot train on one volume)
+    run = _volume_run(table, tmp_path, "sfcn_3d", batch_size=11)
+    n_train = (pd.read_csv(run / "split.csv")["split"] == "train").sum()
+    assert n_train % 11 == 1
+    _check_volume_run(run, table, "sfcn_3d")
+
+
+def test_densenet121_3d_trains_evaluates_and_predicts(table, tmp_path):
+    pytest.importorskip("monai")
+    run = _volume_run(
+        table,
+        tmp_path,
+        "densenet121_3d",
+        batch_size=4,
+        preprocess=dict(volume_shape=[29, 29, 29], voxel_size=VOXEL, centre="none"),
+    )
+    _check_volume_run(run, table, "densenet121_3d")
+
+
+def test_volume_backbone_config_errors():
+    cfg = resolve_config(preset="cpu", overrides={"model": {"backbone": "sfcn_3d"}})
+    assert cfg.model == {"backbone": "sfcn_3d"}  # the preset's MobileNetV2 options left out
+    with pytest.raises(ConfigError, match=r"3D CNN.*'embed_dim'"):
+        resolve_config(preset="smoke", overrides={"model": {"backbone": "sfcn_3d", "embed_dim": 8}})
+    with pytest.raises(ConfigError, match="no pretrained weights"):
+        TrainConfig.from_dict({"model": {"backbone": "sfcn_3d", "weights": "imagenet"}})
+    with pytest.raises(ConfigError, match="freeze_encoder needs a 2D slice encoder"):
+        TrainConfig.from_dict({"model": {"backbone": "sfcn_3d"}, "freeze_encoder": True})

@@ -1,0 +1,190 @@
+"""Frozen-encoder training (feature extraction): encode every slice once, cache it, train the rest.
+
+Transfer learning has two classic modes: fine-tune the pretrained encoder, or keep it fixed and
+use it as a feature extractor. With ``TrainConfig(freeze_encoder=True)`` the 2D encoder of a
+:class:`~slicelib.model.SliceModel` stays fixed (eval mode, no gradient, BatchNorm statistics
+fixed), so its output for a given volume never changes: every slice is encoded once, the
+features ``(S, F)`` of each subject are cached on disk, and training runs the rest of the model
+on them::
+
+    volume (1, X, Y, Z) -> encoder, once -> features (S, F)   cached   encode_features
+    features (B, S, F) -> project -> position, norm, pooling, head    FrozenHead
+
+:class:`FrozenHead` computes exactly what the full model computes (``model.project`` then
+``model.predict_from_embeddings``), and the checkpoints hold the full model's weights, so
+evaluate and predict read volumes as usual.
+
+The cache: ``<cache_dir>/features/<encoder key>/<volume key>.npy`` (float32, (S, F)). The
+encoder key hashes the encoder's weights (every tensor's bytes), the backbone and stem, the
+preprocessing, the grid and the axes; the volume key is the preprocessed-volume cache key
+(:func:`slicelib.data.cache_key`: the file's content and the preprocessing). Other weights,
+preprocessing, grid or axes give another file, so stale features are never read. Files are
+written with :func:`slicelib.utils.atomic_write`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+from tqdm.auto import tqdm
+
+from slicelib.model import AXES, volume_slices
+from slicelib.utils import atomic_write
+
+__all__ = ["encode_features", "encoder_key", "cached_features", "FrozenHead"]
+
+FEATURES_VERSION = "1"  # bump when the way features are computed changes
+
+
+def slice_layout(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(slice_index (S,), slice_axis (S,))`` of the model's slices, axis by axis, as
+    :meth:`SliceModel.encode_slices` orders them."""
+    n = [model.n_slices[a] for a in model.axes]
+    index = torch.cat([torch.arange(k) for k in n])
+    axis = torch.cat([torch.full((k,), AXES[a]) for a, k in zip(model.axes, n)])
+    return index, axis
+
+
+@torch.no_grad()
+def encode_features(model, volumes: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Encoder features of every slice of every axis, with the encoder in eval mode.
+
+    Args:
+        model: a :class:`~slicelib.model.SliceModel` (its encoder and slicing are used).
+        volumes: ``(B, 1, X, Y, Z)`` float volumes, z-scored (what the model reads).
+        batch_size: volumes per encoder pass (default: all at once); ``model.slice_chunk``
+            further limits the slices per encoder call.
+
+    Returns:
+        ``(B, S, F)`` float32 features on the CPU (S sums the slices over ``model.axes``, in
+        the order of :meth:`SliceModel.encode_slices`; F the encoder's feature size), such
+        that ``model.predict_from_embeddings(model.project(f), *slice_layout(model))`` equals
+        ``model(volumes)`` in eval mode.
+    """
+    model.check_input(volumes)
+    device = next(model.encoder.parameters()).device
+    was_training = model.encoder.training
+    model.encoder.eval()
+    feats = []
+    try:
+        for xb in volumes.split(batch_size or len(volumes)):  # (b, 1, X, Y, Z)
+            xb = xb.to(device).float()
+            per_axis = []
+            for a in model.axes:
+                images = volume_slices(xb, a)  # (b*S_a, 1, H, W)
+                chunk = model.slice_chunk or len(images)
+                f = torch.cat([model.encode_images(p) for p in images.split(chunk)])  # (b*S_a, F)
+                per_axis.append(f.reshape(len(xb), -1, f.shape[1]))  # (b, S_a, F)
+            feats.append(torch.cat(per_axis, dim=1).float().cpu())  # (b, S, F)
+    finally:
+        model.encoder.train(was_training)
+    return torch.cat(feats)
+
+
+def encoder_key(model, preprocess: dict) -> str:
+    """Hex key of what the cached features depend on: the encoder's weights (the bytes of every
+    tensor of its state_dict, BatchNorm statistics included), backbone, stem, grid, axes and the
+    preprocessing dict. (``channels_last`` is left out: it changes the memory layout only.)"""
+    c = model.config
+    what = dict(version=FEATURES_VERSION, backbone=c.backbone, stem=c.stem, axes=list(c.axes))
+    what.update(volume_shape=list(c.volume_shape), preprocess=preprocess)
+    h = hashlib.blake2b(json.dumps(what, sort_keys=True, default=str).encode(), digest_size=16)
+    for name, t in model.encoder.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached_features(
+    model,
+    dataset,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Encoder features of every volume of ``dataset``, from the feature cache when possible.
+
+    Args:
+        model: the :class:`~slicelib.model.SliceModel` whose encoder is frozen.
+        dataset: a :class:`slicelib.data.VolumeDataset` (its ``paths``, ``config`` and items
+            ``(x (1, X, Y, Z), y)`` are used).
+        cache_dir: the cache folder (default :func:`slicelib.data.default_cache_dir`); the
+            features go to ``<cache_dir>/features/<encoder_key>/``.
+        batch_size: volumes per encoder pass for the subjects not cached yet.
+
+    Returns:
+        ``(N, S, F)`` float32 tensor on the CPU, in dataset order (see :func:`encode_features`).
+    """
+    from slicelib.data import cache_key, default_cache_dir
+
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = folder / "features" / encoder_key(model, dataset.config.to_dict())
+    files = [folder / f"{cache_key(p, dataset.config)}.npy" for p in dataset.paths]
+    feats: list = [_read(f) for f in files]
+    todo = [i for i, f in enumerate(feats) if f is None]
+    bar = tqdm(total=len(todo), desc="encode slices", disable=not progress, leave=False)
+    for start in range(0, len(todo), batch_size):
+        part = todo[start : start + batch_size]
+        x = torch.stack([dataset[i][0] for i in part])  # (b, 1, X, Y, Z)
+        for i, f in zip(part, encode_features(model, x)):  # f (S, F)
+            _write(files[i], f.numpy())
+            feats[i] = f
+        bar.update(len(part))
+    bar.close()
+    return torch.stack([torch.as_tensor(f) for f in feats])
+
+
+def _read(path: Path) -> np.ndarray | None:
+    try:
+        return np.load(path) if path.is_file() else None
+    except (OSError, ValueError):  # a damaged file is recomputed
+        return None
+
+
+def _write(path: Path, array: np.ndarray) -> None:
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save(path) would append ".npy"
+            np.save(f, array)
+
+    atomic_write(path, save)
+
+
+def feature_dataset(model, dataset, cache_dir=None, batch_size: int = 8) -> TensorDataset:
+    """A dataset of ``(features (S, F), y)`` items for a VolumeDataset (see :func:`cached_features`)."""
+    feats = cached_features(model, dataset, cache_dir, batch_size)
+    return TensorDataset(feats, torch.as_tensor(dataset.targets, dtype=torch.float32))
+
+
+class FrozenHead(nn.Module):
+    """The trainable part of a SliceModel over cached encoder features.
+
+    ``forward(f)``: features ``(B, S, F)`` -> ``model.project`` -> ``(B, S, D)`` ->
+    ``model.predict_from_embeddings`` (position, norm, pooling, head) -> ``(B,)`` or ``(B, C)``,
+    the same function as ``model(x)`` on the volumes the features came from. The encoder's
+    parameters stop requiring gradients and it stays in eval mode.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        model.encoder.requires_grad_(False)
+        index, axis = slice_layout(model)
+        device = next(model.parameters()).device
+        self.register_buffer("index", index.to(device), persistent=False)  # (S,)
+        self.register_buffer("axis", axis.to(device), persistent=False)  # (S,)
+
+    def train(self, mode: bool = True) -> FrozenHead:
+        super().train(mode)
+        self.model.encoder.eval()  # BatchNorm statistics stay fixed
+        return self
+
+    def forward(self, f: torch.Tensor, return_details: bool = False):
+        h = self.model.project(f)  # (B, S, D)
+        return self.model.predict_from_embeddings(h, self.index, self.axis, return_details)

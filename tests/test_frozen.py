@@ -1,0 +1,107 @@
+"""Frozen-encoder training: features equal the full model, the cache and its invalidation,
+train / resume / evaluate / predict end to end, and a model that beats the mean baseline."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_train import SHAPE, make_table, tiny_config
+
+from slicelib import frozen
+from slicelib.data import VolumeDataset
+from slicelib.model import SliceModel
+from slicelib.runs import evaluate_run, load_checkpoint, load_run, predict_files
+from slicelib.train import TrainConfig, cached_features, encode_features, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Path:
+    return make_table(tmp_path_factory.mktemp("tiny"))
+
+
+def _mobilenet(seed: int = 0, weights=None, **kw) -> SliceModel:
+    kw = dict(embed_dim=8, volume_shape=SHAPE, seed=seed, **kw)
+    return SliceModel("mobilenet_v2", weights, **kw).eval()
+
+
+def test_frozen_head_computes_the_full_model():
+    x = torch.randn(3, 1, *SHAPE)
+    for kw in (dict(), dict(axes="sagittal,axial", pooling="attention", slice_chunk=7)):
+        model = _mobilenet(target_mean=50.0, target_std=10.0, **kw)
+        feats = encode_features(model, x, batch_size=2)  # (B, S, F)
+        n_slices = sum(model.n_slices.values())
+        assert feats.shape == (3, n_slices, 1280) and feats.dtype == torch.float32
+        head = frozen.FrozenHead(model).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(head(feats), model(x), atol=1e-5, rtol=1e-5)
+        assert not any(p.requires_grad for p in model.encoder.parameters())
+        head.train()
+        assert not model.encoder.training and model.head.training  # BatchNorm stays fixed
+
+
+def test_feature_cache_is_keyed_by_the_encoder_weights(table, tmp_path, monkeypatch):
+    df = pd.read_csv(table, sep="\t").head(4)
+    df["path"] = [str(table.parent / p) for p in df["path"]]
+    pre = dict(volume_shape=list(SHAPE), voxel_size=8.0, centre="none")
+    ds = VolumeDataset(df, "age", pre, cache_dir=tmp_path / "vol")
+    a, b = _mobilenet(seed=0), _mobilenet(seed=1)
+    fa = cached_features(a, ds, tmp_path / "c", batch_size=3)
+    fb = cached_features(b, ds, tmp_path / "c", batch_size=3)
+    folders = sorted((tmp_path / "c" / "features").iterdir())
+    assert len(folders) == 2 and all(len(list(f.glob("*.npy"))) == 4 for f in folders)
+    x = torch.stack([ds[i][0] for i in range(4)])
+    torch.testing.assert_close(fb, encode_features(b, x))  # b did not read a's features
+    assert not torch.equal(fa, fb)
+    # the same encoder again reads its cache and encodes nothing
+    monkeypatch.setattr(frozen, "encode_features", lambda *a, **k: pytest.fail("re-encoded"))
+    assert torch.equal(cached_features(_mobilenet(seed=0), ds, tmp_path / "c"), fa)
+    # other preprocessing: another key, so it encodes again
+    ds2 = VolumeDataset(df, "age", dict(pre, normalise="whole"), cache_dir=tmp_path / "vol")
+    with pytest.raises(pytest.fail.Exception, match="re-encoded"):
+        cached_features(a, ds2, tmp_path / "c")
+
+
+def _frozen_config(tmp_path, table, out: str, **over) -> TrainConfig:
+    d = tiny_config(tmp_path, data=str(table), out=str(tmp_path / out), freeze_encoder=True)
+    d.update(over)
+    return TrainConfig.from_dict(d)
+
+
+def test_frozen_train_resume_evaluate_predict(table, tmp_path, mobilenet_weights):
+    model = dict(backbone="mobilenet_v2", weights=str(mobilenet_weights), embed_dim=8)
+    ref = train(_frozen_config(tmp_path, table, "ref", model=model, epochs=3), progress=False)
+    run = train(_frozen_config(tmp_path, table, "run", model=model, epochs=2), progress=False)
+    cache = tmp_path / "cache" / "features"
+    (key,) = [p.name for p in cache.iterdir()]
+    n_cached = len(list((cache / key).glob("*.npy")))
+    split = pd.read_csv(run / "split.csv")
+    assert n_cached == split["split"].isin(["train", "val"]).sum()
+    # resume to 3 epochs from the cached features: the same weights as the uninterrupted run
+    train(_frozen_config(tmp_path, table, "run", model=model, epochs=3), progress=False)
+    a, b = load_checkpoint(ref / "last.pt"), load_checkpoint(run / "last.pt")
+    assert b["epoch"] == 2 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # the encoder kept its ImageNet weights
+    init = SliceModel("mobilenet_v2", str(mobilenet_weights), embed_dim=8, volume_shape=SHAPE)
+    enc = {k: v for k, v in b["model"].items() if k.startswith("encoder.")}
+    assert all(torch.equal(v, init.state_dict()[k]) for k, v in enc.items())
+    # evaluate and predict run the full model on volumes
+    res = evaluate_run(run, split="test", progress=False)
+    test = split[split["split"] == "test"]
+    pred = predict_files(run, [table.parent / f"{p}.nii.gz" for p in test["participant_id"]])
+    mae = np.abs(pred["prediction"].astype(float).to_numpy() - test["age"].to_numpy()).mean()
+    assert mae == pytest.approx(res["mae"], rel=1e-5)
+    # a scratch encoder in the same cache folder gets its own features
+    scratch = dict(model, weights=None)
+    train(_frozen_config(tmp_path, table, "scratch", model=scratch, epochs=1), progress=False)
+    assert len(list(cache.iterdir())) == 2
+    load_run(run)  # (checkpoints load with weights_only=True)
