@@ -407,7 +407,7 @@ def _known_errors() -> tuple[type[Exception], ...]:
     """The errors slicelib raises for bad input or files (``*Error`` classes of its modules):
     reported in one line with exit code 2 instead of a traceback."""
     errors: list[type[Exception]] = [FileNotFoundError]
-    for name in ("train", "runs", "data", "datasets", "weights", "model"):
+    for name in ("config", "train", "runs", "data", "datasets", "weights", "model"):
         try:
             module = importlib.import_module(f"slicelib.{name}")
         except ModuleNotFoundError:
