@@ -313,8 +313,10 @@ def evaluate_run(
     checkpoint: str = "best",
     device: str = "auto",
     progress: bool = True,
+    baseline_features=None,
+    n_boot: int = 2000,
 ) -> dict:
-    """Evaluate a run's model and the training baseline side by side.
+    """Evaluate a run's model beside the training baseline (and, for regression, ridge).
 
     Args:
         run_dir: the run directory.
@@ -322,13 +324,20 @@ def evaluate_run(
             not in the run's ``split.csv`` count as "external" (included in ``split="all"``).
         split: "train" | "val" | "test" | "all".
         checkpoint: "best" or "last".
+        baseline_features: features for the ridge baseline instead of down-sampled voxels: a
+            table (CSV/TSV path or DataFrame) with one row per subject, keyed by
+            ``participant_id`` (else its first column), positive numeric columns (e.g. regional
+            volumes in mm^3), used log-transformed.
+        n_boot: bootstrap resamples of the 95 % confidence intervals (seeded: reproducible).
 
     Returns:
         JSON-serialisable dict: ``split``, ``n``, ``task``, ``checkpoint_epoch`` (0-based: the
         training log's "epoch 9/10" is 8), the metrics (e.g. ``mae``/``baseline_mae`` in
         years, ``balanced_accuracy``/``baseline_balanced_accuracy``, ``auc``/``baseline_auc``,
-        ``confusion_matrix``) and for regression ``brain_age_gap`` (linear age-bias correction
-        fitted on the val split).
+        ``confusion_matrix``), percentile-bootstrap 95 % intervals over subjects (``mae_ci95``,
+        ``baseline_mae_ci95``; ``auc_ci95``, ``balanced_accuracy_ci95``), and for regression
+        ``brain_age_gap`` (linear age-bias correction fitted on the val split) and the ridge
+        baseline (:func:`ridge_on_run`: ``ridge_mae``, ``ridge_mae_ci95``, ``ridge_pearson_r``).
     """
     if split not in ("train", "val", "test", "all"):
         raise ConfigError(f"split={split!r}: use train, val, test or all")
@@ -364,7 +373,9 @@ def evaluate_run(
     res = dict(run=str(run_dir), data=str(data), split=split, task=task, target=target)
     res.update(checkpoint=checkpoint, checkpoint_epoch=meta["checkpoint_epoch"], baseline=baseline)
     res.update(M.compute_metrics(task, y, out, stats))
+    res.update(M.metric_cis(task, y, out, stats, n_boot=n_boot))
     if task == "regression":
+        res.update(ridge_on_run(table, split, meta, baseline_features, n_boot))
         val = table[table["split"] == "val"]
         v_out, v_y = (out, y) if split == "val" else run_on(val) if len(val) else (None, None)
         res["brain_age_gap"] = M.brain_age_gap(y, out, v_y, v_out)
@@ -373,6 +384,83 @@ def evaluate_run(
             "(Beheshti 2019; de Lange & Cole 2020)"
         )
     return M.to_jsonable(res)
+
+
+def ridge_on_run(
+    table: pd.DataFrame, split: str, meta: dict, baseline_features=None, n_boot: int = 2000
+) -> dict:
+    """A classical baseline for a regression run: ridge regression evaluated on ``split``.
+
+    Fitted on the run's train and val subjects (train only when ``split`` is "val"; RidgeCV
+    picks its penalty by leave-one-out on them), on the preprocessed volumes of the run's cache
+    block-averaged to about 8 mm, flattened and standardised; or on ``baseline_features`` (see
+    :func:`evaluate_run`). ``table``: the run's table with a ``split`` column.
+
+    Returns:
+        ``ridge_mae``, ``ridge_mae_ci95``, ``ridge_pearson_r``, ``ridge_alpha``,
+        ``ridge_features`` (what it read); only ``ridge_features`` (why) when it cannot be
+        fitted fairly (split "train"/"all": the ridge would be scored on its own subjects).
+    """
+    if split in ("train", "all"):
+        return {"ridge_features": f"not computed for split {split!r}: ridge fits on train+val"}
+    fit = table[table["split"].isin(("train",) if split == "val" else ("train", "val"))]
+    sel = table[table["split"] == split]
+    target = meta["train"]["target"]
+    if len(fit) < 3:
+        return {"ridge_features": f"not computed: {len(fit)} fitting subjects in the table"}
+    if baseline_features is None:
+        mm = 8.0
+        x_fit, x_eval = (_block_voxels(df, meta, mm) for df in (fit, sel))
+        what = f"preprocessed voxels block-averaged to ~{mm:g} mm ({x_fit.shape[1]} features)"
+    else:
+        feats = _feature_table(baseline_features)
+        x_fit, x_eval = (_feature_rows(feats, df["participant_id"]) for df in (fit, sel))
+        what = f"log of {feats.shape[1]} columns of the baseline_features table"
+    res = M.ridge_baseline(x_fit, fit[target], x_eval, sel[target], n_boot=n_boot)
+    return dict(res, ridge_features=what)
+
+
+def _block_voxels(df: pd.DataFrame, meta: dict, mm: float) -> np.ndarray:
+    """(N, P) features: each subject's cached preprocessed volume averaged in blocks of about
+    ``mm`` mm (edges padded by repetition), flattened."""
+    tcfg = meta["train"]
+    ds = volume_dataset(df, None, meta["preprocess"], tcfg.get("cache_dir"))
+    f = max(1, round(mm / float(meta["preprocess"].get("voxel_size", 2.0))))
+    rows = []
+    for i in range(len(ds)):
+        a = np.asarray(ds.volume(i), dtype=np.float32)  # (X, Y, Z)
+        a = np.pad(a, [(0, -n % f) for n in a.shape], mode="edge")
+        X, Y, Z = (n // f for n in a.shape)
+        rows.append(a.reshape(X, f, Y, f, Z, f).mean(axis=(1, 3, 5)).ravel())  # (X*Y*Z,)
+    return np.stack(rows)
+
+
+def _feature_table(features) -> pd.DataFrame:
+    """A baseline features table indexed by subject id, numeric columns, log-transformed."""
+    df = features if isinstance(features, pd.DataFrame) else None
+    if df is None:
+        path = Path(features)
+        df = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
+    key = "participant_id" if "participant_id" in df.columns else df.columns[0]
+    df = df.set_index(df[key].astype(str)).drop(columns=[key]).select_dtypes("number")
+    bad = [c for c in df.columns if not (df[c] > 0).all()]
+    if bad or df.shape[1] == 0:
+        raise ConfigError(
+            f"baseline_features: the ridge baseline log-transforms its columns, which must be "
+            f"positive numbers (e.g. regional volumes); columns {bad[:5]} are not"
+            + ("" if df.shape[1] else " (no numeric column found)")
+        )
+    return np.log(df)
+
+
+def _feature_rows(feats: pd.DataFrame, ids: pd.Series) -> np.ndarray:
+    missing = sorted(set(ids) - set(feats.index))
+    if missing:
+        raise ConfigError(
+            f"baseline_features has no row for subjects {missing[:5]} ({len(missing)} in all); "
+            f"its ids look like {list(feats.index[:3])}. Key it by the run's participant_id."
+        )
+    return feats.loc[list(ids)].to_numpy(np.float64)
 
 
 def predict_files(

@@ -87,3 +87,57 @@ def test_balanced_accuracy_ignores_classes_only_predicted():
     r = M.classification_metrics(y, logits, majority_class=0, num_classes=3)
     assert r["balanced_accuracy"] == pytest.approx((0.5 + 1.0) / 2)
     assert r["auc"] is None  # class 2 absent from y_true: one-vs-rest AUC undefined
+
+
+def test_bootstrap_ci_covers_the_metric_and_is_seeded():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(20, 80, 200)
+    pred = y + rng.normal(0, 5, 200)
+    lo, hi = M.bootstrap_ci(y, pred, "mae", n_boot=2000, seed=0)
+    mae = np.abs(y - pred).mean()
+    assert lo < mae < hi and hi - lo < 2.0  # the SE of a mean of 200 |errors| is ~0.2 years
+    assert M.bootstrap_ci(y, pred, "mae", seed=0) == (lo, hi)
+    assert M.bootstrap_ci(y, pred, "mae", seed=1) != (lo, hi)
+    # a callable gives the same interval as the vectorised MAE
+    assert M.bootstrap_ci(y, pred, lambda t, p: np.abs(t - p).mean(), seed=0) == pytest.approx(
+        (lo, hi)
+    )
+    wide = M.bootstrap_ci(y[:20], pred[:20], "mae", seed=0)
+    assert wide[1] - wide[0] > hi - lo  # fewer subjects, wider interval
+    assert M.bootstrap_ci([1.0], [2.0], "mae") == (None, None)
+
+
+def test_classification_cis():
+    rng = np.random.default_rng(1)
+    y = np.arange(100) % 2
+    logits = 2.0 * (y - 0.5) + rng.normal(0, 1.0, 100)  # AUC about 0.92
+    auc = M.classification_metrics(y, logits, majority_class=0)["auc"]
+    lo, hi = M.bootstrap_ci(y, logits, "auc", n_boot=500)
+    assert lo < auc < hi <= 1.0
+    cis = M.metric_cis("binary", y, logits, {"majority_class": 0}, n_boot=300)
+    assert cis["baseline_balanced_accuracy_ci95"] == [0.5, 0.5]
+    assert cis["balanced_accuracy_ci95"][0] > 0.6
+    three = np.eye(3)[np.arange(90) % 3] * 3 + rng.normal(0, 1, (90, 3))  # (N, C) logits
+    lo3, hi3 = M.bootstrap_ci(np.arange(90) % 3, three, "auc", n_boot=200)
+    assert 0.8 < lo3 < hi3 <= 1.0
+
+
+def test_ridge_baseline_learns_a_linear_target():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 30))
+    y = 50 + 10 * x[:, 0] - 5 * x[:, 1] + rng.normal(0, 1, 120)
+    r = M.ridge_baseline(x[:80], y[:80], x[80:], y[80:], n_boot=200)
+    base = np.abs(y[80:] - y[:80].mean()).mean()
+    assert r["ridge_mae"] < 0.2 * base and r["ridge_pearson_r"] > 0.95
+    lo, hi = r["ridge_mae_ci95"]
+    assert lo < r["ridge_mae"] < hi and r["ridge_n_features"] == 30
+
+
+def test_vectorised_bootstrap_equals_the_sklearn_metrics():
+    rng = np.random.default_rng(2)
+    y = (rng.uniform(size=40) < 0.3).astype(int)
+    logits = np.round(y + rng.normal(0, 1, 40), 1)  # rounded: ties too
+    for name in ("auc", "balanced_accuracy"):
+        fast = M.bootstrap_ci(y, logits, name, n_boot=200, seed=3)
+        slow = M.bootstrap_ci(y, logits, lambda t, p, f=M.METRICS[name]: f(t, p), 200, 3)
+        assert fast == pytest.approx(slow, abs=1e-12), name

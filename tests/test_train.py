@@ -176,6 +176,20 @@ def test_train_evaluate_predict(table, tmp_path):
         assert k in res
     assert res["n"] == (split["split"] == "test").sum()
     assert res["brain_age_gap"]["bias_slope"] is not None  # fitted on val
+    lo, hi = res["mae_ci95"]  # bootstrap over the test subjects
+    assert lo <= res["mae"] <= hi and res["baseline_mae_ci95"][0] <= res["baseline_mae"]
+    assert res["ridge_mae"] > 0 and len(res["ridge_mae_ci95"]) == 2
+    assert "voxels" in res["ridge_features"]
+    # a features table for the ridge: the inner sphere's volume (mm^3), which encodes the age
+    ages = pd.read_csv(table, sep="\t")
+    r = 6.5 - 2.5 * (ages["age"] - 20) / 70
+    feats = ages[["participant_id"]].assign(inner=4 / 3 * np.pi * (8 * r) ** 3, head=1.4e6)
+    roi = evaluate_run(run, split="test", progress=False, baseline_features=feats, n_boot=100)
+    assert (
+        roi["ridge_mae"] < 0.2 * roi["baseline_mae"] and "log of 2 columns" in roi["ridge_features"]
+    )
+    with pytest.raises(ConfigError, match="no row for subjects"):
+        evaluate_run(run, progress=False, baseline_features=feats.iloc[:3])
     bad = tmp_path / "broken.nii.gz"
     bad.write_bytes(b"not a nifti")
     files = [table.parent / "sub-000.nii.gz", bad, table.parent / "sub-001.nii.gz"]
@@ -200,6 +214,7 @@ def test_binary_task_reports_baseline_side_by_side(table, tmp_path):
     for k in ("accuracy", "balanced_accuracy", "auc", "confusion_matrix"):
         assert k in res and "baseline_" + k in res
     assert res["baseline_balanced_accuracy"] == pytest.approx(0.5)
+    assert "auc_ci95" in res and "balanced_accuracy_ci95" in res
     assert res["n"] == 16
     saved = json.loads((Path(run) / "config.json").read_text())
     assert saved["train"]["class_weights"] == "balanced" and "class_weights" in saved["train_stats"]
