@@ -1,8 +1,8 @@
 """Which slices does a trained slice model use, and what did it learn per slice?
 
-For a :class:`~slicelib.model.SliceModel` and volumes ``x`` ``(B, 1, X, Y, Z)`` each method
-returns a :class:`SliceImportance` with ``values`` ``(B, S)``: one number per volume and slice,
-over every slice of every axis the model uses (in the order of ``slice_index``).
+For a :class:`~slicelib.model.SliceModel` and z-scored volumes ``x`` ``(B, 1, X, Y, Z)`` (also
+``(X, Y, Z)`` or ``(B, X, Y, Z)``) each method returns a :class:`SliceImportance` with ``values``
+``(B, S)``: one number per volume and slice, over every slice of every axis the model uses.
 
 - :func:`attention_importance`: the pooling weights. Free, but only says where the pooling
   looked, not what changed the prediction.
@@ -59,17 +59,11 @@ AXIS_NAMES = {v: k for k, v in AXES.items()}  # 0 -> "sagittal", 1 -> "coronal",
 class SliceImportance:
     """Per-slice importance of a batch of volumes.
 
-    Attributes:
-        values: ``(B, S)`` importance of slice s of volume b, in ``units``; S runs over all
-            slices of all axes the model uses.
-        slice_index, slice_axis: ``(S,)`` each slice's index along its axis and axis id.
-        axes: the axis names the model uses, e.g. ``("sagittal",)``.
-        method: e.g. ``"occlusion"``, ``"attention"``, ``"integrated_gradients"``.
-        units: what a value measures, e.g. ``"|Δ| (prediction, target units, e.g. years)"``.
-        output: ``(B,)`` the scored output on the intact volumes (prediction, or the logit /
-            probability of the explained class), or None.
-        target: ``(B,)`` the explained class (classification), or None.
-        extra: method settings (``baseline``, ``steps``, the voxel ``map``).
+    ``values`` ``(B, S)`` in ``units`` (e.g. ``"|Δ| (prediction, target units, e.g. years)"``);
+    ``slice_index``, ``slice_axis`` ``(S,)``: each slice's index along its axis and axis id;
+    ``axes``: the model's axis names; ``method``: e.g. ``"occlusion"``; ``output`` ``(B,)``: the
+    scored output of the intact volumes (or None); ``target`` ``(B,)``: the explained class
+    (classification, else None); ``extra``: method settings (``baseline``, ``steps``, ``map``).
     """
 
     values: np.ndarray
@@ -124,9 +118,8 @@ def _axis_id(axis: str | int | None, result: SliceImportance | None = None) -> i
 def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode for the block and restore its training flag afterwards."""
     was_training = model.training
-    model.eval()
     try:
-        yield model
+        yield model.eval()
     finally:
         model.train(was_training)
 
@@ -143,9 +136,9 @@ def _as_batch(x, model: nn.Module) -> torch.Tensor:
     elif x.ndim == 4:
         x = x[:, None]
     elif x.ndim != 5 or x.shape[1] != 1:
+        shape = tuple(x.shape)
         raise ValueError(
-            f"Expected volumes of shape (X, Y, Z), (B, X, Y, Z) or (B, 1, X, Y, Z); got "
-            f"{tuple(x.shape)}."
+            f"Expected volumes (X, Y, Z), (B, X, Y, Z) or (B, 1, X, Y, Z); got {shape}"
         )
     return x.detach().to(device=_device(model), dtype=torch.float32)
 
@@ -153,15 +146,10 @@ def _as_batch(x, model: nn.Module) -> torch.Tensor:
 def baseline_values(x: torch.Tensor, baseline: str | float = "background") -> torch.Tensor:
     """The grey value that stands for "no information", one per volume: ``(B,)``.
 
-    Args:
-        x: ``(B, 1, X, Y, Z)`` volumes (z-scored, as the model sees them).
-        baseline: ``"background"`` (default): the volume's minimum, i.e. the air around the
-            head, so a blanked slice looks like the empty edge slices the model saw in
-            training. ``"mean"``: the volume's mean, a flat grey slice it never saw. A float:
-            that constant for every volume.
-
-    Returns:
-        ``(B,)`` float tensor of baseline values (same units as ``x``).
+    ``x``: ``(B, 1, X, Y, Z)`` z-scored volumes. ``baseline``: ``"background"`` (default) = the
+    volume's minimum, the air around the head, so a blanked slice looks like the empty edge
+    slices seen in training; ``"mean"`` = the volume's mean (a flat grey slice it never saw); a
+    float = that constant for every volume. Returns ``(B,)`` in the units of ``x``.
     """
     flat = x.reshape(x.shape[0], -1)
     if isinstance(baseline, str):
@@ -173,15 +161,9 @@ def baseline_values(x: torch.Tensor, baseline: str | float = "background") -> to
     return torch.full((x.shape[0],), float(baseline), device=x.device, dtype=x.dtype)
 
 
-def _score(
-    model: nn.Module, out: torch.Tensor, target: torch.Tensor | None, score: str
-) -> torch.Tensor:
-    """Model output -> one scalar per volume, ``(N,)``.
-
-    regression: the prediction (target units). binary: the logit (or probability) of class
-    ``target`` (1 = positive; class 0 has logit ``-z``). multiclass: the logit (or softmax
-    probability) of class ``target``.
-    """
+def _score(model: nn.Module, out: torch.Tensor, target: torch.Tensor | None, score: str):
+    """Model output -> one scalar per volume ``(N,)``: the prediction (regression), or the logit
+    / probability of class ``target`` (binary: class 0 has logit ``-z``; multiclass: softmax)."""
     task = getattr(model, "task", "regression")
     if task == "regression":
         return out
@@ -227,17 +209,9 @@ def _numpy(v, dtype=np.float64) -> np.ndarray | None:
 
 def _result(model, values, index, axis, method, units, output=None, target=None, **extra):
     """A :class:`SliceImportance` from torch tensors or numpy arrays."""
-    return SliceImportance(
-        values=_numpy(values),
-        slice_index=_numpy(index, int),
-        slice_axis=_numpy(axis, int),
-        axes=tuple(model.axes),
-        method=method,
-        units=units,
-        output=_numpy(output),
-        target=_numpy(target, int),
-        extra=extra,
-    )
+    index, axis, target = (_numpy(v, int) for v in (index, axis, target))
+    values, output, axes = _numpy(values), _numpy(output), tuple(model.axes)
+    return SliceImportance(values, index, axis, axes, method, units, output, target, extra)
 
 
 # -----------------------------------------------------------------------------
@@ -247,15 +221,10 @@ def _result(model, values, index, axis, method, units, output=None, target=None,
 def attention_importance(model: nn.Module, x) -> SliceImportance:
     """The model's own pooling weights per slice.
 
-    Args:
-        model: a :class:`~slicelib.model.SliceModel`.
-        x: ``(B, 1, X, Y, Z)`` volumes (also ``(X, Y, Z)`` or ``(B, X, Y, Z)``), z-scored.
-
-    Returns:
-        :class:`SliceImportance` with ``values`` ``(B, S)`` = ``slice_weights`` of
-        ``model(x, return_details=True)``: the attention softmax for attention pooling, ``1/S``
-        for mean pooling, the share of embedding features a slice wins for max pooling. Each
-        row sums to 1. ``output`` is the raw model output (prediction or logit).
+    Returns a :class:`SliceImportance`, ``values`` ``(B, S)`` = ``slice_weights`` of
+    ``model(x, return_details=True)``: the attention softmax for attention pooling, ``1/S`` for
+    mean pooling, the share of embedding features a slice wins for max pooling (rows sum to 1);
+    ``output`` is the raw model output (prediction or logit).
     """
     x = _as_batch(x, model)
     with _eval_mode(model), torch.no_grad():
@@ -306,8 +275,7 @@ def occlusion_importance(
     slice in its own plane only (crossing slices keep their voxels).
 
     Args:
-        model: a :class:`~slicelib.model.SliceModel`.
-        x: ``(B, 1, X, Y, Z)`` volumes (also ``(X, Y, Z)`` or ``(B, X, Y, Z)``), z-scored.
+        model, x: a :class:`~slicelib.model.SliceModel` and volumes (see the module docstring).
         baseline: ``"background"`` (volume minimum), ``"mean"`` (volume mean) or a number.
         target: classification only: the class to explain, one int or ``(B,)``; default the
             predicted class.
@@ -378,8 +346,7 @@ def gradient_map(
       ``f(x) - f(x0)`` up to the integration error ("completeness").
 
     Args:
-        model: a :class:`~slicelib.model.SliceModel`.
-        x: ``(B, 1, X, Y, Z)`` volumes (also ``(X, Y, Z)`` or ``(B, X, Y, Z)``), z-scored.
+        model, x: a :class:`~slicelib.model.SliceModel` and volumes (see the module docstring).
         method: ``"grad_x_input"`` or ``"integrated_gradients"``.
         steps: integration steps for integrated gradients.
         baseline: ``"background"``, ``"mean"`` or a number (see :func:`baseline_values`).
@@ -391,9 +358,7 @@ def gradient_map(
         (years or logits) per voxel; ``output`` ``(B,)`` the score of the intact volumes.
     """
     if method not in ("grad_x_input", "integrated_gradients"):
-        raise ValueError(
-            f"method must be 'grad_x_input' or 'integrated_gradients', got {method!r}."
-        )
+        raise ValueError(f"method must be 'grad_x_input' or 'integrated_gradients', not {method!r}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}.")
     x = _as_batch(x, model)
@@ -404,10 +369,9 @@ def gradient_map(
             raw = model(x)
             tgt = _targets(model, raw, target)
             base = _score(model, raw, tgt, score)  # (B,)
+        alphas = (torch.arange(steps, device=x.device, dtype=x.dtype) + 0.5) / steps  # midpoints
         if method == "grad_x_input":
             alphas = torch.ones(1, device=x.device)
-        else:
-            alphas = (torch.arange(steps, device=x.device, dtype=x.dtype) + 0.5) / steps
         grads = torch.zeros_like(x)  # (B, 1, X, Y, Z)
         # all (volume, alpha) pairs, in chunks of batch_size
         pairs = [(b, k) for b in range(B) for k in range(len(alphas))]
@@ -477,11 +441,8 @@ def gradient_importance(
 def all_importances(
     model: nn.Module, x, *, gradient_method: str = "integrated_gradients", steps: int = 16, **kw
 ) -> dict[str, SliceImportance]:
-    """The three methods at once: ``{"attention": ..., "occlusion": ..., gradient_method: ...}``.
-
-    ``kw`` (``baseline``, ``target``, ``score``) go to :func:`occlusion_importance` and
-    :func:`gradient_importance`. Every value has ``values`` of shape ``(B, S)``.
-    """
+    """The three methods at once: ``{"attention", "occlusion", gradient_method}`` -> results with
+    ``values`` ``(B, S)``; ``kw`` (baseline, target, score) go to occlusion and gradients."""
     return {
         "attention": attention_importance(model, x),
         "occlusion": occlusion_importance(model, x, **kw),
@@ -533,16 +494,10 @@ def to_volume(
     """Paint each slice with its importance: a volume ``(X, Y, Z)`` to show over the brain.
 
     Every voxel of slice i along ``axis`` gets the importance of slice i (for
-    :func:`slicelib.plotting.plot_importance_on_brain`).
-
-    Args:
-        result: a :class:`SliceImportance`, or a 1-D profile ``(S_axis,)``.
-        shape: ``(X, Y, Z)`` of the volume grid (e.g. ``(91, 109, 91)``).
-        axis: which axis' slices to paint; optional when the result has one axis.
-        sample: paint volume ``sample`` of the batch instead of the batch mean.
-
-    Returns:
-        float numpy array of ``shape``.
+    :func:`slicelib.plotting.plot_importance_on_brain`). ``result``: a :class:`SliceImportance`
+    or a 1-D profile ``(S_axis,)``; ``shape``: the grid ``(X, Y, Z)``, e.g. ``(91, 109, 91)``;
+    ``axis``: optional when the result has one axis; ``sample``: paint volume ``sample`` of the
+    batch instead of the batch mean. Returns a float numpy array of ``shape``.
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3:
