@@ -34,6 +34,7 @@ __all__ = [
     "fit_age_bias",
     "correct_age_bias",
     "brain_age_gap",
+    "train_stats",
     "compute_metrics",
     "bootstrap_ci",
     "metric_cis",
@@ -219,6 +220,30 @@ def classification_metrics(
     out["auc"] = auc
     out["baseline_auc"] = 0.5 if auc is not None else None
     return out
+
+
+def train_stats(targets, task: str, num_classes: int | None, class_weights: str = "none") -> dict:
+    """Training-set statistics: the baseline predictor, the target scale, class weights.
+
+    Regression: ``n``, ``mean``, ``std`` (target units). Classification: ``n``, ``counts``,
+    ``majority_class``, ``num_classes`` and with ``class_weights="balanced"`` one weight per
+    class (scikit-learn's "balanced": n / (n_classes x count); 0 for a class with no subject).
+    """
+    from sklearn.utils.class_weight import compute_class_weight
+
+    t = np.asarray(targets, dtype=np.float64)
+    if task == "regression":
+        return {"n": int(t.size), "mean": float(t.mean()), "std": float(t.std()) or 1.0}
+    y = t.astype(np.int64)
+    counts = np.bincount(y, minlength=num_classes or 2)
+    stats = dict(n=int(t.size), counts=counts.tolist(), majority_class=int(counts.argmax()))
+    stats["num_classes"] = len(counts)
+    if class_weights == "balanced":
+        present = np.flatnonzero(counts)
+        w = np.zeros(len(counts))
+        w[present] = compute_class_weight("balanced", classes=present, y=y)
+        stats["class_weights"] = [round(float(v), 6) for v in w]
+    return stats
 
 
 def compute_metrics(task: str, y_true, output, train_stats: dict) -> dict:

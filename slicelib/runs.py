@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -45,6 +46,9 @@ __all__ = [
     "build_model",
     "load_checkpoint",
     "check_state_dict",
+    "encode_labels",
+    "check_classes",
+    "ridge_on_run",
     "predict_dataset",
     "load_run",
     "evaluate_run",
@@ -188,6 +192,47 @@ def volume_dataset(table: pd.DataFrame, target: str | None, preprocess: dict, ca
 
     pcfg = D.PreprocessConfig.from_dict(dict(preprocess))
     return D.VolumeDataset(table.reset_index(drop=True), target, pcfg, cache_dir=cache_dir)
+
+
+def encode_labels(values: pd.Series, task: str, target: str) -> tuple[pd.Series, list | None]:
+    """Map class values to codes 0..C-1 (training). Returns (codes as float, classes list).
+
+    Values that already are 0/1 (binary) or 0..C-1 (multiclass) are kept as they are.
+    """
+    if task == "regression":
+        return values.astype(float), None
+    uniq = sorted(pd.unique(values.dropna()).tolist())
+    if task == "binary":
+        if {float(u) for u in uniq} <= {0.0, 1.0}:
+            return values.astype(float), [0, 1]
+        if len(uniq) > 2:
+            raise ConfigError(
+                f"task 'binary' needs two classes in column {target!r}, found {len(uniq)}: "
+                f"{uniq[:10]}. Use --task multiclass or a 0/1 column."
+            )
+    elif all(float(u).is_integer() and float(u) >= 0 for u in uniq):
+        return values.astype(float), list(range(int(max(uniq)) + 1))
+    classes = [int(u) if float(u).is_integer() else u for u in uniq]
+    return values.map({u: i for i, u in enumerate(uniq)}).astype(float), classes
+
+
+def check_classes(train_y: np.ndarray, task: str, classes: list, target: str) -> None:
+    if task == "regression":
+        return
+    counts = np.bincount(train_y.astype(np.int64), minlength=len(classes))
+    present = np.flatnonzero(counts)
+    if len(present) < 2:
+        only = classes[present[0]] if len(present) else None
+        raise ConfigError(
+            f"a {task} task needs at least two classes in the training split, but all "
+            f"{int(counts.sum())} training subjects have {target}={only!r}. Check the target "
+            "column, pick another --target, use more subjects, or change --split-seed."
+        )
+    missing = [classes[i] for i, c in enumerate(counts) if c == 0]
+    if missing:
+        print(
+            f"warning: classes {missing} of {target!r} have no training subjects", file=sys.stderr
+        )
 
 
 def _apply_classes(values: pd.Series, classes: list | None) -> pd.Series:

@@ -55,7 +55,9 @@ from slicelib.frozen import FrozenHead, cached_features, encode_features, featur
 from slicelib.runs import (
     CheckpointError,
     build_model,
+    check_classes,
     check_state_dict,
+    encode_labels,
     load_checkpoint,
     model_config_dict,
     pick_device,
@@ -112,7 +114,7 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
     rank, world, _ = _dist_setup()
     run_dir = Path(cfg.out)
     table = _split(read_run_table(cfg.data, cfg.to_dict()), cfg, run_dir / "split.csv")
-    codes, classes = _encode_labels(table[cfg.target], cfg.task, cfg.target)
+    codes, classes = encode_labels(table[cfg.target], cfg.task, cfg.target)
     table["_y"] = codes.values
     tr, va = table[table["split"] == "train"], table[table["split"] == "val"]
     if len(tr) == 0 or len(va) == 0:
@@ -120,11 +122,11 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
             f"the split has {len(tr)} training and {len(va)} validation subjects; "
             f"{cfg.data} has {len(table)} subjects. Use more subjects or other split_fractions."
         )
-    _check_classes(tr["_y"].to_numpy(), cfg.task, classes or [], cfg.target)
+    check_classes(tr["_y"].to_numpy(), cfg.task, classes or [], cfg.target)
 
     # --- model: the grid comes from the preprocessing, the head's scale from the training set -
     pcfg = PreprocessConfig.from_dict(dict(cfg.preprocess))
-    stats = _train_stats(tr["_y"].to_numpy(), cfg.task, len(classes or []), cfg.class_weights)
+    stats = M.train_stats(tr["_y"].to_numpy(), cfg.task, len(classes or []), cfg.class_weights)
     regression = cfg.task == "regression"
     kwargs = dict(cfg.model)
     kwargs.update(
@@ -174,71 +176,6 @@ def _split(table: pd.DataFrame, cfg: TrainConfig, split_file: Path) -> pd.DataFr
         parts = split_subjects(table, cfg.target, fractions=fractions, seed=cfg.split_seed)
         where = {str(s): name for name, subjects in parts.items() for s in subjects}
     return table.assign(split=table["participant_id"].map(where))
-
-
-def _encode_labels(values: pd.Series, task: str, target: str) -> tuple[pd.Series, list | None]:
-    """Map class values to codes 0..C-1. Returns (codes as float, classes: code -> value).
-
-    Values that already are 0/1 (binary) or 0..C-1 (multiclass) are kept as they are.
-    """
-    if task == "regression":
-        return values.astype(float), None
-    uniq = sorted(pd.unique(values.dropna()).tolist())
-    if task == "binary":
-        if {float(u) for u in uniq} <= {0.0, 1.0}:
-            return values.astype(float), [0, 1]
-        if len(uniq) > 2:
-            raise ConfigError(
-                f"task 'binary' needs two classes in column {target!r}, found {len(uniq)}: "
-                f"{uniq[:10]}. Use --task multiclass or a 0/1 column."
-            )
-    elif all(float(u).is_integer() and float(u) >= 0 for u in uniq):
-        return values.astype(float), list(range(int(max(uniq)) + 1))
-    classes = [int(u) if float(u).is_integer() else u for u in uniq]
-    return values.map({u: i for i, u in enumerate(uniq)}).astype(float), classes
-
-
-def _check_classes(train_y: np.ndarray, task: str, classes: list, target: str) -> None:
-    if task == "regression":
-        return
-    counts = np.bincount(train_y.astype(np.int64), minlength=len(classes))
-    present = np.flatnonzero(counts)
-    if len(present) < 2:
-        only = classes[present[0]] if len(present) else None
-        raise ConfigError(
-            f"a {task} task needs at least two classes in the training split, but all "
-            f"{int(counts.sum())} training subjects have {target}={only!r}. Check the target "
-            "column, pick another --target, use more subjects, or change --split-seed."
-        )
-    missing = [classes[i] for i, c in enumerate(counts) if c == 0]
-    if missing:
-        print(
-            f"warning: classes {missing} of {target!r} have no training subjects", file=sys.stderr
-        )
-
-
-def _train_stats(targets, task: str, num_classes: int | None, class_weights: str = "none") -> dict:
-    """Training-set statistics: the baseline predictor, the target scale, class weights.
-
-    Regression: ``n``, ``mean``, ``std`` (target units). Classification: ``n``, ``counts``,
-    ``majority_class``, ``num_classes`` and with ``class_weights="balanced"`` one weight per
-    class (scikit-learn's "balanced": n / (n_classes x count); 0 for a class with no subject).
-    """
-    from sklearn.utils.class_weight import compute_class_weight
-
-    t = np.asarray(targets, dtype=np.float64)
-    if task == "regression":
-        return {"n": int(t.size), "mean": float(t.mean()), "std": float(t.std()) or 1.0}
-    y = t.astype(np.int64)
-    counts = np.bincount(y, minlength=num_classes or 2)
-    stats = dict(n=int(t.size), counts=counts.tolist(), majority_class=int(counts.argmax()))
-    stats["num_classes"] = len(counts)
-    if class_weights == "balanced":
-        present = np.flatnonzero(counts)
-        w = np.zeros(len(counts))
-        w[present] = compute_class_weight("balanced", classes=present, y=y)
-        stats["class_weights"] = [round(float(v), 6) for v in w]
-    return stats
 
 
 def _make_meta(cfg: TrainConfig, model, train_stats: dict, **extra) -> dict:
@@ -334,7 +271,7 @@ def fit(
     if meta is None:
         ys = [float(train_ds[i][1]) for i in range(len(train_ds))]
         n_classes = model_config_dict(model).get("num_classes")
-        meta = _make_meta(cfg, model, _train_stats(ys, cfg.task, n_classes, cfg.class_weights))
+        meta = _make_meta(cfg, model, M.train_stats(ys, cfg.task, n_classes, cfg.class_weights))
     stats, monitor, mode = meta["train_stats"], *_monitor(cfg)
     model.to(device)
     runner = model  # what the loop runs: the model, or (frozen encoder) its head on features
@@ -345,7 +282,7 @@ def fit(
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(runner, device_ids=ids)
-    loader = _train_loader(train_ds, cfg, world, device, _needs_pairs(model))
+    loader = _train_loader(train_ds, cfg, world, device, isinstance(model, VolumeCNN))
     opt = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
@@ -463,16 +400,11 @@ def _monitor(cfg: TrainConfig) -> tuple[str, str]:
     return name, "max" if name.endswith(larger) else "min"
 
 
-def _needs_pairs(model) -> bool:
-    """True for a 3D CNN: its BatchNorm on a 1x1x1 map (small grids) cannot train on a batch of
-    one volume."""
-    return isinstance(model, VolumeCNN)
-
-
 def _train_loader(train_ds, cfg: TrainConfig, world: int, device, pairs: bool) -> DataLoader:
     """A shuffling loader whose order depends only on (seed, epoch): see :func:`_seed_epoch`.
 
-    ``pairs``: drop a last batch of a single volume (see :func:`_needs_pairs`).
+    ``pairs``: drop a last batch of a single volume (a 3D CNN: its BatchNorm on a 1x1x1 map,
+    as on small grids, cannot train on one volume).
     """
     gen = torch.Generator()
     if world > 1:
