@@ -84,9 +84,6 @@ def plot_slice_importance(
         ground_truth_label: legend text for the ground-truth curve.
         title: figure title (a default names the axis).
         ax: matplotlib Axes to draw into.
-
-    Returns:
-        the matplotlib Figure.
     """
     a = _axis_id(axis)
     if isinstance(results, SliceImportance | np.ndarray | list | tuple):
@@ -96,9 +93,8 @@ def plot_slice_importance(
         raise ValueError("results is empty: pass {name: SliceImportance or profile}.")
     gt = None
     if ground_truth is not None:
-        g = np.asarray(
-            ground_truth.get_fdata() if hasattr(ground_truth, "get_fdata") else ground_truth
-        )
+        g = getattr(ground_truth, "get_fdata", lambda: ground_truth)()
+        g = np.asarray(g)  # (X, Y, Z) effect map or (S,) profile
         gt = (
             ground_truth_profile(g, a, normalise)
             if g.ndim == 3
@@ -206,27 +202,14 @@ def plot_importance_on_brain(
         threshold = 0.05 * vmax
     if cmap is None:
         cmap = "RdBu_r" if signed else "inferno"
-    common = dict(
-        title=title,
-        threshold=threshold,
-        cmap=cmap,
-        cut_coords=cut_coords,
-        display_mode=display_mode,
-        axes=axes,
-        figure=figure,
-        colorbar=True,
-        **kwargs,
-    )
+    common = dict(title=title, threshold=threshold, cmap=cmap, cut_coords=cut_coords, **kwargs)
+    common.update(display_mode=display_mode, axes=axes, figure=figure, colorbar=True)
     if kind == "stat_map":
         if bg_img is None:
             bg_img = mni_template(img.shape[:3], img.affine, "t1")
+        vmin = -vmax if signed else 0.0
         display = plotting.plot_stat_map(
-            img,
-            bg_img=bg_img,
-            symmetric_cbar=signed,
-            vmax=vmax,
-            vmin=-vmax if signed else 0.0,
-            **common,
+            img, bg_img=bg_img, symmetric_cbar=signed, vmax=vmax, vmin=vmin, **common
         )
     elif kind == "glass_brain":
         display = plotting.plot_glass_brain(
@@ -289,15 +272,10 @@ def plot_learning_curves(
     need = {"epoch", "train_loss", "val_loss"} - set(history.columns)
     if need:
         raise ValueError(f"history lacks columns {sorted(need)}; has {list(history.columns)}.")
-    if metrics is None:
-        metrics = [
-            c
-            for c in history.columns
-            if c.startswith("val_")
-            and c not in ("val_loss", "val_n")
-            and not c.startswith("val_baseline_")
-            and pd.api.types.is_numeric_dtype(history[c])
-        ]
+    if metrics is None:  # every numeric val_* column but the loss, n and baselines
+        numeric = history.select_dtypes("number").columns
+        metrics = [c for c in numeric if c.startswith("val_") and c not in ("val_loss", "val_n")]
+        metrics = [c for c in metrics if not c.startswith("val_baseline_")]
     n_panels = 1 + len(metrics)
     if axes is None:
         fig, axes = plt.subplots(
@@ -340,6 +318,7 @@ def summarise_runs(
     value: str | Sequence[str],
     by: str | Sequence[str] = "condition",
     seed: str = "seed",
+    status: str | None = None,
 ) -> pd.DataFrame:
     """Mean, sd and the seeds of one or several metrics per condition, from one row per run.
 
@@ -348,25 +327,40 @@ def summarise_runs(
         value: a metric column (e.g. ``"test_mae"``), or a list of them.
         by: the condition column(s).
         seed: the seed column.
+        status: optional column saying whether a run counts ("ok") or not (e.g. "diverged",
+            "did not learn"). Runs that are not "ok" are left out of a condition's mean when it
+            has an "ok" run; the summary's ``status`` column names them ("ok", "ok (seed 1:
+            diverged)", or, when no run of the condition is ok, e.g. "seed 0: diverged").
 
     Returns:
         DataFrame with the ``by`` columns, then ``mean`` and ``sd`` for one metric, or
         ``<metric>_mean`` and ``<metric>_sd`` per metric for a list (sample sd, ddof=1; 0 for one
-        run), then ``n`` (runs) and ``seeds`` (comma-separated string), in first-seen order.
+        run), then ``n`` (runs in the mean), ``seeds`` (comma-separated string) and ``status``
+        (with ``status``), in first-seen order.
     """
     by = [by] if isinstance(by, str) else list(by)
     values = [value] if isinstance(value, str) else list(value)
-    groups = runs.groupby(by, sort=False)
+    used, notes = runs, None
+    if status is not None and status in runs:
+        ok = runs[status] == "ok"
+        used = runs[ok | ~ok.groupby([runs[c] for c in by], sort=False).transform("any")]
+        notes = runs.groupby(by, sort=False).apply(_status_note, status, seed, include_groups=False)
+    groups = used.groupby(by, sort=False)
     stats = groups[values].agg(["mean", lambda v: v.std(ddof=1) if len(v) > 1 else 0.0])
-    names = (
-        ["mean", "sd"]
-        if isinstance(value, str)
-        else [f"{v}_{s}" for v in values for s in ("mean", "sd")]
-    )
-    stats.columns = names
+    one = isinstance(value, str)
+    stats.columns = ["mean", "sd"] if one else [f"{v}_{s}" for v in values for s in ("mean", "sd")]
     stats["n"] = groups.size()
     stats["seeds"] = groups[seed].agg(lambda s: ", ".join(map(str, s))) if seed in runs else ""
+    if notes is not None:
+        stats = stats.reindex(notes.index).assign(status=notes)  # first-seen order of all runs
     return stats.reset_index()
+
+
+def _status_note(g: pd.DataFrame, status: str, seed: str) -> str:
+    """A condition's status from its runs' statuses: "ok", "ok (seed 1: diverged)", ..."""
+    bad = g[g[status] != "ok"]
+    what = "; ".join(f"seed {s}: {v}" for s, v in zip(bad.get(seed, bad.index), bad[status]))
+    return "ok" if bad.empty else f"ok ({what})" if len(bad) < len(g) else what
 
 
 def plot_results(
@@ -381,6 +375,9 @@ def plot_results(
     colors: Mapping | None = None,
     color_by: str | None = None,
     baseline: float | None = None,
+    ci: tuple[str, str] | None = None,
+    references: Mapping[str, float | Sequence[float]] | None = None,
+    status: str = "status",
     ax=None,
 ):
     """Bar chart of a metric per condition with sd error bars; the seeds are listed.
@@ -401,10 +398,13 @@ def plot_results(
             figures of a notebook use for the same conditions; others are "C0".
         color_by: the column whose values ``colors`` maps (default: the condition label).
         baseline: draw this value as a dashed grey line (e.g. the training-mean predictor).
+        ci: the summary's (lower, upper) columns of a 95 % interval per condition (e.g. the
+            bootstrap CI over subjects), drawn as a thin grey bar beside the sd error bar.
+        references: grey bars after the conditions, ``{name: value or (value, lower, upper)}``,
+            e.g. the mean-age and ridge baselines with their 95 % intervals.
+        status: a summary column (if present) naming failed runs (e.g. "seed 0: diverged"):
+            written on the bar, which is hatched when no run of the condition is "ok".
         ax: matplotlib Axes to draw into.
-
-    Returns:
-        the matplotlib Figure.
     """
     cond = [condition] if isinstance(condition, str) else list(condition)
     runs = None
@@ -414,7 +414,7 @@ def plot_results(
         summary = table.assign(mean=table[f"{value}_mean"], sd=table[f"{value}_sd"])
     else:
         runs, summary = table, summarise_runs(table, value, cond, seed)
-    need = set(cond) | {"mean", "sd"}
+    need = set(cond) | {"mean", "sd"} | set(ci or ())
     if need - set(summary.columns):
         raise ValueError(
             f"table lacks columns {sorted(need - set(summary.columns))}; pass a summary "
@@ -422,30 +422,38 @@ def plot_results(
         )
     label = summary[cond].astype(str).agg(" / ".join, axis=1)
     keys = label if color_by is None else summary[color_by]
-    fig, ax = _new_axes(ax, figsize=(max(4.0, 1.1 * len(summary) + 2), 4))
+    refs = {k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in (references or {}).items()}
+    fig, ax = _new_axes(ax, figsize=(max(4.0, 1.1 * (len(summary) + len(refs)) + 2), 4))
     pos = np.arange(len(summary))
     colours = [(colors or {}).get(k, "C0") for k in keys]
-    ax.bar(
-        pos,
-        summary["mean"],
-        yerr=summary["sd"].fillna(0),
-        capsize=4,
-        color=colours,
-        alpha=0.75,
-        label="mean ± sd",
-    )
+    height = summary["mean"].astype(float)
+    sd = summary["sd"].astype(float).fillna(0)
+    bars = ax.bar(pos, height, yerr=sd, capsize=4, color=colours, alpha=0.75, label="mean ± sd")
+    if ci is not None:
+        lo, hi = (summary[c].astype(float).to_numpy() for c in ci)
+        kw = dict(fmt="none", ecolor="0.4", elinewidth=2, label="95 % CI (bootstrap, subjects)")
+        ax.errorbar(pos + 0.3, (lo + hi) / 2, yerr=(hi - lo) / 2, **kw)
     if runs is not None and show_runs:
         run_label = runs[cond].astype(str).agg(" / ".join, axis=1)
         for i, c in enumerate(label):
             v = runs.loc[run_label == c, value].astype(float).to_numpy()
             jitter = np.linspace(-0.15, 0.15, len(v)) if len(v) > 1 else np.zeros(1)
             ax.plot(i + jitter, v, "k.", ms=5, label="single runs" if i == 0 else None)
+    for i, note in enumerate(summary[status] if status in summary.columns else []):
+        if not note.startswith("ok"):  # no run of the condition counts: hatched bar
+            bars[i].set(hatch="//", edgecolor="tab:red", alpha=0.4)
+        if note != "ok":
+            y = height.iloc[i] if np.isfinite(height.iloc[i]) else 0.0
+            ax.text(i, y, note, rotation=90, ha="center", va="bottom", fontsize=7, color="tab:red")
+    for x, v in enumerate(refs.values(), start=len(summary)):
+        err = None if len(v) < 3 else [[v[0] - v[1]], [v[2] - v[0]]]
+        ax.bar([x], v[:1], yerr=err, capsize=4, color="0.8", edgecolor="0.4")
     if baseline is not None and np.isfinite(baseline):
         ax.axhline(baseline, ls="--", color="grey", label="baseline")
     ticks = label.str.replace(" / ", "\n")
     if "n" in summary.columns:
         ticks += "\nn = " + summary["n"].astype(int).astype(str)
-    ax.set_xticks(pos, ticks, fontsize="small")
+    ax.set_xticks(np.arange(len(summary) + len(refs)), [*ticks, *refs], fontsize="small")
     ax.set_xlabel(" / ".join(cond).replace("_", " "))
     ax.set_ylabel(metric_label)
     seeds = []
@@ -494,17 +502,10 @@ def plot_position_similarity(
 ):
     """Heat map of :func:`position_similarity`: which slice positions the model tells apart.
 
-    Args:
-        model: a SliceModel with a per-slice parameter (a position embedding or ``norm="set"``).
-        axis: which axis (default: the model's first).
-        parameter: ``"position"``, ``"norm.weight"`` or ``"norm.bias"`` (see
-            :func:`position_similarity`).
-        title: figure title (default names the parameter and the axis).
-        ax: matplotlib Axes to draw into.
-
-    Returns:
-        the matplotlib Figure; both axes are "slice index", the colorbar is the cosine
-        similarity in [-1, 1].
+    ``model``, ``axis``, ``parameter`` as :func:`position_similarity` (a position embedding,
+    or ``"norm.weight"`` / ``"norm.bias"`` with ``norm="set"``); ``title`` defaults to naming
+    the parameter and axis. Returns the Figure: both axes "slice index", the colorbar the cosine
+    similarity in [-1, 1].
     """
     axis = axis or model.axes[0]
     sim = position_similarity(model, axis, parameter)

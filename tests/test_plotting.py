@@ -218,3 +218,43 @@ def test_show_slices_voxels_and_mm():
     assert "mm" in fig2.axes[0].get_xlabel()
     assert fig2.axes[0].get_title() == "sagittal slice 3 (x = -84 mm)"
     assert fig2.axes[3].get_ylabel() == "intensity (z-score)"
+
+
+def test_failed_runs_are_named_not_averaged_and_baselines_drawn_beside_the_arms():
+    runs = pd.DataFrame(
+        dict(
+            weights=["imagenet", "imagenet", "none", "none"],
+            seed=[0, 1, 0, 1],
+            mae=[4.0, 40.0, 20.0, np.nan],
+            lo=[3.0, 30.0, 15.0, np.nan],
+            hi=[5.0, 50.0, 25.0, np.nan],
+            status=["ok", "did not learn", "diverged", "diverged"],
+        )
+    )
+    summary = P.summarise_runs(runs, ["mae", "lo", "hi"], by="weights", status="status")
+    assert list(summary["weights"]) == ["imagenet", "none"]
+    assert list(summary["mae_mean"]) == [4.0, 20.0]  # the failed seed of imagenet left out
+    assert list(summary["n"]) == [1, 2] and list(summary["seeds"]) == ["0", "0, 1"]
+    assert list(summary["status"]) == [
+        "ok (seed 1: did not learn)",
+        "seed 0: diverged; seed 1: diverged",
+    ]
+    assert "status" not in P.summarise_runs(runs, "mae", by="weights").columns
+    fig = P.plot_results(
+        summary,
+        value="mae",
+        condition="weights",
+        ci=("lo_mean", "hi_mean"),
+        references={"mean-age baseline": (17.0, 15.0, 19.0), "ridge": 6.0},
+    )
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["imagenet\nn = 1", "none\nn = 2", "mean-age baseline", "ridge"]
+    assert [p.get_height() for p in ax.patches] == [4.0, 20.0, 17.0, 6.0]
+    assert ax.patches[1].get_hatch() == "//" and not ax.patches[0].get_hatch()
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == list(summary["status"])  # both named; only the one with no ok run hatched
+    assert "95 % CI" in " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    with pytest.raises(ValueError, match="lo_mean"):
+        P.plot_results(summary.drop(columns="lo_mean"), value="mae", condition="weights",
+                       ci=("lo_mean", "hi_mean"))  # fmt: skip
