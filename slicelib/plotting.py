@@ -82,8 +82,7 @@ def plot_slice_importance(
         normalise: ``"max"`` (each curve's peak = 1, default), ``"sum"`` or ``None`` (raw
             units of the first result).
         ground_truth_label: legend text for the ground-truth curve.
-        title: figure title (a default names the axis).
-        ax: matplotlib Axes to draw into.
+        title, ax: figure title (a default names the axis); matplotlib Axes to draw into.
     """
     a = _axis_id(axis)
     if isinstance(results, SliceImportance | np.ndarray | list | tuple):
@@ -259,8 +258,7 @@ def plot_learning_curves(
         label: the column naming the run (ignored if absent).
         metrics: extra columns to plot in their own panels (default: every numeric ``val_*``
             column except ``val_loss``, ``val_n`` and ``val_baseline_*``).
-        loss_label: y label of the loss panel (say the loss and its units, e.g.
-            "loss (MSE, years²)").
+        loss_label: y label of the loss panel with units, e.g. "loss (MSE, years²)".
         metric_labels: y labels with units per metric column, e.g.
             ``{"val_mae": "validation MAE (years)"}`` (defaults exist for common metrics).
         title: figure title.
@@ -330,7 +328,7 @@ def summarise_runs(
         status: optional column saying whether a run counts ("ok") or not (e.g. "diverged",
             "did not learn"). Runs that are not "ok" are left out of a condition's mean when it
             has an "ok" run; the summary's ``status`` column names them ("ok", "ok (seed 1:
-            diverged)", or, when no run of the condition is ok, e.g. "seed 0: diverged").
+            diverged)", or, when no run of the condition is ok, e.g. "diverged: seeds 0, 1").
 
     Returns:
         DataFrame with the ``by`` columns, then ``mean`` and ``sd`` for one metric, or
@@ -357,9 +355,12 @@ def summarise_runs(
 
 
 def _status_note(g: pd.DataFrame, status: str, seed: str) -> str:
-    """A condition's status from its runs' statuses: "ok", "ok (seed 1: diverged)", ..."""
+    """A condition's status from its runs': "ok", "ok (seed 1: diverged)", "diverged: seeds 0, 1"."""
     bad = g[g[status] != "ok"]
-    what = "; ".join(f"seed {s}: {v}" for s, v in zip(bad.get(seed, bad.index), bad[status]))
+    seeds = bad[seed] if seed in bad else bad.index
+    if len(bad) == len(g) and bad[status].nunique() == 1:
+        return f"{bad[status].iloc[0]}: seed{'s' * (len(bad) > 1)} {', '.join(map(str, seeds))}"
+    what = "; ".join(f"seed {s}: {v}" for s, v in zip(seeds, bad[status]))
     return "ok" if bad.empty else f"ok ({what})" if len(bad) < len(g) else what
 
 
@@ -443,8 +444,8 @@ def plot_results(
         if not note.startswith("ok"):  # no run of the condition counts: hatched bar
             bars[i].set(hatch="//", edgecolor="tab:red", alpha=0.4)
         if note != "ok":
-            y = height.iloc[i] if np.isfinite(height.iloc[i]) else 0.0
-            ax.text(i, y, note, rotation=90, ha="center", va="bottom", fontsize=7, color="tab:red")
+            kw = dict(rotation=90, ha="center", va="bottom", fontsize=7, color="tab:red")
+            ax.text(i, 0, " " + note, clip_on=True, **kw)  # inside the bar, from its foot
     for x, v in enumerate(refs.values(), start=len(summary)):
         err = None if len(v) < 3 else [[v[0] - v[1]], [v[2] - v[0]]]
         ax.bar([x], v[:1], yerr=err, capsize=4, color="0.8", edgecolor="0.4")
