@@ -118,11 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="a grid of runs: the train flags, comma-separated values of "
         + "/".join(f.replace("_", "-") for f in GRID_FLAGS),
-        description="Train and evaluate a grid of arms on one split. Per arm and seed, one run "
-        "per --lr value; the run with the best validation metric is reported (results.csv: "
-        "lr, lr_grid, status ok | diverged | did not learn; every candidate in "
-        "lr_selection.csv); summary.csv and compare.png put the arms beside the mean-target "
-        "and ridge baselines with 95 %% bootstrap intervals.",
+        description="Train and evaluate a grid of arms on one split; per arm and seed the --lr "
+        "with the best validation metric is reported (results.csv: lr, lr_grid, status ok | "
+        "diverged | did not learn; lr_selection.csv: every candidate); summary.csv and "
+        "compare.png show the arms beside the mean and ridge baselines (95 %% bootstrap CIs).",
     )
     _add_train_flags(c, grid=True)
     c.add_argument("--eval-split", default="test", choices=["val", "test", "all"])
@@ -150,13 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_train_flags(t: argparse.ArgumentParser, grid: bool = False) -> None:
     """The flags of ``train``; with ``grid`` (``compare``) the GRID_FLAGS take lists."""
 
-    def model_flag(name, choices, help, cast=str, const=None):
+    def model_flag(name, choices, help, cast=str, const=None, each="one arm each"):
         flag = "--" + name.replace("_", "-")
         opt = {} if const is None else dict(nargs="?", const=[const] if grid else const)
         if grid:
             kw = dict(type=_one_of(choices, cast), default=COMPARE_DEFAULTS.get(name), **opt)
             extra = f" (default {kw['default']})" if kw["default"] else ""
-            t.add_argument(flag, help=f"{help}; comma-separated, one arm each{extra}", **kw)
+            t.add_argument(flag, help=f"{help}; comma-separated, {each}{extra}", **kw)
         else:
             t.add_argument(flag, type=cast, choices=choices, help=help, **opt)
 
@@ -193,7 +192,14 @@ def _add_train_flags(t: argparse.ArgumentParser, grid: bool = False) -> None:
         help="slicing axes of one model: sagittal[,coronal,axial]"
         + (" (one model for the whole grid, not a grid flag)" if grid else ""),
     )
-    t.add_argument("--embed-dim", type=int)
+    model_flag(
+        "lr",
+        None,
+        "learning rate (Adam)",
+        cast=float,
+        each="each arm and seed trains one run per value and keeps the one with the best "
+        "validation metric (the lr is chosen, not compared)",
+    )
     t.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
@@ -201,36 +207,26 @@ def _add_train_flags(t: argparse.ArgumentParser, grid: bool = False) -> None:
         help="encoder in NHWC memory layout (same model; ~2x faster MobileNetV2 training on a "
         "CPU; the cpu preset turns it on)",
     )
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    if grid:
-        t.add_argument(
-            "--lr",
-            type=_one_of(None, float),
-            help="learning rate(s), e.g. 1e-4,3e-4,1e-3: each arm and seed trains one run per "
-            "value and keeps the one with the best validation metric (not a grid dimension)",
-        )
-    else:
-        t.add_argument("--lr", type=float, help="learning rate (Adam)")
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--schedule", choices=["constant", "cosine"])
-    t.add_argument("--grad-accum", type=int)
-    t.add_argument("--patience", type=int, help="early stopping patience (epochs); 0 = off")
-    t.add_argument(
-        "--class-weights",
-        choices=["balanced", "none"],
-        help="classification loss weights (default balanced: each class counts equally)",
-    )
-    t.add_argument(
-        "--monitor", help="history column that picks the best epoch, e.g. val_balanced_accuracy"
-    )
-    t.add_argument("--split-seed", type=int)
-    t.add_argument("--device", help="auto | cuda | mps | cpu")
-    t.add_argument("--precision", choices=["auto", "bf16", "fp32"])
-    t.add_argument("--num-workers", type=int)
-    t.add_argument("--cache-dir")
-    t.add_argument("--preset", choices=["smoke", "cpu", "gpu"])
-    t.add_argument("--config", help="TOML or YAML config file")
+    for flag, kind, help in (  # kind: a type, or the choices of a string flag
+        ("--embed-dim", int, "slice embedding size D"),
+        ("--epochs", int, None),
+        ("--batch-size", int, "volumes per batch"),
+        ("--weight-decay", float, None),
+        ("--schedule", ("constant", "cosine"), "learning-rate schedule"),
+        ("--grad-accum", int, "micro-batches per optimiser step"),
+        ("--patience", int, "early stopping patience (epochs); 0 = off"),
+        ("--class-weights", ("balanced", "none"), "balanced (default): each class counts equally"),
+        ("--monitor", str, "history column that picks the best epoch, e.g. val_auc"),
+        ("--split-seed", int, "seed of the subject split (the same for every seed and arm)"),
+        ("--device", str, "auto | cuda | mps | cpu"),
+        ("--precision", ("auto", "bf16", "fp32"), None),
+        ("--num-workers", int, None),
+        ("--cache-dir", str, "preprocessed-volume (and frozen-feature) cache folder"),
+        ("--preset", ("smoke", "cpu", "gpu"), "sizes: laptop smoke test | laptop CPU | paper GPU"),
+        ("--config", str, "TOML or YAML config file (TrainConfig keys, [model], [preprocess])"),
+    ):
+        kw = dict(type=kind) if isinstance(kind, type) else dict(choices=kind)
+        t.add_argument(flag, help=help, **kw)
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -364,14 +360,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def _grid(a: argparse.Namespace) -> tuple[dict[str, list], list[dict]]:
-    """The grid of a compare: {flag: values} of every GRID_FLAG, and one {flag: value} per
-    (arm, seed) over ARM_FLAGS and seed (each is trained once per ``values["lr"]``).
-
-    A GRID_FLAG not given takes the one value the config resolves to (SliceModel's default
-    when the config has none; ``"none"`` for no weights or no position). A 3D CNN arm
-    (``sfcn_3d``, ``densenet121_3d``) has ``"-"`` for SLICE_ONLY_FLAGS: it runs once per seed,
-    not once per combination of settings it does not have.
-    """
+    """{flag: values} of every GRID_FLAG, and one {flag: value} per (arm, seed) over ARM_FLAGS
+    and seed (each trained once per ``values["lr"]``). A flag not given takes the value the
+    config resolves to (SliceModel's default; "none" = no weights/position). A 3D CNN arm has
+    "-" for SLICE_ONLY_FLAGS: one run per seed, not one per setting it does not have."""
     from slicelib.cnn3d import is_volume_backbone
     from slicelib.model import SliceModel
 
@@ -509,16 +501,10 @@ def _test_metrics(run_dir: str, split: str) -> dict:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    """``slicelib compare``: train/evaluate a grid of arms; results, summary, figure.
-
-    Per arm (combination of ARM_FLAGS) and seed, one run per learning rate; the one with the
-    best validation metric is reported. Writes results.csv (one row per arm and seed: its flags,
-    ``lr`` chosen, ``lr_grid``, ``status``, the validation value that chose it, the evaluation
-    metrics with ``*_ci95_lo/hi`` and the ridge baseline, the run folder), lr_selection.csv
-    (every candidate's validation score and status), summary.csv (mean and sd over the seeds
-    whose run is "ok", :func:`slicelib.plotting.summarise_runs`) and compare.png (the primary
-    metric per arm beside the baselines, :func:`slicelib.plotting.plot_results`).
-    """
+    """``slicelib compare``: per arm (ARM_FLAGS) and seed one run per learning rate, the best on
+    validation reported. results.csv: per arm and seed its flags, ``lr``, ``lr_grid``,
+    ``status``, the validation value, the test metrics with ``*_ci95_lo/hi`` and ridge, the run;
+    lr_selection.csv: every candidate; summary.csv (:func:`_summary`); compare.png."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -656,17 +642,11 @@ def _known_errors() -> tuple[type[Exception], ...]:
     errors: list[type[Exception]] = [FileNotFoundError]
     for name in ("config", "train", "runs", "data", "datasets", "weights", "model"):
         try:
-            module = importlib.import_module(f"slicelib.{name}")
+            found = vars(importlib.import_module(f"slicelib.{name}")).items()
         except ModuleNotFoundError:
             continue
-        errors += [
-            v
-            for k, v in vars(module).items()
-            if k.endswith("Error")
-            and isinstance(v, type)
-            and issubclass(v, Exception)
-            and v.__module__.startswith("slicelib")
-        ]
+        found = [v for k, v in found if k.endswith("Error") and isinstance(v, type)]
+        errors += [v for v in found if issubclass(v, Exception) and v.__module__[:8] == "slicelib"]
     return tuple(errors)
 
 

@@ -257,3 +257,62 @@ def test_compare_chooses_the_lr_on_validation_and_runs_a_3d_cnn_once_per_seed(ta
         assert s["n"] == len(used) and (s["status"] == "ok") == (len(ok) == len(g))
     assert {"lr", "baseline_mae_mean", "ridge_mae_mean", "mae_ci95_lo_mean"} <= set(summ.columns)
     assert (out / "compare.png").stat().st_size > 1000
+
+
+def test_train_freeze_encoder_flag_reaches_the_run(table, tmp_path):
+    run = tmp_path / "frozen"
+    argv = ["train", "--data", str(table), "--target", "age", "--out", str(run), "--no-progress"]
+    assert main(argv + ["--config", str(table.parent / "tiny.toml"), "--freeze-encoder"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["freeze_encoder"] is True
+
+
+def _shared_heads() -> Path | None:
+    import os
+
+    for root in (os.environ.get("SLICELIB_SHARED"), "/work/shared"):
+        folder = Path(root or "/nonexistent") / "data" / "ixi_hh_2mm" / "t1"
+        if folder.is_dir() and any(folder.glob("*.nii.gz")):
+            return folder
+    return None
+
+
+def _constant_image(folder: Path) -> Path:
+    from slicelib.data import target_affine
+
+    path = folder / "constant.nii.gz"
+    img = nib.Nifti1Image(np.full((40, 48, 40), 7.0, np.float32), target_affine((40, 48, 40), 4.0))
+    nib.save(img, path)
+    return path
+
+
+def test_qc_command_arguments_and_a_constant_image(tmp_path, capsys):
+    pytest.importorskip("slicelib.qc")
+    for bad in (["qc", "--out", str(tmp_path)], ["qc", "x.nii.gz", "--out", "o", "--jobs", "0"]):
+        with pytest.raises(SystemExit) as err:
+            main(bad)
+        assert err.value.code == 2
+    const = _constant_image(tmp_path)
+    out = tmp_path / "qc"
+    assert main(["qc", str(const), "--out", str(out), "--no-progress", "--no-figures"]) == 0
+    df = pd.read_csv(out / "qc.csv", keep_default_na=False)
+    assert list(df["path"]) == [str(const)] and df.loc[0, "status"] in ("error", "flagged")
+    assert df.loc[0, "reasons"]  # says why
+    printed = capsys.readouterr().out
+    assert "ok       0 of 1" in printed and "constant.nii.gz" in printed
+
+
+@pytest.mark.slow
+def test_qc_passes_a_real_head_and_flags_a_constant_image(tmp_path, capsys):
+    """One shared IXI head (brain extraction + registration: tens of seconds on 2 cores)."""
+    pytest.importorskip("slicelib.qc")
+    heads = _shared_heads()
+    if heads is None:
+        pytest.skip("no shared IXI heads ($SLICELIB_SHARED/data/ixi_hh_2mm or /work/shared)")
+    head, const = sorted(heads.glob("*.nii.gz"))[0], _constant_image(tmp_path)
+    out = tmp_path / "qc"
+    assert main(["qc", str(head), str(const), "--out", str(out), "--no-progress"]) == 0
+    df = pd.read_csv(out / "qc.csv", keep_default_na=False).set_index("path")
+    assert df.loc[str(head), "status"] == "ok", df.loc[str(head), "reasons"]
+    assert df.loc[str(const), "status"] in ("error", "flagged")
+    assert len(list(out.glob("*.png"))) >= 1
+    assert "ok       1 of 2" in capsys.readouterr().out
