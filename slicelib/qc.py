@@ -1,0 +1,233 @@
+"""Quality control of preprocessed scans: does the input look like a T1 brain registered to MNI?
+
+Measures (:func:`measures`, one dict per scan):
+    ncc: Pearson correlation of the preprocessed brain with nilearn's MNI152 T1 template inside
+        the template's brain mask, on the grid (low: failed registration, not a T1, not a brain).
+    wm_gm: mean intensity (z units) in the template's white matter (probability > 0.5) minus
+        that in its grey matter, inside the brain mask (T1: WM brighter, > 0; inverted or T2: < 0).
+    brain_ml: brain-mask volume in the native scan, ml.
+    inside: fraction of the (registered) brain volume that lies inside the grid.
+    scale: native / MNI volume ratio of the affine (det of the transform); ~1 for adults.
+    n_unique: distinct intensity values of the raw input (binary masks 2, label maps < ~300;
+        the 8-bit IXI heads up to 256, so it is only a flag below N_UNIQUE_MIN).
+
+Thresholds (:data:`THRESHOLDS`) come from measurements, ``benchmarks/realscan.py`` and
+``tests/test_qc.py`` (default PipelineConfig, 2 mm grid):
+    shared IXI-HH heads (N = 142): ncc 0.47 to 0.62 (min 0.47), wm_gm 1.2 to 1.9, brain_ml
+    1150 to 1900, inside >= 0.99, scale 0.85 to 1.4, n_unique 120 to 256;
+    synthetic subjects (slicelib.synth, MNI space, registration skipped): ncc about 0.5, wm_gm
+    > 1; a binary mask as a T1: n_unique 2; an inverted head: wm_gm < 0; the DLMUSE label map
+    as a T1: ncc < 0.2 and wm_gm < 0.2; a constant image: error before any step.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["THRESHOLDS", "measures", "qc_status", "qc_figure", "run_qc"]
+
+#: Flag a scan when a measure falls outside these bounds (see the module doc for the data).
+THRESHOLDS: dict[str, tuple[float, float]] = {
+    "ncc": (0.30, 1.0),
+    "wm_gm": (0.30, np.inf),
+    "brain_ml": (700.0, 2500.0),
+    "inside": (0.95, np.inf),
+    "scale": (0.5, 2.0),
+    "n_unique": (20, np.inf),
+}
+_WHY = {
+    "ncc": "low correlation with the MNI152 template (failed registration or not a T1 brain)",
+    "wm_gm": "white matter not brighter than grey matter (inverted or not T1 contrast)",
+    "brain_ml": "implausible brain volume",
+    "inside": "part of the brain lies outside the grid",
+    "scale": "implausible scaling in the registration",
+    "n_unique": "few distinct intensities (a label map or binary mask?)",
+}
+
+
+def _template(shape, affine, what: str) -> np.ndarray:
+    from slicelib.utils import mni_template
+
+    return mni_template(shape, affine, what=what).get_fdata(dtype=np.float32)
+
+
+def n_unique(data: np.ndarray, max_voxels: int = 2_000_000) -> int:
+    """Distinct values of ``data`` (a strided subsample of at most ~max_voxels voxels)."""
+    step = max(1, int(np.ceil((data.size / max_voxels) ** (1 / 3))))
+    sub = data[::step, ::step, ::step] if data.ndim == 3 else data
+    return int(np.unique(sub).size)
+
+
+def measures(result, img=None) -> dict[str, Any]:
+    """QC measures of a :class:`slicelib.pipeline.PipelineResult` (see the module doc).
+
+    Args:
+        result: the pipeline output (array (X, Y, Z), mask, affine, transform, native_mask).
+        img: the loaded input (for ``n_unique``); ``None`` leaves it out.
+    Returns:
+        dict of floats: ncc, wm_gm, brain_ml, inside, scale (and n_unique).
+    """
+    shape, affine = result.array.shape, result.affine
+    t1 = _template(shape, affine, "t1")
+    tmask = _template(shape, affine, "mask") > 0.5
+    a = result.array
+    ncc = float(np.corrcoef(a[tmask], t1[tmask])[0, 1]) if a[tmask].std() > 0 else 0.0
+    wm = (_template(shape, affine, "wm") > 0.5) & result.mask
+    gm = (_template(shape, affine, "gm") > 0.5) & result.mask
+    wm_gm = float(a[wm].mean() - a[gm].mean()) if wm.any() and gm.any() else float("nan")
+    native = np.asarray(result.native_mask.dataobj) > 0
+    native_ml = native.sum() * abs(np.linalg.det(result.native_mask.affine[:3, :3])) / 1000
+    scale = abs(float(np.linalg.det(result.transform[:3, :3])))
+    grid_ml = result.mask.sum() * abs(np.linalg.det(affine[:3, :3])) / 1000
+    out = {
+        "ncc": round(ncc, 4),
+        "wm_gm": round(wm_gm, 4),
+        "brain_ml": round(float(native_ml), 1),
+        "inside": round(min(1.0, grid_ml * scale / max(native_ml, 1e-6)), 4),
+        "scale": round(scale, 4),
+    }
+    if img is not None:
+        out["n_unique"] = n_unique(np.asarray(img.dataobj))
+    return out
+
+
+def qc_status(m: dict[str, Any]) -> tuple[str, list[str]]:
+    """``("ok" | "flagged" | "error", reasons)`` from :func:`measures` output.
+
+    A dict with an ``"error"`` entry is an error; each measure outside :data:`THRESHOLDS`
+    (or NaN) adds a reason such as ``"ncc=0.12 < 0.30: low correlation ..."``.
+    """
+    reasons = []
+    for key, (lo, hi) in THRESHOLDS.items():
+        if key not in m or m[key] is None:
+            continue
+        v = float(m[key])
+        if np.isnan(v) or v < lo:
+            reasons.append(f"{key}={v:.4g} < {lo:g}: {_WHY[key]}")
+        elif v > hi:
+            reasons.append(f"{key}={v:.4g} > {hi:g}: {_WHY[key]}")
+    if m.get("error"):
+        return "error", [str(m["error"])] + reasons
+    return ("flagged" if reasons else "ok"), reasons
+
+
+def qc_figure(result, path, status: str = "", reasons=()) -> None:
+    """PNG of the preprocessed brain (nilearn plot_anat) with the MNI152 brain outline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+    from nilearn import plotting
+
+    from slicelib.utils import atomic_write, mni_template
+
+    img = nib.Nifti1Image(result.array, result.affine)
+    title = f"{result.source}: {status}" + (f" ({'; '.join(reasons)})" if reasons else "")
+    fig = plt.figure(figsize=(10, 3.6))
+    display = plotting.plot_anat(img, figure=fig, cut_coords=(0, -18, 18), dim=0)
+    display.add_contours(mni_template(what="mask", resolution=2), levels=[0.5], colors="r")
+    fig.suptitle(title[:200], fontsize=8, wrap=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    plt.close(fig)
+
+
+def _qc_one(path: str, out_dir: str, config_dict: dict, shape, affine, figure: bool) -> dict:
+    """One row of :func:`run_qc`; never raises."""
+    from slicelib.pipeline import PipelineConfig, PipelineError, load_image, run_pipeline
+
+    row: dict[str, Any] = {"path": path}
+    try:
+        img, _ = load_image(path)
+        row["n_unique"] = n_unique(np.asarray(img.dataobj))
+        result = run_pipeline(img, PipelineConfig.from_dict(config_dict), shape, affine)
+        result.source = Path(path).name
+        row.update(result.qc)
+        row["seconds"] = result.timings["total"]
+    except PipelineError as e:
+        row["error"] = str(e).replace("<image>", path)
+    except Exception as e:  # noqa: BLE001 - one bad scan never stops the batch
+        row["error"] = f"{path}: {type(e).__name__}: {e}"
+        row["traceback"] = traceback.format_exc(limit=3)
+    status, reasons = qc_status(row)
+    row["status"], row["reasons"] = status, "; ".join(reasons)
+    if figure and status != "error":
+        try:
+            qc_figure(result, Path(out_dir) / (_stem(path) + ".png"), status, reasons)
+        except Exception as e:  # noqa: BLE001
+            row["reasons"] += f"; figure failed: {e}"
+    return row
+
+
+def _stem(path: str) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".mgz", ".mgh"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def run_qc(
+    paths,
+    out_dir,
+    config=None,
+    jobs: int = 1,
+    volume_shape=(91, 109, 91),
+    affine=None,
+    figures: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run the pipeline and QC on every scan; write ``out_dir/qc.csv`` and one PNG per scan.
+
+    Args:
+        paths: scan files. config: :class:`slicelib.pipeline.PipelineConfig` (default).
+        jobs: worker processes (each uses ``cpu_count // jobs`` threads).
+        volume_shape, affine: the grid (default FSL MNI152 2 mm).
+    Returns:
+        DataFrame with columns path, status ("ok" / "flagged" / "error"), reasons, then the
+        measures (ncc, wm_gm, brain_ml, inside, scale, n_unique, seconds, error), one row per
+        scan in the order given. A scan that fails gives ``status="error"`` and a reason naming
+        the file; the batch always completes.
+    """
+    from tqdm.auto import tqdm
+
+    from slicelib.pipeline import PipelineConfig, grid
+    from slicelib.utils import atomic_write
+
+    config = config or PipelineConfig()
+    jobs = max(1, int(jobs))
+    if jobs > 1:
+        config = PipelineConfig.from_dict(
+            {**config.to_dict(), "threads": max(1, (os.cpu_count() or 1) // jobs)}
+        )
+    affine = grid(2.0)[1] if affine is None else np.asarray(affine, dtype=float)
+    cfg = {**config.to_dict(), "threads": config.threads}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [str(p) for p in paths]
+    args = [(p, str(out_dir), cfg, tuple(volume_shape), affine, figures) for p in paths]
+    bar = tqdm(total=len(paths), desc="qc", unit="scan", disable=not progress)
+    if jobs == 1:
+        rows = []
+        for a in args:
+            rows.append(_qc_one(*a))
+            bar.update()
+    else:
+        with cf.ProcessPoolExecutor(jobs) as pool:
+            futures = [pool.submit(_qc_one, *a) for a in args]
+            for _ in cf.as_completed(futures):
+                bar.update()
+            rows = [f.result() for f in futures]
+    bar.close()
+    df = pd.DataFrame(rows)
+    first = ["path", "status", "reasons"]
+    df = df[first + [c for c in df.columns if c not in first]]
+    atomic_write(out_dir / "qc.csv", lambda tmp: df.to_csv(tmp, index=False))
+    return df
