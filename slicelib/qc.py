@@ -134,7 +134,7 @@ def qc_figure(result, path, status: str = "", reasons=()) -> None:
     fig = plt.figure(figsize=(10, 3.6))
     display = plotting.plot_anat(img, figure=fig, cut_coords=(0, -18, 18), dim=0)
     display.add_contours(mni_template(what="mask", resolution=2), levels=[0.5], colors="r")
-    fig.suptitle(title[:200], fontsize=8, wrap=True)
+    fig.suptitle(title[:200], fontsize=8, wrap=True, color="w")  # plot_anat: black background
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
     plt.close(fig)
 
