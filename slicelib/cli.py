@@ -448,9 +448,9 @@ def _judge(run_dir: Path, cfg, error: str | None = None) -> dict:
     import numpy as np
     import pandas as pd
 
-    from slicelib.train import _monitor
+    from slicelib.train import monitor_of
 
-    monitor, mode = _monitor(cfg)
+    monitor, mode = monitor_of(cfg)
     out = dict(status="diverged", monitor=monitor, val_best=None, note=error or "")
     hist = run_dir / "history.csv"
     hist = pd.read_csv(hist) if hist.is_file() else pd.DataFrame({"train_loss": []})
@@ -509,11 +509,11 @@ def cmd_compare(a: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from slicelib.metrics import primary_metric
-    from slicelib.train import _monitor
+    from slicelib.train import monitor_of
 
     values, grid = _grid(a)
     cfg = _resolve(_one_run(a, dict.fromkeys(GRID_FLAGS)))
-    mode = _monitor(cfg)[1]
+    mode = monitor_of(cfg)[1]
     root = Path(a.out)
     root.mkdir(parents=True, exist_ok=True)
     lr_grid = ",".join(f"{v:g}" for v in values["lr"])

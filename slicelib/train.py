@@ -77,6 +77,7 @@ __all__ = [
     "load_config_file",
     "train",
     "fit",
+    "monitor_of",
     "save_checkpoint",
     "encode_features",
     "cached_features",
@@ -219,16 +220,17 @@ class RunState:
     best_epoch: int = -1
     bad_epochs: int = 0  # epochs since the last improvement
     stopped_early: bool = False
+    diverged: bool = False  # the training loss or the outputs became NaN/inf: training stopped
 
     def update(self, row: dict, monitor: str, mode: str, patience: int | None) -> bool:
         """Record a finished epoch's history row; returns whether ``row[monitor]`` improved."""
         if monitor not in row:
             raise ConfigError(f"monitor {monitor!r} is not a history column: {list(row)}")
         value, best = row[monitor], self.best_value
-        better = value is not None and (
-            best is None or (value < best if mode == "min" else value > best)
-        )
+        better = value is not None and math.isfinite(value) and not self.diverged
+        better = better and (best is None or (value < best if mode == "min" else value > best))
         self.epoch = row["epoch"] - 1
+        self.diverged = self.diverged or row.get("status") == "diverged"
         self.history.append(row)
         if better:
             self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch, 0
@@ -264,7 +266,9 @@ def fit(
 
     Returns:
         dict: ``best_epoch`` (0-based), ``best_value`` (monitored metric), ``epochs_run``,
-        ``stopped_early``, ``history`` (list of row dicts).
+        ``stopped_early``, ``diverged``, ``history`` (list of row dicts; ``status`` "ok", or
+        "diverged" for the epoch whose training loss or validation outputs were NaN/inf: that
+        epoch is recorded, no best checkpoint is taken from it and training stops there).
     """
     cfg, run_dir = config, Path(run_dir)
     rank, world, local_rank = _dist_setup()
@@ -274,7 +278,7 @@ def fit(
         ys = [float(train_ds[i][1]) for i in range(len(train_ds))]
         n_classes = model_config_dict(model).get("num_classes")
         meta = _make_meta(cfg, model, M.train_stats(ys, cfg.task, n_classes, cfg.class_weights))
-    stats, monitor, mode = meta["train_stats"], *_monitor(cfg)
+    stats, monitor, mode = meta["train_stats"], *monitor_of(cfg)
     model.to(device)
     runner = model  # what the loop runs: the model, or (frozen encoder) its head on features
     if cfg.freeze_encoder:
@@ -293,7 +297,7 @@ def fit(
         steps = cfg.epochs * math.ceil(len(loader) / cfg.grad_accum)  # optimiser steps in all
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     state = _resume(run_dir / "last.pt", model, opt, sched, meta)
-    first = cfg.epochs if state.stopped_early else state.epoch + 1
+    first = cfg.epochs if state.stopped_early or state.diverged else state.epoch + 1
 
     with _deterministic(cfg.deterministic, device):
         for epoch in range(first, cfg.epochs):
@@ -302,20 +306,23 @@ def fit(
             desc = f"epoch {epoch + 1}/{cfg.epochs}" if progress and rank == 0 else None
             train_loss = _train_epoch(net, loader, opt, sched, cfg, stats, device, bf16, desc)
             row = {"epoch": epoch + 1, "train_loss": train_loss}
-            row.update(_validate(runner, val_ds, cfg, stats, device, bf16))
+            row.update(_validate(runner, val_ds, cfg, stats, device, bf16, monitor))
             row.update(lr=opt.param_groups[0]["lr"], seconds=round(time.time() - t0, 3))
+            finite = row.pop("finite") and math.isfinite(train_loss)
+            row["status"] = "ok" if finite else "diverged"
             improved = state.update(M.to_jsonable(row), monitor, mode, cfg.patience)
             if rank == 0:
                 _save(run_dir, model, opt, sched, state, meta, improved)
-                _log(state, cfg.epochs, monitor, improved)
+                _log(state, cfg.epochs, monitor, improved, train_loss, cfg.lr)
             _barrier()
-            if state.stopped_early:
+            if state.stopped_early or state.diverged:
                 break
     return dict(
         best_epoch=state.best_epoch,
         best_value=state.best_value,
         epochs_run=len(state.history),
         stopped_early=state.stopped_early,
+        diverged=state.diverged,
         history=state.history,
     )
 
@@ -360,12 +367,17 @@ def _train_epoch(net, loader, opt, sched, cfg, stats, device, bf16, desc) -> flo
     return float(loss_sum[0] / loss_sum[1])
 
 
-def _validate(model, val_ds, cfg, stats, device, bf16) -> dict:
-    """Validation loss and metrics (``val_mae``, ``val_auc``, ...) on the whole set, all ranks."""
+def _validate(model, val_ds, cfg, stats, device, bf16, monitor: str) -> dict:
+    """Validation loss and metrics (``val_mae``, ``val_auc``, ...) on the whole set, all ranks;
+    ``finite``: whether every output was finite (if not, only ``val_loss`` and ``monitor``,
+    both NaN: metrics of NaN outputs are undefined)."""
     out, y = predict_dataset(
         model, val_ds, cfg.batch_size, device, bf16, cfg.num_workers, shard=True
     )
     row = {"val_loss": float(_loss(cfg.task, torch.from_numpy(out), torch.from_numpy(y), stats))}
+    row["finite"] = bool(np.isfinite(out).all())
+    if not row["finite"]:
+        return {**row, "val_loss": math.nan, monitor: math.nan}
     for k, v in M.compute_metrics(cfg.task, y, out, stats).items():
         if not isinstance(v, list) and not k.startswith("baseline_"):
             row["val_" + k] = v
@@ -393,8 +405,8 @@ def _loss(task: str, output: torch.Tensor, target: torch.Tensor, stats: dict) ->
     return (w[target.long()] * per).mean()
 
 
-def _monitor(cfg: TrainConfig) -> tuple[str, str]:
-    """(history column, "min"|"max") used for the best checkpoint and early stopping."""
+def monitor_of(cfg: TrainConfig) -> tuple[str, str]:
+    """(history column, "min"|"max") that picks the best checkpoint and stops early."""
     if cfg.monitor == "auto":
         return ("val_mae", "min") if cfg.task == "regression" else ("val_loss", "min")
     name = cfg.monitor if cfg.monitor.startswith("val_") else "val_" + cfg.monitor
@@ -464,13 +476,16 @@ def _deterministic(on: bool, device: torch.device):
         torch.use_deterministic_algorithms(before)
 
 
-def _log(state: RunState, epochs: int, monitor: str, improved: bool) -> None:
+def _log(state: RunState, epochs: int, monitor: str, improved: bool, loss: float, lr) -> None:
     row = state.history[-1]
-    msg = f"epoch {row['epoch']}/{epochs}  train_loss {row['train_loss']:.4f}"
+    msg = f"epoch {row['epoch']}/{epochs}  train_loss {loss:.4f}"
     for key in dict.fromkeys(("val_loss", "val_mae", "val_auc", "val_balanced_accuracy", monitor)):
         if isinstance(row.get(key), float):
             msg += f"  {key} {row[key]:.4f}"
     tqdm.write(msg + ("  *" if improved else ""), file=sys.stderr)
+    if state.diverged:
+        why = f"training loss {loss}" if not math.isfinite(loss) else "NaN/inf outputs"
+        tqdm.write(f"diverged ({why}): stopped. Try a lower lr than {lr:g}.", file=sys.stderr)
     if state.stopped_early:
         tqdm.write(f"early stopping: no improvement for {state.bad_epochs} epochs", file=sys.stderr)
 
@@ -516,7 +531,8 @@ def _resume(last: Path, model, opt, sched, meta: dict) -> RunState:
     opt.load_state_dict(ckpt["optimizer"])
     if sched is not None and ckpt.get("scheduler") is not None:
         sched.load_state_dict(ckpt["scheduler"])
-    state = RunState(**{f.name: ckpt[f.name] for f in dataclasses.fields(RunState)})
+    names = [f.name for f in dataclasses.fields(RunState) if f.name in ckpt]  # older: fewer
+    state = RunState(**{k: ckpt[k] for k in names})
     if not dist.is_initialized() or dist.get_rank() == 0:
         tqdm.write(f"resuming {last.parent} after epoch {state.epoch + 1}", file=sys.stderr)
     return state
@@ -547,7 +563,8 @@ def _check_resume(saved: dict, meta: dict, run_dir: Path) -> None:
         if isinstance(cfg.get("model"), dict):
             cfg["model"] = _drop(cfg["model"], _MODEL_MAY_CHANGE)
     # (a model config saved by an older slicelib reads as today's: no "norm", position None)
-    ma, mb = (_drop(_model_dict(d.get("model", {})), _MODEL_MAY_CHANGE) for d in (saved, now))
+    ma, mb = (saved_model_config(d["model"]) if d.get("model") else {} for d in (saved, now))
+    ma, mb = _drop(ma, _MODEL_MAY_CHANGE), _drop(mb, _MODEL_MAY_CHANGE)
     diffs = [
         f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(a | b) if a.get(k) != b.get(k)
     ]
@@ -563,10 +580,6 @@ def _check_resume(saved: dict, meta: dict, run_dir: Path) -> None:
             "be resumed:\n  " + "\n  ".join(diffs) + "\nUse a new --out directory, or delete "
             f"{run_dir} to start over. (May change on resume: {', '.join(may)}.)"
         )
-
-
-def _model_dict(d: dict) -> dict:
-    return saved_model_config(d) if d else {}
 
 
 def _write_csv(path: Path, df: pd.DataFrame) -> None:

@@ -207,6 +207,26 @@ def test_train_evaluate_predict(table, tmp_path):
     assert mae == pytest.approx(res["mae"], rel=1e-5)
 
 
+def test_absurd_lr_diverges_cleanly_and_resume_keeps_it_stopped(table, tmp_path, capfd):
+    cfg = tiny_config(tmp_path, data=str(table), out=str(tmp_path / "blown"), lr=1e6, epochs=4)
+    run = train(TrainConfig.from_dict(cfg), progress=False)  # no "Input contains NaN"
+    hist = pd.read_csv(run / "history.csv")
+    assert list(hist["status"]).count("diverged") == 1 and hist["status"].iloc[-1] == "diverged"
+    assert len(hist) < 4  # stopped at the diverged epoch
+    last = hist.iloc[-1]
+    assert not (np.isfinite(last["train_loss"]) and np.isfinite(last["val_mae"]))
+    assert "diverged" in capfd.readouterr().err
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["diverged"] is True and ckpt["epoch"] == len(hist) - 1
+    if (run / "best.pt").is_file():  # a finite epoch before the divergence is the best one
+        assert load_checkpoint(run / "best.pt")["epoch"] < len(hist) - 1
+    # the same call again resumes into the stopped state: nothing more is trained
+    stamp = (run / "last.pt").stat().st_mtime_ns
+    train(TrainConfig.from_dict(cfg), progress=False)
+    assert (run / "last.pt").stat().st_mtime_ns == stamp
+    assert len(pd.read_csv(run / "history.csv")) == len(hist)
+
+
 def test_binary_task_reports_baseline_side_by_side(table, tmp_path):
     cfg = tiny_config(tmp_path, data=str(table), target="ad", task="binary", epochs=1)
     run = train(TrainConfig.from_dict({**cfg, "out": str(tmp_path / "b")}), progress=False)
