@@ -232,7 +232,10 @@ def run_qc(
             rows.append(_qc_one(*a))
             bar.update()
     else:
-        with cf.ProcessPoolExecutor(jobs) as pool:
+        import multiprocessing as mp
+
+        # spawn: a forked child of a process that already ran torch/OpenMP can hang
+        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
             futures = [pool.submit(_qc_one, *a) for a in args]
             for _ in cf.as_completed(futures):
                 bar.update()
