@@ -14,10 +14,12 @@ section (``--sections``):
     cache    decoding + preprocessing .nii.gz vs loading the preprocessed cache
     frozen   epoch time of a frozen ImageNet encoder on cached features vs fine-tuning
     tta      time-to-accuracy on the synthetic brain-age task
+    tta_real time-to-accuracy on the real IXI derivative (data/ixi_hh_4mm, 4 mm)
+    pipeline seconds per raw 2 mm head through slicelib.pipeline (shared IXI-HH heads)
     gpu      CUDA only: fp32 vs bf16, channels_last, torch.compile; volumes/s and MFU
 
 Each timing: warm-up step(s), then timed steps, the median reported. Nothing here asserts a
-time: the targets (issues 6 and 14) are printed as ratios with pass / short.
+time: the targets (issues 6, 13 and 14) are printed as ratios with pass / short.
 """
 
 from __future__ import annotations
@@ -55,12 +57,12 @@ for _p in (str(ROOT), str(HERE)):  # run from a checkout, without installing
 import fast  # noqa: E402  (benchmarks/fast.py)
 
 from slicelib import data as D  # noqa: E402
-from slicelib.cnn3d import SFCN  # noqa: E402
+from slicelib.cnn3d import SFCN, VolumeCNN  # noqa: E402
 from slicelib.course import shared_dir  # noqa: E402
-from slicelib.model import AXES, SliceModel  # noqa: E402
+from slicelib.model import SliceModel  # noqa: E402
 
 GB = 1024**3
-SECTIONS = ("train", "memory", "latency", "cache", "frozen", "tta", "gpu")
+SECTIONS = ("train", "memory", "latency", "cache", "frozen", "tta", "tta_real", "pipeline", "gpu")
 
 # Dense bf16 peak FLOP/s by device name (first match wins; for MFU as nanoGPT's estimate_mfu).
 PEAK_BF16_FLOPS = (
@@ -80,6 +82,7 @@ TARGETS = {
     "cache_ratio": 20.0,  # cached loading over decoding .nii.gz
     "frozen_ratio": 20.0,  # fine-tuning epoch time over frozen-encoder epoch time (cached)
     "tta_ratio": 0.5,  # slicelib-ImageNet time-to-accuracy over MONAI DenseNet121-3D
+    "pipeline_s": 15.0,  # seconds per raw 2 mm head through slicelib.pipeline (issue 13)
     "mfu": 0.40,  # GPU, bf16
 }
 
@@ -115,6 +118,9 @@ class Settings:
     tta_cap_max_s: float = 1800.0  # DenseNet's cap may grow to 2x slicelib-ImageNet's time
     tta_val_steps: int = 10  # validate every this many optimiser steps (and each epoch end)
     frozen_epochs: int = 3  # frozen-encoder epochs timed (median); fine-tuning: one epoch
+    real_cap_s: float = 900.0  # tta_real: the real IXI derivative (4 mm), cap per model
+    real_cap_max_s: float = 1800.0
+    pipeline_heads: int = 5  # raw 2 mm heads timed through slicelib.pipeline (median)
     predict_subjects: int = 4
     isolate: bool = True  # memory and gpu sections: one process per model
     train_isolate: bool = True  # the training table: one process per model
@@ -139,6 +145,9 @@ MODES = {
         tta_cap_max_s=120.0,
         tta_val_steps=4,
         frozen_epochs=3,
+        real_cap_s=90.0,
+        real_cap_max_s=180.0,
+        pipeline_heads=3,
         train_isolate=False,  # a fresh process costs ~10 s of imports per model
         worker_timeout_s=300.0,
     ),
@@ -163,6 +172,9 @@ MODES = {
         tta_cap_max_s=10.0,
         tta_val_steps=0,
         frozen_epochs=1,
+        real_cap_s=5.0,
+        real_cap_max_s=10.0,
+        pipeline_heads=1,
         isolate=False,
         train_isolate=False,
         worker_timeout_s=300.0,
@@ -289,13 +301,15 @@ class PeakMemory:
 # ----------------------------------------------------------------------------- models, timing
 
 
-def build_model(spec: dict, volume_shape) -> nn.Module:
+def build_model(spec: dict, volume_shape, target: tuple | None = None) -> nn.Module:
     """A benchmarked model from ``spec`` (``kind`` + options) for the grid ``volume_shape``.
 
-    Every model maps ``(B, 1, X, Y, Z)`` -> ``(B,)`` or ``(B, 1)`` (regression).
+    Every model maps ``(B, 1, X, Y, Z)`` -> ``(B,)`` or ``(B, 1)`` (regression). ``target``:
+    ``(mean, std)`` of the training ages for the slicelib models (``slice``, ``densenet121_3d``
+    = :class:`slicelib.cnn3d.VolumeCNN`), whose output is then ``mean + std * head`` in years.
     """
     torch.manual_seed(0)
-    kind = spec["kind"]
+    kind, (mean, std) = spec["kind"], target or (None, None)
     if kind == "slice":
         axes = ("sagittal", "coronal", "axial") if spec["axes"] == "all" else spec["axes"]
         options = ("stem", "slice_chunk", "checkpoint_activations", "freeze_batchnorm")
@@ -305,9 +319,14 @@ def build_model(spec: dict, volume_shape) -> nn.Module:
             axes=axes,
             volume_shape=tuple(volume_shape),
             channels_last=spec.get("channels_last", False),
+            target_mean=mean,
+            target_std=std,
             seed=0,
             **{k: spec[k] for k in options if k in spec},
         )
+    if kind == "densenet121_3d":  # MONAI's DenseNet121-3D through slicelib (train/compare's)
+        shape = tuple(volume_shape)
+        return VolumeCNN(kind, volume_shape=shape, target_mean=mean, target_std=std, seed=0)
     if kind == "sfcn":
         return SFCN()
     from monai.networks import nets
@@ -597,57 +616,24 @@ def _phantom_niftis(n: int, work_dir: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- 5. frozen encoder
 
 
-class Standardised(nn.Module):
-    """Prediction (years) = mean + std * net(x): every net learns z-scored ages alike.
+@dataclass
+class Task:
+    """A brain-age task for the frozen and tta sections: volumes ``x`` (N, 1, X, Y, Z) z-scored,
+    ``ages`` (N,) years, the fixed ``train`` / ``val`` index arrays and how the data were made.
+    ``dataset``: a :class:`slicelib.data.VolumeDataset` of the same subjects (None when the
+    volumes do not come from NIfTI files)."""
 
-    Input: what ``net`` takes (volumes, or cached features); output ``(B,)`` years.
-    """
-
-    def __init__(self, net: nn.Module, mean: float, std: float):
-        super().__init__()
-        self.net, self.mean, self.std = net, float(mean), float(std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mean + self.std * self.net(x).reshape(-1).float()  # (B,)
-
-
-class FrozenEncoder(nn.Module):
-    """A SliceModel with its 2D encoder fixed: features are encoded once, the rest trains.
-
-    ``encode(x, batch)``: volumes ``(N, 1, X, Y, Z)`` -> encoder features ``(N, S, F)`` (eval
-    mode, no grad: the cache). ``forward(f)``: ``(B, S, F)`` -> ``(B,)`` through the model's
-    projection, position, norm, pooling and head (the trainable part).
-    """
-
-    def __init__(self, model: SliceModel):
-        super().__init__()
-        self.model = model.requires_grad_(True)
-        model.encoder.requires_grad_(False)
-        n = [model.n_slices[a] for a in model.axes]
-        self.register_buffer("index", torch.cat([torch.arange(k) for k in n]))  # (S,)
-        axis = [torch.full((k,), AXES[a]) for a, k in zip(model.axes, n)]
-        self.register_buffer("axis", torch.cat(axis))  # (S,)
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor, batch: int) -> torch.Tensor:
-        m = self.model.eval()
-        feats = []
-        for xb in x.split(batch):  # (b, 1, X, Y, Z)
-            per_axis = []
-            for a in m.axes:
-                s = xb[:, 0].movedim(1 + AXES[a], 1)  # (b, S_a, H, W), as SliceModel slices
-                images = s.reshape(-1, 1, *s.shape[2:])  # (b*S_a, 1, H, W)
-                per_axis.append(m.encode_images(images).reshape(len(xb), s.shape[1], -1))
-            feats.append(torch.cat(per_axis, dim=1))  # (b, S, F)
-        return torch.cat(feats)  # (N, S, F)
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        h = self.model.project(f)  # (B, S, D)
-        return self.model.predict_from_embeddings(h, self.index, self.axis)  # (B,)
+    name: str
+    x: torch.Tensor
+    ages: np.ndarray
+    train: np.ndarray
+    val: np.ndarray
+    how: str
+    dataset: object = None
 
 
-def load_cohort(s: Settings, work_dir: Path) -> tuple[torch.Tensor, np.ndarray, str]:
-    """The synthetic cohort on the small grid: volumes ``(N, 1, X, Y, Z)``, ages ``(N,)`` years."""
+def load_cohort(s: Settings, work_dir: Path) -> Task:
+    """The synthetic cohort on the small grid, split 75 / 25 (seeded) into train / validation."""
     from slicelib import synth
 
     cohort = work_dir / f"synth_n{s.cohort_subjects}_seed0"
@@ -655,16 +641,16 @@ def load_cohort(s: Settings, work_dir: Path) -> tuple[torch.Tensor, np.ndarray, 
     if not tsv.is_file() or len(pd.read_csv(tsv, sep="\t")) < s.cohort_subjects:
         synth.make_cohort(cohort, n=s.cohort_subjects, seed=0, progress=True)
     table = pd.read_csv(tsv, sep="\t", dtype={"participant_id": str}).head(s.cohort_subjects)
-    paths = [cohort / p / "anat" / f"{p}_T1w.nii.gz" for p in table["participant_id"]]
+    table["path"] = [str(cohort / p / "anat" / f"{p}_T1w.nii.gz") for p in table["participant_id"]]
     cfg = D.PreprocessConfig(
         volume_shape=tuple(s.cohort_grid), voxel_size=s.cohort_voxel, centre="none"
     )
-    vols = [
-        np.asarray(D.load_preprocessed(p, cfg, cache_dir=work_dir / "cache"), np.float32)
-        for p in tqdm(paths, desc="preprocess cohort", leave=False)
-    ]
+    dataset = D.VolumeDataset(table, "age", cfg, cache_dir=work_dir / "cache")
+    vols = [dataset[i][0] for i in tqdm(range(len(dataset)), desc="cohort", leave=False)]
     how = f"slicelib.data.preprocess to {s.cohort_voxel:g} mm {tuple(s.cohort_grid)}, cached"
-    return torch.from_numpy(np.stack(vols))[:, None], table["age"].to_numpy(np.float32), how
+    ages = table["age"].to_numpy(np.float32)
+    tr, va = split_cohort(ages)
+    return Task("synthetic", torch.stack(vols), ages, tr, va, how, dataset)  # x (N, 1, X, Y, Z)
 
 
 def split_cohort(ages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -674,54 +660,118 @@ def split_cohort(ages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return perm[:n_train], perm[n_train:]
 
 
-def adam_step(model: Standardised, lr: float):
-    """``step(x, y)``: one Adam step (MSE on z-scored ages) on ``model``'s trainable parameters."""
+def ixi4mm_dir() -> Path:
+    """The shipped real IXI derivative (``$SLICELIB_IXI4MM``, else ``data/ixi_hh_4mm``)."""
+    return Path(os.environ.get("SLICELIB_IXI4MM") or ROOT / "data" / "ixi_hh_4mm")
+
+
+def read_brain(path: Path) -> np.ndarray:
+    """One derivative brain as float32 (X, Y, Z): a ``.npz`` (key ``brain``) or a NIfTI file."""
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            return z["brain"].astype(np.float32)
+    import nibabel as nib
+
+    return np.asarray(nib.load(path).dataobj, dtype=np.float32)
+
+
+def load_ixi4mm(folder: Path | None = None) -> Task:
+    """The real IXI-HH derivative (138 labelled heads, 4 mm MNI grid, brain only) with the
+    library's fixed split (``slicelib.datasets.split_subjects``: seed 0, 70 / 15 / 15, stratified
+    by age; the test subjects are left out). Raises FileNotFoundError naming what is missing."""
+    from slicelib.datasets import split_subjects
+
+    folder = Path(folder) if folder else ixi4mm_dir()
+    tsv = folder / "participants.tsv"
+    if not tsv.is_file():
+        raise FileNotFoundError(f"{tsv} not found: the real IXI derivative is not there yet")
+    table = pd.read_csv(tsv, sep="\t", dtype={"participant_id": str})
+    col = "brain" if "brain" in table else "path"
+    files = [folder / f for f in table[col]]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(files)} brains listed in {tsv} are missing "
+            f"(first: {missing[0]}): regenerate with data/ixi_hh_4mm/make_derivative.py"
+        )
+    x = torch.from_numpy(np.stack([read_brain(f) for f in files]))[:, None]  # (N, 1, X, Y, Z)
+    split = split_subjects(table, "age", seed=0)
+    index = {p: i for i, p in enumerate(table["participant_id"])}
+    tr, va = (np.array([index[p] for p in split[k]]) for k in ("train", "val"))
+    flagged = int((table.get("qc", pd.Series(dtype=str)) != "ok").sum()) if "qc" in table else 0
+    how = (
+        f"{folder.name}: slicelib.pipeline (deepbet, N4, affine to MNI152) at 4 mm "
+        f"{tuple(x.shape[2:])}, float16 on disk; {flagged} QC-flagged kept; split_subjects "
+        f"seed 0 (70 / 15 / 15, test left out)"
+    )
+    return Task("real IXI-HH", x, table["age"].to_numpy(np.float32), tr, va, how)
+
+
+def adam_step(model: nn.Module, lr: float, std: float):
+    """``step(x, y)``: one Adam step on ``model``'s trainable parameters; the loss is the MSE in
+    training-SD units, ``((model(x) - y) / std)^2`` (model outputs and ``y`` (B,) in years)."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
-        z, z_true = (model(x) - model.mean) / model.std, (y - model.mean) / model.std  # (B,)
-        nn.functional.mse_loss(z, z_true).backward()
+        out = model(x).reshape(-1).float()  # (B,) years
+        nn.functional.mse_loss(out / std, y / std).backward()
         opt.step()
 
     return step
 
 
-def epoch_seconds(model: Standardised, x: torch.Tensor, y: torch.Tensor, s: Settings) -> float:
-    """Seconds of training steps for one epoch over ``x`` (after one untimed warm-up step)."""
-    step = adam_step(model.train(), s.tta_lr)
+def epoch_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Settings) -> float:
+    """Seconds of training steps for one epoch over ``x`` (N, ...) and ``y`` (N,) years, after
+    one untimed warm-up step."""
+    step = adam_step(model.train(), s.tta_lr, float(y.std()))
     step(x[: s.tta_batch], y[: s.tta_batch])
     b = s.tta_batch
     return sum(_timed(lambda i=i: step(x[i : i + b], y[i : i + b])) for i in range(0, len(x), b))
 
 
-def bench_frozen(s: Settings, work_dir: Path) -> dict:
-    """Epoch time of training with a frozen ImageNet encoder on cached features vs fine-tuning
-    the whole model: the same MobileNetV2 slice model, training volumes, grid and batch."""
-    x, ages, how = load_cohort(s, work_dir)
-    tr, _ = split_cohort(ages)
-    x, y = x[tr], torch.as_tensor(ages[tr])  # (N, 1, X, Y, Z), (N,)
-    mean, std = float(y.mean()), float(y.std())
+def imagenet_spec() -> dict | None:
+    """The slicelib-ImageNet model spec (MobileNetV2, sagittal, channels_last), None without
+    the offline weights file."""
     weights = weights_path()
-    spec = dict(MNV2, channels_last=True, weights=str(weights) if weights else None)
-    fine = epoch_seconds(Standardised(build_model(spec, s.cohort_grid), mean, std), x, y, s)
-    frozen = FrozenEncoder(build_model(spec, s.cohort_grid))
-    t0 = time.perf_counter()
-    feats = frozen.encode(x, s.tta_batch)  # (N, S, F)
-    cache_s = time.perf_counter() - t0
-    model = Standardised(frozen, mean, std)
-    frozen_s = statistics.median(epoch_seconds(model, feats, y, s) for _ in range(s.frozen_epochs))
+    return dict(MNV2, channels_last=True, weights=str(weights)) if weights else None
+
+
+def bench_frozen(s: Settings, work_dir: Path) -> dict:
+    """Epoch time of frozen-encoder training after caching vs fine-tuning, the library's path:
+    ``slicelib.frozen.cached_features`` (what ``train(freeze_encoder=True)`` encodes with) and
+    ``FrozenHead``; the same MobileNetV2 slice model, training volumes, grid and batch."""
+    from slicelib.frozen import FrozenHead, cached_features
+
+    task = load_cohort(s, work_dir)
+    x, y = task.x[task.train], torch.as_tensor(task.ages[task.train])  # (N, 1, X, Y, Z), (N,)
+    stats = (float(y.mean()), float(y.std()))
+    spec = imagenet_spec() or dict(MNV2, channels_last=True)
+    fine = epoch_seconds(build_model(spec, s.cohort_grid, stats), x, y, s)
+    model = build_model(spec, s.cohort_grid, stats)
+    ds = task.dataset
+    train_ds = D.VolumeDataset(ds.table.iloc[task.train], "age", ds.config, ds.cache_dir)
+    feats = []
+    with tempfile.TemporaryDirectory(prefix="features-", dir=work_dir) as cache:  # cold
+        encode_s = _timed(lambda: cached_features(model, train_ds, cache, s.tta_batch))
+        read_s = _timed(lambda: feats.append(cached_features(model, train_ds, cache)))  # (N, S, F)
+    head = FrozenHead(model)
+    frozen_s = statistics.median(
+        epoch_seconds(head, feats[0], y, s) for _ in range(s.frozen_epochs)
+    )
     rows = [
         dict(name="fine-tuning: one epoch", seconds=fine),
-        dict(name="frozen encoder: encoding the training set once (the cache)", seconds=cache_s),
-        dict(name="frozen encoder: one epoch on cached features", seconds=frozen_s),
+        dict(name="frozen: encoding + writing the feature cache (once)", seconds=encode_s),
+        dict(name="frozen: reading the feature cache", seconds=read_s),
+        dict(name="frozen: one epoch on cached features (FrozenHead)", seconds=frozen_s),
     ]
     return dict(
         subjects=len(x),
-        preprocessing=how,
+        preprocessing=task.how,
         batch=s.tta_batch,
-        weights="ImageNet" if weights else "random (ImageNet weights file not found)",
+        weights="ImageNet" if imagenet_spec() else "random (ImageNet weights file not found)",
+        features=list(feats[0].shape[1:]),
         ratio=fine / frozen_s,
         rows=rows,
     )
@@ -732,31 +782,35 @@ def bench_frozen(s: Settings, work_dir: Path) -> dict:
 
 def train_to_target(model, x_tr, y_tr, x_va, y_va, s: Settings, target: float, cap_s: float,
                     clock: float = 0.0) -> dict:  # fmt: skip
-    """Train a :class:`Standardised` model until validation MAE <= ``target`` years or ``cap_s``.
+    """Train ``model`` (outputs (B,) years) until validation MAE <= ``target`` years or ``cap_s``.
 
-    ``x_tr`` (N, ...) inputs, ``y_tr`` (N,) ages in years; the same for validation. The clock
-    counts training steps only (validation passes are reported apart) and starts at ``clock``
-    (e.g. the frozen encoder's one-time encoding). Validation every ``tta_val_steps`` optimiser
-    steps (0: none in between), at each epoch end and at the cap. Returns the history
-    ``[training seconds, epoch, val MAE]`` and whether and when the target was reached.
+    ``x_tr`` (N, ...) inputs, ``y_tr`` (N,) ages in years; the same for validation. The loss is
+    the MSE in training-SD units. The clock counts training steps only (validation passes are
+    reported apart) and starts at ``clock`` (e.g. the frozen encoder's one-time encoding).
+    Validation every ``tta_val_steps`` optimiser steps (0: none in between), at each epoch end
+    and at the cap; a last batch of one volume is dropped (3D CNN BatchNorm). Returns the
+    history ``[training seconds, epoch, val MAE]`` and whether and when the target was reached.
     """
-    step, y_tr, y_va = adam_step(model, s.tta_lr), torch.as_tensor(y_tr), torch.as_tensor(y_va)
+    y_tr, y_va = torch.as_tensor(y_tr).float(), torch.as_tensor(y_va).float()
+    step = adam_step(model, s.tta_lr, float(y_tr.std()))
     g = torch.Generator().manual_seed(0)
     history, val_s, n_steps, epoch = [], 0.0, 0, 0
 
     def val_mae() -> float:
         model.eval()
         with torch.no_grad():
-            pred = torch.cat([model(xb) for xb in x_va.split(s.tta_batch)])  # (N_va,)
+            pred = torch.cat([model(xb).reshape(-1) for xb in x_va.split(s.tta_batch)])  # (N_va,)
         model.train()
         return float((pred - y_va).abs().mean())
 
+    model.train()
     while clock < cap_s and not (history and history[-1][2] <= target):
         perm = torch.randperm(len(x_tr), generator=g)
         for i in range(0, len(perm), s.tta_batch):
             idx = perm[i : i + s.tta_batch]
-            clock += _timed(lambda idx=idx: step(x_tr[idx], y_tr[idx]))
-            n_steps += 1
+            if len(idx) > 1 or len(perm) == 1:
+                clock += _timed(lambda idx=idx: step(x_tr[idx], y_tr[idx]))
+                n_steps += 1
             last = i + s.tta_batch >= len(perm) or clock >= cap_s
             if last or (s.tta_val_steps and n_steps % s.tta_val_steps == 0):
                 t0 = time.perf_counter()
@@ -772,67 +826,100 @@ def train_to_target(model, x_tr, y_tr, x_va, y_va, s: Settings, target: float, c
                 history=history)  # fmt: skip
 
 
-def bench_tta(s: Settings, work_dir: Path) -> dict:
-    """Time-to-accuracy on the synthetic brain-age task: slicelib-ImageNet fine-tuned and with a
-    frozen encoder, slicelib from scratch, MONAI DenseNet121-3D; same data, batch, optimiser."""
-    x, ages, how = load_cohort(s, work_dir)
-    tr, va = split_cohort(ages)
+def frozen_arm(model, x_tr, x_va, batch: int):
+    """The library's frozen-encoder path for one arm: ``slicelib.frozen.encode_features`` of
+    the training and validation volumes (N, 1, X, Y, Z) -> (N, S, F), and ``FrozenHead(model)``.
+    Returns ``(head, f_tr, f_va, seconds of encoding)``."""
+    from slicelib.frozen import FrozenHead, encode_features
+
+    t0 = time.perf_counter()
+    f_tr, f_va = encode_features(model, x_tr, batch), encode_features(model, x_va, batch)
+    return FrozenHead(model), f_tr, f_va, time.perf_counter() - t0
+
+
+def tta_arms(task: Task) -> tuple:
+    """(name, model spec, frozen encoder) of the time-to-accuracy arms on ``task``."""
+    imagenet = imagenet_spec() or dict(MNV2, channels_last=True, missing="ImageNet weights")
+    arms = [(TTA_FINETUNED, imagenet, False), (TTA_FROZEN, imagenet, True)]
+    if task.name == "synthetic":  # the scratch arm: synthetic task only (time)
+        arms.append(("slicelib-scratch (mobilenet_v2)", dict(MNV2, channels_last=True), False))
+    return (*arms, (TTA_DENSENET, dict(kind="densenet121_3d"), False))
+
+
+def run_tta(task: Task, s: Settings, cap_s: float, cap_max_s: float) -> dict:
+    """Time-to-accuracy of every arm on ``task``: same data, split, batch, optimiser and loss.
+    DenseNet121-3D's cap grows to 2x the fine-tuned slicelib time (within ``cap_max_s``)."""
+    x, ages, tr, va = task.x, task.ages, task.train, task.val
     mean, std = float(ages[tr].mean()), float(ages[tr].std())
     baseline = float(np.abs(ages[va] - mean).mean())  # val MAE of predicting the training mean
     target = s.tta_target * baseline
-    weights = weights_path()
-    imagenet = dict(MNV2, channels_last=True, weights=str(weights) if weights else None)
-    arms = (  # name, model spec, frozen encoder
-        (TTA_FINETUNED, imagenet, False),
-        (TTA_FROZEN, imagenet, True),
-        ("slicelib-scratch (mobilenet_v2)", dict(MNV2, channels_last=True), False),
-        (TTA_DENSENET, dict(kind="monai_densenet121"), False),
-    )
-    cap = dict.fromkeys([a[0] for a in arms], s.tta_cap_s)
-    rows = []
-    for name, spec, frozen in arms:
-        if "ImageNet" in name and weights is None:
-            rows.append(dict(name=name, skipped="ImageNet weights file not found"))
+    cap, rows = {}, []
+    for name, spec, frozen in tqdm(tta_arms(task), desc=f"tta {task.name}"):
+        if spec.get("missing"):
+            rows.append(dict(name=name, skipped=f"{spec['missing']} file not found"))
             continue
-        net, x_tr, x_va, clock = build_model(spec, s.cohort_grid), x[tr], x[va], 0.0
-        if frozen:
-            net = FrozenEncoder(net)
-            t0 = time.perf_counter()
-            x_tr, x_va = net.encode(x_tr, s.tta_batch), net.encode(x_va, s.tta_batch)
-            clock = time.perf_counter() - t0  # encoding once counts as training time
-        res = train_to_target(
-            Standardised(net, mean, std),
-            x_tr,
-            ages[tr],
-            x_va,
-            ages[va],
-            s,
-            target,
-            cap[name],
-            clock=clock,
-        )
-        rows.append(dict(name=name, cap_s=cap[name], encode_s=clock if frozen else None, **res))
+        model, x_tr, x_va, clock = build_model(spec, x.shape[2:], (mean, std)), x[tr], x[va], 0.0
+        if frozen:  # encoding once counts as training time
+            model, x_tr, x_va, clock = frozen_arm(model, x_tr, x_va, s.tta_batch)
+        arm_cap = cap.get(name, cap_s)
+        res = train_to_target(model, x_tr, ages[tr], x_va, ages[va], s, target, arm_cap, clock)
+        rows.append(dict(name=name, cap_s=arm_cap, encode_s=clock if frozen else None, **res))
         if name == TTA_FINETUNED and res["reached"]:
             # DenseNet's cap: long enough to decide the ratio target (a model that misses the
-            # target counts as >= its cap), within tta_cap_max_s
+            # target counts as >= its cap), within cap_max_s
             need = 1.02 * res["time_to_target_s"] / TARGETS["tta_ratio"]
-            cap[TTA_DENSENET] = min(max(s.tta_cap_s, need), s.tta_cap_max_s)
-    return dict(
-        subjects=len(ages),
-        train=len(tr),
-        val=len(va),
-        preprocessing=how,
-        batch=s.tta_batch,
-        lr=s.tta_lr,
-        target_rel=s.tta_target,
-        target_mae=target,
-        mean_baseline_val_mae=baseline,
-        val_steps=s.tta_val_steps,
-        rows=rows,
-    )
+            cap[TTA_DENSENET] = min(max(cap_s, need), cap_max_s)
+    return dict(task=task.name, subjects=len(ages), train=len(tr), val=len(va),
+                preprocessing=task.how, batch=s.tta_batch, lr=s.tta_lr, target_rel=s.tta_target,
+                target_mae=target, mean_baseline_val_mae=baseline, val_steps=s.tta_val_steps,
+                rows=rows)  # fmt: skip
 
 
-# ----------------------------------------------------------------------------- 7. GPU
+def bench_tta(s: Settings, work_dir: Path) -> dict:
+    """Time-to-accuracy on the synthetic brain-age task (:func:`run_tta`)."""
+    return run_tta(load_cohort(s, work_dir), s, s.tta_cap_s, s.tta_cap_max_s)
+
+
+def bench_tta_real(s: Settings, work_dir: Path) -> dict:
+    """Time-to-accuracy on the shipped real IXI derivative (:func:`load_ixi4mm`)."""
+    try:
+        task = load_ixi4mm()
+    except FileNotFoundError as err:
+        return dict(skipped=str(err))
+    return run_tta(task, s, s.real_cap_s, s.real_cap_max_s)
+
+
+# ----------------------------------------------------------------------------- 7. pipeline
+
+
+def bench_pipeline(s: Settings, work_dir: Path) -> dict:
+    """Seconds per raw 2 mm IXI head through ``slicelib.pipeline.run_pipeline`` (the default
+    config, torch/ITK threads = this run's torch threads), median over ``pipeline_heads`` shared
+    heads; with ``benchmarks/realscan.py``'s ``one_head`` (also Dice and template NCC)."""
+    import realscan  # benchmarks/realscan.py
+
+    from slicelib.pipeline import PipelineConfig
+
+    folder = realscan.shared_dir()
+    if not (folder / "participants.tsv").is_file():
+        return dict(skipped=f"no shared heads at {folder} (set SLICELIB_SHARED)")
+    table = pd.read_csv(folder / "participants.tsv", sep="\t").head(s.pipeline_heads)
+    config = dict(PipelineConfig().to_dict(), threads=torch.get_num_threads())
+    rows = []
+    for r in tqdm(list(table.itertuples()), desc="pipeline"):
+        try:
+            out = realscan.one_head(str(folder / r.t1), str(folder / r.brain_labels), config)
+            rows.append({k: out[k] for k in ("subject", "seconds", "dice", "ncc")})
+        except Exception as err:  # noqa: BLE001 - reported in the table
+            rows.append(dict(subject=Path(r.t1).name, error=f"{type(err).__name__}: {err}"))
+    times = [r["seconds"] for r in rows if "seconds" in r]
+    return dict(source=str(folder), threads=config["threads"], heads=rows,
+                median_s=statistics.median(times) if times else None,
+                rows=[dict(name="slicelib.pipeline.run_pipeline, 2 mm head (median)",
+                           seconds=statistics.median(times) if times else None)])  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- 8. GPU
 
 
 def bench_gpu(s: Settings, work_dir: Path) -> dict:
@@ -861,7 +948,8 @@ def bench_gpu(s: Settings, work_dir: Path) -> dict:
 
 
 BENCHES = dict(train=bench_train, memory=bench_memory, latency=bench_latency, cache=bench_cache,
-               frozen=bench_frozen, tta=bench_tta, gpu=bench_gpu)  # fmt: skip
+               frozen=bench_frozen, tta=bench_tta, tta_real=bench_tta_real,
+               pipeline=bench_pipeline, gpu=bench_gpu)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- targets
@@ -954,13 +1042,19 @@ def targets(results: dict) -> list[dict]:
     ):
         if "ratio" in results.get(section, {}):
             out.append(_target(what, results[section]["ratio"], ">=", TARGETS[key]))
-    tta = _rows(results, "tta")
-    for arm in (TTA_FINETUNED, TTA_FROZEN):
-        if arm in tta and TTA_DENSENET in tta:
-            what = f"time-to-accuracy {arm} / DenseNet121-3D"
-            out.append(tta_target(what, tta[arm], tta[TTA_DENSENET], results["tta"]["target_mae"]))
-    if not any(t["name"].startswith("time-to-accuracy") for t in out):
-        out.append(dict(name="time-to-accuracy", status="not measured"))
+    for section, task in (("tta", "synthetic"), ("tta_real", "real IXI")):
+        tta = _rows(results, section)
+        for arm in (TTA_FINETUNED, TTA_FROZEN):
+            if arm in tta and TTA_DENSENET in tta:
+                what = f"time-to-accuracy ({task}) {arm} / DenseNet121-3D"
+                mae = results[section]["target_mae"]
+                out.append(tta_target(what, tta[arm], tta[TTA_DENSENET], mae))
+        if not any(t["name"].startswith(f"time-to-accuracy ({task})") for t in out):
+            out.append(dict(name=f"time-to-accuracy ({task})", status="not measured"))
+    pipe = results.get("pipeline", {})
+    if pipe.get("median_s") is not None:
+        what = f"preprocessing pipeline, s per 2 mm head ({pipe['threads']} thread(s))"
+        out.append(_target(what, pipe["median_s"], "<=", TARGETS["pipeline_s"]))
     mfus = [r["mfu"] for n, r in _rows(results, "gpu").items() if "bf16" in n and r.get("mfu")]
     if mfus:
         out.append(_target("GPU MFU, bf16 (best variant)", max(mfus), ">=", TARGETS["mfu"]))
@@ -1066,16 +1160,37 @@ def _frozen_report(sec: dict) -> list[str]:
         f"## Frozen encoder vs fine-tuning: {sec['ratio']:.0f}x cheaper epochs after caching",
         table(sec["rows"], dict(name="what", seconds="seconds")),
         f"MobileNetV2 slice model ({sec['weights']} weights, channels_last), {sec['subjects']} "
-        f"training volumes, {sec['preprocessing']}; batch {sec['batch']}, Adam. Frozen: the 2D "
-        "encoder in eval mode encodes every slice once; projection, position, norm, pooling "
-        "and head train on the cached features.",
+        f"training volumes, {sec['preprocessing']}; batch {sec['batch']}, Adam, measured side "
+        "by side in this run. Frozen, the library's path (what `TrainConfig(freeze_encoder="
+        "True)` runs): `slicelib.frozen.cached_features` encodes every slice once in eval mode "
+        f"and writes per-subject (S, F) = {tuple(sec.get('features', ()))} float32 files; "
+        "`FrozenHead` trains the projection, position, norm, pooling and head on them.",
+    ]
+
+
+def _pipeline_report(sec: dict) -> list[str]:
+    rows = [dict(h, name=h["subject"]) for h in sec["heads"]]
+    median = f"{sec['median_s']:.1f} s" if sec["median_s"] is not None else "no head"
+    columns = dict(name="head", seconds="seconds", dice="brain Dice", ncc="template NCC")
+    return [
+        f"## Preprocessing pipeline: {median} per raw 2 mm head (median; target <= 15 s)",
+        table(rows, columns),
+        f"`slicelib.pipeline.run_pipeline` (default config: deepbet, N4, 12-dof affine to "
+        f"MNI152, 2 mm grid), {sec['threads']} torch/ITK thread(s), one head at a time, via "
+        f"`benchmarks/realscan.py`'s `one_head` on {sec['source']}. All heads: "
+        "`python benchmarks/realscan.py --jobs 2` (results/realscan.md).",
     ]
 
 
 def _tta_report(sec: dict) -> list[str]:
     every = f"every {sec['val_steps']} steps and " if sec["val_steps"] else ""
     rows = [
-        dict(r, when=f"{r['time_to_target_s']:.3g}" if r["reached"] else "not reached")
+        dict(
+            r,
+            when=f"{r['time_to_target_s']:.3g}"
+            if r["reached"]
+            else f"not reached in {r['train_s']:.3g} (>= cap)",
+        )
         if "reached" in r
         else r
         for r in sec["rows"]
@@ -1090,7 +1205,7 @@ def _tta_report(sec: dict) -> list[str]:
         epochs="epochs",
     )
     return [
-        "## Time-to-accuracy (synthetic brain-age task)",
+        f"## Time-to-accuracy ({sec.get('task', 'synthetic')} brain-age task)",
         f"{sec['subjects']} subjects ({sec['train']} train / {sec['val']} val), "
         f"{sec['preprocessing']}; batch {sec['batch']}, Adam lr {sec['lr']:g} for every model. "
         f"Target: validation MAE <= {sec['target_rel']:g} x the predict-the-training-mean "
@@ -1098,7 +1213,10 @@ def _tta_report(sec: dict) -> list[str]:
         f"{every}at each epoch end; the clock counts "
         "training steps (and the frozen encoder's one-time encoding). DenseNet121-3D's cap grows "
         "to 2x the fine-tuned slicelib time so that the <= 0.5x target is decided; a model that "
-        "misses the target counts as >= its cap.",
+        "misses the target counts as >= its cap (a bound, never a time). Models: `SliceModel` "
+        "MobileNetV2 (sagittal, channels_last); frozen: `slicelib.frozen.encode_features` + "
+        "`FrozenHead`; DenseNet121-3D: `slicelib.cnn3d.VolumeCNN('densenet121_3d')` (MONAI); "
+        "every output is mean + SD x head (training ages), the loss the MSE in SD units.",
         table(rows, columns),
     ]
 
@@ -1127,6 +1245,8 @@ REPORTS = dict(
     cache=_cache_report,
     frozen=_frozen_report,
     tta=_tta_report,
+    tta_real=_tta_report,
+    pipeline=_pipeline_report,
     gpu=_gpu_report,
 )
 
@@ -1182,6 +1302,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile rows")
     ap.add_argument("--tta-cap", type=float, help="time-to-accuracy cap per model (s)")
     ap.add_argument("--tta-lr", type=float, help="time-to-accuracy Adam learning rate")
+    ap.add_argument("--real-cap", type=float, help="tta_real cap per model (s)")
     ap.add_argument(
         "--tta-target",
         type=float,
@@ -1207,6 +1328,7 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = dict(
         compile=args.compile,
         tta_cap_s=args.tta_cap,
+        real_cap_s=args.real_cap,
         tta_lr=args.tta_lr,
         tta_target=args.tta_target,
         train_batch=args.train_batch,

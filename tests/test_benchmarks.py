@@ -7,11 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest.importorskip("tabulate", reason="the report uses DataFrame.to_markdown (tabulate)")
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +44,8 @@ def fake_results(bench):
         machine=dict(cpu="cpu", cores=2, torch_threads=1, torch="2", python="3.11", date="now",
                      loadavg=[0.1, 0, 0], memory_gb=8.0, cpu_bf16_native=False, gpu=None),
         settings=dict(mode="tiny", volume_shape=[16, 20, 16]),
-        sections=["train", "memory", "latency", "cache", "frozen", "tta", "gpu"],
+        sections=["train", "memory", "latency", "cache", "frozen", "tta", "tta_real", "pipeline",
+                  "gpu"],
         note="", total_s=1.0, loadavg_end=[0.2, 0, 0],
         train=dict(batch=1, isolated=False, rows=[
             dict(name="slicelib resnet18, 1 axis", off=None, volumes_per_s=0.3, params_m=11.2,
@@ -69,6 +71,15 @@ def fake_results(bench):
                      tta_row(bench.TTA_FINETUNED, True, 30.0),
                      tta_row(bench.TTA_FROZEN, True, 10.0),
                      tta_row(bench.TTA_DENSENET, False, 100.0, best=12.0)]),
+        tta_real=dict(task="real IXI-HH", subjects=10, train=6, val=2, preprocessing="p",
+                      batch=2, lr=1e-3, target_rel=0.5, target_mae=7.0, mean_baseline_val_mae=14.0,
+                      val_steps=0, rows=[
+                          tta_row(bench.TTA_FINETUNED, False, 90.0, best=8.0),
+                          dict(name=bench.TTA_FROZEN, skipped="ImageNet weights file not found"),
+                          tta_row(bench.TTA_DENSENET, True, 60.0)]),
+        pipeline=dict(source="s", threads=1, median_s=14.0, heads=[
+            dict(subject="IXI1", seconds=14.0, dice=0.98, ncc=0.55),
+            dict(subject="IXI2", error="PipelineError: x")], rows=[]),
         gpu=dict(skipped="no CUDA"),
     )  # fmt: skip
 
@@ -90,9 +101,14 @@ def test_targets_from_results(bench):
     assert out["epoch time fine-tuning / frozen encoder on cached features"]["status"] == "short"
     # DenseNet missed the target in 100 s: ratios are upper bounds, 0.3 and 0.1 (both pass)
     for arm, bound in ((bench.TTA_FINETUNED, 0.3), (bench.TTA_FROZEN, 0.1)):
-        t = out[f"time-to-accuracy {arm} / DenseNet121-3D"]
+        t = out[f"time-to-accuracy (synthetic) {arm} / DenseNet121-3D"]
         assert t["value_is"] == "upper bound" and t["value"] == pytest.approx(bound)
         assert t["status"] == "pass"
+    # real: slicelib missed it in 90 s, DenseNet reached it in 60 s: >= 1.5, short
+    t = out[f"time-to-accuracy (real IXI) {bench.TTA_FINETUNED} / DenseNet121-3D"]
+    assert t["value_is"] == "lower bound" and t["status"] == "short"
+    assert f"time-to-accuracy (real IXI) {bench.TTA_FROZEN} / DenseNet121-3D" not in out
+    assert out["preprocessing pipeline, s per 2 mm head (1 thread(s))"]["status"] == "pass"
     assert out["GPU MFU, bf16"]["status"] == "skipped: no CUDA"
 
 
@@ -115,26 +131,72 @@ def test_report_renders_every_section(bench):
     assert md.startswith("# slicelib benchmark (tiny mode)")
     for title in ("## Targets", "## Training throughput", "## Peak training memory",
                   "## Inference latency", "## Data pipeline", "## Frozen encoder",
-                  "## Time-to-accuracy", "## GPU"):  # fmt: skip
+                  "## Time-to-accuracy (synthetic", "## Time-to-accuracy (real IXI-HH",
+                  "## Preprocessing pipeline: 14.0 s", "## GPU"):  # fmt: skip
         assert title in md
+    assert "skipped: ImageNet weights file not found" in md and "error: PipelineError" in md
     assert "| slicelib resnet18, 1 axis + folded stem |" in md  # a pandas Markdown row
     assert "error: RuntimeError: out of memory" in md
     assert "skipped: full mode only" in md
     assert "<= 0.3" in md and "not reached" in md  # a bound and a missed target
 
 
-def test_frozen_encoder_is_the_model_with_a_fixed_encoder(bench):
-    """Training on cached features trains the same function as the model, minus the encoder."""
-    model = bench.build_model(dict(bench.R18, axes="all"), (12, 14, 10)).eval()
-    frozen = bench.FrozenEncoder(model)
-    x = torch.randn(3, 1, 12, 14, 10)
-    feats = frozen.encode(x, batch=2)  # (3, S, F)
-    assert feats.shape == (3, 12 + 14 + 10, 512)
+def test_frozen_arm_is_the_model_with_a_fixed_encoder(bench):
+    """The benchmark's frozen arm (slicelib.frozen) trains the model's function minus the
+    encoder, and its outputs are in years (target mean + SD x head)."""
+    model = bench.build_model(dict(bench.R18, axes="all"), (12, 14, 10), (50.0, 10.0)).eval()
+    x = torch.randn(5, 1, 12, 14, 10)
+    head, f_tr, f_va, seconds = bench.frozen_arm(model, x[:3], x[3:], batch=2)
+    assert f_tr.shape == (3, 12 + 14 + 10, 512) and f_va.shape == (2, 36, 512) and seconds > 0
     with torch.no_grad():
-        torch.testing.assert_close(frozen(feats), model(x), atol=1e-5, rtol=1e-5)
-    trainable = {n for n, p in frozen.named_parameters() if p.requires_grad}
+        torch.testing.assert_close(head.eval()(f_tr), model(x[:3]), atol=1e-4, rtol=1e-5)
+    trainable = {n for n, p in head.named_parameters() if p.requires_grad}
     assert trainable and not any(n.startswith("model.encoder.") for n in trainable)
     assert any(n.startswith("model.head") for n in trainable)
+
+
+def test_densenet_arm_is_slicelib_volume_cnn(bench):
+    pytest.importorskip("monai")
+    model = bench.build_model(dict(kind="densenet121_3d"), (30, 36, 30), (50.0, 10.0))
+    assert isinstance(model, bench.VolumeCNN) and model.target_mean == 50.0
+    assert model.config.backbone == "densenet121_3d"
+
+
+def write_derivative(folder, n, shape=(6, 7, 6)):
+    """A fake ixi_hh_4mm folder: n npz brains and a participants.tsv (ages 20..80)."""
+    (folder / "brains").mkdir(parents=True)
+    ids = [f"IXI{i:03d}" for i in range(n)]
+    for i, p in enumerate(ids):
+        brain = np.full(shape, i, np.float16)
+        np.savez_compressed(folder / "brains" / f"{p}.npz", brain=brain, mask=brain > 0)
+    ages = np.linspace(20, 80, n)
+    table = pd.DataFrame(dict(participant_id=ids, age=ages, brain=[f"brains/{p}.npz" for p in ids],
+                              qc=["ok"] * (n - 1) + ["flagged"]))  # fmt: skip
+    table.to_csv(folder / "participants.tsv", sep="\t", index=False)
+    return ids
+
+
+def test_load_ixi4mm_split_and_missing_files(bench, tmp_path):
+    write_derivative(tmp_path / "d", 20)
+    task = bench.load_ixi4mm(tmp_path / "d")
+    assert task.x.shape == (20, 1, 6, 7, 6) and task.x.dtype == torch.float32
+    assert len(set(task.train) | set(task.val)) == len(task.train) + len(task.val) < 20  # test out
+    for i in (*task.train, *task.val):  # volume i is subject i (its constant), age i
+        assert float(task.x[i].mean()) == i and task.ages[i] == pytest.approx(20 + 60 * i / 19)
+    assert "1 QC-flagged kept" in task.how
+    (tmp_path / "d" / "brains" / "IXI003.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="1 of 20 brains .* missing .*IXI003"):
+        bench.load_ixi4mm(tmp_path / "d")
+    with pytest.raises(FileNotFoundError, match="participants.tsv not found"):
+        bench.load_ixi4mm(tmp_path / "nothing")
+
+
+def test_sections_without_data_are_skipped_with_a_reason(bench, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLICELIB_SHARED", str(tmp_path / "no_shared"))
+    monkeypatch.setenv("SLICELIB_IXI4MM", str(tmp_path / "no_derivative"))
+    s = bench.MODES["tiny"]
+    assert "no shared heads" in bench.bench_pipeline(s, tmp_path)["skipped"]
+    assert "not found" in bench.bench_tta_real(s, tmp_path)["skipped"]
 
 
 def test_train_worker_fast_options(bench, tmp_path):
@@ -152,8 +214,7 @@ def test_train_worker_fast_options(bench, tmp_path):
 def test_train_to_target_stops_at_target(bench):
     torch.manual_seed(0)
     x, ages = torch.randn(8, 1, 4, 4, 4), torch.linspace(20, 90, 8)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1))
-    model = bench.Standardised(net, float(ages.mean()), float(ages.std()))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1))  # (B, 1)
     s = bench.replace(bench.MODES["tiny"], tta_batch=4, tta_val_steps=1)
     res = bench.train_to_target(model, x, ages, x, ages, s, target=1e6, cap_s=5.0, clock=2.0)
     assert res["reached"] and len(res["history"]) == 1
