@@ -247,7 +247,8 @@ def test_tiny_run_all_sections(bench, tmp_path):
     results = bench.main(
         ["--tiny", "--threads", "1", "--out", str(tmp_path), "--work-dir", str(tmp_path / "w")]
     )
-    for section in bench.SECTIONS:
-        assert "skipped" not in results[section] or section == "gpu", results[section]
+    data_sections = {"gpu", "tta_real", "pipeline"}  # CUDA, the derivative, the shared heads
+    for section in bench.SECTIONS:  # only a section whose data or device is absent may skip
+        assert "skipped" not in results[section] or section in data_sections, results[section]
     assert all("error" not in r for r in results["train"]["rows"])
     assert {r["name"] for r in results["tta"]["rows"]} >= {bench.TTA_FROZEN, bench.TTA_DENSENET}
