@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
-import itertools
 import json
 import os
-import re
 import sys
 from pathlib import Path
+
+# the flags a compare grid takes as comma-separated lists: the arms, the seeds, the lr grid
+from slicelib.compare import ARM_FLAGS, GRID_FLAGS
 
 __all__ = ["main", "build_parser", "ARM_FLAGS", "GRID_FLAGS"]
 
@@ -38,13 +38,7 @@ POSITIONS = ("learned", "sinusoidal", "none")
 NORMS = ("set", "slice", "none")
 POOLINGS = ("mean", "max", "attention", "gated_attention")
 YES_NO = ("no", "yes")
-# the conditions of a compare grid: one arm (one summary row, one bar) per combination
-ARM_FLAGS = ("backbone", "weights", "position", "norm", "pooling", "freeze_encoder")
-# the flags a compare grid takes as comma-separated lists: the arms, the seeds, the lr grid
-GRID_FLAGS = (*ARM_FLAGS, "seed", "lr")
-# arm flags that mean nothing to a 3D CNN (sfcn_3d, densenet121_3d): "-" in its results
-SLICE_ONLY_FLAGS = ("weights", "position", "norm", "pooling", "freeze_encoder")
-NOT_APPLICABLE = "-"
+JOBS_HELP = "preprocessing worker processes (default 1)"
 COMPARE_DEFAULTS = {
     "weights": "imagenet,none",
     "position": "learned,sinusoidal,none",
@@ -94,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=200, help="number of subjects (default 200)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--ad-prevalence", type=float, default=None)
-    s.add_argument("--jobs", type=int, default=1, help="worker processes")
+    s.add_argument("--jobs", type=_positive_int, default=1, help="worker processes (default 1)")
 
     t = sub.add_parser("train", help="train a slice model (resumes if RUN_DIR has last.pt)")
     _add_train_flags(t)
@@ -113,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default=None, help="CSV file (default: print to stdout)")
     q.add_argument("--checkpoint", default="best", choices=["best", "last"])
     q.add_argument("--device", default="auto")
+    q.add_argument("--jobs", type=_positive_int, default=1, help=JOBS_HELP)
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     c = sub.add_parser(
         "compare",
@@ -220,12 +216,13 @@ def _add_train_flags(t: argparse.ArgumentParser, grid: bool = False) -> None:
         ("--split-seed", int, "seed of the subject split (the same for every seed and arm)"),
         ("--device", str, "auto | cuda | mps | cpu"),
         ("--precision", ("auto", "bf16", "fp32"), None),
-        ("--num-workers", int, None),
+        ("--num-workers", int, "DataLoader worker processes"),
+        ("--jobs", _positive_int, JOBS_HELP),
         ("--cache-dir", str, "preprocessed-volume (and frozen-feature) cache folder"),
         ("--preset", ("smoke", "cpu", "gpu"), "sizes: laptop smoke test | laptop CPU | paper GPU"),
         ("--config", str, "TOML or YAML config file (TrainConfig keys, [model], [preprocess])"),
     ):
-        kw = dict(type=kind) if isinstance(kind, type) else dict(choices=kind)
+        kw = dict(choices=kind) if isinstance(kind, tuple) else dict(type=kind)
         t.add_argument(flag, help=help, **kw)
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -248,7 +245,7 @@ def _overrides(a: argparse.Namespace) -> dict:
     """Flags given on the command line -> TrainConfig overrides (None = not given)."""
     keys = ["data", "target", "out", "task", "seed", "epochs", "batch_size", "lr"]
     keys += ["weight_decay", "schedule", "grad_accum", "split_seed", "class_weights", "monitor"]
-    keys += ["device", "precision", "num_workers", "cache_dir", "preset"]
+    keys += ["device", "precision", "num_workers", "jobs", "cache_dir", "preset"]
     over = {k: getattr(a, k) for k in keys}
     if a.freeze_encoder is not None:
         over["freeze_encoder"] = a.freeze_encoder == "yes"
@@ -261,22 +258,10 @@ def _overrides(a: argparse.Namespace) -> dict:
 
 
 def _resolve(a: argparse.Namespace):
-    """The TrainConfig of a parsed ``train`` command line (or one run of a compare grid).
+    """The TrainConfig of a parsed ``train`` command line (or the base config of ``compare``)."""
+    from slicelib.config import resolve_config
 
-    For the 3D CNN arm of a compare grid (``a.volume_arm``) the config file's slice-model
-    settings (embed_dim, position, weights, ...) are left out, as a preset's are.
-    """
-    from slicelib.config import SLICE_ONLY_KEYS, load_config_file, resolve_config
-
-    file, over = a.config, _overrides(a)
-    if getattr(a, "volume_arm", False) and file:
-        d = load_config_file(file)
-        drop = (*SLICE_ONLY_KEYS, "weights")
-        model = {k: v for k, v in d.pop("model", {}).items() if k not in drop}
-        given = {k: v for k, v in over.items() if v is not None}
-        over = {**d, **given, "model": {**model, **given.get("model", {})}}
-        file = None
-    cfg = resolve_config(preset=a.preset, file=file, overrides=over)
+    cfg = resolve_config(preset=a.preset, file=a.config, overrides=_overrides(a))
     if a.patience == 0:  # --patience 0 switches early stopping off
         cfg.patience = None
     return cfg
@@ -346,7 +331,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
     """``slicelib predict``: one row per file; failures reported, exit code 1 if any failed."""
     from slicelib.runs import predict_files
 
-    df = predict_files(a.run, a.files, checkpoint=a.checkpoint, device=a.device)
+    kw = dict(checkpoint=a.checkpoint, device=a.device, progress=not a.no_progress)
+    df = predict_files(a.run, a.files, **kw)
     bad = df[df["error"] != ""]
     for _, r in bad.iterrows():
         print(f"slicelib predict: {r['path']}: {r['error']}", file=sys.stderr)
@@ -359,247 +345,21 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return 1 if len(bad) else 0
 
 
-def _grid(a: argparse.Namespace) -> tuple[dict[str, list], list[dict]]:
-    """{flag: values} of every GRID_FLAG, and one {flag: value} per (arm, seed) over ARM_FLAGS
-    and seed (each trained once per ``values["lr"]``). A flag not given takes the value the
-    config resolves to (SliceModel's default; "none" = no weights/position). A 3D CNN arm has
-    "-" for SLICE_ONLY_FLAGS: one run per seed, not one per setting it does not have."""
-    from slicelib.cnn3d import is_volume_backbone
-    from slicelib.model import SliceModel
-
-    base = _resolve(_one_run(a, dict.fromkeys(GRID_FLAGS)))
-    defaults = inspect.signature(SliceModel).parameters
-    values = {}
-    for flag in GRID_FLAGS:
-        if getattr(a, flag) is not None:
-            values[flag] = getattr(a, flag)
-            continue
-        default = defaults[flag].default if flag in defaults else None
-        value = base.model.get(flag, default)
-        if flag in ("seed", "lr", "freeze_encoder"):
-            value = getattr(base, flag)
-            value = YES_NO[int(value)] if flag == "freeze_encoder" else value
-        values[flag] = ["none" if value is None else value]
-    runs = []
-    for combo in itertools.product(*(values[f] for f in (*ARM_FLAGS, "seed"))):
-        run = dict(zip((*ARM_FLAGS, "seed"), combo))
-        if is_volume_backbone(run["backbone"]):
-            run.update(dict.fromkeys(SLICE_ONLY_FLAGS, NOT_APPLICABLE))
-        if run not in runs:
-            runs.append(run)
-    return values, runs
-
-
-def _one_run(a: argparse.Namespace, run: dict) -> argparse.Namespace:
-    """The ``train`` arguments of one run of a compare grid (None: not given; ``run`` may hold
-    an ``lr``). A 3D CNN arm gets no slice-model flag (``"-"``, --embed-dim, --axes, ...)."""
-    from slicelib.cnn3d import is_volume_backbone
-
-    one = argparse.Namespace(**vars(a))
-    one.lr = None if isinstance(a.lr, list) else a.lr  # compare's lr grid: set per candidate
-    for flag, value in run.items():
-        setattr(one, flag, None if value == NOT_APPLICABLE else value)
-    one.volume_arm = is_volume_backbone(run.get("backbone"))
-    if one.volume_arm:
-        one.embed_dim = one.axes = one.channels_last = None
-    weights = run.get("weights")
-    if weights not in ("imagenet", "none", None, NOT_APPLICABLE):
-        weights = Path(str(weights)).stem  # a local state_dict
-    name = [run.get("backbone"), weights, *(run.get(k) for k in ("position", "norm", "pooling"))]
-    name = [str(v) for v in name if v != NOT_APPLICABLE]
-    name += ["frozen"] * (run.get("freeze_encoder") == "yes") + [f"seed{run.get('seed')}"]
-    if run.get("lr") is not None and len(a.lr or []) > 1:
-        name.append(f"lr{run['lr']:g}")
-    one.out = str(Path(a.out) / "-".join(name))
-    return one
-
-
-def _non_finite(err: Exception) -> bool:
-    """Whether a training error comes from NaN/inf outputs (a diverged run)."""
-    return bool(re.search(r"\bnan\b|infinit|non-finite|\binf\b", str(err), re.IGNORECASE))
-
-
-def _candidate(a: argparse.Namespace, run: dict, lr: float) -> dict:
-    """Train one (arm, seed, lr) run; returns ``run`` with ``lr``, :func:`_judge`'s verdict and
-    ``run`` (the folder). A training error from NaN/inf outputs makes it "diverged"."""
-    from slicelib.train import train
-
-    cfg = _resolve(_one_run(a, {**run, "lr": lr}))
-    error = None
-    try:
-        train(cfg, progress=False)
-    except (ValueError, RuntimeError, FloatingPointError) as err:
-        if not _non_finite(err):
-            raise
-        error = f"{type(err).__name__}: {err}"
-    return dict(run, lr=lr, **_judge(Path(cfg.out), cfg, error), run=cfg.out)
-
-
-def _judge(run_dir: Path, cfg, error: str | None = None) -> dict:
-    """A finished run judged on its validation set (history.csv, config.json, split.csv).
-
-    Returns ``status`` ("ok" | "diverged": a training error from NaN/inf, a non-finite training
-    loss or no best checkpoint | "did not learn": at its best epoch the validation MAE is no
-    lower than the training mean's (regression), or the balanced accuracy no higher than the
-    majority class's 1/C), ``monitor`` (the history column that picks the best epoch),
-    ``val_best`` (its value there), ``val_baseline`` (the baseline's MAE or 1/C), ``best_epoch``
-    (1-based) and ``note`` (why it diverged).
-    """
-    import numpy as np
-    import pandas as pd
-
-    from slicelib.train import monitor_of
-
-    monitor, mode = monitor_of(cfg)
-    out = dict(status="diverged", monitor=monitor, val_best=None, note=error or "")
-    hist = run_dir / "history.csv"
-    hist = pd.read_csv(hist) if hist.is_file() else pd.DataFrame({"train_loss": []})
-    if error is None and not np.isfinite(pd.to_numeric(hist["train_loss"])).all():
-        out["note"] = "non-finite training loss in history.csv"
-    if out["note"] or hist.empty or not (run_dir / "best.pt").is_file():
-        out["note"] = out["note"] or "no best checkpoint (no finite validation value)"
-        return out
-    scores = pd.to_numeric(hist[monitor], errors="coerce")
-    best = hist.loc[scores.idxmin() if mode == "min" else scores.idxmax()]
-    stats = json.loads((run_dir / "config.json").read_text())["train_stats"]
-    if cfg.task == "regression":
-        split = pd.read_csv(run_dir / "split.csv", dtype={"participant_id": str})
-        val = split.loc[split["split"] == "val", cfg.target].astype(float)
-        baseline = float(np.mean(np.abs(val - stats["mean"])))
-        learned = best["val_mae"] < baseline
-    else:
-        baseline = 1.0 / stats["num_classes"]
-        learned = best["val_balanced_accuracy"] > baseline
-    out.update(status="ok" if learned else "did not learn", val_best=float(best[monitor]))
-    return dict(out, val_baseline=baseline, best_epoch=int(best["epoch"]))
-
-
-def _choose(candidates: list[dict], mode: str) -> dict:
-    """The candidate to report: "ok" first, then "did not learn", then "diverged"; within a
-    status the best validation value (the first learning rate on ties)."""
-
-    def rank(c: dict):
-        v = c["val_best"]
-        order = ("ok", "did not learn", "diverged").index(c["status"])
-        return order, v is None, 0.0 if v is None else v if mode == "min" else -v
-
-    return min(candidates, key=rank)
-
-
-def _test_metrics(run_dir: str, split: str) -> dict:
-    """evaluate_run's numbers for one run: metrics, ``*_ci95`` as ``*_ci95_lo``/``*_ci95_hi``."""
-    from slicelib.runs import evaluate_run
-
-    res = evaluate_run(run_dir, split=split, progress=False)
-    out = {"n_subjects": res.pop("n"), "best_epoch": res.pop("checkpoint_epoch") + 1}
-    for k, v in res.items():
-        if k.endswith("_ci95") and isinstance(v, list) and len(v) == 2:
-            out[f"{k}_lo"], out[f"{k}_hi"] = v
-        elif isinstance(v, int | float) and not isinstance(v, bool) or v is None:
-            out[k] = v
-    return out
-
-
 def cmd_compare(a: argparse.Namespace) -> int:
-    """``slicelib compare``: per arm (ARM_FLAGS) and seed one run per learning rate, the best on
-    validation reported. results.csv: per arm and seed its flags, ``lr``, ``lr_grid``,
-    ``status``, the validation value, the test metrics with ``*_ci95_lo/hi`` and ridge, the run;
-    lr_selection.csv: every candidate; summary.csv (:func:`_summary`); compare.png."""
-    import pandas as pd
-    from tqdm.auto import tqdm
+    """``slicelib compare``: the grid of the comma-separated flags, run by
+    :func:`slicelib.compare.compare` (files under --out: results.csv, lr_selection.csv,
+    summary.csv, compare.png); the summary table printed."""
+    from slicelib import compare as C
 
-    from slicelib.metrics import primary_metric
-    from slicelib.train import monitor_of
-
-    values, grid = _grid(a)
-    cfg = _resolve(_one_run(a, dict.fromkeys(GRID_FLAGS)))
-    mode = monitor_of(cfg)[1]
-    root = Path(a.out)
-    root.mkdir(parents=True, exist_ok=True)
-    lr_grid = ",".join(f"{v:g}" for v in values["lr"])
-    rows, tried = [], []
-    for run in tqdm(grid, desc="compare", unit="arm x seed", disable=a.no_progress):
-        candidates = [_candidate(a, run, lr) for lr in values["lr"]]
-        best = _choose(candidates, mode)
-        tried += [dict(c, chosen=c is best) for c in candidates]
-        row = {**run, "lr": best["lr"], "lr_grid": lr_grid, "status": best["status"]}
-        row[best["monitor"]] = best["val_best"]
-        if best["status"] != "diverged":
-            row.update(_test_metrics(best["run"], a.eval_split))
-        rows.append({**row, "run": best["run"]})
-        pd.DataFrame(rows).to_csv(root / "results.csv", index=False)
-        pd.DataFrame(tried).to_csv(root / "lr_selection.csv", index=False)
-    results = pd.DataFrame(rows)
-    metric = primary_metric(cfg.task)[0]
-    summary = _summary(results, metric)
-    summary.to_csv(root / "summary.csv", index=False)
-    _compare_figure(summary, metric, cfg, a.eval_split).savefig(root / "compare.png", dpi=120)
-    _print_summary(summary, metric)
-    files = ", ".join(str(root / f) for f in ("results.csv", "lr_selection.csv", "summary.csv"))
-    print(f"wrote {files}, {root / 'compare.png'}")
+    plain = argparse.Namespace(**{**vars(a), **dict.fromkeys(GRID_FLAGS)})
+    base = _resolve(plain)  # the train flags that are not grid flags
+    grid = {f: getattr(a, f) for f in ARM_FLAGS if getattr(a, f) is not None}
+    kw = dict(lrs=a.lr, seeds=a.seed, out=a.out, eval_split=a.eval_split)
+    _, summary = C.compare(base, grid, **kw, progress=not a.no_progress)
+    C.print_summary(summary, base.task)
+    files = ("results.csv", "lr_selection.csv", "summary.csv", "compare.png")
+    print("wrote " + ", ".join(str(Path(a.out) / f) for f in files))
     return 0
-
-
-def _summary(results, metric: str):
-    """summary.csv: per arm the chosen learning rates, then mean and sd of every metric over
-    the seeds whose run is "ok" (:func:`slicelib.plotting.summarise_runs`)."""
-    import pandas as pd
-
-    from slicelib import plotting
-
-    skip = {*GRID_FLAGS, "run", "n_subjects", "best_epoch", "status", "lr_grid"}
-    numeric = [c for c in results.columns if pd.api.types.is_numeric_dtype(results[c])]
-    metrics = [c for c in numeric if c not in skip and results[c].notna().any()]
-    arms = list(ARM_FLAGS)
-    summary = plotting.summarise_runs(results, metrics, by=arms, status="status")
-    summary = summary.drop(columns=[c for c in summary if "_ci95_" in c and c.endswith("_sd")])
-    lrs = results.groupby(arms, sort=False)["lr"].agg(lambda s: ", ".join(f"{v:g}" for v in s))
-    summary = summary.merge(lrs.reset_index(), on=arms, how="left")
-    return summary[arms + ["lr"] + [c for c in summary if c not in (*arms, "lr")]]
-
-
-def _compare_figure(summary, metric: str, cfg, split: str):
-    """compare.png: the primary metric per arm (mean ± sd over seeds, 95 % CI), the baselines
-    (training mean / majority class, ridge) as grey bars beside the arms."""
-    from slicelib import plotting
-
-    def ref(name: str):
-        cols = [f"{name}_mean", f"{name}_ci95_lo_mean", f"{name}_ci95_hi_mean"]
-        cols = [c for c in cols if c in summary and summary[c].notna().any()]
-        return tuple(float(summary[c].mean()) for c in cols) if cols else None
-
-    regression = cfg.task == "regression"
-    label = "training-mean baseline" if regression else "majority-class baseline"
-    references = {label: ref(f"baseline_{metric}"), "ridge (voxels)": ref(f"ridge_{metric}")}
-    varying = [k for k in ARM_FLAGS if summary[k].nunique() > 1] or ["backbone"]
-    ci = (f"{metric}_ci95_lo_mean", f"{metric}_ci95_hi_mean")
-    name = f"{split} {metric.replace('_', ' ')}"
-    unit = ""
-    if regression:
-        unit = " (years)" if cfg.target.lower() in ("age", "age_years") else f" ({cfg.target})"
-    return plotting.plot_results(
-        summary,
-        value=metric,
-        condition=varying,
-        metric_label=name + unit,
-        title=f"{cfg.target}: {name} per arm (mean ± sd over seeds, lr chosen on validation)",
-        colors={"none": "tab:orange"},
-        color_by="weights",
-        ci=ci if set(ci) <= set(summary) else None,
-        references={k: v for k, v in references.items() if v is not None},
-    )
-
-
-def _print_summary(summary, metric: str) -> None:
-    """The summary table on stdout; a warning on stderr per arm whose runs did not all learn."""
-    cols = [k for k in ARM_FLAGS if summary[k].nunique() > 1] or ["backbone"]
-    cols += ["lr", f"{metric}_mean", f"{metric}_sd", f"{metric}_ci95_lo_mean"]
-    cols += [f"{metric}_ci95_hi_mean", f"baseline_{metric}_mean", f"ridge_{metric}_mean"]
-    cols += ["n", "seeds", "status"]
-    print(summary[[c for c in cols if c in summary]].to_string(index=False))
-    for _, r in summary[summary["status"] != "ok"].iterrows():
-        arm = " / ".join(str(r[k]) for k in ARM_FLAGS)
-        print(f"warning: {arm}: {r['status']} (not a normal result)", file=sys.stderr)
 
 
 def cmd_qc(a: argparse.Namespace) -> int:

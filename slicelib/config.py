@@ -93,7 +93,9 @@ class TrainConfig:
     balanced accuracy; "none" = the plain mean loss. (Regression needs no such option: the
     model's head predicts z-scores, ``output = target_mean + target_std * head``.)
     Runtime: ``device`` "auto" | "cuda" | "mps" | "cpu"; ``precision`` "auto" (bf16 autocast on
-    CUDA, fp32 elsewhere) | "bf16" | "fp32"; ``num_workers``; ``deterministic``; ``seed``.
+    CUDA, fp32 elsewhere) | "bf16" | "fp32"; ``num_workers``; ``deterministic``; ``seed``;
+    ``jobs``: worker processes that fill the preprocessing cache before training (runtime only:
+    it may change when a run resumes and does not change any result).
     """
 
     data: str | None = None
@@ -120,6 +122,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     num_workers: int = 0
+    jobs: int = 1
     deterministic: bool = True
     class_weights: str = "balanced"
     preset: str | None = None
@@ -150,7 +153,7 @@ class TrainConfig:
             if getattr(self, name) not in valid:
                 use = ", ".join(repr(v) for v in valid if v is not None)
                 raise ConfigError(f"{name}={getattr(self, name)!r}: use one of {use}.")
-        for name in ("epochs", "batch_size", "grad_accum"):
+        for name in ("epochs", "batch_size", "grad_accum", "jobs"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1.")
         _check_keys(self.model, _model_keys(), "model config ([model] section / model.*)")

@@ -538,7 +538,7 @@ def _resume(last: Path, model, opt, sched, meta: dict) -> RunState:
     return state
 
 
-_RESUME_MAY_CHANGE = ("epochs", "patience", "num_workers", "device", "out", "cache_dir")
+_RESUME_MAY_CHANGE = ("epochs", "patience", "num_workers", "jobs", "device", "out", "cache_dir")
 # model options that change the memory layout only, not the function or the parameters
 _MODEL_MAY_CHANGE = ("channels_last",)
 

@@ -89,28 +89,6 @@ def test_compare_takes_comma_separated_values_of_the_train_flags():
             p.parse_args(bad.split())
 
 
-def test_compare_grid_runs_every_combination_with_its_flags(monkeypatch):
-    from slicelib import cli
-
-    p = build_parser()
-    a = p.parse_args(
-        "compare --data d --target age --out root --weights w/r18.pth,none --position learned,none "
-        "--norm set --seed 4".split()
-    )
-    values, runs = cli._grid(a)
-    assert values["weights"] == ["w/r18.pth", "none"] and values["pooling"] == ["mean"]
-    assert len(runs) == 4 and {r["seed"] for r in runs} == {4}
-    configs = [cli._resolve(cli._one_run(a, r)) for r in runs]
-    assert [(c.model["weights"], c.model["position"]) for c in configs] == [
-        ("w/r18.pth", "learned"),
-        ("w/r18.pth", "none"),
-        (None, "learned"),
-        (None, "none"),
-    ]
-    assert all(c.model["norm"] == "set" and c.seed == 4 for c in configs)
-    assert configs[0].out == str(Path("root") / "resnet18-r18-learned-set-mean-seed4")
-
-
 def test_channels_last_flag_and_cpu_preset():
     from slicelib.cli import _resolve
 
@@ -167,96 +145,33 @@ def test_missing_target_is_an_error_naming_it(table, tmp_path, capsys):
     assert "bmi" in capsys.readouterr().err
 
 
-def test_compare_grid_collapses_a_3d_cnn_arm_and_maps_freeze_encoder(table):
-    from slicelib import cli
+def test_compare_command_passes_the_grid_to_slicelib_compare(table, monkeypatch, capsys):
+    """The command line only parses: the grid, lrs, seeds and base config reach compare()."""
+    from slicelib import compare as C
 
-    p = build_parser()
-    argv = "compare --data d --target age --out root --backbone resnet18,sfcn_3d --weights "
-    argv += "imagenet,none --position learned,none --freeze-encoder no,yes --seed 0,1 --lr 1e-3"
-    a = p.parse_args(argv.split() + ["--config", str(table.parent / "tiny.toml")])
-    values, runs = cli._grid(a)
-    slice_runs = [r for r in runs if r["backbone"] == "resnet18"]
-    volume_runs = [r for r in runs if r["backbone"] == "sfcn_3d"]
-    assert len(slice_runs) == 16 and values["lr"] == [1e-3]
-    assert volume_runs == [
-        dict(dict.fromkeys(cli.ARM_FLAGS, "-"), backbone="sfcn_3d", seed=s) for s in (0, 1)
-    ]
-    cfg = cli._resolve(cli._one_run(a, {**volume_runs[0], "lr": 1e-3}))
-    # no slice-model key reaches the 3D CNN, not even the config file's embed_dim
-    assert cfg.model == {"backbone": "sfcn_3d"} and cfg.freeze_encoder is False
-    assert cfg.lr == 1e-3 and cfg.out == str(Path("root") / "sfcn_3d-seed0")
-    frozen = [r for r in slice_runs if r["freeze_encoder"] == "yes"][0]
-    cfg = cli._resolve(cli._one_run(a, frozen))
-    assert cfg.freeze_encoder is True and cfg.model["embed_dim"] == 8
-    assert cfg.out == str(Path("root") / "resnet18-imagenet-learned-set-mean-frozen-seed0")
-    train = p.parse_args(["train", "--data", "d", "--out", "r", "--freeze-encoder"])
-    assert cli._resolve(train).freeze_encoder is True
+    seen = {}
 
+    def fake(base, grid, **kw):
+        seen.update(base=base, grid=grid, **kw)
+        summary = pd.DataFrame([dict(dict.fromkeys(C.ARM_FLAGS, "x"), lr="1", status="ok")])
+        return pd.DataFrame(), summary
 
-def _fake_run(folder: Path, train_loss, val_mae, best_pt=True) -> Path:
-    """A finished regression run's files: history, config (training mean 50), split."""
-    folder.mkdir()
-    n = len(val_mae)
-    hist = dict(epoch=range(1, n + 1), train_loss=train_loss, val_loss=[1.0] * n, val_mae=val_mae)
-    pd.DataFrame(hist).to_csv(folder / "history.csv", index=False)
-    (folder / "config.json").write_text(json.dumps({"train_stats": {"mean": 50.0}}))
-    split = dict(participant_id=["a", "b", "c"], split=["train", "val", "val"], age=[1, 40, 70])
-    pd.DataFrame(split).to_csv(folder / "split.csv", index=False)
-    if best_pt:
-        (folder / "best.pt").write_bytes(b"")
-    return folder
-
-
-def test_a_run_is_judged_against_the_baseline_on_the_validation_set(tmp_path):
-    from slicelib.cli import _choose, _judge
-    from slicelib.config import TrainConfig
-
-    cfg = TrainConfig(target="age", task="regression")  # val baseline: (10 + 20) / 2 = 15 years
-    ok = _judge(_fake_run(tmp_path / "ok", [2.0, 1.0, 1.5], [16.0, 9.0, 12.0]), cfg)
-    assert ok == dict(
-        status="ok", monitor="val_mae", val_best=9.0, note="", val_baseline=15.0, best_epoch=2
+    monkeypatch.setattr(C, "compare", fake)
+    argv = "compare --data d --target age --out root --backbone slice_cnn,sfcn_3d --weights "
+    argv += "imagenet,none --freeze-encoder no,yes --seed 0,1 --lr 1e-4,1e-3 --patience 0 --jobs 3"
+    assert main(argv.split() + ["--config", str(table.parent / "tiny.toml"), "--no-progress"]) == 0
+    assert seen["grid"] == dict(  # --position not given: compare's default grid
+        backbone=["slice_cnn", "sfcn_3d"],
+        weights=["imagenet", "none"],
+        position=["learned", "sinusoidal", "none"],
+        freeze_encoder=["no", "yes"],
     )
-    flat = _judge(_fake_run(tmp_path / "flat", [1.0, 1.0], [15.0, 15.5]), cfg)
-    assert flat["status"] == "did not learn" and flat["val_best"] == 15.0
-    nan = _judge(_fake_run(tmp_path / "nan", [1.0, float("nan")], [9.0, 9.0]), cfg)
-    assert nan["status"] == "diverged" and "non-finite" in nan["note"]
-    crashed = _judge(tmp_path / "crashed", cfg, error="ValueError: Input contains NaN.")
-    assert crashed["status"] == "diverged" and "NaN" in crashed["note"]
-    no_best = _judge(_fake_run(tmp_path / "nobest", [1.0], [9.0], best_pt=False), cfg)
-    assert no_best["status"] == "diverged"
-    # the reported lr: an ok run before any other, then the best validation value
-    cands = [dict(ok, lr=1), dict(flat, lr=2), dict(nan, lr=3), dict(ok, val_best=8.0, lr=4)]
-    assert _choose(cands, "min")["lr"] == 4 and _choose(cands[1:3], "min")["lr"] == 2
-    assert _choose([crashed, dict(crashed, lr=5)], "min") is crashed
-
-
-def test_compare_chooses_the_lr_on_validation_and_runs_a_3d_cnn_once_per_seed(table, tmp_path):
-    out = tmp_path / "cmp"
-    argv = ["compare", "--data", str(table), "--target", "age", "--out", str(out)]
-    argv += ["--config", str(table.parent / "tiny.toml"), "--no-progress"]
-    argv += ["--backbone", "slice_cnn,sfcn_3d", "--weights", "none", "--position", "none,learned"]
-    assert main(argv + ["--seed", "0,1", "--lr", "1e-3,1e6"]) == 0
-    res = pd.read_csv(out / "results.csv", keep_default_na=False)
-    assert len(res) == 6 and list(res["backbone"]) == ["slice_cnn"] * 4 + ["sfcn_3d"] * 2
-    slice_only = ["weights", "position", "norm", "pooling", "freeze_encoder"]
-    assert (res.loc[4:, slice_only] == "-").all(axis=None)  # not applicable to a 3D CNN
-    assert set(res["lr"].astype(float)) == {1e-3} and set(res["lr_grid"]) == {"0.001,1e+06"}
-    assert set(res["status"]) <= {"ok", "did not learn"} and "val_mae" in res
-    need = {"mae", "baseline_mae", "mae_ci95_lo", "mae_ci95_hi", "ridge_mae", "run"}
-    assert need <= set(res.columns)
-    sel = pd.read_csv(out / "lr_selection.csv", keep_default_na=False)
-    assert len(sel) == 12 and sel["chosen"].sum() == 6
-    blown = sel[(sel["backbone"] == "slice_cnn") & (sel["lr"] == 1e6)]
-    assert (blown["status"] == "diverged").all() and not blown["chosen"].any()
-    summ = pd.read_csv(out / "summary.csv", keep_default_na=False)
-    assert len(summ) == 3 and list(summ["position"]) == ["none", "learned", "-"]
-    for (_, s), (_, g) in zip(summ.iterrows(), res.groupby("position", sort=False)):
-        ok = g[g["status"] == "ok"]
-        used = ok if len(ok) else g  # the mean is over the seeds that learned, if any
-        assert s["mae_mean"] == pytest.approx(used["mae"].astype(float).mean())
-        assert s["n"] == len(used) and (s["status"] == "ok") == (len(ok) == len(g))
-    assert {"lr", "baseline_mae_mean", "ridge_mae_mean", "mae_ci95_lo_mean"} <= set(summ.columns)
-    assert (out / "compare.png").stat().st_size > 1000
+    assert seen["lrs"] == [1e-4, 1e-3] and seen["seeds"] == [0, 1] and seen["out"] == "root"
+    assert seen["eval_split"] == "test" and seen["progress"] is False
+    base = seen["base"]  # the config file and the plain flags; no grid flag in it
+    assert base.model == {"backbone": "slice_cnn", "embed_dim": 8} and base.lr == 1e-3
+    assert base.patience is None and base.jobs == 3 and base.freeze_encoder is False
+    assert "wrote root/results.csv" in capsys.readouterr().out
 
 
 def test_train_freeze_encoder_flag_reaches_the_run(table, tmp_path):
