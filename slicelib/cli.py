@@ -4,7 +4,7 @@ Examples::
 
     slicelib synth --out data/synth --n 200 --seed 0
     slicelib train --data data/synth --target age --out runs/age --preset cpu
-    slicelib evaluate --run runs/age --split test --json runs/age/test.json
+    slicelib evaluate --run runs/age --split test --out runs/age/test.json
     slicelib predict --run runs/age scan1.nii.gz scan2.nii.gz --out predictions.csv
     slicelib compare --data data/synth --target age --out runs/cmp --preset smoke \\
         --weights imagenet,none --position learned,none --pooling mean --seed 0,1 --lr 1e-4,1e-3
@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default=None, help="table/BIDS folder (default: the run's data)")
     e.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    e.add_argument("--json", default=None, help="write the metrics here (JSON)")
+    e.add_argument("--out", "--json", default=None, help="write the metrics here (JSON file)")
     e.add_argument("--device", default="auto")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     q = sub.add_parser("predict", help="predict from NIfTI files with a run's preprocessing")
     q.add_argument("--run", required=True, help="run directory")
@@ -318,12 +319,13 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     """``slicelib evaluate``: metrics beside the baseline, written as JSON."""
     from slicelib.runs import evaluate_run
 
-    res = evaluate_run(a.run, data=a.data, split=a.split, checkpoint=a.checkpoint, device=a.device)
+    kw = dict(data=a.data, split=a.split, checkpoint=a.checkpoint, device=a.device)
+    res = evaluate_run(a.run, **kw, progress=not a.no_progress)
     _print_metrics(res)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
-        print(f"wrote {a.json}")
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+        print(f"wrote {a.out}")
     return 0
 
 

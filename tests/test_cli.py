@@ -62,6 +62,23 @@ def test_train_and_compare_share_one_vocabulary():
     assert {"--weights", "--position", "--norm", "--pooling", "--axes", "--seed"} <= train
 
 
+def test_every_command_speaks_one_vocabulary():
+    p = build_parser()
+    opts = {c: _options(p, c) for c in ("train", "compare", "predict", "qc", "evaluate")}
+    assert all("--out" in o for o in opts.values())  # where the outputs go
+    assert all("--jobs" in opts[c] for c in ("train", "compare", "predict", "qc"))
+    assert all("--run" in opts[c] for c in ("predict", "evaluate"))
+    assert all("--data" in opts[c] for c in ("train", "compare", "evaluate"))
+    assert all("--cache-dir" in opts[c] for c in ("train", "compare"))
+    assert all("--no-progress" in o for o in opts.values())
+    old = p.parse_args("evaluate --run r --json m.json".split())  # the old spelling still works
+    assert old.out == "m.json"
+    assert p.parse_args("train --out r --jobs 4".split()).jobs == 4
+    for bad in ("train --out r --jobs 0", "predict --run r x.nii --jobs two"):
+        with pytest.raises(SystemExit):
+            p.parse_args(bad.split())
+
+
 def test_compare_takes_comma_separated_values_of_the_train_flags():
     p = build_parser()
     a = p.parse_args(
@@ -113,7 +130,7 @@ def test_train_evaluate_predict_commands(table, tmp_path, capsys):
     assert (run / "split.csv").is_file() and (run / "train_config.yaml").is_file()
 
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "--run", str(run), "--split", "all", "--json", str(out)]) == 0
+    assert main(["evaluate", "--run", str(run), "--split", "all", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["n"] == 12 and "mae" in res and "baseline_mae" in res
 

@@ -220,9 +220,10 @@ def test_absurd_lr_diverges_cleanly_and_resume_keeps_it_stopped(table, tmp_path,
     assert ckpt["diverged"] is True and ckpt["epoch"] == len(hist) - 1
     if (run / "best.pt").is_file():  # a finite epoch before the divergence is the best one
         assert load_checkpoint(run / "best.pt")["epoch"] < len(hist) - 1
-    # the same call again resumes into the stopped state: nothing more is trained
+    # the same call again resumes into the stopped state: nothing more is trained (jobs, the
+    # preprocessing workers, may change on resume)
     stamp = (run / "last.pt").stat().st_mtime_ns
-    train(TrainConfig.from_dict(cfg), progress=False)
+    train(TrainConfig.from_dict(dict(cfg, jobs=2)), progress=False)
     assert (run / "last.pt").stat().st_mtime_ns == stamp
     assert len(pd.read_csv(run / "history.csv")) == len(hist)
 
