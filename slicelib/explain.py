@@ -4,27 +4,28 @@ For a :class:`~slicelib.model.SliceModel` and z-scored volumes ``x`` ``(B, 1, X,
 ``(X, Y, Z)`` or ``(B, X, Y, Z)``) each method returns a :class:`SliceImportance` with ``values``
 ``(B, S)``: one number per volume and slice, over every slice of every axis the model uses.
 
-- :func:`attention_importance`: the pooling weights. Free, but only says where the pooling
-  looked, not what changed the prediction.
-- :func:`occlusion_importance`: blank one slice at a time and measure the change of the output
-  (years, logits). Done on slice embeddings, which for a model that encodes slices independently
-  equals re-running it on the blanked volume, at the cost of one encoder pass.
-- :func:`gradient_importance`: gradient x (input - baseline) or integrated gradients
-  (Sundararajan et al., ICML 2017) summed per slice; :func:`gradient_map` is the voxel map.
+- :func:`attention_importance`: the pooling weights: free, but only where the pooling looked.
+- :func:`occlusion_importance`: blank one slice at a time, measure the change of the output.
+- :func:`gradient_importance`: gradient x (input - baseline) or integrated gradients summed
+  per slice (Sundararajan et al., ICML 2017); :func:`gradient_map` is the voxel map.
 
 Helpers make profiles along one axis (:func:`importance_profile`), paint them into a volume
-(:func:`to_volume`) and compare them with a known effect (:func:`ground_truth_profile`,
-:func:`profile_correlation`). :func:`per_slice_parameters` collects the model's per-slice codes.
+(:func:`to_volume`), bring reference maps onto the model grid (:func:`resample_to_grid`) and
+compare profiles with known effects (:func:`ground_truth_profile`, :func:`profile_correlation`,
+:func:`profile_table`). :func:`per_slice_parameters` collects the model's per-slice codes.
 Axes: "sagittal" = X (0), "coronal" = Y (1), "axial" = Z (2) of RAS arrays.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -43,6 +44,8 @@ __all__ = [
     "to_volume",
     "ground_truth_profile",
     "profile_correlation",
+    "profile_table",
+    "resample_to_grid",
     "slice_coordinates",
     "baseline_values",
     "per_slice_parameters",
@@ -215,7 +218,7 @@ def _result(model, values, index, axis, method, units, output=None, target=None,
 
 
 # -----------------------------------------------------------------------------
-# attention
+# the three methods: attention, occlusion, gradients
 
 
 def attention_importance(model: nn.Module, x) -> SliceImportance:
@@ -235,16 +238,9 @@ def attention_importance(model: nn.Module, x) -> SliceImportance:
     return _result(model, d["slice_weights"], index, axis, "attention", units, output=out)
 
 
-# -----------------------------------------------------------------------------
-# occlusion
-
-
 def _blank_embeddings(model: nn.Module, x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Embedding of a constant slice per volume and axis: ``(B, S, D)``.
-
-    Slice s of volume b gets the projected encoding of an (H, W) slice of its axis filled with
-    ``values[b]``. One encoder pass per (volume, axis), not per slice.
-    """
+    """Embedding of a constant slice ``values[b]`` for every slice s of volume b: ``(B, S, D)``
+    (one encoder pass per volume and axis)."""
     B = x.shape[0]
     out = []
     for a in model.axes:
@@ -270,25 +266,20 @@ def occlusion_importance(
 
     Slice s is replaced by a constant slice (:func:`baseline_values`) on slice embeddings: all
     slices are encoded once, the blank slice once per axis, and slice s's embedding is swapped
-    for the blank one before position, pooling and head. For a single-axis model in eval mode
-    this equals re-running the model on the blanked volume. For a multi-axis model it blanks the
-    slice in its own plane only (crossing slices keep their voxels).
+    for the blank one before position, pooling and head: for a single-axis model in eval mode
+    exactly re-running the model on the blanked volume (a multi-axis model: the slice is blanked
+    in its own plane only).
 
     Args:
         model, x: a :class:`~slicelib.model.SliceModel` and volumes (see the module docstring).
         baseline: ``"background"`` (volume minimum), ``"mean"`` (volume mean) or a number.
-        target: classification only: the class to explain, one int or ``(B,)``; default the
-            predicted class.
-        score: classification only: ``"logit"`` (default) or ``"probability"`` of the target
-            class (for binary models class 0 has logit ``-z``).
-        signed: return ``f(x) - f(x with slice s blanked)`` (positive: the slice pushed the
-            output up) instead of its absolute value.
-        batch_size: number of occluded copies pushed through the head at once (memory).
-
-    Returns:
-        :class:`SliceImportance`, ``values`` ``(B, S)``: ``|Δ output|`` per slice, in years
-        for a brain-age model, in logits (or probability) for a classifier. ``output`` ``(B,)``
-        is the score of the intact volume.
+        target: classification: the class to explain, one int or ``(B,)`` (default: predicted).
+        score: classification: ``"logit"`` or ``"probability"`` of the target class (binary:
+            class 0 has logit ``-z``).
+        signed: ``f(x) - f(x with slice s blanked)`` instead of its absolute value.
+        batch_size: occluded copies pushed through the head at once (memory).
+    Returns :class:`SliceImportance`, ``values`` ``(B, S)``: ``|Δ output|`` per slice (years,
+    logits or probability); ``output`` ``(B,)``: the score of the intact volume.
     """
     x = _as_batch(x, model)
     B = x.shape[0]
@@ -319,10 +310,6 @@ def occlusion_importance(
     )
 
 
-# -----------------------------------------------------------------------------
-# gradients
-
-
 def gradient_map(
     model: nn.Module,
     x,
@@ -345,17 +332,11 @@ def gradient_map(
       ``x0 + α_k (x - x0)``, ``α_k = (k + 1/2) / steps`` (midpoint rule). Its voxels sum to
       ``f(x) - f(x0)`` up to the integration error ("completeness").
 
-    Args:
-        model, x: a :class:`~slicelib.model.SliceModel` and volumes (see the module docstring).
-        method: ``"grad_x_input"`` or ``"integrated_gradients"``.
-        steps: integration steps for integrated gradients.
-        baseline: ``"background"``, ``"mean"`` or a number (see :func:`baseline_values`).
-        target, score: classification only, as in :func:`occlusion_importance`.
-        batch_size: volumes per forward/backward pass (memory).
-
-    Returns:
-        ``(attribution, output)``: ``attribution`` float numpy ``(B, X, Y, Z)`` in output units
-        (years or logits) per voxel; ``output`` ``(B,)`` the score of the intact volumes.
+    ``method``: ``"grad_x_input"`` or ``"integrated_gradients"`` (``steps`` integration steps);
+    ``baseline``: see :func:`baseline_values`; ``target``, ``score``: classification only, as in
+    :func:`occlusion_importance`; ``batch_size``: volumes per forward/backward pass (memory).
+    Returns ``(attribution, output)``: float ``(B, X, Y, Z)`` in output units (years or logits)
+    per voxel, and ``(B,)`` the score of the intact volumes.
     """
     if method not in ("grad_x_input", "integrated_gradients"):
         raise ValueError(f"method must be 'grad_x_input' or 'integrated_gradients', not {method!r}")
@@ -373,7 +354,6 @@ def gradient_map(
         if method == "grad_x_input":
             alphas = torch.ones(1, device=x.device)
         grads = torch.zeros_like(x)  # (B, 1, X, Y, Z)
-        # all (volume, alpha) pairs, in chunks of batch_size
         pairs = [(b, k) for b in range(B) for k in range(len(alphas))]
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]
@@ -418,13 +398,10 @@ def gradient_importance(
     integrated gradients a slice's sum is its share of ``f(x) - f(x0)`` (completeness), so
     it is comparable with occlusion (which measures ``f(x) - f(x with the slice blanked)``).
 
-    Args:
-        model, x, method, steps, baseline, target, score, batch_size: as :func:`gradient_map`.
-        signed: keep the sign of each slice's sum instead of its absolute value.
-        return_map: also keep the voxel map in ``result.extra["map"]`` ``(B, X, Y, Z)``.
-
-    Returns:
-        :class:`SliceImportance`, ``values`` ``(B, S)`` in output units (years or logits).
+    ``model, x, method, steps, baseline, target, score, batch_size``: as :func:`gradient_map`;
+    ``signed``: keep each slice sum's sign; ``return_map``: keep the voxel map in
+    ``result.extra["map"]`` ``(B, X, Y, Z)``. Returns a :class:`SliceImportance`, ``values``
+    ``(B, S)`` in output units (years or logits).
     """
     kw = dict(steps=steps, baseline=baseline, target=target, score=score, batch_size=batch_size)
     vox, base = gradient_map(model, x, method, **kw)  # (B, X, Y, Z), (B,)
@@ -454,19 +431,12 @@ def all_importances(
 # profiles, volumes, ground truth
 
 
-def importance_profile(
-    result: SliceImportance | np.ndarray,
-    axis: str | int | None = None,
-    normalise: str | None = None,
-) -> np.ndarray:
+def importance_profile(result, axis: str | int | None = None, normalise=None) -> np.ndarray:
     """Mean importance over the batch along one axis: ``(S_axis,)``, ordered by slice index.
 
-    Args:
-        result: a :class:`SliceImportance`, or an already computed 1-D profile (returned as is,
-            normalised if asked).
-        axis: ``"sagittal"``, ``"coronal"``, ``"axial"`` (or 0/1/2); optional when the result
-            has one axis.
-        normalise: ``None``, ``"max"`` (peak = 1) or ``"sum"`` (sums to 1).
+    ``result``: a :class:`SliceImportance`, or a 1-D profile (returned as is, normalised if
+    asked); ``axis``: ``"sagittal"``, ``"coronal"``, ``"axial"`` or 0/1/2 (optional for a
+    one-axis result); ``normalise``: ``None``, ``"max"`` (peak = 1) or ``"sum"`` (sums to 1).
     """
     if isinstance(result, SliceImportance):
         p = result.profile(axis)
@@ -485,12 +455,7 @@ def _normalise(p: np.ndarray, how: str | None) -> np.ndarray:
     return p / m if m != 0 else p
 
 
-def to_volume(
-    result: SliceImportance | np.ndarray,
-    shape: Sequence[int],
-    axis: str | int | None = None,
-    sample: int | None = None,
-) -> np.ndarray:
+def to_volume(result, shape: Sequence[int], axis: str | int | None = None, sample=None):
     """Paint each slice with its importance: a volume ``(X, Y, Z)`` to show over the brain.
 
     Every voxel of slice i along ``axis`` gets the importance of slice i (for
@@ -516,23 +481,18 @@ def to_volume(
             f"The profile has {p.shape[0]} {AXIS_NAMES[a]} slices but shape {shape} has "
             f"{shape[a]} along that axis."
         )
-    view = [1, 1, 1]
-    view[a] = shape[a]
+    view = [shape[a] if i == a else 1 for i in range(3)]
     return np.broadcast_to(p.reshape(view), shape).astype(np.float64).copy()
 
 
 def ground_truth_profile(effect_map, axis: str | int, normalise: str | None = None) -> np.ndarray:
     """How much of a known effect lies in each slice: ``(S_axis,)`` = sum of ``|effect|``.
 
-    Args:
-        effect_map: ``(X, Y, Z)`` array (or nibabel image), e.g. the synthetic cohort's
-            ``ad_effect`` map (intensity change per voxel).
-        axis: ``"sagittal"``, ``"coronal"``, ``"axial"`` or 0/1/2.
-        normalise: ``None``, ``"max"`` or ``"sum"`` (see :func:`importance_profile`).
+    ``effect_map``: ``(X, Y, Z)`` array or nibabel image, e.g. the synthetic cohort's
+    ``ad_effect`` (intensity change per voxel); ``axis``: a name or 0/1/2; ``normalise``:
+    ``None``, ``"max"`` or ``"sum"`` (see :func:`importance_profile`).
     """
-    if hasattr(effect_map, "get_fdata"):
-        effect_map = effect_map.get_fdata()
-    e = np.abs(np.asarray(effect_map, dtype=np.float64))
+    e = np.abs(np.asarray(getattr(effect_map, "get_fdata", lambda: effect_map)(), np.float64))
     if e.ndim != 3:
         raise ValueError(f"effect_map must be 3-D (X, Y, Z), got shape {e.shape}.")
     a = _axis_id(axis)
@@ -556,26 +516,68 @@ def slice_coordinates(affine, axis: str | int, n: int) -> np.ndarray:
     return A[a, a] * np.arange(n) + A[a, 3]
 
 
+def resample_to_grid(img, affine, shape: Sequence[int], interpolation: str = "continuous"):
+    """A map in MNI space (NIfTI path or nibabel image) on the model grid: float ``(X, Y, Z)``.
+
+    ``affine`` ``(4, 4)`` (voxel -> mm), ``shape``: the grid, e.g. ``PreprocessConfig.affine``
+    and ``.volume_shape``; ``interpolation``: nilearn's ``"continuous"`` (maps), ``"linear"``
+    (masks, then threshold) or ``"nearest"``. 0 outside the map's field of view.
+    """
+    import nibabel as nib
+    from nilearn import image
+
+    img = nib.load(img) if isinstance(img, str | os.PathLike) else img
+    grid = dict(target_affine=np.asarray(affine, np.float64), target_shape=tuple(map(int, shape)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nilearn warns when a binary mask is interpolated
+        kw = dict(interpolation=interpolation, force_resample=True, copy_header=True)
+        out = image.resample_img(img, **grid, **kw)
+    return np.asarray(out.get_fdata(), dtype=np.float64)
+
+
+def profile_table(results, references, axis=None, *, band=None, coords=None) -> pd.DataFrame:
+    """Compare importance profiles with reference profiles along one axis: one row per method.
+
+    ``results``: ``{method: SliceImportance or 1-D profile (S,)}`` (``axis``: theirs, optional
+    for one-axis results); ``references``: ``{name: profile (S,)}``, e.g. a ground-truth effect
+    (:func:`ground_truth_profile`) and controls such as the brain extent per slice; ``band``:
+    optional bool ``(S,)``, the slices of interest; ``coords``: optional ``(S,)`` mm per slice.
+    Returns a DataFrame indexed by ``method``: ``r with <name>`` (Pearson r, NaN if constant),
+    ``peak slice``, ``peak (mm)`` (with ``coords``), ``share in band`` (the profile's share of
+    its total in ``band``) and then a row ``flat profile (reference)`` with the band's share of
+    slices: what a profile without preference gets.
+    """
+    rows = []
+    for name, res in results.items():
+        p = importance_profile(res, axis if isinstance(res, SliceImportance) else None)
+        row = {"method": name}
+        for ref, q in references.items():
+            if len(q) != len(p):
+                raise ValueError(f"{name!r} has {len(p)} slices but {ref!r} has {len(q)}.")
+            row[f"r with {ref}"] = profile_correlation(p, q)
+        row["peak slice"] = int(np.argmax(p))
+        if coords is not None:
+            row["peak (mm)"] = float(np.asarray(coords)[row["peak slice"]])
+        if band is not None:
+            row["share in band"] = float(np.abs(p)[band].sum() / max(np.abs(p).sum(), 1e-300))
+        rows.append(row)
+    if band is not None:
+        rows.append({"method": "flat profile (reference)", "share in band": np.mean(band)})
+    return pd.DataFrame(rows).set_index("method")
+
+
 # -----------------------------------------------------------------------------
 # what the model learned per slice
 
 
 def per_slice_parameters(model: nn.Module, axis: str | None = None) -> dict[str, np.ndarray]:
-    """Every per-slice code of a SliceModel along one axis: ``{name: (S_axis, D) array}``.
-
-    A slice model can tell slice positions apart through more than its position embedding:
-
+    """Every per-slice code of a SliceModel along ``axis`` (default: its first): ``{name: array
+    (S_axis, D)}``, rows by slice index. Slice positions show in more than the position code:
     - ``"position"``: the vector added to slice s (the learned table; for ``"sinusoidal"``
       the fixed code at indices ``0..S-1``). Absent for ``position="none"``.
     - ``"norm.weight"``, ``"norm.bias"``: with ``norm="set"`` (the paper's LayerNorm over the
       whole (S, D) set) the LayerNorm has its own affine row per slice: itself a learned
       per-slice code. Absent for ``norm="slice"`` (one row shared by all slices) or ``"none"``.
-
-    Args:
-        model: a :class:`~slicelib.model.SliceModel`.
-        axis: which axis' slices (default: the model's first axis).
-    Returns:
-        dict of float numpy arrays ``(S_axis, D)``, rows ordered by slice index.
     """
     axis = axis or model.axes[0]
     if axis not in model.axes:

@@ -288,6 +288,51 @@ def test_slice_coordinates_on_the_mni_grid():
     np.testing.assert_allclose(E.slice_coordinates(MNI_2MM_AFFINE, "axial", 91)[36], 0.0)
 
 
+def test_resample_to_grid_keeps_a_blob_at_its_mm_position(tmp_path):
+    """A blob at (x, y, z) mm on a 2 mm grid lands at the same mm position on a 4 mm grid."""
+    import nibabel as nib
+
+    from slicelib.data import MNI_2MM_AFFINE, target_affine
+
+    data = np.zeros((91, 109, 91))
+    data[60:64, 40:44, 20:24] = 1.0  # 8 mm cube
+    centre_mm = (MNI_2MM_AFFINE @ [61.5, 41.5, 21.5, 1])[:3]
+    nib.save(nib.Nifti1Image(data, MNI_2MM_AFFINE), tmp_path / "blob.nii.gz")
+    shape, affine = (45, 54, 45), target_affine((45, 54, 45), 4.0)
+    for img in (tmp_path / "blob.nii.gz", str(tmp_path / "blob.nii.gz")):
+        out = E.resample_to_grid(img, affine, shape, "linear")
+        assert out.shape == shape and out.max() > 0.5
+        peak_mm = (affine @ [*np.argwhere(out > 0.5).mean(axis=0), 1])[:3]
+        np.testing.assert_allclose(peak_mm, centre_mm, atol=2.0)
+    same = E.resample_to_grid(nib.load(tmp_path / "blob.nii.gz"), MNI_2MM_AFFINE, (91, 109, 91))
+    np.testing.assert_allclose(same, data, atol=1e-6)
+
+
+def test_profile_table_compares_methods_with_references():
+    truth = np.array([0.0, 1.0, 4.0, 2.0, 0.0, 0.0])
+    brain = np.array([1.0, 2.0, 3.0, 3.0, 2.0, 1.0])
+    band = truth > 0.05 * truth.max()  # slices 1-3
+    occ = E.SliceImportance(
+        np.stack([2 * truth, 2 * truth + 2]), np.arange(6), np.full(6, 2), ("axial",), "occlusion"
+    )  # mean over the batch: 2 * truth + 1
+    results = {"occlusion": occ, "flat": np.ones(6), "brain-like": brain}
+    coords = E.slice_coordinates(np.diag([4.0, 4.0, 4.0, 1.0]), "axial", 6) - 10
+    t = E.profile_table(results, {"AD": truth, "brain": brain}, band=band, coords=coords)
+    assert list(t.index) == ["occlusion", "flat", "brain-like", "flat profile (reference)"]
+    assert t.loc["occlusion", "r with AD"] == pytest.approx(1.0)
+    assert t.loc["brain-like", "r with brain"] == pytest.approx(1.0)
+    assert np.isnan(t.loc["flat", "r with AD"])  # a constant profile has no correlation
+    assert t.loc["occlusion", "peak slice"] == 2 and t.loc["occlusion", "peak (mm)"] == -2.0
+    p = 2 * truth + 1
+    assert t.loc["occlusion", "share in band"] == pytest.approx(p[band].sum() / p.sum())
+    assert t.loc["flat", "share in band"] == pytest.approx(0.5)
+    assert t.loc["flat profile (reference)", "share in band"] == pytest.approx(0.5)
+    plain = E.profile_table({"occlusion": occ}, {"AD": truth})
+    assert list(plain.columns) == ["r with AD", "peak slice"]
+    with pytest.raises(ValueError, match="5"):
+        E.profile_table({"occlusion": occ}, {"short": truth[:5]})
+
+
 # --- the key test: occlusion finds a planted AD effect ------------------------------------
 
 # An exaggerated, age-matched version of the synthetic cohort's AD effect (medial temporal
