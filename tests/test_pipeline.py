@@ -116,3 +116,29 @@ def test_mni_header_skips_registration_and_4mm_grid():
     assert np.allclose(r.transform, np.eye(4))
     assert r.array.shape == (45, 54, 45)
     assert r.qc["ncc"] > 0.4
+
+
+DERIVATIVE = ROOT / "data" / "ixi_hh_4mm"
+
+
+@pytest.mark.skipif(
+    not (DERIVATIVE / "participants.tsv").exists(),
+    reason="data/ixi_hh_4mm not generated (python data/ixi_hh_4mm/make_derivative.py)",
+)
+def test_shipped_4mm_derivative_is_complete_small_and_on_the_grid():
+    import pandas as pd
+
+    table = pd.read_csv(DERIVATIVE / "participants.tsv", sep="\t")
+    assert len(table) == 138 and table.age.between(18, 90).all()
+    assert set(table.sex) <= {"M", "F"}
+    total = sum(p.stat().st_size for p in DERIVATIVE.rglob("*") if p.is_file())
+    assert total < 20e6, f"derivative is {total / 1e6:.1f} MB"
+    shape, affine = grid(4.0)
+    for rel in table.brain.iloc[[0, -1]]:
+        z = np.load(DERIVATIVE / rel)
+        assert z["brain"].shape == shape and z["brain"].dtype == np.float16
+        assert np.allclose(z["affine"], affine)
+        brain = z["brain"][z["mask"]].astype(np.float32)
+        assert abs(brain.mean()) < 0.01 and abs(brain.std() - 1) < 0.01
+    roi = pd.read_csv(DERIVATIVE / "roi_volumes.csv")
+    assert sorted(roi.MRID) == sorted(table.participant_id)

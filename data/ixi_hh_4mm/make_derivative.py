@@ -8,7 +8,7 @@ Writes ``participants.tsv`` (participant_id, age, sex, brain path, QC measures),
 ``roi_volumes.csv`` (the DLMUSE regional volumes in mm^3 of the same subjects, copied) and
 ``pipeline.json`` (config, grid, versions).
 
-    python data/ixi_hh_4mm/make_derivative.py --jobs 2          # ~10 min on 2 cores
+    python data/ixi_hh_4mm/make_derivative.py --jobs 2   # 20 to 40 min on 2 (shared) cores
     python data/ixi_hh_4mm/make_derivative.py --source /path/to/ixi_hh_2mm
 
 Read one subject: ``z = np.load(path); z["brain"].astype(np.float32)`` (X, Y, Z) and
