@@ -2,13 +2,8 @@
 
 Every function draws a labelled figure (title, axis labels with units, colorbar labels,
 legends), takes an optional ``ax`` / ``axes`` to draw into, and returns the matplotlib
-``Figure`` (or the nilearn display for brain plots). Nothing is shown or saved: call
-``fig.savefig(...)`` or let Jupyter display it; close figures you no longer need
-(``plt.close(fig)``).
-
-Brain plots use nilearn (:func:`nilearn.plotting.plot_stat_map`,
-:func:`nilearn.plotting.plot_glass_brain`) over nilearn's packaged MNI152 template, so they
-work offline.
+``Figure`` (or the nilearn display for brain plots); nothing is shown or saved. Brain plots
+use nilearn over its packaged MNI152 template, so they work offline.
 """
 
 from __future__ import annotations
@@ -41,6 +36,7 @@ __all__ = [
     "position_similarity",
     "plot_position_similarity",
     "show_slices",
+    "plot_slices",
 ]
 
 _WORLD = {0: "x", 1: "y", 2: "z"}
@@ -74,15 +70,12 @@ def plot_slice_importance(
         results: ``{name: SliceImportance or 1-D profile (S,)}`` (one curve each), or a single
             result / profile. A :class:`~slicelib.explain.SliceImportance` is averaged over its
             batch (:func:`~slicelib.explain.importance_profile`).
-        ground_truth: optional known effect: an ``(X, Y, Z)`` effect map (turned into
-            per-slice sums of ``|effect|``) or a 1-D profile ``(S,)``. Drawn dashed black; the
-            legend gives each curve's Pearson r with it.
-        axis: ``"sagittal"``, ``"coronal"`` or ``"axial"``.
-        affine: optional ``(4, 4)`` voxel-to-mm affine; adds a top x axis in mm.
-        normalise: ``"max"`` (each curve's peak = 1, default), ``"sum"`` or ``None`` (raw
-            units of the first result).
-        ground_truth_label: legend text for the ground-truth curve.
-        title, ax: figure title (a default names the axis); matplotlib Axes to draw into.
+        ground_truth: optional known effect: an ``(X, Y, Z)`` effect map (per-slice sums of
+            ``|effect|``) or a profile ``(S,)``, dashed black; the legend gives each r with it.
+        axis: ``"sagittal"``, ``"coronal"`` or ``"axial"``; affine: optional ``(4, 4)``
+            voxel-to-mm affine (adds a top x axis in mm).
+        normalise: ``"max"`` (peak = 1), ``"sum"`` or ``None`` (units of the first result).
+        ground_truth_label, title, ax: legend text of the ground truth; title; Axes.
     """
     a = _axis_id(axis)
     if isinstance(results, SliceImportance | np.ndarray | list | tuple):
@@ -94,11 +87,8 @@ def plot_slice_importance(
     if ground_truth is not None:
         g = getattr(ground_truth, "get_fdata", lambda: ground_truth)()
         g = np.asarray(g)  # (X, Y, Z) effect map or (S,) profile
-        gt = (
-            ground_truth_profile(g, a, normalise)
-            if g.ndim == 3
-            else importance_profile(g, None, normalise)
-        )
+        profile = ground_truth_profile if g.ndim == 3 else importance_profile
+        gt = profile(g, a if g.ndim == 3 else None, normalise)
     fig, ax = _new_axes(ax)
     units = ""
     for name, res in results.items():
@@ -121,12 +111,9 @@ def plot_slice_importance(
     else:
         ax.set_ylabel(f"importance: {units}" if units else "importance")
     if affine is not None:
-        A = np.asarray(affine, dtype=float)
-        scale, offset = A[a, a], A[a, 3]
-        top = ax.secondary_xaxis(
-            "top", functions=(lambda i: scale * i + offset, lambda mm: (mm - offset) / scale)
-        )
-        top.set_xlabel(f"{_WORLD[a]} (mm)")
+        scale, offset = np.asarray(affine, dtype=float)[a, [a, 3]]
+        to_mm = (lambda i: scale * i + offset, lambda mm: (mm - offset) / scale)
+        ax.secondary_xaxis("top", functions=to_mm).set_xlabel(f"{_WORLD[a]} (mm)")
     ax.set_title(title or f"Per-slice importance along the {AXIS_NAMES[a]} axis")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
@@ -153,25 +140,17 @@ def plot_importance_on_brain(
     """Show an importance volume over the brain with nilearn.
 
     Args:
-        volume_map: ``(X, Y, Z)`` array (e.g. :func:`slicelib.explain.to_volume` or a voxel map
-            from :func:`slicelib.explain.gradient_map`) or a nibabel image.
-        affine: ``(4, 4)`` voxel-to-mm affine of the array (default for arrays: slicelib's
-            MNI 2 mm grid, ``slicelib.data.MNI_2MM_AFFINE``).
-        kind: ``"stat_map"`` (:func:`nilearn.plotting.plot_stat_map`, over ``bg_img``) or
-            ``"glass_brain"`` (:func:`nilearn.plotting.plot_glass_brain`, maximum projection).
-        bg_img: background for ``stat_map``; default nilearn's packaged MNI152 T1 template
-            resampled to the map's grid (no download).
-        title: figure title.
-        colorbar_label: label of the colorbar (say the units, e.g. "|Δ prediction| (years)").
-        brain_mask: show the map only inside nilearn's MNI152 brain mask (resampled to the
-            map's grid; right for maps on slicelib's MNI grid, e.g. painted slices from
-            :func:`slicelib.explain.to_volume`, which otherwise fill the whole box).
+        volume_map: ``(X, Y, Z)`` array (e.g. :func:`slicelib.explain.to_volume`, or
+            :func:`slicelib.explain.gradient_map`) or a nibabel image.
+        affine: ``(4, 4)`` voxel-to-mm affine of an array (default: the MNI 2 mm grid).
+        kind: ``"stat_map"`` (nilearn ``plot_stat_map`` over ``bg_img``, default nilearn's
+            MNI152 T1 on the map's grid) or ``"glass_brain"`` (maximum projection).
+        title; colorbar_label: with units, e.g. "|Δ prediction| (years)".
+        brain_mask: show the map only inside nilearn's MNI152 brain mask (painted slices from
+            :func:`slicelib.explain.to_volume` otherwise fill the whole box).
         threshold: values below it are transparent (default: 5 % of the maximum |value|).
-        cmap: matplotlib colormap (default ``"inferno"`` for non-negative maps, ``"RdBu_r"`` for
-            signed ones).
-        cut_coords, display_mode: passed to nilearn.
-        axes, figure: where to draw (nilearn's ``axes`` / ``figure`` arguments).
-        **kwargs: passed on to the nilearn function.
+        cmap: default ``"inferno"`` (non-negative maps) or ``"RdBu_r"`` (signed ones).
+        cut_coords, display_mode, axes, figure, **kwargs: passed on to nilearn.
 
     Returns:
         the nilearn display (``display.frame_axes.figure`` is its Figure).
@@ -179,17 +158,12 @@ def plot_importance_on_brain(
     import nibabel as nib
     from nilearn import plotting
 
-    if isinstance(volume_map, nib.spatialimages.SpatialImage):
-        img = volume_map
-    else:
-        data = np.asarray(volume_map, dtype=np.float32)
-        if data.ndim != 3:
-            raise ValueError(f"volume_map must be 3-D (X, Y, Z), got shape {data.shape}.")
-        if affine is None:
-            from slicelib.data import MNI_2MM_AFFINE
+    img = volume_map
+    if not isinstance(img, nib.spatialimages.SpatialImage):
+        from slicelib.data import MNI_2MM_AFFINE
 
-            affine = MNI_2MM_AFFINE
-        img = nib.Nifti1Image(data, np.asarray(affine, dtype=float))
+        data, affine = _as_volume(img, MNI_2MM_AFFINE if affine is None else affine)
+        img = nib.Nifti1Image(data, affine)
     data = np.asarray(img.dataobj, dtype=np.float32)
     if brain_mask:
         mask = np.asarray(mni_template(img.shape[:3], img.affine, "mask").dataobj) > 0.5
@@ -252,20 +226,16 @@ def plot_learning_curves(
     """Train and validation loss per epoch (and validation metrics), one colour per run.
 
     Args:
-        history: DataFrame with ``epoch``, ``train_loss``, ``val_loss`` and optionally
-            ``val_<metric>`` columns (slicelib's ``history.csv``); several runs stacked with
-            a ``label`` column.
+        history: ``epoch``, ``train_loss``, ``val_loss`` and optionally ``val_<metric>``
+            columns (``history.csv``); several runs stacked with a ``label`` column.
         label: the column naming the run (ignored if absent).
-        metrics: extra columns to plot in their own panels (default: every numeric ``val_*``
-            column except ``val_loss``, ``val_n`` and ``val_baseline_*``).
+        metrics: columns with a panel each (default: every numeric ``val_*`` column except
+            ``val_loss``, ``val_n`` and ``val_baseline_*``).
         loss_label: y label of the loss panel with units, e.g. "loss (MSE, years²)".
-        metric_labels: y labels with units per metric column, e.g.
-            ``{"val_mae": "validation MAE (years)"}`` (defaults exist for common metrics).
-        title: figure title.
-        axes: a sequence of Axes, one per panel (1 + len(metrics)).
+        metric_labels: y labels with units, e.g. ``{"val_mae": "validation MAE (years)"}``.
+        title; axes: Axes, one per panel (1 + len(metrics)).
 
-    Returns:
-        the matplotlib Figure. Solid lines: training; dashed: validation.
+    Returns the Figure. Solid lines: training; dashed: validation.
     """
     need = {"epoch", "train_loss", "val_loss"} - set(history.columns)
     if need:
@@ -276,15 +246,11 @@ def plot_learning_curves(
         metrics = [c for c in metrics if not c.startswith("val_baseline_")]
     n_panels = 1 + len(metrics)
     if axes is None:
-        fig, axes = plt.subplots(
-            1, n_panels, figsize=(4.5 * n_panels, 3.6), layout="constrained", squeeze=False
-        )
-        axes = list(axes[0])
-    else:
-        axes = list(np.atleast_1d(axes))
-        if len(axes) < n_panels:
-            raise ValueError(f"Need {n_panels} axes (loss + {list(metrics)}), got {len(axes)}.")
-        fig = axes[0].figure
+        _, axes = plt.subplots(1, n_panels, figsize=(4.5 * n_panels, 3.6), layout="constrained")
+    axes = list(np.atleast_1d(axes))
+    if len(axes) < n_panels:
+        raise ValueError(f"Need {n_panels} axes (loss + {list(metrics)}), got {len(axes)}.")
+    fig = axes[0].figure
     groups = history.groupby(label, sort=False) if label in history.columns else [(None, history)]
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, h) in enumerate(groups):
@@ -322,19 +288,16 @@ def summarise_runs(
 
     Args:
         runs: one row per (condition, seed) run with the metric column(s) ``value``.
-        value: a metric column (e.g. ``"test_mae"``), or a list of them.
-        by: the condition column(s).
-        seed: the seed column.
+        value: a metric column (e.g. ``"test_mae"``), or a list; by, seed: the condition
+            column(s) and the seed column.
         status: optional column saying whether a run counts ("ok") or not (e.g. "diverged",
             "did not learn"). Runs that are not "ok" are left out of a condition's mean when it
             has an "ok" run; the summary's ``status`` column names them ("ok", "ok (seed 1:
             diverged)", or, when no run of the condition is ok, e.g. "diverged: seeds 0, 1").
 
-    Returns:
-        DataFrame with the ``by`` columns, then ``mean`` and ``sd`` for one metric, or
-        ``<metric>_mean`` and ``<metric>_sd`` per metric for a list (sample sd, ddof=1; 0 for one
-        run), then ``n`` (runs in the mean), ``seeds`` (comma-separated string) and ``status``
-        (with ``status``), in first-seen order.
+    Returns a DataFrame, in first-seen order: the ``by`` columns, ``mean`` and ``sd`` (one
+    metric) or ``<metric>_mean`` and ``<metric>_sd`` (a list; sample sd, 0 for one run), ``n``
+    (runs in the mean), ``seeds`` (comma-separated) and ``status`` (with ``status``).
     """
     by = [by] if isinstance(by, str) else list(by)
     values = [value] if isinstance(value, str) else list(value)
@@ -384,28 +347,22 @@ def plot_results(
     """Bar chart of a metric per condition with sd error bars; the seeds are listed.
 
     Args:
-        table: one of three kinds:
-            a summary with ``mean`` and ``sd`` columns (:func:`summarise_runs` of one metric);
-            a summary of several metrics with ``<value>_mean`` and ``<value>_sd`` columns;
-            or one row per run with a ``value`` column, summarised here (single runs are drawn
-            as dots).
+        table: a summary with ``mean`` and ``sd`` columns (:func:`summarise_runs`), one of
+            several metrics (``<value>_mean``, ``<value>_sd``), or one row per run with a
+            ``value`` column, summarised here (single runs drawn as dots if ``show_runs``).
         value: the metric column (not needed for a one-metric summary).
         condition: the column(s) naming the condition, one bar each (several are joined).
-        metric_label: y label, with units (e.g. "test MAE (years)").
-        seed: the seed column of a per-run table.
+        metric_label: y label, with units (e.g. "test MAE (years)"); seed: the seed column.
         title: figure title; the seeds are added below it.
-        show_runs: draw single runs as dots (per-run tables only).
-        colors: optional {value of ``color_by``: matplotlib colour}, e.g. the colours the other
-            figures of a notebook use for the same conditions; others are "C0".
-        color_by: the column whose values ``colors`` maps (default: the condition label).
+        colors: optional {value of ``color_by`` (default: the condition label): colour};
+            others are "C0".
         baseline: draw this value as a dashed grey line (e.g. the training-mean predictor).
-        ci: the summary's (lower, upper) columns of a 95 % interval per condition (e.g. the
-            bootstrap CI over subjects), drawn as a thin grey bar beside the sd error bar.
-        references: grey bars after the conditions, ``{name: value or (value, lower, upper)}``,
-            e.g. the mean-age and ridge baselines with their 95 % intervals.
+        ci: the summary's (lower, upper) columns of a 95 % interval (e.g. bootstrap over
+            subjects), drawn as a thin grey bar beside the sd error bar.
+        references: grey bars after the conditions, ``{name: value or (value, lo, hi)}``
+            (e.g. the mean-age and ridge baselines with their 95 % intervals).
         status: a summary column (if present) naming failed runs (e.g. "seed 0: diverged"):
-            written on the bar, which is hatched when no run of the condition is "ok".
-        ax: matplotlib Axes to draw into.
+            written on the bar, hatched when no run of the condition is "ok". ax: the Axes.
     """
     cond = [condition] if isinstance(condition, str) else list(condition)
     runs = None
@@ -474,12 +431,10 @@ def position_similarity(model, axis: str | None = None, parameter: str = "positi
     """Cosine similarity between the per-slice vectors of all slice indices: ``(S, S)``.
 
     Args:
-        model: a :class:`~slicelib.model.SliceModel`.
-        axis: which axis (default: the model's first axis).
-        parameter: which per-slice parameter of
-            :func:`slicelib.explain.per_slice_parameters`: ``"position"`` (the learned table,
-            or the sinusoidal code at indices ``0..S-1``), or, with ``norm="set"``, the
-            LayerNorm's per-slice rows ``"norm.weight"`` / ``"norm.bias"``.
+        model: a :class:`~slicelib.model.SliceModel`; axis: default the model's first.
+        parameter: one of :func:`slicelib.explain.per_slice_parameters`: ``"position"`` (the
+            learned table, or the sinusoidal code at ``0..S-1``), or, with ``norm="set"``,
+            the LayerNorm's per-slice rows ``"norm.weight"`` / ``"norm.bias"``.
     """
     params = per_slice_parameters(model, axis)
     if parameter not in params:
@@ -503,10 +458,8 @@ def plot_position_similarity(
 ):
     """Heat map of :func:`position_similarity`: which slice positions the model tells apart.
 
-    ``model``, ``axis``, ``parameter`` as :func:`position_similarity` (a position embedding,
-    or ``"norm.weight"`` / ``"norm.bias"`` with ``norm="set"``); ``title`` defaults to naming
-    the parameter and axis. Returns the Figure: both axes "slice index", the colorbar the cosine
-    similarity in [-1, 1].
+    ``model``, ``axis``, ``parameter`` as :func:`position_similarity`; ``title`` defaults to
+    naming the parameter and axis. Returns the Figure (colorbar: cosine similarity, -1 to 1).
     """
     axis = axis or model.axes[0]
     sim = position_similarity(model, axis, parameter)
@@ -524,6 +477,39 @@ def plot_position_similarity(
 # volumes
 
 
+def _as_volume(volume, affine):
+    """``(array (X, Y, Z) float32, affine (4, 4) or None)`` of an array or a nibabel image."""
+    if hasattr(volume, "get_fdata"):
+        affine = volume.affine if affine is None else affine
+        volume = volume.get_fdata(dtype=np.float32)
+    v = np.asarray(volume, dtype=np.float32)
+    if v.ndim != 3:
+        raise ValueError(f"volume must be 3-D (X, Y, Z), got shape {v.shape}.")
+    return v, None if affine is None else np.asarray(affine, dtype=float)
+
+
+def _draw_plane(ax, v, A, a: int, n: int, short: bool = False, **imshow):
+    """Draw slice ``n`` of ``v`` (X, Y, Z) along axis ``a`` into ``ax``, labelled (mm with A)."""
+    b, c = [d for d in range(3) if d != a]
+    where = f"slice {n}" if short else f"{AXIS_NAMES[a]} slice {n}"
+    extent, unit = (-0.5, v.shape[b] - 0.5, -0.5, v.shape[c] - 0.5), "voxel"
+    if A is not None:
+        cb, cc = (slice_coordinates(A, d, v.shape[d]) for d in (b, c))
+        hb, hc = abs(A[b, b]) / 2, abs(A[c, c]) / 2
+        extent, unit = (cb[0] - hb, cb[-1] + hb, cc[0] - hc, cc[-1] + hc), "mm"
+        where += f" ({_WORLD[a]} = {slice_coordinates(A, a, n + 1)[-1]:.0f} mm)"
+    im = ax.imshow(np.take(v, n, axis=a).T, origin="lower", extent=extent, **imshow)
+    ax.set_title(where, fontsize="small" if short else "medium")
+    ax.set_xlabel(f"{_WORLD[b]} ({unit}, {_DIRECTION[b]})", fontsize="small" if short else None)
+    ax.set_ylabel(f"{_WORLD[c]} ({unit}, {_DIRECTION[c]})", fontsize="small" if short else None)
+    return im
+
+
+def _range(v, vmin, vmax):  # display range: vmin / vmax, else the 1st / 99th percentile
+    lo, hi = np.percentile(v, [1, 99])
+    return (lo if vmin is None else vmin), (hi if vmax is None else vmax)
+
+
 def show_slices(
     volume,
     affine=None,
@@ -536,65 +522,79 @@ def show_slices(
     vmax: float | None = None,
     axes=None,
 ):
-    """Sagittal, coronal and axial planes of a volume side by side.
-
-    Args:
-        volume: ``(X, Y, Z)`` array in RAS order (slicelib's convention) or a nibabel image.
-        affine: ``(4, 4)`` voxel-to-mm affine (taken from the image if one is given); with it
-            the axes are in mm, without it in voxel indices.
-        index: ``(i, j, k)`` voxel indices of the three planes (default: the middle).
-        title: figure title.
-        cmap, vmin, vmax: display range (default: 1st-99th percentile).
-        colorbar_label: colorbar label with units.
-        axes: three Axes to draw into.
-
-    Returns:
-        the matplotlib Figure. Images are in neurological convention (left on the left),
-        anterior/superior up or right.
-    """
-    if hasattr(volume, "get_fdata"):
-        affine = volume.affine if affine is None else affine
-        volume = volume.get_fdata()
-    v = np.asarray(volume, dtype=np.float32)
-    if v.ndim != 3:
-        raise ValueError(f"volume must be 3-D (X, Y, Z), got shape {v.shape}.")
-    i, j, k = index if index is not None else [s // 2 for s in v.shape]
+    """Sagittal, coronal and axial planes through voxel ``index`` ``(i, j, k)`` (default: the
+    middle) side by side, in three ``axes``; the other arguments as :func:`plot_slices`.
+    Returns the Figure (neurological convention: left on the left)."""
+    v, A = _as_volume(volume, affine)
+    index = index if index is not None else [s // 2 for s in v.shape]
     if axes is None:
         fig, axes = plt.subplots(1, 3, figsize=(12, 4), layout="constrained")
-    else:
-        axes = list(np.atleast_1d(axes))
-        fig = axes[0].figure
-    lo, hi = np.percentile(v, [1, 99])
-    vmin = lo if vmin is None else vmin
-    vmax = hi if vmax is None else vmax
-    A = None if affine is None else np.asarray(affine, dtype=float)
+    axes = list(np.atleast_1d(axes))
+    vmin, vmax = _range(v, vmin, vmax)
+    for a, (ax, n) in enumerate(zip(axes, index)):
+        im = _draw_plane(ax, v, A, a, int(n), cmap=cmap, vmin=vmin, vmax=vmax)
+    axes[0].figure.colorbar(im, ax=axes, label=colorbar_label, shrink=0.8)
+    axes[0].figure.suptitle(title)
+    return axes[0].figure
 
-    def extent(a, b):
-        if A is None:
-            return (-0.5, v.shape[a] - 0.5, -0.5, v.shape[b] - 0.5)
-        ca = slice_coordinates(A, a, v.shape[a])
-        cb = slice_coordinates(A, b, v.shape[b])
-        ha, hb = abs(A[a, a]) / 2, abs(A[b, b]) / 2
-        return (ca[0] - ha, ca[-1] + ha, cb[0] - hb, cb[-1] + hb)
 
-    def where(a, n):
-        if A is None:
-            return f"{AXIS_NAMES[a]} slice {n}"
-        return (
-            f"{AXIS_NAMES[a]} slice {n} ({_WORLD[a]} = {slice_coordinates(A, a, n + 1)[-1]:.0f} mm)"
-        )
+def plot_slices(
+    volume,
+    affine=None,
+    *,
+    axes: Sequence[str] = ("sagittal", "coronal", "axial"),
+    n: int = 8,
+    coords: Mapping[str, Sequence[float]] | None = None,
+    title: str | None = "Slices along each axis",
+    cmap: str = "gray",
+    colorbar_label: str | None = "intensity",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    ax=None,
+):
+    """A mosaic of 2-D slices, one row per slicing axis: what a slice model sees.
 
-    planes = [
-        (v[i, :, :].T, 1, 2, where(0, i)),
-        (v[:, j, :].T, 0, 2, where(1, j)),
-        (v[:, :, k].T, 0, 1, where(2, k)),
-    ]
-    unit = "voxel" if A is None else "mm"
-    for ax, (img, a, b, name) in zip(axes, planes):
-        im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", extent=extent(a, b))
-        ax.set_title(name, fontsize="medium")
-        ax.set_xlabel(f"{_WORLD[a]} ({unit}, {_DIRECTION[a]})")
-        ax.set_ylabel(f"{_WORLD[b]} ({unit}, {_DIRECTION[b]})")
-    fig.colorbar(im, ax=list(axes), label=colorbar_label, shrink=0.8)
-    fig.suptitle(title)
+    Args:
+        volume: ``(X, Y, Z)`` array in RAS order or a nibabel image.
+        affine: ``(4, 4)`` voxel-to-mm affine (default: the image's): panels in mm, titled
+            ``"<index> (<x|y|z> = <mm> mm)"``; without one, in voxels.
+        axes: the slicing axes, one row each; n: slices per row, evenly spaced (edges left out).
+        coords: instead, the slices nearest these world positions ``{axis: [mm, ...]}``.
+        title, colorbar_label (with units): None leaves the title / colorbar out.
+        cmap, vmin, vmax: display range (default: 1st-99th percentile of the volume).
+        ax: a (rows, columns) grid of Axes to draw into (e.g. one column of a larger figure).
+
+    Returns the Figure (axis labels on the first panel of each row). Raises ValueError for a
+    slice outside the volume or coords without an affine.
+    """
+    v, A = _as_volume(volume, affine)
+    if coords is not None and A is None:
+        raise ValueError("plot_slices(coords=...) gives mm: pass an affine (or a nibabel image).")
+    picks = {}  # axis id -> slice indices
+    for k in coords or axes:
+        a = _axis_id(k)
+        idx = np.linspace(0, v.shape[a] - 1, n + 2)[1:-1] if coords is None else None
+        idx = (np.atleast_1d(coords[k]) - A[a, 3]) / A[a, a] if idx is None else idx
+        picks[a] = [int(round(i)) for i in idx]
+        if not all(0 <= i < v.shape[a] for i in picks[a]):
+            raise ValueError(f"plot_slices: {k} slices {picks[a]} outside 0..{v.shape[a] - 1}")
+    rows, cols = len(picks), max(len(p) for p in picks.values())
+    if ax is None:
+        size = (1.9 * cols + 1.4, 1.9 * rows + 0.6)
+        _, ax = plt.subplots(rows, cols, figsize=size, layout="constrained", squeeze=False)
+    ax = np.asarray(ax, dtype=object).reshape(rows, cols)
+    vmin, vmax = _range(v, vmin, vmax)
+    for r, (a, idx) in enumerate(picks.items()):
+        for c, panel in enumerate(ax[r]):
+            if c >= len(idx):
+                panel.axis("off")
+                continue
+            im = _draw_plane(panel, v, A, a, idx[c], cols > 2, cmap=cmap, vmin=vmin, vmax=vmax)
+            if c:
+                panel.set(xlabel="", ylabel="", xticks=[], yticks=[])
+    fig = ax[0, 0].figure
+    if colorbar_label is not None:
+        fig.colorbar(im, ax=list(ax.ravel()), label=colorbar_label, shrink=0.8)
+    if title is not None:
+        fig.suptitle(title)
     return fig

@@ -220,6 +220,45 @@ def test_show_slices_voxels_and_mm():
     assert fig2.axes[3].get_ylabel() == "intensity (z-score)"
 
 
+def test_plot_slices_mosaic_picks_evenly_spaced_slices_and_world_positions():
+    vol = np.zeros((91, 109, 91), np.float32)
+    vol[40] = 1.0  # a bright sagittal plane at x = -10 mm
+    fig = P.plot_slices(vol, MNI_2MM_AFFINE, n=5, title="mosaic", colorbar_label="T1 (a.u.)")
+    panels, bar = fig.axes[:15], fig.axes[15]
+    assert len(fig.axes) == 16 and bar.get_ylabel() == "T1 (a.u.)"
+    assert fig._suptitle.get_text() == "mosaic"
+    # 5 slices of 91, edges left out: 15, 30, 45, 60, 75 at x = 2 * i - 90 mm
+    assert [p.get_title() for p in panels[:5]] == [
+        f"slice {i} (x = {2 * i - 90} mm)" for i in (15, 30, 45, 60, 75)
+    ]
+    assert "mm" in panels[0].get_xlabel() and "mm" in panels[5].get_ylabel()  # first of a row
+    assert panels[1].get_xlabel() == ""  # the others are unlabelled
+    fig = P.plot_slices(vol, MNI_2MM_AFFINE, coords={"sagittal": [-10], "axial": [0, 14]})
+    (x_row,), z_row = [fig.axes[0:1], fig.axes[2:4]]
+    assert x_row.images[0].get_array().min() == 1.0  # the bright plane itself
+    assert [p.get_title() for p in z_row] == [
+        "axial slice 36 (z = 0 mm)",
+        "axial slice 43 (z = 14 mm)",
+    ]  # two columns: full titles
+    assert not fig.axes[1].axison  # the sagittal row has one slice: its second panel is off
+    with pytest.raises(ValueError, match="outside"):
+        P.plot_slices(vol, MNI_2MM_AFFINE, coords={"coronal": [200]})
+    with pytest.raises(ValueError, match="affine"):
+        P.plot_slices(vol, coords={"coronal": [0]})
+
+
+def test_plot_slices_draws_into_given_axes_and_takes_images():
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.random.default_rng(0).random((8, 9, 7)).astype(np.float32), np.eye(4))
+    fig, axes = plt.subplots(2, 3)
+    out = P.plot_slices(img, axes=("coronal", "axial"), n=1, ax=axes[:, 1], title=None,
+                        colorbar_label=None)  # fmt: skip
+    assert out is fig and len(fig.axes) == 6  # no colorbar added
+    assert axes[0, 1].get_title() == "coronal slice 4 (y = 4 mm)"
+    assert axes[0, 0].get_title() == "" and fig._suptitle is None
+
+
 def test_failed_runs_are_named_not_averaged_and_baselines_drawn_beside_the_arms():
     runs = pd.DataFrame(
         dict(
