@@ -24,6 +24,10 @@ __all__ = [
     "imagenet_weights",
     "runs_dir",
     "train_on_split",
+    "compare_on_split",
+    "arm_names",
+    "run_histories",
+    "plot_size_sweep",
     "notebook_dir",
     "notebook_sources",
     "run_notebooks",
@@ -115,10 +119,10 @@ def course_split(
     """One split for every run of a notebook, and a training pool whose prefixes are balanced.
 
     Subjects are split (seeded) into train/val/test, stratified by AD status x age quintile
-    (columns ``ad`` 0/1 and ``age`` in years of ``participants``), so both tasks get balanced
-    sets. The training subjects are then ordered so that every prefix ``pool[:n]`` keeps that
-    balance: within each stratum a seeded shuffle, then all subjects sorted by their relative
-    position in their stratum. Small training sets are thus nested in the large ones.
+    (columns ``ad`` 0/1, if present, and ``age`` in years of ``participants``), so both tasks
+    get balanced sets. The training subjects are then ordered so that every prefix ``pool[:n]``
+    keeps that balance: within each stratum a seeded shuffle, then all subjects sorted by their
+    relative position in their stratum. Small training sets are thus nested in the large ones.
 
     Returns:
         (parts, pool): parts = {"train", "val", "test"} -> lists of participant ids;
@@ -127,7 +131,8 @@ def course_split(
     from slicelib.datasets import split_subjects
 
     table = participants.copy()
-    table["stratum"] = table["ad"] * 5 + pd.qcut(table["age"], 5, labels=False)
+    ad = table["ad"].astype(int) if "ad" in table else 0
+    table["stratum"] = ad * 5 + pd.qcut(table["age"], 5, labels=False)
     parts = split_subjects(table, "stratum", fractions=tuple(fractions), seed=seed)
     rng = np.random.default_rng(seed)
     pool = table[table["participant_id"].isin(parts["train"])].copy()
@@ -170,6 +175,130 @@ def train_on_split(config, split: dict) -> tuple[dict, pd.DataFrame]:
     }
     row.update(seconds=round(seconds), best_epoch=res["checkpoint_epoch"] + 1, run=str(run))
     return row, pd.read_csv(Path(run) / "history.csv")
+
+
+def compare_on_split(
+    base,
+    split: dict,
+    grid: dict | None = None,
+    lrs: list[float] | None = None,
+    seeds: list[int] | None = None,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`slicelib.compare.compare` on a given subject split (e.g. a nested training subset).
+
+    Every run folder that ``compare`` will train gets ``split`` as its ``split.csv`` first
+    (:func:`slicelib.train.train` uses a run's saved split instead of its own seeded one), so
+    all arms, seeds and learning rates share exactly these subjects.
+
+    Args:
+        base: :class:`slicelib.train.TrainConfig` (or its dict); ``base.data`` is a
+            participants table (.tsv/.csv) holding ``participant_id`` and ``base.target``.
+        split: {"train": ids, "val": ids, "test": ids, "unused": ids (optional)}; together
+            they must list every subject of the table (``unused`` ones take no part).
+        grid, lrs, seeds, out, progress: as for :func:`slicelib.compare.compare`.
+
+    Returns:
+        compare's (results, summary): one row per arm and seed, the per-arm summary.
+    """
+    from slicelib import compare as C
+    from slicelib.config import TrainConfig
+
+    base = base if isinstance(base, TrainConfig) else TrainConfig.from_dict(base)
+    root = Path(out or base.out)
+    lrs = list(lrs) if lrs else [base.lr]
+    sep = "\t" if str(base.data).endswith(".tsv") else ","
+    table = pd.read_csv(base.data, sep=sep, dtype={"participant_id": str})
+    where = {pid: name for name, ids in split.items() for pid in ids}
+    missing = sorted(set(table["participant_id"]) - set(where))
+    if missing:
+        raise ValueError(
+            f"split lists no entry for {len(missing)} subject(s) of {base.data} (first: "
+            f"{missing[0]}); put the subjects a run should not use under 'unused'."
+        )
+    rows = table.assign(split=table["participant_id"].map(where))
+    rows = rows[["participant_id", "split", base.target]].sort_values("participant_id")
+    _, runs = C.plan(base, grid, seeds)
+    for run in runs:
+        for lr in lrs:
+            folder = Path(C.run_config(base, run, root, lr, len(lrs) > 1).out)
+            folder.mkdir(parents=True, exist_ok=True)
+            rows.to_csv(folder / "split.csv", index=False)
+    return C.compare(base, grid, lrs, seeds, root, progress=progress)
+
+
+def arm_names(results: pd.DataFrame) -> pd.Series:
+    """A short readable name per row of compare's results: "ImageNet, fine-tuned",
+    "scratch, frozen", or the 3D backbone's name (e.g. "3D CNN (sfcn_3d)")."""
+
+    def name(r) -> str:
+        if r["weights"] == "-":  # a 3D CNN has no slice-model settings
+            return f"3D CNN ({r['backbone']})"
+        init = "scratch" if r["weights"] in ("none", None) else "ImageNet"
+        return f"{init}, {'frozen' if r['freeze_encoder'] == 'yes' else 'fine-tuned'}"
+
+    return results.apply(name, axis=1).rename("arm")
+
+
+def run_histories(results: pd.DataFrame, label: str = "arm") -> pd.DataFrame:
+    """The ``history.csv`` (one row per epoch) of every run in ``results`` (column ``run``),
+    stacked, with ``label`` = the row's ``label`` value and ``seed``: the input of
+    :func:`slicelib.plotting.plot_learning_curves`."""
+    parts = []
+    for _, r in results.iterrows():
+        h = pd.read_csv(Path(r["run"]) / "history.csv")
+        parts.append(h.assign(**{label: f"{r[label]} (seed {r['seed']})", "seed": r["seed"]}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def plot_size_sweep(
+    table: pd.DataFrame,
+    *,
+    value: str,
+    group: str = "arm",
+    size: str = "n_train",
+    metric_label: str = "metric",
+    references: dict | None = None,
+    title: str = "Training-set-size sweep",
+    ax=None,
+):
+    """A metric against the training-set size: mean ± sd over seeds per group, runs as dots.
+
+    Args:
+        table: one row per run with ``group``, ``size`` (subjects) and ``value`` columns.
+        value: the metric column, e.g. "mae" (years).
+        references: extra lines {name: Series indexed by size} (e.g. the ridge baseline).
+        metric_label: the y label, with units.
+        ax: matplotlib Axes (default: a new figure).
+
+    Returns:
+        the matplotlib Figure (x: training subjects, log scale).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 4))
+    for i, (name, g) in enumerate(table.groupby(group, sort=False)):
+        s = g.groupby(size)[value].agg(["mean", "std", "count"]).reset_index()
+        seeds = int(s["count"].max())
+        kw = dict(
+            fmt="-o",
+            capsize=4,
+            color=f"C{i}",
+            label=f"{name} (mean ± sd, {seeds} seed{'s' * (seeds > 1)})",
+        )
+        ax.errorbar(s[size], s["mean"], yerr=s["std"].fillna(0), **kw)
+        ax.plot(g[size], g[value], ".", color=f"C{i}", alpha=0.5)
+    for name, line in (references or {}).items():
+        ax.plot(line.index, line.to_numpy(), "--", color="0.4", label=name)
+    sizes = sorted(table[size].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.minorticks_off()
+    ax.set(xlabel="training subjects (log scale)", ylabel=metric_label, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
 
 
 def notebook_dir() -> Path:

@@ -122,3 +122,59 @@ def test_course_split_is_seeded_disjoint_and_nested_balanced():
     ad = people.set_index("participant_id")["ad"]
     for n in (24, 48, 96):  # each prefix keeps the pool's AD fraction
         assert abs(ad[pool[:n]].mean() - ad[pool].mean()) < 0.06
+
+
+def test_compare_on_split_trains_every_arm_on_the_given_split(tmp_path):
+    from test_train import SHAPE, VOXEL, make_table
+
+    from slicelib.train import TrainConfig
+
+    table = make_table(tmp_path / "d", n=12)
+    ids = pd.read_csv(table, sep="\t")["participant_id"].tolist()
+    split = dict(train=ids[:5], unused=ids[5:8], val=ids[8:10], test=ids[10:])
+    base = TrainConfig(
+        data=str(table),
+        target="age",
+        out=str(tmp_path / "cmp"),
+        epochs=1,
+        batch_size=4,
+        patience=None,
+        model=dict(backbone="slice_cnn", embed_dim=8),
+        preprocess=dict(volume_shape=list(SHAPE), voxel_size=VOXEL, centre="none"),
+    )
+    grid = dict(backbone=["slice_cnn", "sfcn_3d"])
+    results, summary = course.compare_on_split(
+        base, split, grid, lrs=[1e-3, 1e-2], seeds=[0], progress=False
+    )
+    assert len(results) == 2 and results["n_subjects"].tolist() == [2, 2]
+    for run in results["run"]:
+        saved = pd.read_csv(f"{run}/split.csv").groupby("split").size().to_dict()
+        assert saved == dict(test=2, train=5, unused=3, val=2)
+    names = course.arm_names(results).tolist()
+    assert names[1] == "3D CNN (sfcn_3d)" and names[0] == "scratch, fine-tuned"
+    hist = course.run_histories(results.assign(arm=names))
+    assert set(hist["arm"]) == {f"{n} (seed 0)" for n in names} and len(hist) == 2
+    with pytest.raises(ValueError, match="unused"):
+        course.compare_on_split(base, dict(train=ids[:5], val=ids[8:10], test=ids[10:]))
+
+
+def test_plot_size_sweep_draws_one_line_per_group_and_the_references():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    runs = pd.DataFrame(
+        dict(
+            arm=["a", "a", "a", "a", "b", "b"],
+            n_train=[10, 10, 40, 40, 10, 40],
+            seed=[0, 1, 0, 1, 0, 0],
+            mae=[9.0, 11.0, 6.0, 6.5, 12.0, 10.0],
+        )
+    )
+    ridge = pd.Series([8.0, 5.0], index=[10, 40])
+    fig = course.plot_size_sweep(runs, value="mae", references={"ridge": ridge}, metric_label="y")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(labels) == ["a (mean ± sd, 2 seeds)", "b (mean ± sd, 1 seed)", "ridge"]
+    assert ax.get_xscale() == "log" and ax.get_ylabel() == "y"
+    means = ax.containers[0].lines[0].get_ydata()  # the errorbar line of group "a"
+    assert list(means) == [10.0, 6.25]
