@@ -6,7 +6,8 @@ deepbet, N4, 12-dof affine to the MNI152 template) onto the 4 mm MNI grid
 the brain array (z-scored in the brain, float16) and its mask go to ``brains/<id>.npz``.
 Writes ``participants.tsv`` (participant_id, age, sex, brain path, QC measures),
 ``roi_volumes.csv`` (the DLMUSE regional volumes in mm^3 of the same subjects, copied) and
-``pipeline.json`` (config, grid, versions).
+``pipeline.json`` (config, grid, versions). Resumable: an interrupted run keeps the subjects
+it finished (each npz holds its QC row) and the next run does the rest.
 
     python data/ixi_hh_4mm/make_derivative.py --jobs 2   # 20 to 40 min on 2 (shared) cores
     python data/ixi_hh_4mm/make_derivative.py --source /path/to/ixi_hh_2mm
@@ -46,16 +47,27 @@ def one(pid: str, t1: str, out: str, threads: int) -> dict:
     r = run_pipeline(t1, PipelineConfig(threads=threads), shape, affine)
     rel = f"brains/{pid}.npz"
     tmp = Path(out) / f"brains/.{pid}.tmp.npz"
-    np.savez_compressed(tmp, brain=r.array.astype(np.float16), mask=r.mask, affine=affine)
-    os.replace(tmp, Path(out) / rel)
     status, reasons = qc_status(r.qc)
-    return {
+    row = {
         "participant_id": pid,
         "brain": rel,
         "qc": status,
         "qc_reasons": "; ".join(reasons),
-        **{k: r.qc[k] for k in ("ncc", "wm_gm", "brain_ml", "scale")},
+        **{k: float(r.qc[k]) for k in ("ncc", "wm_gm", "brain_ml", "scale")},
     }
+    brain = r.array.astype(np.float16)
+    np.savez_compressed(tmp, brain=brain, mask=r.mask, affine=affine, row=json.dumps(row))
+    os.replace(tmp, Path(out) / rel)
+    return row
+
+
+def done_row(out: Path, pid: str) -> dict | None:
+    """The QC row of a subject written by an earlier (interrupted) run, else None."""
+    try:
+        with np.load(out / "brains" / f"{pid}.npz") as z:
+            return json.loads(str(z["row"]))
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def main(argv=None) -> int:
@@ -76,11 +88,14 @@ def main(argv=None) -> int:
     table = table[table.age.notna()].reset_index(drop=True)
     (out / "brains").mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    rows, failed = [], []
+    rows = [row for pid in table.participant_id if (row := done_row(out, pid))]
+    todo = table[~table.participant_id.isin([row["participant_id"] for row in rows])]
+    print(f"{len(rows)} subjects done by an earlier run, {len(todo)} to do")
+    failed = []
     with cf.ProcessPoolExecutor(args.jobs) as pool:
         futs = {
             pool.submit(one, r.participant_id, str(src / r.t1), str(out), threads): r.participant_id
-            for r in table.itertuples()
+            for r in todo.itertuples()
         }
         for f in tqdm(cf.as_completed(futs), total=len(futs), desc="ixi_hh_4mm"):
             try:
