@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 04 · Which slices does the model use? Slice contributions against a known ground truth
+# # 04 · Which slices does the model use? Slice contributions, against a known truth and on real heads
 #
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/slicelib/slicelib/blob/main/notebooks/04_slice_contributions.ipynb)
 # [![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/slicelib/slicelib/main?labpath=notebooks%2F04_slice_contributions.ipynb)
@@ -9,24 +9,32 @@
 #
 # A slice model turns a 3D scan into a set of 2D slices, encodes each one and pools them. That
 # design has a bonus: we can ask **how much each slice contributed** to a prediction. This
-# notebook trains a small slice model to tell Alzheimer's disease (AD) from controls (CN) on the
-# synthetic cohort of notebook 01 and measures per-slice importance three ways: the model's own
-# **attention weights**, **occlusion** (blank one slice, see how much the output moves) and
-# **integrated gradients** (a gradient method). We draw them as curves along the slice axis and
-# paint them back into the brain over the MNI152 template with nilearn. Because the cohort was
-# generated with a known AD effect (medial temporal atrophy: grey-matter loss in hippocampus,
-# amygdala and parahippocampal gyrus, and wider CSF spaces around them), we can check each
-# method against the truth: the correlation between its importance profile and the ground-truth
-# profile along the slice axis. Real data never offer that check.
+# notebook measures per-slice importance three ways: the model's own **attention weights**,
+# **occlusion** (blank one slice, see how much the output moves) and **integrated gradients** (a
+# gradient method), draws them along the slice axis and paints them back into the brain over the
+# MNI152 template with nilearn.
 #
-# **Time.** `PRESET="smoke"` (CI): about a minute, with a tiny cohort and grid (the numbers mean
-# nothing). `PRESET="cpu"` (a laptop, 2 cores): under 2 minutes after notebook 01 (80 s measured on
-# 2 quiet cores; up to 8.5 minutes on a machine shared with other jobs, or when the 200-subject
-# course cohort must first be generated, about 1.5 minutes): preprocessing the scans to a 4 mm grid
-# and encoding every slice once with a frozen MobileNetV2 (about a minute), then training the small
-# layers after it and the explanations (under a minute; a rerun that finds the stored slice
-# features takes only that). `PRESET="gpu"`: the 2 mm grid, 1000 subjects and 32-step integrated
-# gradients; minutes on a GPU (the cohort generation runs on the CPU).
+# An explanation method is only worth as much as our ability to check it, so we start where the
+# answer is known: the synthetic cohort of notebook 01, whose Alzheimer's disease (AD) effect was
+# planted by the generator (medial temporal atrophy). Each method's importance profile is
+# compared with the generator's ground-truth profile. Then we turn to **real heads**: a brain-age
+# model trained on the real IXI scans that ship with slicelib, where no ground truth exists and
+# the profile has to be read with anatomical sense and controls.
+#
+# Both models are trained by `slicelib.train` in its **frozen-encoder** mode (section 2 says why).
+#
+# **Where the data come from.** The synthetic cohort is generated on the first run (shared with
+# notebooks 01-03). The real scans are a compact derivative of 138 IXI heads shipped inside the
+# package (`slicelib.datasets.ixi_derivative()`): nothing to download. The ImageNet encoder
+# weights come from a local folder named by the environment variable `SLICELIB_WEIGHTS_DIR`
+# (holding `<backbone>_imagenet1k.pth`, e.g. `mobilenet_v2_imagenet1k.pth`) when it is set, else
+# from torchvision's download.
+#
+# **Time.** `PRESET="smoke"` (CI) is a plumbing check on tiny data: its numbers mean nothing.
+# `PRESET="cpu"` is made for a laptop with 2 cores and should stay under 10 minutes (the
+# measured time is printed at the end); most of it is generating the synthetic cohort (first run
+# only) and encoding every slice once. `PRESET="gpu"`: the 2 mm grid, 1000 subjects and 32-step
+# integrated gradients.
 
 # %%
 # Colab: install slicelib if it is missing (Colab keeps its own torch).
@@ -45,299 +53,177 @@ PRESET = os.environ.get("SLICELIB_PRESET", "cpu")  # "smoke" | "cpu" | "gpu"
 SEED = 0
 
 # %% [markdown]
-# The preset sets the sizes: the cohort (`N_SUBJECTS`, shared with notebooks 01-03), the
-# grid the model reads (`GRID` voxels of `VOXEL` mm), the 2D encoder, the training length, how
-# many subjects are explained (`N_EXPLAIN`) and the integration steps of integrated gradients
-# (`IG_STEPS`; 2 on the CPU is a coarse approximation, 32 on a GPU is a good one). We slice
-# **axially** (along z): the AD effect lies in a band of axial slices low in the brain (z
-# between about -30 and -6 mm, printed in section 4), while ageing acts all over the brain and
-# most around the ventricles, higher up; a good importance profile should peak in the AD band.
+# The preset sets the sizes. Synthetic part: the cohort (`N`, shared with notebooks 01-03), the
+# grid the model reads (`GRID` voxels of `VOXEL` mm), the training length, how many subjects are
+# explained (`N_EXPLAIN`) and the integration steps of integrated gradients (`IG_STEPS`: 2 is a
+# coarse approximation, 32 a good one). Real part: how many IXI heads (`N_REAL`, `None` = all
+# that pass QC; the shipped derivative has a fixed 4 mm grid) and epochs. We slice **axially**
+# (along z): the planted AD effect lies in a band of axial slices low in the brain, while ageing
+# acts all over the brain and most around the ventricles, higher up.
 
 # %%
-SIZES = {
-    "smoke": dict(
-        N_SUBJECTS=24,
-        GRID=(23, 27, 23),
-        VOXEL=8.0,
-        BACKBONE="mobilenet_v2",
-        EPOCHS=3,
-        LR=1e-3,
-        IG_STEPS=2,
-        N_EXPLAIN=2,
-    ),
-    "cpu": dict(
-        N_SUBJECTS=200,
-        GRID=(45, 54, 45),
-        VOXEL=4.0,
-        BACKBONE="mobilenet_v2",
-        EPOCHS=40,
-        LR=1e-3,
-        IG_STEPS=2,
-        N_EXPLAIN=12,
-    ),
-    "gpu": dict(
-        N_SUBJECTS=1000,
-        GRID=(91, 109, 91),
-        VOXEL=2.0,
-        BACKBONE="mobilenet_v2",
-        EPOCHS=100,
-        LR=1e-3,
-        IG_STEPS=32,
-        N_EXPLAIN=100,
-    ),
+SYNTH = {
+    "smoke": dict(N=24, GRID=(23, 27, 23), VOXEL=8.0, EPOCHS=3, IG_STEPS=2, N_EXPLAIN=2),
+    "cpu": dict(N=200, GRID=(45, 54, 45), VOXEL=4.0, EPOCHS=25, IG_STEPS=2, N_EXPLAIN=8),
+    "gpu": dict(N=1000, GRID=(91, 109, 91), VOXEL=2.0, EPOCHS=100, IG_STEPS=32, N_EXPLAIN=100),
 }
-if PRESET not in SIZES:
-    raise ValueError(f"PRESET must be one of {list(SIZES)}, got {PRESET!r}")
-S = SIZES[PRESET]
-AXIS = "axial"
+REAL = {
+    "smoke": dict(N_REAL=30, EPOCHS_REAL=3),
+    "cpu": dict(N_REAL=None, EPOCHS_REAL=40),
+    "gpu": dict(N_REAL=None, EPOCHS_REAL=100),
+}
+if PRESET not in SYNTH:
+    raise ValueError(f"PRESET must be one of {list(SYNTH)}, got {PRESET!r}")
+S = {**SYNTH[PRESET], **REAL[PRESET]}
+AXIS, BACKBONE_WANTED, LR = "axial", "mobilenet_v2", 1e-3
 print(f"preset {PRESET}: {S}")
 
 # %%
 import time
-import warnings
-from pathlib import Path
+
+T_START = time.perf_counter()
 
 import matplotlib.pyplot as plt
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
-from IPython.display import display
-from nilearn import image as nimg
+from IPython.display import Markdown, display
 from sklearn.metrics import roc_auc_score
-from tqdm.auto import tqdm
 
 from slicelib import explain as E
 from slicelib import plotting as P
-from slicelib.course import course_split, ensure_synthetic_cohort, imagenet_weights, runs_dir
-from slicelib.data import CACHE_VERSION, PreprocessConfig, VolumeDataset
-from slicelib.datasets import read_table
-from slicelib.metrics import compute_metrics
-from slicelib.model import AXES, SliceModel
+from slicelib.course import ensure_synthetic_cohort, imagenet_weights, runs_dir
+from slicelib.data import PreprocessConfig
+from slicelib.datasets import (
+    IXI_DERIVATIVE_PREPROCESS,
+    ixi_derivative,
+    ixi_derivative_rois,
+    read_table,
+)
+from slicelib.frozen import FrozenHead, cached_features
+from slicelib.runs import evaluate_run, load_run, volume_dataset
+from slicelib.train import TrainConfig, train
+from slicelib.utils import mni_template
 
 torch.manual_seed(SEED)
 plt.rcParams["figure.dpi"] = 80
 
 # %% [markdown]
-# ## 1. The course cohort: a realistic AD effect, confounded with age
+# ## 1. The synthetic cohort: a realistic AD effect, confounded with age
 #
-# We use the synthetic cohort of notebooks 01-03 (made once, then shared). Its AD effect imitates
-# **medial temporal atrophy** as radiologists rate it on the MTA visual scale: 30-50 % local
-# grey-matter loss in hippocampus, amygdala and parahippocampal gyrus, plus widening of the CSF
-# spaces beside them (temporal horn, choroidal fissure). About 30 % of the subjects have AD.
+# The cohort's AD effect imitates **medial temporal atrophy** as radiologists rate it on the MTA
+# visual scale: local grey-matter loss in hippocampus, amygdala and parahippocampal gyrus, plus
+# widening of the CSF spaces beside them (temporal horn, choroidal fissure).
 #
 # As in clinical cohorts, AD is more frequent in older subjects, so **age alone** separates the
 # groups partly (its AUC is printed below). That confound is the trap for explanations: a model
 # can score well by reading ageing (larger ventricles, thinner cortex) instead of the medial
-# temporal lobe. So in section 4 the importance profiles are compared not only with the AD
-# effect but also with the profile of the age effect: a method that points at the AD band, and
-# not at where ageing acts, is evidence that the model uses the AD effect itself.
+# temporal lobe. So the importance profiles are compared not only with the AD effect but also
+# with where ageing acts: a method that points at the AD band, and not at where ageing acts, is
+# evidence that the model uses the AD effect itself.
 
 # %%
-cohort = ensure_synthetic_cohort(S["N_SUBJECTS"], seed=SEED)
-participants = pd.read_csv(cohort / "participants.tsv", sep="\t")
-print(participants["diagnosis"].value_counts().to_string())
-print(participants.groupby("diagnosis")["age"].describe()[["mean", "min", "max"]].round(0))
-auc_age = roc_auc_score(participants["ad"], participants["age"])
+cohort = ensure_synthetic_cohort(S["N"], seed=SEED)
+table = read_table(cohort, target="ad")
+print(table["diagnosis"].value_counts().to_string())
+print(table.groupby("diagnosis")["age"].describe()[["mean", "min", "max"]].round(0))
+auc_age = roc_auc_score(table["ad"], table["age"])
 print(f"AUC of age alone for AD vs CN in this cohort: {auc_age:.2f} (0.5 = no information)")
 
 # %% [markdown]
-# ## 2. A slice model with a frozen ImageNet encoder
+# ## 2. A slice model with a frozen ImageNet encoder, trained by the library
 #
-# * **Encoder:** MobileNetV2 with ImageNet weights (`slicelib.course.imagenet_weights`: a local
-#   file in `SLICELIB_WEIGHTS_DIR` when there is one, else torchvision's download as on Colab,
-#   else random weights, and the cell says which). We **freeze** it: it is a fixed feature
-#   extractor, as in a "linear probe" of a pretrained network.
+# * **Encoder:** MobileNetV2 with ImageNet weights (`slicelib.course.imagenet_weights` finds
+#   them, or says that it falls back to random weights). It is **frozen**: a fixed feature
+#   extractor, the "feature extraction" mode of transfer learning (the other mode, fine-tuning,
+#   is notebook 02's).
 # * **Trained part:** the projection to 32 dimensions, a learned **position** embedding (so the
-#   model knows where each slice lies), **attention** pooling (so it has its own per-slice
-#   weights we can read) and the head: about 50 thousand parameters instead of 2.3 million.
+#   model knows where each slice lies), the LayerNorm over the slice set, **attention** pooling
+#   (so it has its own per-slice weights we can read) and the head.
 #
-# Why frozen? It is a choice for laptop speed, not for accuracy. Fine-tuning the whole encoder
-# (notebook 02, `slicelib.train`) pushes every slice of every scan through the 2D network
-# forwards *and backwards* in every epoch. With a frozen encoder each scan is encoded once, and
-# an epoch of training the small layers on the stored slice features takes well under a second,
-# so 200 subjects and tens of epochs fit a laptop CPU. The explanation methods below do not
-# care: they see one ordinary `SliceModel`, gradients through the encoder included.
-
+# Why frozen? Fine-tuning pushes every slice of every scan through the 2D network forwards *and
+# backwards* in every epoch. With a frozen encoder, `TrainConfig(freeze_encoder=True)` encodes
+# every slice once, caches the features on disk (keyed by the encoder's weights, the
+# preprocessing and the grid, so stale features are never reused) and trains the small layers on
+# them: an epoch takes well under a second on a CPU. The checkpoint holds the whole model, so
+# evaluation and the explanations below see one ordinary `SliceModel`, encoder included.
+#
+# The synthetic scans are already in MNI space (their NIfTI header says so), so preprocessing
+# keeps their coordinates and the ground-truth maps line up with the model's grid. `train`
+# splits the subjects (70 % train, 15 % validation to pick the epoch, 15 % test; stratified by
+# diagnosis, seeded) and weights the loss by class (`class_weights="balanced"`, the default), so
+# the AD minority counts as much as the controls.
 
 # %%
-BACKBONE, WEIGHTS, weights_note = imagenet_weights(S["BACKBONE"])
+BACKBONE, WEIGHTS, weights_note = imagenet_weights(BACKBONE_WANTED)
 print(f"encoder {BACKBONE}: {weights_note}")
-# the synthetic scans are already in MNI space: keep their coordinates (see below)
-pcfg = PreprocessConfig(volume_shape=S["GRID"], voxel_size=S["VOXEL"])
-model = SliceModel(
-    BACKBONE,
-    weights=WEIGHTS,
-    embed_dim=32,
-    position="learned",
-    pooling="attention",
-    axes=AXIS,
+MODEL = dict(backbone=BACKBONE, weights=WEIGHTS, embed_dim=32, position="learned")
+MODEL.update(pooling="attention", axes=AXIS)
+RUNS = runs_dir("04", PRESET)
+ad_config = TrainConfig(
+    data=str(cohort),
+    target="ad",
     task="binary",
-    volume_shape=pcfg.volume_shape,
+    out=str(RUNS / f"ad_frozen_{BACKBONE}_{AXIS}_seed{SEED}"),
+    model=MODEL,
+    freeze_encoder=True,
+    preprocess=dict(volume_shape=S["GRID"], voxel_size=S["VOXEL"]),
+    epochs=S["EPOCHS"],
+    batch_size=16,
+    lr=LR,
+    patience=None,
     seed=SEED,
-).eval()
-for p in model.encoder.parameters():
-    p.requires_grad_(False)
-trained = [p for p in model.parameters() if p.requires_grad]
-print(
-    f"trainable parameters: {sum(p.numel() for p in trained):,} "
-    f"(encoder, frozen: {sum(p.numel() for p in model.encoder.parameters()):,})"
+    split_seed=SEED,
 )
+t0 = time.perf_counter()
+ad_run = train(ad_config)
+print(f"trained (or reused) {ad_run.name} in {time.perf_counter() - t0:.0f} s")
 
 # %% [markdown]
-# The data: every subject preprocessed onto the model grid (cached on disk, so a second run or
-# another notebook on the same grid reuses it) and a seeded subject split, stratified by
-# diagnosis and age quintile: 70 % train, 15 % validation (to pick the epoch), 15 % test. Then
-# every slice of every scan goes through the frozen encoder once. This is the slow step of the
-# notebook; the features are stored and reused when the notebook runs again.
-#
-# **Alignment first.** The importance profiles are compared with ground-truth maps in MNI
-# space, so the model's grid must be in MNI space too. The synthetic scans are (their NIfTI
-# header says so: sform code 4), and `slicelib.data.preprocess` then keeps their coordinates;
-# only raw heads are moved into place (`centre="brain"`). An earlier slicelib re-centred these
-# scans as if they were raw heads, which lifted them by about 27 mm: section 7 shows what that
-# did to the comparison. With real data, check the alignment (plot a preprocessed scan over the
-# template) before comparing maps.
+# The learning curves, then the test split scored by `slicelib.runs.evaluate_run` with 95 %
+# bootstrap intervals: the test split is small, so the interval matters more than the point.
 
 # %%
-table = read_table(cohort, target="ad")
-parts, _ = course_split(table, (0.7, 0.15, 0.15), seed=SEED)  # stratified: AD x age quintile
-table["split"] = table["participant_id"].map({s: k for k, v in parts.items() for s in v})
-print(table.groupby(["split", "diagnosis"]).size().unstack())
-
-RUN_DIR = runs_dir("04", PRESET) / f"frozen_{BACKBONE}_{AXIS}_prep{CACHE_VERSION}_seed{SEED}"
-RUN_DIR.mkdir(parents=True, exist_ok=True)
-feature_file = RUN_DIR / "slice_features.pt"
-ds = VolumeDataset(table, target="ad", preprocess=pcfg)
-if feature_file.is_file():
-    features = torch.load(feature_file)  # (N, S, F), reused from an earlier run
-    print(f"reusing {feature_file}")
-else:
-    t0 = time.perf_counter()
-    feats = []
-    with torch.no_grad():
-        for i in tqdm(range(len(ds)), desc="encode slices", unit="scan"):
-            volume = ds[i][0][0]  # (X, Y, Z)
-            slices = torch.movedim(volume, AXES[AXIS], 0)[:, None]  # axial: (Z, 1, X, Y)
-            feats.append(model.encode_images(slices))  # (S, F) encoder features
-    features = torch.stack(feats)  # (N, S, F)
-    torch.save(features, feature_file)
-    print(
-        f"encoded {features.shape[0]} scans x {features.shape[1]} slices in "
-        f"{time.perf_counter() - t0:.0f} s"
-    )
-labels = torch.tensor(table["ad"].to_numpy(), dtype=torch.float32)
-rows_of = {k: np.flatnonzero(table["split"].to_numpy() == k) for k in ("train", "val", "test")}
-
-# %% [markdown]
-# Training the small layers: Adam, mini-batches of 16 scans, `EPOCHS` epochs, and the epoch with
-# the lowest validation loss is kept. The loss is **class-balanced** binary cross-entropy (as
-# `slicelib.train` does by default): with 30 % AD, each training example is weighted by
-# n / (2 x n of its class), so the AD subjects count as much as the controls and a threshold of
-# P(AD) = 0.5 aims at balanced accuracy rather than at calling everyone CN. `slice_index` /
-# `slice_axis` tell the model which position embedding each slice gets.
-
-# %%
-slice_index = torch.arange(features.shape[1])
-slice_axis = torch.full_like(slice_index, AXES[AXIS])
-
-
-def logits_of(rows):
-    h = model.project(features[rows])  # (B, S, D)
-    return model.predict_from_embeddings(h, slice_index, slice_axis)  # (B,)
-
-
-counts = np.bincount(table["ad"].iloc[rows_of["train"]].astype(int), minlength=2)
-STATS = {"majority_class": int(counts.argmax()), "num_classes": 2}  # the baseline's guess
-class_w = torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32)
-print(f"training split: {counts[0]} CN, {counts[1]} AD; class weights {class_w.numpy().round(2)}")
-
-
-def loss_fn(out, y):
-    """Class-balanced binary cross-entropy: sum_i w[y_i] * bce_i / B."""
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none")
-    return (class_w[y.long()] * bce).mean()
-
-
-torch.manual_seed(SEED)
-optimiser = torch.optim.Adam(trained, lr=S["LR"], weight_decay=1e-4)
-history, best = [], (np.inf, None)
-rng = np.random.default_rng(SEED)
-for epoch in tqdm(range(1, S["EPOCHS"] + 1), desc="train head", unit="epoch"):
-    model.train()
-    order = rng.permutation(rows_of["train"])
-    for start in range(0, len(order), 16):
-        rows = order[start : start + 16]
-        loss = loss_fn(logits_of(rows), labels[rows])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval()
-    with torch.no_grad():
-        train_loss = float(loss_fn(logits_of(rows_of["train"]), labels[rows_of["train"]]))
-        val_out = logits_of(rows_of["val"])
-        val_loss = float(loss_fn(val_out, labels[rows_of["val"]]))
-    m = compute_metrics("binary", labels[rows_of["val"]].numpy(), val_out.numpy(), STATS)
-    history.append(
-        dict(
-            epoch=epoch,
-            train_loss=train_loss,
-            val_loss=val_loss,
-            val_auc=m["auc"],
-            val_balanced_accuracy=m["balanced_accuracy"],
-        )
-    )
-    if val_loss < best[0]:
-        best = (val_loss, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
-model.load_state_dict(best[1])
-model.eval()
-torch.save(model.state_dict(), RUN_DIR / "model.pt")
-history = pd.DataFrame(history)
-print(f"best validation loss {best[0]:.3f} at epoch {best[2]}")
-
-# %%
-fig = P.plot_learning_curves(
-    history,
+ad_history = pd.read_csv(ad_run / "history.csv")
+P.plot_learning_curves(
+    ad_history,
     metrics=["val_auc", "val_balanced_accuracy"],
     loss_label="loss (class-balanced binary cross-entropy)",
     title=f"AD vs CN: frozen {BACKBONE} slice features, attention pooling ({AXIS})",
 )
 plt.show()
-with torch.no_grad():
-    test_out = logits_of(rows_of["test"]).numpy()
-test = compute_metrics("binary", labels[rows_of["test"]].numpy(), test_out, STATS)
-age_test = roc_auc_score(table["ad"].iloc[rows_of["test"]], table["age"].iloc[rows_of["test"]])
-keys = ["n", "auc", "balanced_accuracy", "baseline_balanced_accuracy"]
-display(pd.Series({**{k: test[k] for k in keys}, "auc of age alone": age_test}, name="test split"))
-
-# the age confound: held-out subjects (validation + test) aged 60 or more only
-held = np.concatenate([rows_of["val"], rows_of["test"]])
-old = held[table["age"].iloc[held].to_numpy() >= 60]
-y_old = table["ad"].iloc[old].to_numpy()
-if 0 < y_old.sum() < len(y_old):
-    with torch.no_grad():
-        auc_model_old = roc_auc_score(y_old, logits_of(old).numpy())
-    auc_age_old = roc_auc_score(y_old, table["age"].iloc[old])
-    print(
-        f"held-out subjects aged 60+ ({len(old)}, {int(y_old.sum())} AD): "
-        f"AUC of the model {auc_model_old:.2f}, of age alone {auc_age_old:.2f}"
-    )
+ad_test = evaluate_run(ad_run, split="test", progress=False)
+keys = ["n", "auc", "auc_ci95", "balanced_accuracy", "balanced_accuracy_ci95"]
+display(pd.Series({k: ad_test[k] for k in keys + ["baseline_balanced_accuracy"]}, name="test"))
 
 # %% [markdown]
-# Chance is an AUC of 0.5, and the baseline that calls everyone CN has a balanced accuracy of
-# 0.5. The test split holds only 30 subjects (9 with AD), so a test AUC is uncertain by roughly
-# ±0.1; the validation curves show how stable training was. In our `cpu` run the model needed
-# about 15-25 epochs to learn (the validation AUC climbs from 0.83 to 1.0 between epochs 15 and
-# 30); after epoch 25 the validation loss jumps from epoch to epoch, so the kept epoch (33) is
-# partly luck of a 30-subject validation split. The last line is a first
-# check of the age confound: among subjects aged 60 or more, age separates AD from CN much less,
-# so a model that only read age would lose most of its AUC there (the validation subjects chose
-# the epoch, a small optimism).
-#
+# A first check of the age confound: among held-out subjects (validation and test) aged 60 or
+# more, age separates AD from CN much less, so a model that only read age would lose most of its
+# AUC there. The outputs come from the cached slice features through the trained layers
+# (`FrozenHead`): the same function as the full model, without encoding again. (The validation
+# subjects chose the epoch: a small optimism.)
+
+# %%
+model, meta = load_run(ad_run)
+split = pd.read_csv(ad_run / "split.csv", dtype={"participant_id": str})
+table = table.merge(split[["participant_id", "split"]], on="participant_id")
+held = table[table["split"].isin(["val", "test"])].reset_index(drop=True)
+held_ds = volume_dataset(held, "ad", meta["preprocess"])
+with torch.no_grad():
+    held["logit"] = FrozenHead(model)(cached_features(model, held_ds)).numpy()
+old = held[held["age"] >= 60]
+auc_old = {"model": np.nan, "age alone": np.nan}
+if 0 < old["ad"].sum() < len(old):
+    auc_old = {
+        k: roc_auc_score(old["ad"], old[c]) for k, c in [("model", "logit"), ("age alone", "age")]
+    }
+print(f"held-out subjects aged 60+: {len(old)} ({int(old['ad'].sum())} AD); AUC {auc_old}")
+
+# %% [markdown]
 # ## 3. Per-slice importance, three ways
 #
-# We explain the model's AD logit on AD subjects it did not train on (validation and test
-# splits), because the ground-truth AD effect exists only in them.
+# We explain the model's AD logit on held-out AD subjects (the ground-truth AD effect exists
+# only in AD subjects).
 #
 # * **Attention:** the softmax pooling weights, free to read, but they say where the pooling
 #   looked, not what changed the answer.
@@ -345,274 +231,363 @@ if 0 < y_old.sum() < len(y_old):
 #   run per slice, but `slicelib.explain` swaps slice embeddings, so it costs one pass.
 # * **Integrated gradients:** the gradient of the logit with respect to every voxel, averaged on
 #   the path from a blank volume to the scan, times (scan - blank), summed per slice. It needs
-#   backward passes through the encoder, so it is the costly one; the voxel map itself can also
-#   be shown in the brain.
+#   backward passes through the encoder, so it is the costly one; its voxel map can also be
+#   shown in the brain.
 
 # %%
-ad_rows = [i for i in held if table["ad"].iloc[i] == 1] or list(np.flatnonzero(table["ad"]))
-ad_rows = ad_rows[: S["N_EXPLAIN"]]
-x = torch.stack([ds[i][0] for i in ad_rows])  # (B, 1, X, Y, Z)
-print(f"explaining {len(ad_rows)} held-out AD subjects, volumes {tuple(x.shape)}")
-
+ad_held = held[held["ad"] == 1].head(S["N_EXPLAIN"])
+ds = volume_dataset(ad_held, "ad", meta["preprocess"])
+x = torch.stack([ds[i][0] for i in range(len(ds))])  # (B, 1, X, Y, Z)
+print(f"explaining {len(ad_held)} held-out AD subjects, volumes {tuple(x.shape)}")
 t0 = time.perf_counter()
 results = {
     "attention": E.attention_importance(model, x),
     "occlusion": E.occlusion_importance(model, x, target=1),
+    "integrated gradients": E.gradient_importance(
+        model, x, steps=S["IG_STEPS"], target=1, return_map=True, batch_size=2
+    ),
 }
-ig = E.gradient_importance(
-    model, x, "integrated_gradients", steps=S["IG_STEPS"], target=1, return_map=True, batch_size=2
-)
-results["integrated gradients"] = ig
+p_ad = torch.sigmoid(torch.as_tensor(results["occlusion"].output)).numpy()
 print(f"three methods in {time.perf_counter() - t0:.0f} s")
-prob = torch.sigmoid(torch.as_tensor(results["occlusion"].output)).numpy()
-print(
-    f"predicted P(AD) on these AD subjects: mean {prob.mean():.2f} (min {prob.min():.2f}, max {prob.max():.2f})"
-)
+print(f"P(AD) on these AD subjects: mean {p_ad.mean():.2f}, min {p_ad.min():.2f}")
 
 # %% [markdown]
 # ## 4. The ground truth on the model's grid
 #
 # The generator's AD effect map (`derivatives/ground_truth/ad_effect.nii.gz`) is on the 2 mm
-# MNI grid; the model reads a coarser grid, so we resample the map onto it. Summing |effect| in
-# each axial slice gives the **ground-truth profile**. For comparison we also build the profile
-# of the **age** effect (where ageing changes the image) and of the plain **brain extent** (brain
-# voxels per slice). The last two are controls: a method that only finds "where the brain is" or
+# MNI grid; the model reads a coarser grid, so we resample it onto that grid
+# (`explain.resample_to_grid`). Summing |effect| in each axial slice gives the **ground-truth
+# profile**. Two controls: the profile of the **age** effect (where ageing changes the image) and
+# the **brain extent** (brain voxels per slice). A method that only finds "where the brain is" or
 # "where ageing acts" would correlate with them as well as, or better than, with the AD profile.
 
 # %%
-gt_dir = cohort / "derivatives" / "ground_truth"
-
-
-def on_grid(img_or_path, interpolation="continuous"):
-    """Resample a 2 mm template-space image onto the model grid: array (X, Y, Z)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # nilearn warns when a binary mask is interpolated
-        out = nimg.resample_img(
-            nib.load(img_or_path) if isinstance(img_or_path, Path) else img_or_path,
-            target_affine=pcfg.affine,
-            target_shape=pcfg.volume_shape,
-            interpolation=interpolation,
-            force_resample=True,
-            copy_header=True,
-        )
-    return np.asarray(out.get_fdata(), dtype=np.float64)
-
-
-from nilearn.datasets import load_mni152_brain_mask
-
-ad_effect = np.clip(on_grid(gt_dir / "ad_effect.nii.gz"), 0, None)
-age_effect = np.clip(on_grid(gt_dir / "age_effect.nii.gz"), 0, None)
-brain = on_grid(load_mni152_brain_mask(resolution=2), "linear")
+pcfg = PreprocessConfig.from_dict(meta["preprocess"])
+grid = (pcfg.affine, pcfg.volume_shape)
+truth_dir = cohort / "derivatives" / "ground_truth"
+ad_effect = np.clip(E.resample_to_grid(truth_dir / "ad_effect.nii.gz", *grid), 0, None)
+age_effect = np.clip(E.resample_to_grid(truth_dir / "age_effect.nii.gz", *grid), 0, None)
+brain = mni_template(pcfg.volume_shape, pcfg.affine, "mask").get_fdata()
 profiles = {
-    "AD effect (ground truth)": E.ground_truth_profile(ad_effect, AXIS),
-    "age effect (control)": E.ground_truth_profile(age_effect, AXIS),
-    "brain extent (control)": E.ground_truth_profile(brain, AXIS),
+    "AD effect": E.ground_truth_profile(ad_effect, AXIS),
+    "age effect": E.ground_truth_profile(age_effect, AXIS),
+    "brain extent": E.ground_truth_profile(brain, AXIS),
 }
 z_mm = E.slice_coordinates(pcfg.affine, AXIS, pcfg.volume_shape[2])
-band = z_mm[
-    profiles["AD effect (ground truth)"] > 0.05 * profiles["AD effect (ground truth)"].max()
-]
-print(f"AD ground-truth band: z = {band.min():.0f} to {band.max():.0f} mm")
+in_band = profiles["AD effect"] > 0.05 * profiles["AD effect"].max()
+print(f"AD ground-truth band: z = {z_mm[in_band].min():.0f} to {z_mm[in_band].max():.0f} mm")
 
 # %% [markdown]
 # ## 5. Importance along the slice axis
 #
 # Each curve is scaled to a peak of 1; the dashed black line is the ground-truth AD profile, and
-# the legend gives each method's Pearson r with it. The grey band marks the slices where the AD
-# effect lies.
+# the legend gives each method's Pearson r with it. The grey band marks the slices holding the
+# AD effect; the dotted grey line is the age-effect control.
 
 # %%
 fig, ax = plt.subplots(figsize=(11, 4.5), layout="constrained")
 P.plot_slice_importance(
     results,
-    ground_truth=profiles["AD effect (ground truth)"],
+    ground_truth=profiles["AD effect"],
     axis=AXIS,
     affine=pcfg.affine,
     ground_truth_label="ground-truth AD effect",
-    title=f"Per-slice importance for the AD logit ({len(ad_rows)} held-out AD subjects)",
+    title=f"Per-slice importance for the AD logit ({len(ad_held)} held-out AD subjects)",
     ax=ax,
 )
-k = np.flatnonzero(
-    profiles["AD effect (ground truth)"] > 0.05 * profiles["AD effect (ground truth)"].max()
-)
+k = np.flatnonzero(in_band)
 ax.axvspan(k.min() - 0.5, k.max() + 0.5, color="0.85", zorder=0, label="AD band")
-ax.plot(
-    E.importance_profile(profiles["age effect (control)"], normalise="max"),
-    ":",
-    color="0.4",
-    label="age effect (control)",
-)
+age_curve = E.importance_profile(profiles["age effect"], normalise="max")
+ax.plot(age_curve, ":", color="0.4", label="age effect (control)")
 ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
 plt.show()
 
 # %% [markdown]
 # ### The comparison table
 #
-# Pearson r between each importance profile (mean over subjects) and each reference profile,
-# along the axial slice axis. Also given: the slice where each profile peaks, and the share of
-# its total importance inside the AD band (the band holds a fixed share of the slices, printed in
-# the last row, which is what a flat profile would get).
+# Pearson r between each importance profile (mean over subjects) and each reference profile, the
+# axial position of each profile's peak, and the share of its total importance inside the AD
+# band; the last row is what a flat profile gets (the band's share of the slices).
 
 # %%
-gt = profiles["AD effect (ground truth)"]
-in_band = gt > 0.05 * gt.max()
-rows = []
-for name, res in results.items():
-    p = E.importance_profile(res, AXIS)
-    row = {"method": name}
-    for ref, q in profiles.items():
-        row[f"r with {ref}"] = E.profile_correlation(p, q)
-    row["peak z (mm)"] = z_mm[int(np.argmax(p))]
-    row["share in AD band"] = p[in_band].sum() / p.sum()
-    rows.append(row)
-flat = np.ones_like(gt)
-rows.append(
-    {
-        "method": "flat profile (reference)",
-        **{f"r with {ref}": np.nan for ref in profiles},
-        "peak z (mm)": np.nan,
-        "share in AD band": in_band.mean(),
-    }
-)
-summary = pd.DataFrame(rows).set_index("method")
+summary = E.profile_table(results, profiles, AXIS, band=in_band, coords=z_mm)
 display(summary.round(2))
 
 # %% [markdown]
 # ## 6. Back into the brain
 #
 # A per-slice profile can be painted back into the volume (every voxel of slice *k* gets slice
-# *k*'s importance) and shown over the MNI152 template. For a single axis this gives horizontal
-# bands (the axial cut is one painted slice, so it is a single colour). The integrated-gradients
-# map has a value per voxel, so it could be finer: compare its glass brain with the ground-truth
-# AD map drawn right after it, then see it over the template at the same cuts as the occlusion
-# map (through the left hippocampus).
+# *k*'s importance) and shown over the MNI152 template: for one axis this gives horizontal
+# bands. The integrated-gradients map has a value per voxel, so it could be finer: compare its
+# glass brain with the ground-truth AD map drawn after it. The cuts go through the peak of the
+# ground-truth AD map.
 
 # %%
-CUTS = (-28, -22, -14)
-occ_vol = E.to_volume(results["occlusion"], pcfg.volume_shape, AXIS) * (
-    brain > 0.5
-)  # inside the brain
-d = P.plot_importance_on_brain(
-    occ_vol,
+CUTS = tuple(
+    pcfg.affine[:3, :3] @ np.argwhere(ad_effect == ad_effect.max())[0] + pcfg.affine[:3, 3]
+)
+P.plot_importance_on_brain(
+    E.to_volume(results["occlusion"], pcfg.volume_shape, AXIS),
     pcfg.affine,
-    kind="stat_map",
-    title="Occlusion importance painted per axial slice",
+    title="Occlusion importance painted per axial slice (synthetic AD model)",
     colorbar_label="|Δ AD logit| when the slice is blanked",
     cut_coords=CUTS,
 )
 plt.show()
 
 # %%
-ig_map = np.abs(ig.extra["map"]).mean(axis=0)  # (X, Y, Z), mean |attribution| over subjects
-d = P.plot_importance_on_brain(
-    ig_map,
-    pcfg.affine,
-    kind="glass_brain",
-    title="Integrated gradients, mean |attribution| per voxel (glass brain)",
-    colorbar_label="|attribution| (AD logit per voxel)",
-    threshold=np.percentile(ig_map, 99),
-)
-plt.show()
-d = P.plot_importance_on_brain(
-    ad_effect,
-    pcfg.affine,
-    kind="glass_brain",
-    title="Ground truth: AD effect on the model grid (glass brain)",
-    colorbar_label="intensity change (fraction of WM)",
-)
-plt.show()
-
-# %%
-d = P.plot_importance_on_brain(
-    ig_map,
-    pcfg.affine,
-    kind="stat_map",
-    title="Integrated gradients over the MNI152 template (top 1 % of voxels)",
-    colorbar_label="|attribution| (AD logit per voxel)",
-    threshold=np.percentile(ig_map, 99),
-    cut_coords=CUTS,
-)
-plt.show()
-voxel_r = np.corrcoef(ig_map.ravel(), ad_effect.ravel())[0, 1]
+ig_map = np.abs(results["integrated gradients"].extra["map"]).mean(axis=0)  # (X, Y, Z)
 top = ig_map > np.percentile(ig_map, 99)
-print(
-    f"voxel-wise r(|IG|, AD effect) = {voxel_r:.2f}; "
-    f"{(ad_effect[top] > 0.05 * ad_effect.max()).mean():.0%} of the top-1 % IG voxels lie in the "
-    f"AD region ({(ad_effect > 0.05 * ad_effect.max()).mean():.1%} of the grid)"
-)
-
-# %% [markdown]
-# ## 7. What the numbers say
-#
-# First a plain reading of the table for this run (it is computed, so it stays true whatever
-# preset or seed produced the numbers):
-
-# %%
-ad_col, age_col, brain_col = (f"r with {ref}" for ref in profiles)
-test_auc = test["auc"] if test["auc"] is not None else float("nan")
-print(
-    f"classifier: test AUC {test_auc:.2f}, balanced accuracy {test['balanced_accuracy']:.2f} "
-    f"on {test['n']} subjects (chance 0.5; age alone: AUC {age_test:.2f})"
-)
-for name, row in summary.iloc[: len(results)].iterrows():
-    r_ad, r_age, r_brain = row[ad_col], row[age_col], row[brain_col]
-    if not np.isfinite(r_ad):
-        verdict = "is flat: it says nothing about where the effect is"
-    elif r_ad > 0.5 and r_ad > max(r_age, r_brain):
-        verdict = "follows the AD band better than the controls: it points at the planted effect"
-    elif r_ad > 0.3:
-        verdict = "overlaps the AD band, but not better than a control profile"
-    else:
-        verdict = "does not follow the AD band"
-    print(
-        f"{name:22s} r(AD) = {r_ad:+.2f}, r(age) = {r_age:+.2f}, r(brain) = {r_brain:+.2f}, "
-        f"{row['share in AD band']:.0%} of importance in the AD band "
-        f"(flat: {in_band.mean():.0%}): {verdict}"
+for volume, title, label in [
+    (ig_map, "Integrated gradients, mean |attribution| per voxel", "|attribution| (AD logit)"),
+    (ad_effect, "Ground truth: AD effect on the model grid", "intensity change (fraction of WM)"),
+]:
+    P.plot_importance_on_brain(
+        volume, pcfg.affine, "glass_brain", title=title, colorbar_label=label
     )
+    plt.show()
+ad_region = ad_effect > 0.05 * ad_effect.max()
+voxel_r = E.profile_correlation(ig_map.ravel(), ad_effect.ravel())
+print(f"voxel-wise r(|IG|, AD effect) = {voxel_r:.2f}")
+print(
+    f"{ad_region[top].mean():.1%} of the top-1 % IG voxels lie in the AD region, which covers "
+    f"{ad_region.mean():.1%} of the grid"
+)
 
 # %% [markdown]
-# **What we found in the `cpu` preset (seed 0).** The model learned the AD effect: test AUC
-# 0.91 and balanced accuracy 0.90 on 30 subjects, where age alone gives an AUC of 0.74. Among
-# held-out subjects aged 60 or more, where age hardly separates the groups (AUC 0.56), the model
-# still reached 0.97, so it is not just reading age. (One AD subject of the 12 explained got
-# P(AD) near 0; the mean was 0.83.)
+# ## 7. What the synthetic numbers say
 #
-# * **All three methods point at the planted effect.** Attention, occlusion and integrated
-#   gradients peak at z = -18 or -14 mm, inside the AD band (-30 to -6 mm), and correlate with
-#   the ground-truth AD profile at r = 0.91, 0.93 and 0.87, far better than with the age-effect
-#   control (0.36, 0.50, 0.67) or the brain-extent control (0.30, 0.46, 0.63). They put 74 %,
-#   61 % and 55 % of their importance in the band, which holds 16 % of the slices.
-# * **They differ in how sharp they are.** Attention is the most concentrated: a model that has
-#   learned where the effect is also learns to attend there. Integrated gradients (2 steps here,
-#   a coarse approximation) leaks most into the slices above the band, where ageing acts; that
-#   is why its r with the age control is the highest of the three.
-# * **Within a slice, the voxel map is not localised.** The integrated-gradients glass brain
-#   shows a horizontal band at the right height, not two blobs in the medial temporal lobes:
-#   voxel-wise r with the AD map is only 0.11, and 2 % of its top-1 % voxels lie in the AD region
-#   (7 times the 0.3 % of the grid that region covers, but most are elsewhere in the same
-#   slices). A frozen ImageNet encoder pools each slice into one feature vector, and the
-#   gradient through it spreads over the whole slice; a slice model answers "which slices", not
-#   "which voxels".
-# * **What went wrong first.** Our first run used an earlier slicelib whose head centring (see
-#   section 2) treated the synthetic scans as raw heads and lifted them by about 27 mm. The model
-#   learned just as well (test AUC 0.94), but all three profiles then peaked at z = +14 to +30 mm,
-#   correlated negatively with the AD profile (r = -0.09 to -0.21) and positively with the age
-#   control (0.47 to 0.62). A logistic regression on each slice's features alone found the AD
-#   information at z = +6 to +18 mm: the AD band, moved up by 7 slices. The explanations were
-#   right; the ground truth was on a different grid. An importance map that disagrees with the
-#   expected anatomy can mean misalignment, not a wrong model, so check the alignment first.
-#
-# One seed, one split, 12 explained subjects: the numbers will move with another seed, but the
-# gap between r with the AD profile (about 0.9) and with the controls (at most 0.67) is large.
-#
-# **What carries over to real data.** There is no ground truth there, so (1) check that the
-# model works, and that it beats confounds such as age, before reading its explanations; (2)
-# compare several methods (here all three agreed on the slices, and attention was the sharpest);
-# (3) compare importance profiles with trivial controls such as the amount of brain per slice or
-# where ageing acts: a profile that only tracks "where the brain is" says nothing about the
-# disease; and (4) check that the scans and any reference map share one grid.
+# The reading below is computed from this run's table, so it stays true whatever preset or seed
+# produced it. A method "points at the planted effect" when its profile correlates with the AD
+# profile (r > 0.5) better than with either control.
 
 # %%
-results_table = summary.reset_index()
-results_table.to_csv(RUN_DIR / "slice_importance_vs_truth.csv", index=False)
-print(f"table saved to {RUN_DIR / 'slice_importance_vs_truth.csv'}")
+lines = [
+    f"Classifier: test AUC {ad_test['auc']:.2f} (95 % CI {ad_test['auc_ci95'][0]:.2f}-"
+    f"{ad_test['auc_ci95'][1]:.2f}) on {ad_test['n']} subjects; age alone: {auc_age:.2f}. "
+    f"Held-out subjects aged 60+: model {auc_old['model']:.2f}, age alone "
+    f"{auc_old['age alone']:.2f}."
+]
+for name, row in summary.drop(index="flat profile (reference)").iterrows():
+    r_ad, r_age, r_brain = (row[f"r with {k}"] for k in profiles)
+    verdict = (
+        "is flat: it says nothing"
+        if not np.isfinite(r_ad)
+        else "points at the planted effect"
+        if r_ad > 0.5 and r_ad > max(r_age, r_brain)
+        else "overlaps the AD band, but no better than a control"
+        if r_ad > 0.3
+        else "does not follow the AD band"
+    )
+    lines.append(
+        f"**{name}** {verdict}: r = {r_ad:+.2f} with the AD profile ({r_age:+.2f} age, "
+        f"{r_brain:+.2f} brain extent), peak at z = {row['peak (mm)']:.0f} mm, "
+        f"{row['share in band']:.0%} of its importance in the AD band "
+        f"(flat: {summary.loc['flat profile (reference)', 'share in band']:.0%})."
+    )
+display(Markdown("\n".join(f"- {s}" for s in lines)))
+
+# %% [markdown]
+# **How to read it.** First check that the model works and that it beats the age confound: if
+# its AUC among the over-60s falls to that of age alone, it is reading ageing and its
+# explanations will point where ageing acts. Then compare the methods: attention is usually the
+# sharpest (a model that has learned where the effect is also learns to attend there), occlusion
+# measures what actually changes the answer, and integrated gradients with few steps is coarse and
+# tends to leak into neighbouring slices. Within a slice, the voxel map is usually not localised:
+# a 2D encoder pools each slice into one feature vector, and the gradient through it spreads over
+# the whole slice, so the glass brain shows a band at the right height rather than two medial
+# temporal blobs. A slice model answers "which slices", not "which voxels".
+#
+# **Alignment first.** An earlier slicelib placed the synthetic scans as if they were raw heads
+# and shifted them upwards by several slices. The model learned just as well, but every profile
+# then peaked above the AD band and correlated better with the age control: the explanations
+# were right, the ground truth was on a different grid. An importance map that disagrees with
+# the expected anatomy can mean misalignment rather than a wrong model.
+#
+# ## 8. Real heads: where does a brain-age model look?
+#
+# Now the same recipe on real scans: a brain-age model (regression, years) on the IXI heads that
+# ship with slicelib, preprocessed to the same 4 mm MNI grid by `slicelib.pipeline` (brain
+# extraction, bias correction, affine registration; see notebook 01). Heads that failed the
+# automatic QC are left out. Again frozen MobileNetV2, learned position, attention pooling, axial
+# slices; `IXI_DERIVATIVE_PREPROCESS` tells the library that these volumes are already on the
+# grid (no resampling or registration again).
+#
+# **There is no ground truth here.** Nobody knows which slices carry a real head's age. What we
+# can say in general: ageing enlarges the ventricles and widens the sulci, and the medial
+# temporal lobe (hippocampus) shrinks, so a sensible brain-age model should draw on slices
+# through the lateral ventricles and the medial temporal lobe more than on the top of the head
+# or the cerebellum, and its profile should not merely follow the amount of brain per slice. As
+# references we use the brain extent (a control) and, for orientation, the synthetic
+# generator's own ageing and AD maps on this grid: they mark where ventricles, cortex and medial
+# temporal lobe lie, not what real ageing does.
+
+# %%
+ixi = ixi_derivative()
+ixi = ixi[ixi["qc"] == "ok"]
+if S["N_REAL"] is not None:
+    ixi = ixi.sample(n=min(S["N_REAL"], len(ixi)), random_state=SEED)
+RUNS.mkdir(parents=True, exist_ok=True)
+ixi_file = RUNS / f"ixi_derivative_{len(ixi)}.tsv"
+ixi.to_csv(ixi_file, sep="\t", index=False)
+print(f"{len(ixi)} real IXI heads that pass QC, aged {ixi['age'].min():.0f}-{ixi['age'].max():.0f}")
+
+# %%
+age_config = TrainConfig(
+    data=str(ixi_file),
+    target="age",
+    task="regression",
+    out=str(RUNS / f"ixi_age_frozen_{BACKBONE}_{AXIS}_n{len(ixi)}_seed{SEED}"),
+    model=MODEL,
+    freeze_encoder=True,
+    preprocess=dict(IXI_DERIVATIVE_PREPROCESS),
+    epochs=S["EPOCHS_REAL"],
+    batch_size=16,
+    lr=LR,
+    schedule="cosine",
+    patience=None,
+    seed=SEED,
+    split_seed=SEED,
+)
+t0 = time.perf_counter()
+age_run = train(age_config)
+print(f"trained (or reused) {age_run.name} in {time.perf_counter() - t0:.0f} s")
+
+# %% [markdown]
+# Before reading any explanation: does the model predict age better than the baselines? The
+# table gives the test MAE with its 95 % interval beside predicting the training mean age and a
+# classical model (ridge regression on the log regional volumes of each head).
+
+# %%
+age_test = evaluate_run(
+    age_run, split="test", baseline_features=ixi_derivative_rois(), progress=False
+)
+rows = {
+    "slice model (frozen ImageNet)": ("mae", "mae_ci95"),
+    "training mean age": ("baseline_mae", "baseline_mae_ci95"),
+    "ridge on regional volumes": ("ridge_mae", "ridge_mae_ci95"),
+}
+age_table = pd.DataFrame(
+    [(age_test[m], *age_test[ci]) for m, ci in rows.values()],
+    index=list(rows),
+    columns=["MAE (years)", "95 % CI low", "95 % CI high"],
+)
+print(
+    f"test split: {age_test['n']} heads; Pearson r of the slice model {age_test['pearson_r']:.2f}"
+)
+display(age_table.round(1))
+
+# %% [markdown]
+# Where does it look? Attention and occlusion (|Δ predicted age| in years when one slice is
+# blanked) on the test heads, against the brain extent per slice and, for orientation, the
+# synthetic generator's ageing and medial temporal maps on this grid.
+
+# %%
+age_model, age_meta = load_run(age_run)
+rcfg = PreprocessConfig.from_dict(age_meta["preprocess"])
+rgrid = (rcfg.affine, rcfg.volume_shape)
+age_split = pd.read_csv(age_run / "split.csv", dtype={"participant_id": str})
+test_ids = set(age_split.loc[age_split["split"] == "test", "participant_id"])
+test_heads = read_table(ixi_file, "age").query("participant_id in @test_ids")
+rds = volume_dataset(test_heads, "age", age_meta["preprocess"])
+xr = torch.stack([rds[i][0] for i in range(len(rds))])  # (B, 1, X, Y, Z)
+real = {
+    "attention": E.attention_importance(age_model, xr),
+    "occlusion": E.occlusion_importance(age_model, xr),
+}
+print(f"{len(xr)} test heads explained; predicted ages {np.round(real['occlusion'].output)}")
+
+# %% [markdown]
+# The references on this grid: the brain extent (control) and the two synthetic maps, used only
+# to locate anatomy (ventricles and cortex for the ageing map, the medial temporal lobe for the
+# AD map).
+
+# %%
+brain_r = mni_template(rcfg.volume_shape, rcfg.affine, "mask").get_fdata()
+real_refs = {
+    "brain extent": E.ground_truth_profile(brain_r, AXIS),
+    "synthetic ageing map": E.ground_truth_profile(
+        E.resample_to_grid(truth_dir / "age_effect.nii.gz", *rgrid), AXIS
+    ),
+    "medial temporal lobe": E.ground_truth_profile(
+        E.resample_to_grid(truth_dir / "ad_effect.nii.gz", *rgrid), AXIS
+    ),
+}
+rz = E.slice_coordinates(rcfg.affine, AXIS, rcfg.volume_shape[2])
+mtl = real_refs["medial temporal lobe"] > 0.05 * real_refs["medial temporal lobe"].max()
+print(f"medial temporal band: z = {rz[mtl].min():.0f} to {rz[mtl].max():.0f} mm")
+
+# %%
+fig, ax = plt.subplots(figsize=(11, 4.5), layout="constrained")
+P.plot_slice_importance(
+    real,
+    ground_truth=real_refs["brain extent"],
+    axis=AXIS,
+    affine=rcfg.affine,
+    ground_truth_label="brain extent (control)",
+    title=f"Brain age on real IXI heads: per-slice importance ({len(xr)} test heads)",
+    ax=ax,
+)
+k = np.flatnonzero(mtl)
+ax.axvspan(k.min() - 0.5, k.max() + 0.5, color="0.85", zorder=0, label="medial temporal band")
+ageing_curve = E.importance_profile(real_refs["synthetic ageing map"], normalise="max")
+ax.plot(ageing_curve, ":", color="0.4", label="synthetic ageing map (orientation)")
+ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+plt.show()
+real_summary = E.profile_table(real, real_refs, AXIS, band=mtl, coords=rz)
+display(real_summary.round(2))
+
+# %%
+occ_real = E.to_volume(real["occlusion"], rcfg.volume_shape, AXIS)  # (X, Y, Z), years
+peak_z = real_summary.loc["occlusion", "peak (mm)"]
+P.plot_importance_on_brain(
+    occ_real,
+    rcfg.affine,
+    title=f"Brain age, real heads: occlusion per axial slice (peak at z = {peak_z:.0f} mm)",
+    colorbar_label="|Δ predicted age| (years) when the slice is blanked",
+    cut_coords=(0.0, -20.0, peak_z),
+)
+plt.show()
+
+# %% [markdown]
+# ## 9. What the real-data numbers say (and do not say)
+
+# %%
+occ = real_summary.loc["occlusion"]
+beats = age_test["mae"] < min(age_test["baseline_mae"], age_test["ridge_mae"])
+display(
+    Markdown(
+        f"- The slice model's test MAE is {age_test['mae']:.1f} years "
+        f"({age_test['mae_ci95'][0]:.1f}-{age_test['mae_ci95'][1]:.1f}) against "
+        f"{age_test['baseline_mae']:.1f} for the mean age and {age_test['ridge_mae']:.1f} for ridge "
+        f"on regional volumes: it {'beats both' if beats else 'does not beat both baselines'} on "
+        f"{age_test['n']} test heads{'' if beats else ', so its explanations describe a weak model'}.\n"
+        f"- Occlusion peaks at z = {occ['peak (mm)']:.0f} mm; its profile correlates at "
+        f"r = {occ['r with brain extent']:+.2f} with the brain extent per slice and "
+        f"{occ['r with synthetic ageing map']:+.2f} with the synthetic ageing map, and puts "
+        f"{occ['share in band']:.0%} of its importance in the medial temporal band (a flat profile: "
+        f"{real_summary.loc['flat profile (reference)', 'share in band']:.0%}).\n"
+        f"- Attention and occlusion agree at r = "
+        f"{E.profile_correlation(real['attention'].profile(), real['occlusion'].profile()):+.2f}."
+    )
+)
+
+# %% [markdown]
+# **Caveats.** These profiles are not validated: no ground truth exists for real heads, the test
+# split is small, and one seed of a frozen encoder trained on about a hundred heads is a weak
+# basis. Read them as hypotheses: a profile that mostly follows the brain extent says "the model
+# uses the whole brain" and little else; one that stands out over the slices through the
+# ventricles or the medial temporal lobe is anatomically plausible for ageing, and one that
+# peaks at the top of the head or in the cerebellum asks for a closer look (misalignment, a
+# scanner or QC artefact, a bias of the cohort). On the synthetic cohort we could check the
+# methods against the truth; here the same methods only tell us where this model looked. The
+# lessons that carry over: (1) check that the model works, and beats the baselines and
+# confounds, before reading its explanations; (2) compare several methods; (3) compare the
+# profiles with trivial controls such as the amount of brain per slice; (4) check that scans and
+# reference maps share one grid.
+
+# %%
+out = RUNS / "slice_importance_tables.csv"
+tables = pd.concat({"synthetic AD": summary, "real brain age": real_summary}, names=["model"])
+tables.to_csv(out)
+print(f"tables saved to {out}; notebook ran in {time.perf_counter() - T_START:.0f} s")
