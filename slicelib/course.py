@@ -28,6 +28,8 @@ __all__ = [
     "arm_names",
     "run_histories",
     "plot_size_sweep",
+    "mae_text",
+    "versus",
     "notebook_dir",
     "notebook_sources",
     "run_notebooks",
@@ -194,7 +196,8 @@ def compare_on_split(
 
     Args:
         base: :class:`slicelib.train.TrainConfig` (or its dict); ``base.data`` is a
-            participants table (.tsv/.csv) holding ``participant_id`` and ``base.target``.
+            participants table (.tsv/.csv) or a BIDS folder (its ``participants.tsv``), with
+            ``participant_id`` and ``base.target``.
         split: {"train": ids, "val": ids, "test": ids, "unused": ids (optional)}; together
             they must list every subject of the table (``unused`` ones take no part).
         grid, lrs, seeds, out, progress: as for :func:`slicelib.compare.compare`.
@@ -208,8 +211,10 @@ def compare_on_split(
     base = base if isinstance(base, TrainConfig) else TrainConfig.from_dict(base)
     root = Path(out or base.out)
     lrs = list(lrs) if lrs else [base.lr]
-    sep = "\t" if str(base.data).endswith(".tsv") else ","
-    table = pd.read_csv(base.data, sep=sep, dtype={"participant_id": str})
+    data = Path(base.data)
+    data = data / "participants.tsv" if data.is_dir() else data  # a BIDS folder
+    sep = "\t" if data.suffix == ".tsv" else ","
+    table = pd.read_csv(data, sep=sep, dtype={"participant_id": str})
     where = {pid: name for name, ids in split.items() for pid in ids}
     missing = sorted(set(table["participant_id"]) - set(where))
     if missing:
@@ -299,6 +304,30 @@ def plot_size_sweep(
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return fig
+
+
+def mae_text(table: pd.DataFrame, row: str) -> str:
+    """One row of a results table in words: "7.1 years (95 % CI 6.0-8.3; ok)".
+
+    ``table`` is indexed by arm name with columns ``mae``, ``mae_ci95_lo``, ``mae_ci95_hi`` (years)
+    and ``status``; a missing MAE (a diverged arm) reads "no result (<status>)"."""
+    r = table.loc[row]
+    if pd.isna(r["mae"]):
+        return f"no result ({r['status']})"
+    return f"{r['mae']:.1f} years (95 % CI {r['mae_ci95_lo']:.1f}-{r['mae_ci95_hi']:.1f}; {r['status']})"
+
+
+def versus(table: pd.DataFrame, a: str, b: str) -> str:
+    """Two rows of a results table compared in words (see :func:`mae_text` for ``table``):
+    both MAEs, which is better by how many years, and whether their 95 % CIs overlap."""
+    ra, rb = table.loc[a], table.loc[b]
+    text = f"{a} {mae_text(table, a)} vs {b} {mae_text(table, b)}"
+    if pd.isna(ra["mae"]) or pd.isna(rb["mae"]):
+        return text
+    gap = rb["mae"] - ra["mae"]  # > 0: a is better
+    apart = ra["mae_ci95_hi"] < rb["mae_ci95_lo"] or rb["mae_ci95_hi"] < ra["mae_ci95_lo"]
+    better = "better" if gap > 0 else "worse" if gap < 0 else "no different"
+    return f"{text}: {a} {abs(gap):.1f} years {better}, CIs {'apart' if apart else 'overlap'}"
 
 
 def notebook_dir() -> Path:

@@ -178,3 +178,21 @@ def test_plot_size_sweep_draws_one_line_per_group_and_the_references():
     assert ax.get_xscale() == "log" and ax.get_ylabel() == "y"
     means = ax.containers[0].lines[0].get_ydata()  # the errorbar line of group "a"
     assert list(means) == [10.0, 6.25]
+
+
+def test_mae_text_and_versus_read_the_table():
+    nan = float("nan")
+    table = pd.DataFrame(
+        dict(
+            mae=[5.0, 9.5, 6.0, nan],
+            mae_ci95_lo=[4.0, 8.0, 5.0, nan],
+            mae_ci95_hi=[6.0, 11.0, 7.5, nan],
+            status=["ok", "did not learn", "ok", "diverged: seed 0"],
+        ),
+        index=["a", "b", "c", "d"],
+    )
+    assert course.mae_text(table, "a") == "5.0 years (95 % CI 4.0-6.0; ok)"
+    assert course.mae_text(table, "d") == "no result (diverged: seed 0)"
+    assert course.versus(table, "a", "b").endswith("a 4.5 years better, CIs apart")
+    assert course.versus(table, "c", "a").endswith("c 1.0 years worse, CIs overlap")
+    assert "diverged" in course.versus(table, "a", "d")
