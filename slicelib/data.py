@@ -1,57 +1,53 @@
-"""NIfTI loading, preprocessing onto the model grid, the preprocessed-volume cache, the Dataset.
+"""NIfTI loading, preprocessing onto the model grid, and the Dataset of preprocessed volumes.
 
 Everything a model sees goes through :func:`preprocess`, so a user's own scans, the public
-datasets (:mod:`slicelib.datasets`) and the synthetic cohort are prepared the same way:
+datasets (:mod:`slicelib.datasets`) and the synthetic cohort are prepared the same way. One
+of three methods (``PreprocessConfig.method``; the choice and every option enter the cache key
+and the run's checkpoint, so predict applies what training did):
 
-1. :func:`load_nifti` reads a 3D NIfTI (``.nii`` / ``.nii.gz``) with nibabel and checks it
-   (readable, 3D, finite, not all zero); anything else raises :class:`DataError`.
-2. Optionally ``PreprocessConfig(register=callable)`` maps the image into MNI space (e.g. a
-   wrapper around ANTsPy ``ants.registration(type_of_transform="Affine")``); the registered
-   image's own coordinates are then trusted (``centre="none"``).
-3. The image is put in canonical RAS orientation (``nibabel.as_closest_canonical``).
-4. If it already lies on the target grid (same shape, same affine) it passes through
-   unchanged (fast path; e.g. the synthetic cohort written on :data:`MNI_2MM_AFFINE`).
-5. Otherwise it is resampled onto the grid with ``nilearn.image.resample_img`` (cropped or
-   zero-padded to the grid's field of view). ``centre="none"`` trusts the image's world (mm)
-   coordinates: for images already in MNI space (OASIS VBM maps, fMRIPrep/FSL outputs).
-   ``centre="brain"`` (default without ``register``) ignores a raw head's scanner coordinates
-   and *translates* the head into place (:func:`head_anchor`; optionally shrunk to fit,
-   ``scale_to_fit``), except when the header declares MNI152 space (sform or qform code 4, as
-   written by FSL/fMRIPrep and :mod:`slicelib.synth`). This is NOT a registration: no rotation,
-   no per-axis scaling, no warp; the brain is centred and inside the grid but not aligned
-   voxel by voxel to the MNI template.
-6. Intensities are z-scored: ``normalise="foreground"`` (default) with the mean and standard
-   deviation of the head/brain foreground (Otsu threshold, largest connected component, holes
-   filled); ``normalise="whole"`` over the whole array, as in the paper's code.
+``"pipeline"`` (default): :func:`slicelib.pipeline.run_pipeline`: brain extraction (deepbet),
+    optional N4, 12-dof affine registration to MNI152, resampling onto the grid, z-score within
+    the brain (background = the value an intensity of 0 maps to). Scans whose header declares
+    MNI space (sform or qform code 4: FSL/fMRIPrep outputs, the synthetic cohort, the shipped
+    ``data/ixi_hh_4mm`` brains) take the ``"mni"`` path instead (``info["method"]``).
+``"mni"``: the scan is already in MNI space: resampled onto the grid with nilearn (its world
+    coordinates trusted) and z-scored. A skull-stripped brain (exact-zero background) is
+    z-scored within its non-zero voxels, as the pipeline does; a head within its foreground
+    (Otsu threshold, largest component, holes filled); ``normalise="whole"``: the whole array.
+``"centre"``: the old translation-only head centring (:mod:`slicelib.centre`), the explicit
+    fallback when no registration is possible; not aligned voxel by voxel.
 
-Preprocessed volumes are cached as float16 ``.npy`` files (memory-mappable), keyed by the
-source file's content and the preprocessing parameters (:func:`load_preprocessed`).
+``PreprocessConfig(register=callable)`` maps the image into MNI space with the user's own
+function first (method ``"mni"`` then; ``register_name`` names the step in the cache key).
+
+Every scan also gets quality-control measures (:mod:`slicelib.qc`: NCC with the template,
+white-matter/grey-matter contrast, brain volume, distinct values) and a status ok / flagged /
+error; :func:`slicelib.cache.preprocess_many` stores them beside the cached array.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
-from scipy import ndimage
 
-from slicelib.utils import atomic_write
+from slicelib.centre import border_stats, centre_transform, foreground_mask, head_anchor
 
 __all__ = [
     "MNI_2MM_SHAPE",
     "MNI_2MM_AFFINE",
     "CACHE_VERSION",
+    "METHODS",
     "DataError",
     "PreprocessConfig",
     "target_affine",
@@ -60,12 +56,8 @@ __all__ = [
     "foreground_mask",
     "head_anchor",
     "preprocess",
-    "default_cache_dir",
-    "file_hash",
-    "cache_key",
-    "load_preprocessed",
     "VolumeDataset",
-]
+]  # and, from slicelib.cache: default_cache_dir, file_hash, cache_key, load_preprocessed, ...
 
 #: Shape of the FSL MNI152 2 mm grid, array axes (X, Y, Z) = (left->right, post->ant, inf->sup).
 MNI_2MM_SHAPE: tuple[int, int, int] = (91, 109, 91)
@@ -77,18 +69,12 @@ MNI_2MM_AFFINE: np.ndarray = np.array(
 MNI_2MM_AFFINE.setflags(write=False)
 #: World point (mm) at the centre of the MNI 2 mm grid; every target grid is centred here.
 _GRID_CENTRE_MM = np.array([0.0, -18.0, 18.0])
-#: Where a raw head is placed by ``centre="brain"`` (MNI mm): the top of the scalp (vertex)
-#: goes to z = _HEAD_TOP_Z and the centre of mass of the cranium slab (20 to 80 mm below the
-#: vertex, above the eyes) goes to x = 0, y = _CRANIUM_Y (the grid centre). The MNI152 brain
-#: top is at z = +82 mm; z = +104 mm for the scalp top was chosen by eye on the ten ixi10 heads
-#: (data/show_ixi10.py) so that their brains sit on the MNI152 brain outline.
-_HEAD_TOP_Z = 104.0
-_CRANIUM_Y = -18.0
-_SLAB_MM = (20.0, 80.0)
 #: Bump when the preprocessing code changes in a way that changes its output.
-CACHE_VERSION = "2"  # 2: images declaring MNI space are not re-centred
+CACHE_VERSION = "3"  # 3: methods pipeline/mni/centre, skull-stripped brains z-scored in the brain
+#: The preprocessing methods (see the module doc).
+METHODS = ("pipeline", "mni", "centre")
 
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh")
 
 
 class DataError(ValueError):
@@ -102,33 +88,32 @@ class DataError(ValueError):
 
 @dataclass
 class PreprocessConfig:
-    """Preprocessing parameters (all of them enter the cache key).
+    """Preprocessing parameters (all of them enter the cache key and the run's checkpoint).
 
     Attributes:
         volume_shape: target grid shape (X, Y, Z) in voxels; default the FSL MNI152 2 mm grid.
         voxel_size: isotropic target voxel size in mm. The grid is centred on the MNI 2 mm
             grid's centre (0, -18, 18) mm, so the default equals :data:`MNI_2MM_AFFINE`.
-        normalise: "foreground" (z-score with the mean/std of the foreground mask) or
-            "whole" (z-score over the whole array, as in the paper's code).
-        centre: "brain" (translate raw heads into place, see :func:`head_anchor`) or
-            "none" (trust the image's world coordinates; for already-registered images).
-            Default: "brain", or "none" when ``register`` is given (a registered image must
-            not be moved again); ``register`` with an explicit ``centre="brain"`` raises.
-        scale_to_fit: with centre="brain", shrink the head isotropically if its left-right or
-            anterior-posterior extent would not fit in the grid (never enlarges).
-        interpolation: nilearn interpolation, "continuous" (3rd-order spline), "linear"
-            or "nearest".
-        register: optional callable ``nib.Nifti1Image -> nib.Nifti1Image`` applied after
-            loading that maps the image into MNI space (e.g. ANTsPy/FSL affine registration).
-            It is not serialised: ``register_name`` stands for it in :meth:`to_dict` and the
-            cache key.
-        register_name: names the registration step; defaults to the function's
-            ``module.qualname``, and is required for a lambda, a ``functools.partial`` or any
-            callable without a ``__name__`` (they would otherwise all share one cache key).
+        method: "pipeline" (default; scans declaring MNI take "mni"), "mni" or "centre"
+            (see the module doc). Default "mni" when ``register`` is given.
+        pipeline: options of :class:`slicelib.pipeline.PipelineConfig` (bias_correct,
+            brain_extraction, registration, template_resolution, sampling, iterations),
+            stored complete with its version (method "pipeline" only).
+        normalise: "foreground" (z-score within the brain / foreground) or "whole" (over the
+            whole array, as in the paper's code); methods "mni" and "centre".
+        centre: the old spelling of the method: "brain" = "centre", "none" = "mni".
+        scale_to_fit: method "centre": shrink a head that would not fit (never enlarges).
+        interpolation: methods "mni"/"centre": "continuous" (3rd-order spline), "linear" or
+            "nearest" (nilearn).
+        register: optional callable ``nib.Nifti1Image -> nib.Nifti1Image`` that maps the image
+            into MNI space (e.g. an ANTsPy/FSL wrapper); not serialised: ``register_name``
+            stands for it (default ``module.qualname``; required for lambdas and partials).
     """
 
     volume_shape: tuple[int, int, int] = MNI_2MM_SHAPE
     voxel_size: float = 2.0
+    method: str | None = None
+    pipeline: dict = field(default_factory=dict)
     normalise: str = "foreground"
     centre: str | None = None
     scale_to_fit: bool = False
@@ -139,6 +124,8 @@ class PreprocessConfig:
     register_name: str | None = None
 
     def __post_init__(self) -> None:
+        from slicelib.pipeline import PipelineConfig
+
         self.volume_shape = tuple(int(s) for s in self.volume_shape)  # type: ignore[assignment]
         if len(self.volume_shape) != 3 or min(self.volume_shape) < 1:
             raise ValueError(
@@ -147,23 +134,36 @@ class PreprocessConfig:
         self.voxel_size = float(self.voxel_size)
         if not self.voxel_size > 0:
             raise ValueError(f"PreprocessConfig.voxel_size must be > 0 mm, got {self.voxel_size}")
-        if self.normalise not in ("foreground", "whole"):
-            raise ValueError(
-                f"PreprocessConfig.normalise must be 'foreground' or 'whole', got {self.normalise!r}"
-            )
-        if self.interpolation not in ("continuous", "linear", "nearest"):
-            raise ValueError(
-                "PreprocessConfig.interpolation must be 'continuous', 'linear' or 'nearest', "
-                f"got {self.interpolation!r}"
-            )
+        _check_choice("normalise", self.normalise, ("foreground", "whole"))
+        _check_choice("interpolation", self.interpolation, ("continuous", "linear", "nearest"))
         if self.register is not None:
             self._check_register()
-        if self.centre is None:
-            self.centre = "none" if self.register_name else "brain"
-        if self.centre not in ("brain", "none"):
+        self._resolve_method()
+        try:
+            self.pipeline = PipelineConfig.from_dict(self.pipeline).to_dict()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"PreprocessConfig.pipeline: {e}") from e
+
+    def _resolve_method(self) -> None:
+        """method and its old spelling ``centre`` agree; register implies "mni"."""
+        if self.centre is not None:
+            _check_choice("centre", self.centre, ("brain", "none"))
+        old = {"brain": "centre", "none": "mni", None: None}[self.centre]
+        if self.method is None:
+            self.method = "mni" if self.register_name else (old or "pipeline")
+        _check_choice("method", self.method, METHODS)
+        if (self.centre == "brain") != (self.method == "centre") and self.centre is not None:
+            if not (self.centre == "none" and self.method == "pipeline"):
+                raise ValueError(
+                    f"PreprocessConfig(method={self.method!r}, centre={self.centre!r}) "
+                    "disagree; give method only (centre is its old spelling)."
+                )
+        if self.register_name and self.method != "mni":
             raise ValueError(
-                f"PreprocessConfig.centre must be 'brain' or 'none', got {self.centre!r}"
+                f"PreprocessConfig(register=..., method={self.method!r}): a registered image "
+                "is in MNI space and must not be moved again; leave method unset or use 'mni'."
             )
+        self.centre = "brain" if self.method == "centre" else "none"
 
     def _check_register(self) -> None:
         if not callable(self.register):
@@ -171,8 +171,7 @@ class PreprocessConfig:
         if self.centre == "brain":
             raise ValueError(
                 "PreprocessConfig(register=..., centre='brain'): re-centring would undo the "
-                "registration. Leave centre unset (a registered image is not moved again) or "
-                "pass centre='none'."
+                "registration. Leave centre unset (a registered image is not moved again)."
             )
         if not self.register_name:
             name = getattr(self.register, "__qualname__", None)
@@ -190,17 +189,19 @@ class PreprocessConfig:
         return target_affine(self.volume_shape, self.voxel_size)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict of the parameters (``register`` is represented by its name)."""
-        d = {
-            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "register"
-        }
-        return {**d, "volume_shape": list(self.volume_shape)}
+        """JSON-serialisable dict of the parameters (``register`` is represented by its name;
+        ``centre``, the old spelling of ``method``, is left out)."""
+        skip = ("register", "centre")
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        return {**d, "volume_shape": list(self.volume_shape), "pipeline": dict(self.pipeline)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PreprocessConfig:
         """Rebuild from :meth:`to_dict` output (unknown keys raise; ``register`` is not restored).
 
-        The key ``shape`` of configs saved before the rename is read as ``volume_shape``.
+        Configs saved before the methods existed keep their behaviour through ``centre``
+        (always saved then): "none" -> "mni", "brain" -> "centre". The key ``shape`` of configs
+        saved before the rename is read as ``volume_shape``.
         """
         d = dict(d or {})
         if "shape" in d:
@@ -222,6 +223,11 @@ class PreprocessConfig:
         return cls(**d)
 
 
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"PreprocessConfig.{name} must be one of {list(choices)}, got {value!r}")
+
+
 def target_affine(shape: Sequence[int] = MNI_2MM_SHAPE, voxel_size: float = 2.0) -> np.ndarray:
     """Affine (4, 4) of an RAS grid of ``shape`` voxels of ``voxel_size`` mm centred on (0, -18, 18) mm.
 
@@ -239,15 +245,16 @@ def target_affine(shape: Sequence[int] = MNI_2MM_SHAPE, voxel_size: float = 2.0)
 # --------------------------------------------------------------------------------------------
 
 
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(_NIFTI_SUFFIXES)
+def _is_image(path: Path) -> bool:
+    return path.name.lower().endswith(_SUFFIXES)
 
 
 def load_nifti(path: str | os.PathLike | nib.Nifti1Image) -> nib.Nifti1Image:
-    """Load and validate a 3D NIfTI image.
+    """Load and validate a 3D image.
 
     Args:
-        path: ``.nii`` / ``.nii.gz`` file (or an already loaded nibabel image).
+        path: ``.nii`` / ``.nii.gz`` / FreeSurfer ``.mgz`` file (its affine is used), or an
+            already loaded nibabel image.
 
     Returns:
         ``nib.Nifti1Image`` with float32 data of shape (X, Y, Z) held in memory (a 4D image
@@ -255,7 +262,7 @@ def load_nifti(path: str | os.PathLike | nib.Nifti1Image) -> nib.Nifti1Image:
 
     Raises:
         DataError: missing/unreadable/corrupt/truncated file, not 3D (2D, or 4D with more than
-            one volume), NaN or inf voxels, all-zero data, singular affine. The message names
+            one volume), NaN or inf voxels, all-zero or constant data, singular affine. The message names
             the file and says what to do.
     """
     if isinstance(path, nib.spatialimages.SpatialImage):
@@ -268,9 +275,9 @@ def load_nifti(path: str | os.PathLike | nib.Nifti1Image) -> nib.Nifti1Image:
                 f"{name}: file not found. Check the path (relative paths in a table are "
                 "relative to the table's folder)."
             )
-        if p.is_dir() or not _is_nifti(p):
+        if p.is_dir() or not _is_image(p):
             raise DataError(
-                f"{name}: not a NIfTI file; expected a .nii or .nii.gz file "
+                f"{name}: not a NIfTI file; expected .nii, .nii.gz or FreeSurfer .mgz "
                 "(convert DICOM with dcm2niix first)."
             )
         try:
@@ -312,6 +319,10 @@ def load_nifti(path: str | os.PathLike | nib.Nifti1Image) -> nib.Nifti1Image:
         )
     if not np.any(data):
         raise DataError(f"{name}: every voxel is zero; the image is empty. Check the export.")
+    if float(data.max()) == float(data.min()):
+        raise DataError(
+            f"{name}: a constant image (every voxel = {data.flat[0]:g}); a T1 scan is needed."
+        )
     affine = np.asarray(img.affine, dtype=float)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-8:
         raise DataError(
@@ -325,97 +336,8 @@ def load_nifti(path: str | os.PathLike | nib.Nifti1Image) -> nib.Nifti1Image:
 
 
 # --------------------------------------------------------------------------------------------
-# foreground and centring
-# --------------------------------------------------------------------------------------------
-
-
-def _otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    hist, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist).astype(float)
-    w1 = w0[-1] - w0
-    s0 = np.cumsum(hist * centres)
-    m0 = s0 / np.maximum(w0, 1)
-    m1 = (s0[-1] - s0) / np.maximum(w1, 1)
-    return float(centres[int(np.argmax(w0 * w1 * (m0 - m1) ** 2))])
-
-
-def foreground_mask(data: np.ndarray) -> np.ndarray:
-    """Head/brain foreground of a volume: Otsu threshold, largest connected component, holes filled.
-
-    Args:
-        data: float array (X, Y, Z), any intensity units.
-
-    Returns:
-        bool array (X, Y, Z). Works for full heads (mask = head) and skull-stripped brains
-        (mask = brain); falls back to ``data > data.min()`` if the threshold selects nothing.
-    """
-    data = np.asarray(data, dtype=np.float32)
-    lo = float(data.min())
-    if not float(data.max()) > lo:
-        return np.zeros(data.shape, dtype=bool)
-    thr = _otsu_threshold(data.ravel())
-    mask = data > thr
-    if not mask.any():
-        mask = data > lo
-    labels, n = ndimage.label(mask)
-    if n > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        mask = labels == int(np.argmax(sizes))
-    return ndimage.binary_fill_holes(mask)
-
-
-def head_anchor(img: nib.Nifti1Image, mask: np.ndarray | None = None) -> dict[str, Any]:
-    """Locate a raw head in its own world coordinates (for ``centre="brain"``).
-
-    Measured on the foreground mask of ``img`` (canonical RAS):
-    ``vertex_z`` = top of the head (99.9th percentile of the mask's z, mm); ``centre`` = the
-    centre of mass (x, y) of the cranium slab 20-80 mm below the vertex (above eyes/nose,
-    unaffected by how much neck the field of view contains), with z = vertex_z;
-    ``extent`` = the slab's left-right and anterior-posterior extents (mm).
-
-    Args:
-        img: canonical-RAS image, data (X, Y, Z).
-        mask: optional precomputed foreground, bool (X, Y, Z).
-
-    Returns:
-        dict(source=(3,) mm point to map to ``target``, target=(3,) MNI mm point
-        (0, -18, 104), extent_mm=(2,) LR and AP extent of the slab, mask=bool (X, Y, Z)).
-    """
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    if mask is None:
-        mask = foreground_mask(data)
-    idx = np.argwhere(mask)
-    world = nib.affines.apply_affine(img.affine, idx)  # (N, 3) mm
-    vertex_z = float(np.percentile(world[:, 2], 99.9))
-    in_slab = (world[:, 2] <= vertex_z - _SLAB_MM[0]) & (world[:, 2] >= vertex_z - _SLAB_MM[1])
-    slab = world[in_slab] if in_slab.sum() > 10 else world
-    cx, cy = slab[:, 0].mean(), slab[:, 1].mean()
-    lo, hi = np.percentile(slab[:, :2], [0.5, 99.5], axis=0)
-    return {
-        "source": np.array([cx, cy, vertex_z]),
-        "target": np.array([0.0, _CRANIUM_Y, _HEAD_TOP_Z]),
-        "extent_mm": hi - lo,
-        "mask": mask,
-    }
-
-
-# --------------------------------------------------------------------------------------------
 # preprocessing
 # --------------------------------------------------------------------------------------------
-
-
-def _zscore(data: np.ndarray, mask: np.ndarray | None, name: str) -> np.ndarray:
-    vals = data[mask] if mask is not None else data
-    mean = float(vals.mean(dtype=np.float64))
-    std = float(vals.std(dtype=np.float64))
-    if not std > 1e-6 * max(1.0, abs(mean)):
-        raise DataError(
-            f"{name}: intensities are constant inside the grid (std {std:g}); "
-            "nothing to normalise. Check that the image is a T1 scan and lies in the grid."
-        )
-    return ((data - mean) / std).astype(np.float32)
 
 
 def declares_mni(img: nib.spatialimages.SpatialImage) -> bool:
@@ -430,33 +352,33 @@ def preprocess(
     path_or_img: str | os.PathLike | nib.Nifti1Image,
     config: PreprocessConfig | None = None,
     return_info: bool = False,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Load, reorient, resample/centre and z-score one volume onto the model grid.
+    """Load one scan and bring it onto the model grid with ``config.method`` (see module doc).
 
     Args:
-        path_or_img: NIfTI path or nibabel image (any orientation, voxel size, 3D).
-        config: :class:`PreprocessConfig` (default: MNI152 2 mm grid 91x109x91, centred head,
-            foreground z-score).
+        path_or_img: NIfTI or FreeSurfer .mgz path, or a nibabel image (any orientation,
+            voxel size; 3D, or 4D with one volume).
+        config: :class:`PreprocessConfig` (default: pipeline onto the MNI152 2 mm grid).
         return_info: also return a dict describing what was done.
+        threads: CPU threads of the pipeline (default its config's, 2).
 
     Returns:
-        ``(volume, affine)``: volume float32 (X, Y, Z) = ``config.volume_shape``, z-scored (unitless),
-        RAS axes; affine (4, 4) voxel -> mm of the grid (``config.affine``).
-        With ``return_info``, a third dict: ``fast_path`` (bool, image was already on the
-        grid), ``declares_mni`` (bool, the header's sform/qform code is 4 = MNI152, so
-        ``centre="brain"`` did not move it), ``source_shape``, ``source_axcodes`` (e.g.
-        ('P', 'S', 'R')), ``shift_mm`` (3,) (translation applied, mm; zeros for
-        centre="none"), ``scale`` (float),
-        ``mask`` (bool (X, Y, Z) foreground on the grid), ``inside_fraction`` (fraction of the
-        source foreground volume that lies inside the grid), ``border_fraction`` (fraction of
-        the grid's border voxels that are foreground), ``border_fraction_by_face`` (dict with
-        keys "left", "right", "posterior", "anterior", "inferior", "superior"),
-        ``com_offset_mm`` (3,) (foreground centre of mass minus grid centre, mm).
+        ``(volume, affine)``: volume float32 (X, Y, Z) = ``config.volume_shape``, z-scored
+        (unitless), RAS axes; affine (4, 4) voxel -> mm of the grid (``config.affine``).
+        With ``return_info``, a third dict: ``method`` (the one applied: a scan declaring MNI
+        takes "mni"), ``declares_mni``, ``qc`` (:func:`slicelib.qc.measures` and
+        ``n_unique``), ``status`` ("ok" / "flagged") and ``reasons`` (:func:`slicelib.qc.
+        qc_status`), ``mask`` (bool (X, Y, Z) brain or foreground on the grid),
+        ``inside_fraction``, ``border_fraction``, ``border_fraction_by_face``,
+        ``com_offset_mm`` (3,), ``fast_path`` (already on the grid), ``shift_mm`` (3,) and
+        ``scale`` (method "centre"), ``source_shape``, ``source_axcodes``.
 
     Raises:
-        DataError: see :func:`load_nifti`, or constant intensity in the grid.
+        DataError naming the file: unreadable, not 3D, non-finite, constant, nothing inside
+        the grid, or a pipeline failure (brain extraction, registration).
     """
-    from nilearn.image import resample_img
+    from slicelib import qc
 
     config = config or PreprocessConfig()
     if config.register_name and config.register is None:
@@ -466,186 +388,169 @@ def preprocess(
         )
     img = load_nifti(path_or_img)
     name = str(path_or_img) if isinstance(path_or_img, (str, os.PathLike)) else "<image>"
-    source_axcodes = nib.aff2axcodes(img.affine)
-    source_shape = tuple(img.shape)
+    source = {"source_shape": tuple(img.shape), "source_axcodes": nib.aff2axcodes(img.affine)}
+    unique = qc.n_unique(np.asarray(img.dataobj))
     if config.register is not None:
-        img = load_nifti(config.register(img))  # in MNI space: centre is "none"
+        img = load_nifti(config.register(img))
     in_mni = declares_mni(img)
-    img = nib.as_closest_canonical(img)
-    tgt_aff = config.affine
-    shape = config.volume_shape
-    shift = np.zeros(3)
-    scale = 1.0
-    src_mask = None
-    fast = tuple(img.shape) == tuple(shape) and np.allclose(img.affine, tgt_aff, atol=1e-4)
-    if fast:
-        data = np.asarray(img.dataobj, dtype=np.float32)
+    method = "mni" if config.method == "pipeline" and in_mni else config.method
+    if method == "pipeline":
+        vol, info = _by_pipeline(img, config, name, threads)
     else:
-        sample_aff = tgt_aff
-        if config.centre == "brain" and not in_mni:
-            anchor = head_anchor(img)
-            src_mask = anchor["mask"]
-            if config.scale_to_fit:
-                room = np.array([shape[0], shape[1]]) * config.voxel_size - 8.0  # 4 mm margins
-                scale = float(max(1.0, np.max(anchor["extent_mm"] / room)))
-            # target grid point p (MNI mm) samples source point src + scale * (p - tgt)
-            move = np.eye(4)
-            move[:3, :3] *= scale
-            move[:3, 3] = anchor["source"] - scale * anchor["target"]
-            sample_aff = move @ tgt_aff
-            shift = anchor["target"] - anchor["source"]
-        out = resample_img(
-            img,
-            target_affine=sample_aff,
-            target_shape=shape,
-            interpolation=config.interpolation,
-            fill_value=0.0,
-            force_resample=True,
-            copy_header=True,
-        )
-        data = np.asarray(out.dataobj, dtype=np.float32)
-        if config.interpolation == "continuous":
-            # spline overshoot must not create values below the image's minimum
-            np.clip(data, float(np.min(img.dataobj)), None, out=data)
+        vol, info = _by_resampling(img, config, name, move=method == "centre" and not in_mni)
+    info["qc"]["n_unique"] = unique
+    status, reasons = qc.qc_status(info["qc"])
+    info.update(method=method, declares_mni=in_mni, status=status, reasons=reasons, **source)
+    return (vol, config.affine, info) if return_info else (vol, config.affine)
+
+
+def _by_pipeline(img, config: PreprocessConfig, name: str, threads: int | None):
+    """Method "pipeline": brain extraction, N4, affine to MNI152, resampling, brain z-score."""
+    from slicelib.pipeline import PipelineConfig, PipelineError, run_pipeline
+
+    opts = {**config.pipeline, **({"threads": int(threads)} if threads else {})}
+    try:
+        r = run_pipeline(img, PipelineConfig.from_dict(opts), config.volume_shape, config.affine)
+    except PipelineError as e:
+        raise DataError(str(e).replace("<image>", name)) from e
+    info = {
+        "fast_path": False,
+        "shift_mm": np.zeros(3),
+        "scale": 1.0,
+        "mask": r.mask,
+        "inside_fraction": float(r.qc["inside"]),
+        "registration": r.registration,
+        "timings": r.timings,
+        "qc": dict(r.qc),
+        **border_stats(r.mask, config.voxel_size),
+    }
+    return r.array, info
+
+
+def _zero_background(data: np.ndarray) -> bool:
+    """A skull-stripped brain: minimum 0, the eight corners 0, and the non-zero voxels are the
+    foreground (>= 80 % of them inside the Otsu mask; a raw head's zero-padded background with
+    noise around the head is not)."""
+    corners = data[np.ix_(*[[0, -1]] * 3)]
+    if float(data.min()) != 0.0 or corners.any():
+        return False
+    nonzero = int(np.count_nonzero(data))
+    return nonzero > 0 and int(foreground_mask(data).sum()) >= 0.8 * nonzero
+
+
+def _resample(img, affine: np.ndarray, shape, interpolation: str) -> np.ndarray:
+    from nilearn.image import resample_img
+
+    out = resample_img(
+        img,
+        target_affine=affine,
+        target_shape=shape,
+        interpolation=interpolation,
+        fill_value=0.0,
+        force_resample=True,
+        copy_header=True,
+    )
+    return np.asarray(out.dataobj, dtype=np.float32)
+
+
+def _by_resampling(img, config: PreprocessConfig, name: str, move: bool):
+    """Methods "mni" (world coordinates trusted) and "centre" (``move``: translate the head)."""
+    img = nib.as_closest_canonical(img)
+    src = np.asarray(img.dataobj, dtype=np.float32)
+    stripped = not move and _zero_background(src)  # "centre" is for raw heads
+    shape, tgt = config.volume_shape, config.affine
+    shift, scale = np.zeros(3), 1.0
+    fast = tuple(src.shape) == tuple(shape) and np.allclose(img.affine, tgt, atol=1e-4)
+    if fast:
+        data, brain = src, src != 0
+    else:
+        sample = tgt
+        if move:
+            c = centre_transform(img, shape, config.voxel_size, config.scale_to_fit)
+            sample, shift, scale = c["move"] @ tgt, c["shift_mm"], c["scale"]
+        data = _resample(img, sample, shape, config.interpolation)
+        if config.interpolation == "continuous":  # no spline overshoot below the minimum
+            np.clip(data, float(src.min()), None, out=data)
         if not np.any(data):
             raise DataError(
-                f"{name}: no part of the image falls inside the target grid; with "
-                "centre='none' the image must already be in MNI space. Use centre='brain' "
-                "for raw heads."
+                f"{name}: no part of the image falls inside the target grid; method 'mni' "
+                "needs an image in MNI space. Use method='pipeline' for raw heads."
             )
-    mask = foreground_mask(data) if (config.normalise == "foreground" or return_info) else None
-    vol = _zscore(data, mask if config.normalise == "foreground" else None, name)
-    if not return_info:
-        return vol, tgt_aff
-    if src_mask is None:
-        src_mask = foreground_mask(np.asarray(img.dataobj, dtype=np.float32))
-    src_vox = abs(np.linalg.det(img.affine[:3, :3]))
-    tgt_vox = config.voxel_size**3 * scale**3
-    inside = float(min(1.0, mask.sum() * tgt_vox / max(src_mask.sum() * src_vox, 1e-9)))
+        brain = None
+        if stripped:
+            nonzero = nib.Nifti1Image((src != 0).astype(np.float32), img.affine)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # nilearn: "resampling binary images"
+                brain = _resample(nonzero, sample, shape, "linear") > 0.5
+    fg = brain if stripped else foreground_mask(data)
+    mean, std = _moments(data, fg if config.normalise == "foreground" else None, name)
+    vol = (data - mean) / std
+    if stripped:
+        vol[~brain] = -mean / std  # as the pipeline: the value an intensity of 0 maps to
     info = {
         "fast_path": bool(fast),
-        "declares_mni": bool(in_mni),
-        "source_shape": source_shape,
-        "source_axcodes": source_axcodes,
         "shift_mm": shift,
         "scale": scale,
-        "mask": mask,
-        "inside_fraction": inside,
-        **_border_stats(mask, config.voxel_size),
+        "mask": fg,
+        "qc": _resampled_qc(vol, fg, stripped, img, config, scale),
+        **border_stats(fg, config.voxel_size),
     }
-    return vol, tgt_aff, info
+    info["inside_fraction"] = float(info["qc"]["inside"])
+    return vol.astype(np.float32), info
 
 
-def _border_stats(mask: np.ndarray, voxel_size: float) -> dict[str, Any]:
-    faces = {
-        "left": mask[0],
-        "right": mask[-1],
-        "posterior": mask[:, 0],
-        "anterior": mask[:, -1],
-        "inferior": mask[:, :, 0],
-        "superior": mask[:, :, -1],
-    }
-    by_face = {k: float(v.mean()) for k, v in faces.items()}
-    total = sum(v.size for v in faces.values())
-    border = sum(int(v.sum()) for v in faces.values()) / total
-    idx = np.argwhere(mask)
-    centre = (np.asarray(mask.shape) - 1) / 2
-    com = (idx.mean(0) - centre) * voxel_size if len(idx) else np.full(3, np.nan)
-    return {
-        "border_fraction": float(border),
-        "border_fraction_by_face": by_face,
-        "com_offset_mm": com,
-    }
+def _moments(data: np.ndarray, mask: np.ndarray | None, name: str) -> tuple[float, float]:
+    vals = data[mask] if mask is not None else data
+    mean = float(vals.mean(dtype=np.float64)) if vals.size else 0.0
+    std = float(vals.std(dtype=np.float64)) if vals.size else 0.0
+    if not std > 1e-6 * max(1.0, abs(mean)):
+        raise DataError(
+            f"{name}: intensities are constant inside the brain/foreground on the grid (std "
+            f"{std:g}): a binary mask or an empty image? A T1 scan is needed, inside the grid."
+        )
+    return mean, std
 
 
-# --------------------------------------------------------------------------------------------
-# cache
-# --------------------------------------------------------------------------------------------
+def _resampled_qc(vol, fg, stripped: bool, img, config: PreprocessConfig, scale: float) -> dict:
+    """QC measures (:func:`slicelib.qc.measures`) of a resampled volume. A head (not skull-
+    stripped) in MNI space has its brain where the template's is."""
+    from slicelib import qc
+    from slicelib.utils import mni_template
 
-
-def default_cache_dir() -> Path:
-    """Cache folder: ``$SLICELIB_CACHE`` if set, else ``~/.cache/slicelib``."""
-    env = os.environ.get("SLICELIB_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "slicelib"
-
-
-_HASH_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def file_hash(path: str | os.PathLike) -> str:
-    """Hex BLAKE2b digest (32 hex chars) of the file's bytes (memoised on path, size and mtime)."""
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError as e:
-        raise DataError(f"{p}: file not found ({e}); check the path.") from e
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_MEMO:
-        h = hashlib.blake2b(digest_size=16)
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _HASH_MEMO[key] = h.hexdigest()
-    return _HASH_MEMO[key]
-
-
-def cache_key(path: str | os.PathLike, config: PreprocessConfig) -> str:
-    """Cache key (hex str): hash of the file content, ``config.to_dict()`` and :data:`CACHE_VERSION`."""
-    blob = json.dumps(
-        {"file": file_hash(path), "config": config.to_dict(), "version": CACHE_VERSION},
-        sort_keys=True,
+    shape, aff = config.volume_shape, config.affine
+    if stripped:
+        mask = fg
+        native = nib.Nifti1Image((np.asarray(img.dataobj) != 0).astype(np.uint8), img.affine)
+    else:
+        mask = fg & (mni_template(shape, aff, what="mask").get_fdata() > 0.5)
+        native = nib.Nifti1Image(mask.astype(np.uint8), aff)
+    result = SimpleNamespace(
+        array=vol, mask=mask, affine=aff, transform=np.diag([scale] * 3 + [1.0]), native_mask=native
     )
-    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+    return qc.measures(result)
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object: np.save(path) would append ".npy" to the name
-        np.save(f, array)
+# --------------------------------------------------------------------------------------------
+# dataset
+# --------------------------------------------------------------------------------------------
 
 
-def load_preprocessed(
-    path: str | os.PathLike,
-    config: PreprocessConfig | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    use_cache: bool = True,
-    mmap: bool = True,
-) -> np.ndarray:
-    """Preprocessed volume for a file, from the cache when possible.
+_CACHE_NAMES = (
+    "default_cache_dir",
+    "file_hash",
+    "cache_key",
+    "load_preprocessed",
+    "preprocess_many",
+)
 
-    The cache file is ``<cache_dir>/<cache_key>.npy`` (float16, shape ``config.volume_shape``).
-    It is written only after preprocessing succeeded, with :func:`slicelib.utils.atomic_write`,
-    so a half-written file is never read; an unreadable cache file is recomputed. Changing the file's content or any config parameter changes the key.
 
-    Args:
-        path: NIfTI file.
-        config: preprocessing parameters (default :class:`PreprocessConfig`).
-        cache_dir: default :func:`default_cache_dir`.
-        use_cache: False = always preprocess, never read or write the cache.
-        mmap: return the cached array memory-mapped (read-only) instead of loading it.
+def __getattr__(name: str):
+    """The cache functions live in :mod:`slicelib.cache`; ``slicelib.data.<name>`` still works."""
+    if name in _CACHE_NAMES:
+        from slicelib import cache
 
-    Returns:
-        array (X, Y, Z), z-scored; float16 (cached; memory-mapped if ``mmap``) or float32
-        (``use_cache=False``). Callers wanting float32 use ``np.asarray(a, np.float32)``.
-    """
-    config = config or PreprocessConfig()
-    if not use_cache:
-        return preprocess(path, config)[0]
-    if not Path(path).is_file():
-        load_nifti(path)  # raises the DataError naming the file
-    cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cdir / f"{cache_key(path, config)}.npy"
-    if target.is_file():
-        try:
-            arr = np.load(target, mmap_mode="r" if mmap else None)
-            if arr.shape == config.volume_shape and arr.dtype == np.float16:
-                return arr
-        except Exception:  # corrupt cache file: recompute and overwrite
-            pass
-    vol, _ = preprocess(path, config)
-    if not np.all(np.abs(vol) < 65000):
-        raise DataError(f"{path}: preprocessed intensities exceed float16 range; check the image.")
-    atomic_write(target, lambda tmp: _save_npy(tmp, vol.astype(np.float16)))
-    return np.load(target, mmap_mode="r") if mmap else np.load(target)
+        return getattr(cache, name)
+    raise AttributeError(f"module 'slicelib.data' has no attribute {name!r}")
 
 
 class VolumeDataset(torch.utils.data.Dataset):
@@ -703,6 +608,8 @@ class VolumeDataset(torch.utils.data.Dataset):
 
     def volume(self, i: int) -> np.ndarray:
         """Preprocessed volume of item ``i``: array (X, Y, Z), float16 (cached) or float32."""
+        from slicelib.cache import load_preprocessed
+
         return load_preprocessed(
             self.paths[i], self.config, self.cache_dir, use_cache=self.use_cache
         )

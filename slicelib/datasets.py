@@ -25,7 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from slicelib.data import DataError, PreprocessConfig, _is_nifti
+from slicelib.data import DataError, PreprocessConfig, _is_image
+from slicelib.derivative import (  # the shipped data/ixi_hh_4mm derivative
+    IXI_DERIVATIVE_PREPROCESS,
+    ixi_derivative,
+    ixi_derivative_rois,
+)
 from slicelib.utils import atomic_write
 
 __all__ = [
@@ -35,6 +40,9 @@ __all__ = [
     "ixi_table",
     "fetch_ixi",
     "fetch_oasis",
+    "ixi_derivative",
+    "ixi_derivative_rois",
+    "IXI_DERIVATIVE_PREPROCESS",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -49,7 +57,7 @@ def _find_bids_t1w(root: Path, pid: str) -> list[Path]:
     hits = sorted(root.glob(f"{sub}/anat/*_T1w.nii*")) + sorted(
         root.glob(f"{sub}/ses-*/anat/*_T1w.nii*")
     )
-    return [h for h in hits if _is_nifti(h)]
+    return [h for h in hits if _is_image(h)]
 
 
 def read_table(
@@ -313,7 +321,7 @@ def ixi_table(
 
 def _ixi_from_spreadsheet(folder: Path, demographics: Path) -> pd.DataFrame:
     """Table of raw IXI T1 files in ``folder`` with ages from the IXI spreadsheet (CSV/TSV)."""
-    files = sorted(f for f in folder.glob("IXI*-T1*.nii*") if _is_nifti(f))
+    files = sorted(f for f in folder.glob("IXI*-T1*.nii*") if _is_image(f))
     if not files:
         raise DataError(f"{folder}: no IXI*-T1*.nii[.gz] files found.")
     sep = "," if demographics.suffix.lower() == ".csv" else "\t"

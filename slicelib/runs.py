@@ -514,57 +514,76 @@ def predict_files(
     checkpoint: str = "best",
     device: str = "auto",
     progress: bool = True,
+    jobs: int = 1,
+    strict: bool = True,
 ) -> pd.DataFrame:
-    """Predict from NIfTI files with the run's own preprocessing (read from the checkpoint).
+    """Predict from image files with the run's own preprocessing (read from the checkpoint).
 
-    A file that cannot be read or preprocessed does not stop the others: its row has an
-    ``error`` message and empty predictions.
+    Every file is preprocessed into the run's cache and checked
+    (:func:`slicelib.cache.preprocess_many`, ``jobs`` processes), exactly as training did. A
+    file that cannot be read or preprocessed does not stop the others: its row has an
+    ``error`` message and no prediction. A scan that does not look like a registered T1 brain
+    (QC "flagged": a label map or mask given as the T1, inverted contrast, failed
+    registration) is never reported as a normal prediction: with ``strict`` its ``prediction``
+    is empty and the number goes to ``prediction_unreliable``; a warning lists these scans.
 
     Args:
         run_dir: run directory (or checkpoint file).
-        files: sequence of paths to 3D NIfTI scans (.nii / .nii.gz).
+        files: paths to 3D scans (.nii / .nii.gz / .mgz).
+        jobs: preprocessing worker processes.
+        strict: False keeps flagged scans' predictions in ``prediction`` (``qc`` says flagged).
 
     Returns:
         DataFrame with one row per file: ``path``, ``prediction`` (years for regression; class
-        for classification), ``probability`` (binary: P(class 1)) or ``prob_<class>``
-        (multiclass), ``error`` (empty string if fine).
+        for classification), ``prediction_unreliable``, ``probability`` (binary: P(class 1))
+        or ``prob_<class>`` (multiclass), ``qc`` (ok / flagged / error), ``qc_reasons``,
+        ``error`` (empty string if fine).
     """
-    from slicelib import data as D
+    from slicelib.cache import preprocess_many
 
     dev = pick_device(device)
     model, meta = load_run(run_dir, checkpoint, device=dev)
-    pcfg = D.PreprocessConfig.from_dict(dict(meta["preprocess"]))
-    task, classes = meta["model"]["task"], meta.get("classes")
+    files = [str(f) for f in files]
+    cache_dir = meta["train"].get("cache_dir")
+    qc = preprocess_many(files, meta["preprocess"], cache_dir, jobs=jobs, progress=progress)
+    flagged = qc[qc["status"] == "flagged"]
+    if len(flagged):
+        listed = "\n".join(f"  {p}: {r}" for p, r in zip(flagged["path"], flagged["reasons"]))
+        warnings.warn(
+            f"{len(flagged)} scan(s) do not look like a registered T1 brain (QC flagged); their "
+            f"predictions are {'in prediction_unreliable' if strict else 'unreliable'}:\n" + listed,
+            stacklevel=2,
+        )
     rows = []
-    for f in tqdm(list(files), desc="predict", disable=not progress):
-        row = {"path": str(f), "prediction": None, "error": ""}
-        try:
-            arr, _ = D.preprocess(f, pcfg)
-            # training read volumes through the float16 cache: round the same way
-            arr = np.asarray(arr, dtype=np.float16).astype(np.float32)
-            x = torch.from_numpy(arr)[None, None].to(dev)  # (1, 1, X, Y, Z)
+    for f, q in tqdm(list(zip(files, qc.itertuples())), desc="predict", disable=not progress):
+        row = {"path": f, "prediction": None, "qc": q.status, "qc_reasons": q.reasons}
+        row["error"] = q.reasons if q.status == "error" else ""
+        if q.status != "error":
+            # training read volumes through the float16 cache: the same array here
+            x = torch.from_numpy(np.load(q.cache).astype(np.float32))[None, None].to(dev)
             with torch.no_grad():
                 out = model(x)[0].double().cpu().numpy()  # () or (C,)
-        except Exception as err:  # noqa: BLE001 - reported per file, the others go on
-            row["error"] = f"{type(err).__name__}: {err}".replace("\n", " ")
-            rows.append(row)
-            continue
-        if task == "regression":
-            row["prediction"] = float(out)
-        elif task == "binary":
-            p = float(expit(out))
-            row["prediction"] = classes[int(p > 0.5)] if classes else int(p > 0.5)
-            row["probability"] = p
-        else:
-            prob = softmax(out)
-            k = int(prob.argmax())
-            row["prediction"] = classes[k] if classes else k
-            row.update(
-                {f"prob_{classes[i] if classes else i}": float(q) for i, q in enumerate(prob)}
-            )
+            row.update(_prediction(out, meta["model"]["task"], meta.get("classes")))
+            if strict and q.status == "flagged":
+                row["prediction_unreliable"] = row.pop("prediction")
+                row["prediction"] = None
         rows.append(row)
     df = pd.DataFrame(rows)
-    cols = ["path", "prediction"] + [
-        c for c in df.columns if c not in ("path", "prediction", "error")
-    ]
-    return df[cols + ["error"]]
+    first = ["path", "prediction", "prediction_unreliable"]
+    df = df.reindex(columns=first + [c for c in df.columns if c not in first])
+    last = ["qc", "qc_reasons", "error"]
+    return df[[c for c in df.columns if c not in last] + last]
+
+
+def _prediction(out: np.ndarray, task: str, classes: list | None) -> dict:
+    """The output row of one model output: () for regression, (C,) or () logits otherwise."""
+    if task == "regression":
+        return {"prediction": float(out)}
+    if task == "binary":
+        p = float(expit(out))
+        return {"prediction": classes[int(p > 0.5)] if classes else int(p > 0.5), "probability": p}
+    prob = softmax(out)
+    k = int(prob.argmax())
+    row = {"prediction": classes[k] if classes else k}
+    row.update({f"prob_{classes[i] if classes else i}": float(q) for i, q in enumerate(prob)})
+    return row

@@ -68,20 +68,9 @@ from slicelib.runs import (
 )
 from slicelib.utils import atomic_write
 
-__all__ = [
-    "TrainConfig",
-    "PRESETS",
-    "ConfigError",
-    "CheckpointError",
-    "resolve_config",
-    "load_config_file",
-    "train",
-    "fit",
-    "monitor_of",
-    "save_checkpoint",
-    "encode_features",
-    "cached_features",
-]
+__all__ = ["TrainConfig", "PRESETS", "ConfigError", "CheckpointError", "resolve_config"]
+__all__ += ["load_config_file", "train", "fit", "monitor_of", "save_checkpoint"]
+__all__ += ["encode_features", "cached_features"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -95,7 +84,10 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
     Steps: read the table, split subjects into train/val/test (``slicelib.datasets.
     split_subjects``, stratified, seeded by ``split_seed``; saved as ``split.csv`` and reused
     on resume), compute the training baseline (mean / majority class), build the
-    :class:`SliceModel` (regression head: ``target_mean + target_std * z``), run :func:`fit`.
+    :class:`SliceModel` (regression head: ``target_mean + target_std * z``), preprocess and
+    check every scan (:func:`slicelib.cache.preprocess_many` with ``jobs`` processes; QC rows
+    in ``qc.csv``: a scan that cannot be preprocessed stops training with a list of them, one
+    that does not look like a registered T1 brain is listed in a warning), run :func:`fit`.
     Rerunning the same call resumes from ``last.pt``.
 
     Args:
@@ -148,7 +140,7 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
             cols = ["participant_id", "split", cfg.target]
             _write_csv(run_dir / "split.csv", table[cols].sort_values("participant_id"))
         _write_json(run_dir / "config.json", meta)
-    _barrier()
+    _check_inputs(table, pcfg, cfg, rank, run_dir / "qc.csv", progress)
 
     def dataset(df):
         return volume_dataset(
@@ -157,6 +149,18 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
 
     fit(model, dataset(tr), dataset(va), resolved, run_dir, meta=meta, progress=progress)
     return run_dir
+
+
+def _check_inputs(table, pcfg, cfg: TrainConfig, rank: int, qc_file: Path, progress: bool):
+    """Rank 0 preprocesses every scan into the cache and writes qc.csv; every rank checks it."""
+    from slicelib.cache import check_qc, preprocess_many
+
+    if rank == 0:
+        qc = preprocess_many(table["path"], pcfg, cfg.cache_dir, jobs=cfg.jobs, progress=progress)
+        _write_csv(qc_file, qc.assign(participant_id=table["participant_id"].to_numpy()))
+    _barrier()
+    qc = pd.read_csv(qc_file, dtype={"participant_id": str}).fillna({"reasons": ""})
+    check_qc(qc, f"training on {cfg.data}", names=qc["participant_id"])
 
 
 def _split(table: pd.DataFrame, cfg: TrainConfig, split_file: Path) -> pd.DataFrame:

@@ -144,7 +144,8 @@ def test_train_evaluate_predict_commands(table, tmp_path, capsys):
     assert "bad.nii.gz" in err
     df = pd.read_csv(csv, keep_default_na=False)
     assert len(df) == 2 and df.loc[0, "error"] == "" and "bad.nii.gz" in df.loc[1, "error"]
-    assert float(df.loc[0, "prediction"]) > 0
+    assert df.loc[0, "qc"] == "flagged" and df.loc[0, "prediction"] == ""  # a toy sphere
+    assert float(df.loc[0, "prediction_unreliable"]) > 0
 
 
 def test_unknown_config_key_is_an_error_naming_it(table, tmp_path, capsys):

@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import SHARED
 
+from slicelib import cache as C
 from slicelib import data as D
 from slicelib.data import (
     MNI_2MM_AFFINE,
@@ -32,7 +33,9 @@ from slicelib.datasets import ixi_table, read_table
 torch.set_num_threads(1)
 
 SMALL = (20, 24, 20)  # 4 mm grid, 80 x 96 x 80 mm
-SMALL_CFG = PreprocessConfig(volume_shape=SMALL, voxel_size=4.0, interpolation="linear")
+SMALL_CFG = PreprocessConfig(
+    volume_shape=SMALL, voxel_size=4.0, interpolation="linear", method="centre"
+)
 IXI10 = Path(os.environ.get("SLICELIB_IXI10", SHARED / "data" / "ixi10"))
 
 
@@ -87,7 +90,10 @@ def test_grid_constants_and_config_roundtrip():
     assert MNI_2MM_SHAPE == (91, 109, 91)
     np.testing.assert_allclose(D.target_affine(MNI_2MM_SHAPE, 2.0), MNI_2MM_AFFINE)
     np.testing.assert_allclose(PreprocessConfig().affine, MNI_2MM_AFFINE)
-    assert PreprocessConfig().centre == "brain"
+    assert (
+        PreprocessConfig().method == "pipeline"
+        and PreprocessConfig(centre="brain").method == "centre"
+    )
     cfg = PreprocessConfig(
         volume_shape=(10, 12, 10), voxel_size=3, normalise="whole", centre="none"
     )
@@ -128,7 +134,7 @@ def test_psr_image_is_reoriented_to_ras(tmp_path):
     psr = to_psr(ras)
     assert nib.aff2axcodes(psr.affine) == ("P", "S", "R")
     path = save(psr, tmp_path / "psr.nii.gz")
-    cfg = PreprocessConfig(**{**SMALL_CFG.to_dict(), "centre": "none"})
+    cfg = PreprocessConfig(**{**SMALL_CFG.to_dict(), "method": "mni"})
     out, _, info = preprocess(path, cfg, return_info=True)
     assert info["source_axcodes"] == ("P", "S", "R")
     ref, _ = preprocess(ras, cfg)
@@ -144,7 +150,7 @@ def test_centre_brain_moves_a_far_away_head_into_the_grid(tmp_path):
     aff[:3, 3] = [300.0, -250.0, 140.0]  # scanner coordinates far from MNI
     path = save(vol, tmp_path / "far.nii.gz", aff)
     cfg = PreprocessConfig(
-        volume_shape=(46, 55, 46), voxel_size=4.0, interpolation="linear"
+        volume_shape=(46, 55, 46), voxel_size=4.0, interpolation="linear", method="centre"
     )  # MNI box
     out, _, info = preprocess(path, cfg, return_info=True)
     assert info["inside_fraction"] > 0.97 and info["border_fraction"] == 0
@@ -152,7 +158,7 @@ def test_centre_brain_moves_a_far_away_head_into_the_grid(tmp_path):
     # the vertex goes to z = +104 mm, 4 mm below the grid top (+108 mm)
     top = np.flatnonzero(info["mask"].any(axis=(0, 1))).max()
     assert 104 - 8 <= cfg.affine[2, 3] + 4 * top <= 104 + 4
-    none = PreprocessConfig(**{**cfg.to_dict(), "centre": "none"})
+    none = PreprocessConfig(**{**cfg.to_dict(), "method": "mni"})
     with pytest.raises(DataError, match="no part of the image"):
         preprocess(path, none)
 
@@ -165,11 +171,11 @@ def test_image_declaring_mni_space_is_not_recentred(tmp_path):
     path = tmp_path / "sub-0001_T1w.nii.gz"
     nib.save(synth._nifti(vol), path)
     assert nib.load(path).header["sform_code"] == 4
-    cfg = PreprocessConfig(volume_shape=(45, 54, 45), voxel_size=4.0)  # centre="brain" (default)
+    cfg = PreprocessConfig(volume_shape=(45, 54, 45), voxel_size=4.0, method="centre")
     out, _, info = preprocess(path, cfg, return_info=True)
     assert info["declares_mni"] and not info["fast_path"]
     np.testing.assert_allclose(info["shift_mm"], 0.0)
-    ref, _ = preprocess(path, PreprocessConfig(**{**cfg.to_dict(), "centre": "none"}))
+    ref, _ = preprocess(path, PreprocessConfig(**{**cfg.to_dict(), "method": "mni"}))
     np.testing.assert_allclose(out, ref)
     # the same scan without the MNI code is treated as a raw head and translated
     raw = nib.Nifti1Image(np.asarray(vol), nib.load(path).affine)
@@ -182,7 +188,9 @@ def test_image_declaring_mni_space_is_not_recentred(tmp_path):
 def test_scale_to_fit_shrinks_big_heads(tmp_path):
     vol = head_volume((40, 48, 40))
     path = save(vol, tmp_path / "big.nii.gz", np.diag([5.0, 5.0, 5.0, 1.0]))  # 200 x 240 mm head
-    cfg = PreprocessConfig(volume_shape=(30, 36, 30), voxel_size=4.0, interpolation="linear")
+    cfg = PreprocessConfig(
+        volume_shape=(30, 36, 30), voxel_size=4.0, interpolation="linear", method="centre"
+    )
     _, _, plain = preprocess(path, cfg, return_info=True)
     cfg_fit = PreprocessConfig(**{**cfg.to_dict(), "scale_to_fit": True})
     _, _, fit = preprocess(path, cfg_fit, return_info=True)
@@ -215,7 +223,7 @@ def test_register_hook_is_applied(tmp_path):
     cfg = PreprocessConfig(volume_shape=SMALL, voxel_size=4.0, register=flip_x)
     assert cfg.to_dict()["register_name"].endswith("test_register_hook_is_applied.<locals>.flip_x")
     out, _ = preprocess(path, cfg)
-    ref, _ = preprocess(path, PreprocessConfig(**{**SMALL_CFG.to_dict(), "centre": "none"}))
+    ref, _ = preprocess(path, PreprocessConfig(**{**SMALL_CFG.to_dict(), "method": "mni"}))
     assert calls and np.allclose(out, ref[::-1], atol=1e-4)
 
 
@@ -229,11 +237,11 @@ def test_register_implies_no_recentring(tmp_path):
     def to_mni(img):  # stands in for a registration to MNI space
         return nib.Nifti1Image(head_volume(fine), D.target_affine(fine, 2.0))
 
-    cfg = PreprocessConfig(**{**SMALL_CFG.to_dict(), "centre": None}, register=to_mni)
+    cfg = PreprocessConfig(**{**SMALL_CFG.to_dict(), "method": None}, register=to_mni)
     assert cfg.centre == "none"
     out, _, info = preprocess(path, cfg, return_info=True)
     assert not info["fast_path"] and np.allclose(info["shift_mm"], 0)
-    none = PreprocessConfig(**{**SMALL_CFG.to_dict(), "centre": "none"})
+    none = PreprocessConfig(**{**SMALL_CFG.to_dict(), "method": "mni"})
     np.testing.assert_allclose(out, preprocess(to_mni(None), none)[0], atol=1e-5)
     # centring the same registered image would have moved it: the trap this rule closes
     _, _, moved = preprocess(to_mni(None), SMALL_CFG, return_info=True)
@@ -369,7 +377,7 @@ def test_cache_hit_invalidation_and_atomic_write(tmp_path, monkeypatch):
     assert len(files) == 1 and a.dtype == np.float16 and isinstance(a, np.memmap)
     calls = []
     monkeypatch.setattr(
-        D, "preprocess", lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(AssertionError)
+        C, "preprocess", lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(AssertionError)
     )
     b = load_preprocessed(path, SMALL_CFG, cache_dir=cache)  # hit: preprocess not called
     assert not calls and np.array_equal(a, b)
@@ -416,7 +424,7 @@ def test_default_cache_dir_env(monkeypatch, tmp_path):
 def test_ixi10_heads_land_inside_the_grid():
     """The ten raw PSR heads end up centred in the 91x109x91 grid with the head inside it."""
     t = ixi_table(IXI10)
-    cfg = PreprocessConfig(interpolation="linear")  # default grid; linear for test speed
+    cfg = PreprocessConfig(interpolation="linear", method="centre")  # linear: test speed
     for row in t.itertuples():
         vol, aff, info = preprocess(row.path, cfg, return_info=True)
         assert vol.shape == MNI_2MM_SHAPE and np.allclose(aff, MNI_2MM_AFFINE)

@@ -355,7 +355,7 @@ def test_fetch_oasis_with_nilearn_shaped_fixture(tmp_path, monkeypatch):
     ds = VolumeDataset(
         t,
         "dementia",
-        PreprocessConfig(**{**SMALL_CFG.to_dict(), "centre": "none"}),
+        PreprocessConfig(**{**SMALL_CFG.to_dict(), "method": "mni"}),
         use_cache=False,
     )
     assert ds[3][1] == 1.0

@@ -195,13 +195,16 @@ def test_train_evaluate_predict(table, tmp_path):
     files = [table.parent / "sub-000.nii.gz", bad, table.parent / "sub-001.nii.gz"]
     df = predict_files(run, files, progress=False)
     assert list(df["error"] == "") == [True, False, True]
-    assert "broken.nii.gz" in df.loc[1, "error"]
-    assert np.isfinite(df.loc[[0, 2], "prediction"].astype(float)).all()
+    assert "broken.nii.gz" in df.loc[1, "error"] and df.loc[1, "qc"] == "error"
+    # the toy spheres are no T1 brains: QC flags them and their numbers are kept apart
+    assert (df.loc[[0, 2], "qc"] == "flagged").all() and df.loc[[0, 2], "prediction"].isna().all()
+    assert np.isfinite(df.loc[[0, 2], "prediction_unreliable"].astype(float)).all()
     # predict uses the same preprocessing as training, so it reproduces evaluate's figures
     model, meta = load_run(run)
     assert meta["preprocess"]["voxel_size"] == VOXEL and not model.training
     test = split[split["split"] == "test"]
-    pred = predict_files(run, [table.parent / f"{p}.nii.gz" for p in test["participant_id"]])
+    files = [table.parent / f"{p}.nii.gz" for p in test["participant_id"]]
+    pred = predict_files(run, files, strict=False)  # toy spheres: QC-flagged
     assert (pred["error"] == "").all()
     mae = np.abs(pred["prediction"].astype(float).to_numpy() - test["age"].to_numpy()).mean()
     assert mae == pytest.approx(res["mae"], rel=1e-5)
@@ -420,7 +423,8 @@ def _check_volume_run(run: Path, table: Path, backbone: str) -> None:
     res = evaluate_run(run, split="test", progress=False)
     assert res["mae"] is not None and res["baseline_mae"] is not None
     test = pd.read_csv(run / "split.csv").query("split == 'test'")
-    pred = predict_files(run, [table.parent / f"{p}.nii.gz" for p in test["participant_id"]])
+    files = [table.parent / f"{p}.nii.gz" for p in test["participant_id"]]
+    pred = predict_files(run, files, strict=False)  # toy spheres: QC-flagged
     assert (pred["error"] == "").all()
     mae = np.abs(pred["prediction"].astype(float).to_numpy() - test["age"].to_numpy()).mean()
     assert mae == pytest.approx(res["mae"], rel=1e-5)
