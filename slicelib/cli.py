@@ -334,7 +334,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from slicelib.runs import predict_files
 
     kw = dict(checkpoint=a.checkpoint, device=a.device, progress=not a.no_progress)
-    df = predict_files(a.run, a.files, **kw)
+    df = predict_files(a.run, a.files, **kw, jobs=a.jobs)
     bad = df[df["error"] != ""]
     for _, r in bad.iterrows():
         print(f"slicelib predict: {r['path']}: {r['error']}", file=sys.stderr)
