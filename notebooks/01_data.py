@@ -47,7 +47,7 @@ SEED = 0
 # The preset sets the sizes. `N_SUBJECTS` is the cohort size, the same in all four notebooks of
 # a preset, so the cohort is generated once and then reused (it lives in `$SLICELIB_DATA`,
 # default `./slicelib_data`). `REGISTER` runs the full pipeline (N4 bias correction and the
-# registration to MNI152, 10-30 s per head); `FAILED_QC` runs it once more on a broken input.
+# registration to MNI152, tens of seconds per head on 2 cores); `FAILED_QC` runs it once more on a broken input.
 
 # %%
 SIZES = {
@@ -89,8 +89,7 @@ MNI_MASK = mni_template(what="mask", resolution=2)  # nilearn's MNI152 brain mas
 # %% [markdown]
 # ## Part 1 · A raw real head through the pipeline
 #
-# The IXI dataset (brain-development.org, CC BY-SA 3.0) holds T1 scans of healthy adults aged 20
-# to 86. slicelib reads a 2 mm copy of 142 of them (Hammersmith Hospital, ages from the IXI
+# The IXI dataset (brain-development.org, CC BY-SA 3.0) holds T1 scans of healthy adults. slicelib reads a 2 mm copy of 142 of them (Hammersmith Hospital, ages from the IXI
 # table) with `slicelib.datasets.ixi_table()`, which looks for a local copy in
 # `$SLICELIB_IXI_DIR`, then in `$SLICELIB_SHARED/data/ixi_hh_2mm`, then in the download folder
 # of `slicelib.datasets.fetch_ixi()` (which downloads the ~80 MB once, with checksums, when you
@@ -216,8 +215,8 @@ if HAVE_IXI:
     out_img = nib.Nifti1Image(result.array, result.affine)
     fig, axes = plt.subplots(2, 1, figsize=(10, 7))
     for ax, im, what in [
-        (axes[0], brain, "extracted brain, scanner space"),
-        (axes[1], out_img, f"on the model grid (registration: {result.registration})"),
+        (axes[0], brain, "extracted brain, scanner space (colour: scanner units)"),
+        (axes[1], out_img, f"model grid, registration: {result.registration} (z-score)"),
     ]:
         d = plotting.plot_anat(
             im, axes=ax, cut_coords=(0, -18, 18), dim=-0.3, title=what, draw_cross=False
@@ -262,8 +261,9 @@ if HAVE_IXI:
 # T2-weighted scan): a model would read it without complaint; QC must not.
 
 # %%
+nib.save(nib.Nifti1Image(np.full((40, 40, 40), 7.0, np.float32), np.eye(4)), "constant.nii.gz")
 try:
-    run_pipeline(nib.Nifti1Image(np.full((40, 40, 40), 7.0, np.float32), np.eye(4)))
+    run_pipeline("constant.nii.gz")
 except PipelineError as err:
     print(f"PipelineError: {err}")
 
@@ -484,9 +484,11 @@ fig.suptitle(f"True tissue volumes of all {len(truth)} subjects (generator)")
 plt.show()
 
 # %% [markdown]
-# The same in numbers: a straight line through the controls gives the change per decade, and
+# The same in numbers: a straight line through the controls gives the average change per
+# decade (the ventricles accelerate with age, so it is only an average), and
 # the AD subjects' hippocampal volume is compared with what that line predicts at their age
-# (age-matched, so the age confound does not enter).
+# (age-matched: the hippocampal r(age) above is partly *due to* AD, since AD subjects are
+# older on average; this comparison is not).
 
 # %%
 cn, ad_rows = truth[truth["diagnosis"] == "CN"], truth[truth["diagnosis"] == "AD"]
@@ -516,12 +518,16 @@ small in extent: the AD map covers {ad_ml:.0f} ml, {ad_ml / brain_ml:.1%} of the
 # every slice is a separate image for the 2D network: about 8 times less work than 2 mm.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), layout="constrained")
-for ax, size in zip(axes, [2.0, 4.0]):
-    shape = (91, 109, 91) if size == 2.0 else (45, 54, 45)
-    vol, aff = preprocess(t1_path, PreprocessConfig(volume_shape=shape, voxel_size=size))
-    plot_slices(vol, aff, coords={"coronal": [-22]}, ax=[ax], title=None, colorbar_label=None)
-    ax.set_title(f"{size:g} mm grid {shape}: coronal y = -22 mm")
+grids = {2.0: (91, 109, 91), 4.0: (45, 54, 45)}
+views = {
+    s: preprocess(t1_path, PreprocessConfig(volume_shape=g, voxel_size=s)) for s, g in grids.items()
+}
+lo, hi = np.percentile(views[2.0][0], [1, 99])  # one display range for both panels
+fig, axes = plt.subplots(1, 2, figsize=(9.5, 4), layout="constrained")
+for ax, (size, (vol, aff)) in zip(axes, views.items()):
+    plot_slices(vol, aff, coords={"coronal": [-22]}, ax=[ax], title=None, colorbar_label=None,
+                vmin=lo, vmax=hi)  # fmt: skip
+    ax.set_title(f"{size:g} mm grid, {' x '.join(map(str, grids[size]))}: y = -22 mm")
 fig.colorbar(axes[0].images[0], ax=axes, shrink=0.8, label="intensity (z-score)")
 fig.suptitle("What the model sees after preprocessing")
 plt.show()
