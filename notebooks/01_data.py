@@ -103,6 +103,7 @@ try:
 except DataError as err:
     ixi = None
     print(f"Part 1 skipped: {err}")
+    print("Get the heads with slicelib.datasets.fetch_ixi() or set $SLICELIB_IXI_DIR.")
 HAVE_IXI = ixi is not None
 if HAVE_IXI:
     head = ixi.iloc[0]
