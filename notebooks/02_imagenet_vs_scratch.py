@@ -10,8 +10,9 @@
 # The central claim of Gupta et al. (ISBI 2023) is that a 2D encoder **pretrained on natural
 # images** (ImageNet photos of dogs, cars and cups) is a better start for a brain-MRI slice model
 # than the same encoder with **random weights**. We test that claim as a controlled experiment on
-# **real brains**: brain age on 138 healthy adults of the IXI study (20-86 years), shipped with
-# slicelib as a small preprocessed derivative (skull-stripped, registered to MNI152, 4 mm grid).
+# **real brains**: brain age on the healthy adults of the IXI study with a known age (section 2
+# prints their number and ages), shipped with slicelib as a small preprocessed derivative
+# (skull-stripped, registered to MNI152, 4 mm grid).
 #
 # What we compare, all on one subject split and with the same seeds:
 #
@@ -335,7 +336,9 @@ fig = plotting.plot_learning_curves(
     metric_labels={"val_mae": "validation MAE (years)"},
     title="Brain age: learning curves (first seed, chosen learning rate)",
 )
-fig.axes[1].axhline(BASELINES["mean age"][0], ls=":", color="grey", label="mean age (test)")
+val_base = (ages[parts["val"]] - ages[POOL].mean()).abs().mean()  # the training mean's val MAE
+fig.axes[1].axhline(val_base, ls=":", color="grey", label="mean-age predictor")
+fig.axes[1].legend(fontsize="small")
 plt.show()
 
 # %% [markdown]
@@ -450,7 +453,7 @@ plt.show()
 # %% [markdown]
 # ### Real dementia labels: OASIS-1 (online only)
 #
-# OASIS-1 (416 adults, 100 of them with very mild to moderate dementia) is downloaded through
+# OASIS-1 (about 400 adults, a quarter of them with very mild to moderate dementia) comes through
 # nilearn (`slicelib.datasets.fetch_oasis`; about 800 MB once, under the OASIS data usage
 # agreement). Its images are grey-matter maps already in MNI space. Set `OASIS = True` in the
 # parameters cell to run the same frozen comparison on them; without internet the cell says so
