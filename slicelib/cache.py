@@ -212,29 +212,51 @@ def preprocess_many(
     return pd.DataFrame(rows).reindex(columns=cols).fillna({"reasons": "", "cache": ""})
 
 
-def check_qc(qc: pd.DataFrame, what: str = "training", names=None) -> None:
-    """The input contract: raise for scans with status "error", warn for "flagged" ones.
+def check_qc(
+    qc: pd.DataFrame, what: str = "training", names=None, flagged: str = "warn"
+) -> np.ndarray:
+    """The input contract: raise for scans with status "error"; warn about (or drop) flagged ones.
 
     Args:
         qc: rows of :func:`preprocess_many` (``path``, ``status``, ``reasons``).
         what: what the scans are for (named in the messages).
         names: optional labels of the rows (e.g. participant ids), default the paths.
+        flagged: what to do with "flagged" scans: "warn" (a warning listing them), "exclude"
+            (listed on stderr and marked False in the result) or "off" (nothing).
+
+    Returns:
+        bool array (len(qc),): the rows to use (all True unless ``flagged="exclude"``).
 
     Raises:
         DataError listing every scan that could not be preprocessed and why.
     """
+    import sys
+
+    if flagged not in ("warn", "exclude", "off"):
+        raise ValueError(f"check_qc(flagged={flagged!r}): use 'warn', 'exclude' or 'off'")
     names = list(qc["path"] if names is None else names)
-    bad = [f"  {n}: {r}" for n, s, r in zip(names, qc["status"], qc["reasons"]) if s == "error"]
+    status, reasons = list(qc["status"]), list(qc["reasons"].fillna(""))
+    bad = [f"  {n}: {r}" for n, s, r in zip(names, status, reasons) if s == "error"]
     if bad:
         raise DataError(
             f"{len(bad)} scan(s) cannot be preprocessed for {what}:\n"
             + "\n".join(bad[:20])
             + "\nFix or replace these files, or drop their rows from the table."
         )
-    odd = [f"  {n}: {r}" for n, s, r in zip(names, qc["status"], qc["reasons"]) if s == "flagged"]
-    if odd:
+    is_flagged = np.array([s == "flagged" for s in status], dtype=bool)
+    odd = [f"  {n}: {r}" for n, r, f in zip(names, reasons, is_flagged) if f]
+    if odd and flagged == "exclude":
+        print(
+            f"{len(odd)} scan(s) left out of {what} (QC flagged: not like a registered T1 "
+            "brain):\n" + "\n".join(odd),
+            file=sys.stderr,
+        )
+        return ~is_flagged
+    if odd and flagged == "warn":
         warnings.warn(
             f"{len(odd)} scan(s) for {what} do not look like a registered T1 brain (QC flagged):"
-            "\n" + "\n".join(odd[:20]) + "\nCheck them (slicelib qc SCAN --out DIR shows each).",
+            "\n" + "\n".join(odd[:20]) + "\nCheck them (slicelib qc SCAN --out DIR shows each)"
+            "; qc='exclude' (--qc exclude) leaves them out.",
             stacklevel=2,
         )
+    return np.ones(len(status), dtype=bool)

@@ -219,6 +219,12 @@ def _add_train_flags(t: argparse.ArgumentParser, grid: bool = False) -> None:
         ("--precision", ("auto", "bf16", "fp32"), None),
         ("--num-workers", int, "DataLoader worker processes"),
         ("--jobs", _positive_int, JOBS_HELP),
+        (
+            "--qc",
+            ("warn", "exclude", "off"),
+            "QC-flagged scans: warn (default) | exclude (from "
+            "training and validation) | off; a scan that cannot be preprocessed always stops",
+        ),
         ("--cache-dir", str, "preprocessed-volume (and frozen-feature) cache folder"),
         ("--preset", ("smoke", "cpu", "gpu"), "sizes: laptop smoke test | laptop CPU | paper GPU"),
         ("--config", str, "TOML or YAML config file (TrainConfig keys, [model], [preprocess])"),
@@ -246,7 +252,7 @@ def _overrides(a: argparse.Namespace) -> dict:
     """Flags given on the command line -> TrainConfig overrides (None = not given)."""
     keys = ["data", "target", "out", "task", "seed", "epochs", "batch_size", "lr"]
     keys += ["weight_decay", "schedule", "grad_accum", "split_seed", "class_weights", "monitor"]
-    keys += ["device", "precision", "num_workers", "jobs", "cache_dir", "preset"]
+    keys += ["device", "precision", "num_workers", "jobs", "qc", "cache_dir", "preset"]
     over = {k: getattr(a, k) for k in keys}
     if a.freeze_encoder is not None:
         over["freeze_encoder"] = a.freeze_encoder == "yes"

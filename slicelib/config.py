@@ -26,7 +26,14 @@ __all__ = [
     "SLICE_ONLY_KEYS",
     "resolve_config",
     "load_config_file",
+    "check_resume",
+    "RESUME_MAY_CHANGE",
+    "QC_MODES",
 ]
+
+
+#: What training does with scans that QC flags (see ``TrainConfig.qc``).
+QC_MODES = ("warn", "exclude", "off")
 
 
 class ConfigError(ValueError):
@@ -96,6 +103,10 @@ class TrainConfig:
     CUDA, fp32 elsewhere) | "bf16" | "fp32"; ``num_workers``; ``deterministic``; ``seed``;
     ``jobs``: worker processes that fill the preprocessing cache before training (runtime only:
     it may change when a run resumes and does not change any result).
+    Input QC (:func:`slicelib.cache.check_qc`): a scan that cannot be preprocessed always stops
+    training; ``qc`` says what happens to scans QC flags (not like a registered T1 brain):
+    "warn" (default: trained on, listed in a warning), "exclude" (left out of training and
+    validation, listed) or "off" (trained on silently).
     """
 
     data: str | None = None
@@ -125,6 +136,7 @@ class TrainConfig:
     jobs: int = 1
     deterministic: bool = True
     class_weights: str = "balanced"
+    qc: str = "warn"
     preset: str | None = None
 
     def to_dict(self) -> dict:
@@ -147,6 +159,7 @@ class TrainConfig:
             schedule=("constant", "cosine"),
             precision=("auto", "bf16", "fp32"),
             class_weights=("balanced", "none"),
+            qc=QC_MODES,
             preset=(None, *PRESETS),
         )
         for name, valid in choices.items():
@@ -305,3 +318,65 @@ def resolve_config(
     d = _merge(_preset_for_volume(PRESETS.get(preset, {}), backbone), explicit)
     d["preset"] = preset
     return TrainConfig.from_dict(d)
+
+
+# -----------------------------------------------------------------------------
+# resume: which settings may change
+
+RESUME_MAY_CHANGE = ("epochs", "patience", "num_workers", "jobs", "device", "out", "cache_dir")
+# model options that change the memory layout only, not the function or the parameters
+_MODEL_MAY_CHANGE = ("channels_last",)
+
+
+def _drop(d: dict, keys) -> dict:
+    """A copy of ``d`` without ``keys``."""
+    return {k: v for k, v in d.items() if k not in keys}
+
+
+def check_resume(saved: dict, now: dict, run_dir: Path) -> None:
+    """Refuse to resume a run directory whose checkpoint came from another configuration.
+
+    Args:
+        saved: the run config stored in ``last.pt`` (``train``, ``model``, ``data`` keys).
+        now: the same dict of the run about to start (JSON-able).
+        run_dir: the run directory (named in the error).
+
+    Only :data:`RESUME_MAY_CHANGE` (runtime settings) and layout-only model options may
+    differ; a training setting that a run saved by an older slicelib lacks counts as its
+    default. Raises :class:`ConfigError` listing every difference.
+    """
+    from slicelib.runs import saved_model_config
+
+    new = now.get("data")
+    if saved.get("data") is not None and new is not None and saved["data"] != new:
+        raise ConfigError(
+            f"{run_dir} already holds a run (last.pt) trained on other data (saved "
+            f"{saved['data']}, now {new}: the table, the split or the image files changed), so "
+            f"it cannot be resumed. Use a new --out directory, or delete {run_dir} to start over."
+        )
+    defaults = TrainConfig().to_dict()
+    a, b = (
+        _drop({**defaults, **drop_removed(d.get("train", {}))}, RESUME_MAY_CHANGE)
+        for d in (saved, now)
+    )
+    for cfg in (a, b):  # the run's own model options (train.model) hold layout flags too
+        if isinstance(cfg.get("model"), dict):
+            cfg["model"] = _drop(cfg["model"], _MODEL_MAY_CHANGE)
+    # (a model config saved by an older slicelib reads as today's: no "norm", position None)
+    ma, mb = (saved_model_config(d["model"]) if d.get("model") else {} for d in (saved, now))
+    ma, mb = _drop(ma, _MODEL_MAY_CHANGE), _drop(mb, _MODEL_MAY_CHANGE)
+    diffs = [
+        f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(a | b) if a.get(k) != b.get(k)
+    ]
+    diffs += [
+        f"model.{k}: saved {ma.get(k)!r}, now {mb.get(k)!r}"
+        for k in sorted(ma | mb)
+        if ma.get(k) != mb.get(k)
+    ]
+    if diffs:
+        may = RESUME_MAY_CHANGE + tuple("model." + k for k in _MODEL_MAY_CHANGE)
+        raise ConfigError(
+            f"{run_dir} already holds a run (last.pt) with another configuration, so it cannot "
+            "be resumed:\n  " + "\n  ".join(diffs) + "\nUse a new --out directory, or delete "
+            f"{run_dir} to start over. (May change on resume: {', '.join(may)}.)"
+        )

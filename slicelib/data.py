@@ -297,11 +297,7 @@ def load_nifti(path: str | os.PathLike | nib.Nifti1Image) -> nib.Nifti1Image:
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        what = (
-            f"a 4D series with {data.shape[3]} volumes"
-            if data.ndim == 4
-            else f"a {data.ndim}D image"
-        )
+        what = f"a 4D series with {data.shape[3]} volumes" if data.ndim == 4 else "not 3D"
         raise DataError(
             f"{name}: shape {data.shape} is {what}; a single 3D T1 volume is needed. "
             "Extract one volume (e.g. nilearn.image.index_img(img, 0)) or use the 3D scan."
@@ -313,10 +309,7 @@ def load_nifti(path: str | os.PathLike | nib.Nifti1Image) -> nib.Nifti1Image:
         )
     n_bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
     if n_bad:
-        raise DataError(
-            f"{name}: {n_bad} voxels are NaN or inf; fix or replace them "
-            "(e.g. numpy.nan_to_num) before use."
-        )
+        raise DataError(f"{name}: {n_bad} voxels are NaN or inf; fix them (numpy.nan_to_num).")
     if not np.any(data):
         raise DataError(f"{name}: every voxel is zero; the image is empty. Check the export.")
     if float(data.max()) == float(data.min()):
@@ -535,18 +528,9 @@ def _resampled_qc(vol, fg, stripped: bool, img, config: PreprocessConfig, scale:
 # --------------------------------------------------------------------------------------------
 
 
-_CACHE_NAMES = (
-    "default_cache_dir",
-    "file_hash",
-    "cache_key",
-    "load_preprocessed",
-    "preprocess_many",
-)
-
-
 def __getattr__(name: str):
     """The cache functions live in :mod:`slicelib.cache`; ``slicelib.data.<name>`` still works."""
-    if name in _CACHE_NAMES:
+    if name in ("default_cache_dir", "file_hash", "cache_key", "load_preprocessed"):
         from slicelib import cache
 
         return getattr(cache, name)
@@ -583,9 +567,7 @@ class VolumeDataset(torch.utils.data.Dataset):
         if target is not None and target not in table.columns:
             missing.append(target)
         if missing:
-            raise DataError(
-                f"VolumeDataset: table lacks columns {missing}; build it with read_table()."
-            )
+            raise DataError(f"VolumeDataset: table lacks columns {missing}; use read_table().")
         self.table = table.reset_index(drop=True)
         self.target = target
         self.ids = self.table["participant_id"].astype(str).tolist()

@@ -47,7 +47,7 @@ from slicelib.config import (
     PRESETS,
     ConfigError,
     TrainConfig,
-    drop_removed,
+    check_resume,
     load_config_file,
     resolve_config,
 )
@@ -63,7 +63,6 @@ from slicelib.runs import (
     pick_device,
     predict_dataset,
     read_run_table,
-    saved_model_config,
     volume_dataset,
 )
 from slicelib.utils import atomic_write
@@ -86,8 +85,9 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
     on resume), compute the training baseline (mean / majority class), build the
     :class:`SliceModel` (regression head: ``target_mean + target_std * z``), preprocess and
     check every scan (:func:`slicelib.cache.preprocess_many` with ``jobs`` processes; QC rows
-    in ``qc.csv``: a scan that cannot be preprocessed stops training with a list of them, one
-    that does not look like a registered T1 brain is listed in a warning), run :func:`fit`.
+    in ``qc.csv``: a scan that cannot be preprocessed stops training with a list of them; one
+    that does not look like a registered T1 brain is listed in a warning, or with
+    ``qc="exclude"`` left out of training and validation), run :func:`fit`.
     Rerunning the same call resumes from ``last.pt``.
 
     Args:
@@ -109,16 +109,21 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
     table = _split(read_run_table(cfg.data, cfg.to_dict()), cfg, run_dir / "split.csv")
     codes, classes = encode_labels(table[cfg.target], cfg.task, cfg.target)
     table["_y"] = codes.values
-    tr, va = table[table["split"] == "train"], table[table["split"] == "val"]
-    if len(tr) == 0 or len(va) == 0:
-        raise ConfigError(
-            f"the split has {len(tr)} training and {len(va)} validation subjects; "
-            f"{cfg.data} has {len(table)} subjects. Use more subjects or other split_fractions."
-        )
+    pcfg = PreprocessConfig.from_dict(dict(cfg.preprocess))
+    keep = np.ones(len(table), dtype=bool)
+    for step in ("split", "qc"):  # a bad split fails before any scan is preprocessed
+        if step == "qc":
+            keep = _check_inputs(table, pcfg, cfg, rank, run_dir / "qc.csv", progress)
+        tr, va = (table[keep & (table["split"] == name)] for name in ("train", "val"))
+        if len(tr) == 0 or len(va) == 0:
+            raise ConfigError(
+                f"the split has {len(tr)} training and {len(va)} validation subjects; "
+                f"{cfg.data} has {len(table)} subjects ({int((~keep).sum())} left out by "
+                "qc='exclude'). Use more subjects or other split_fractions."
+            )
     check_classes(tr["_y"].to_numpy(), cfg.task, classes or [], cfg.target)
 
     # --- model: the grid comes from the preprocessing, the head's scale from the training set -
-    pcfg = PreprocessConfig.from_dict(dict(cfg.preprocess))
     stats = M.train_stats(tr["_y"].to_numpy(), cfg.task, len(classes or []), cfg.class_weights)
     regression = cfg.task == "regression"
     kwargs = dict(cfg.model)
@@ -140,7 +145,6 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
             cols = ["participant_id", "split", cfg.target]
             _write_csv(run_dir / "split.csv", table[cols].sort_values("participant_id"))
         _write_json(run_dir / "config.json", meta)
-    _check_inputs(table, pcfg, cfg, rank, run_dir / "qc.csv", progress)
 
     def dataset(df):
         return volume_dataset(
@@ -152,7 +156,9 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
 
 
 def _check_inputs(table, pcfg, cfg: TrainConfig, rank: int, qc_file: Path, progress: bool):
-    """Rank 0 preprocesses every scan into the cache and writes qc.csv; every rank checks it."""
+    """Rank 0 preprocesses every scan into the cache and writes qc.csv; every rank checks it.
+
+    Returns a bool array (len(table),): the subjects to train and validate on (``cfg.qc``)."""
     from slicelib.cache import check_qc, preprocess_many
 
     if rank == 0:
@@ -160,7 +166,9 @@ def _check_inputs(table, pcfg, cfg: TrainConfig, rank: int, qc_file: Path, progr
         _write_csv(qc_file, qc.assign(participant_id=table["participant_id"].to_numpy()))
     _barrier()
     qc = pd.read_csv(qc_file, dtype={"participant_id": str}).fillna({"reasons": ""})
-    check_qc(qc, f"training on {cfg.data}", names=qc["participant_id"])
+    quiet = rank != 0 and cfg.qc == "exclude"  # one printed list, from rank 0
+    flagged = "off" if quiet else cfg.qc
+    return check_qc(qc, f"training on {cfg.data}", names=qc["participant_id"], flagged=flagged)
 
 
 def _split(table: pd.DataFrame, cfg: TrainConfig, split_file: Path) -> pd.DataFrame:
@@ -529,7 +537,7 @@ def _resume(last: Path, model, opt, sched, meta: dict) -> RunState:
     if not last.is_file():
         return RunState()
     ckpt = load_checkpoint(last)
-    _check_resume(ckpt["config"], meta, last.parent)
+    check_resume(ckpt["config"], M.to_jsonable(meta), last.parent)
     check_state_dict(model, ckpt["model"], ckpt["config"].get("model", {}))
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
@@ -540,50 +548,6 @@ def _resume(last: Path, model, opt, sched, meta: dict) -> RunState:
     if not dist.is_initialized() or dist.get_rank() == 0:
         tqdm.write(f"resuming {last.parent} after epoch {state.epoch + 1}", file=sys.stderr)
     return state
-
-
-_RESUME_MAY_CHANGE = ("epochs", "patience", "num_workers", "jobs", "device", "out", "cache_dir")
-# model options that change the memory layout only, not the function or the parameters
-_MODEL_MAY_CHANGE = ("channels_last",)
-
-
-def _drop(d: dict, keys) -> dict:
-    """A copy of ``d`` without ``keys``."""
-    return {k: v for k, v in d.items() if k not in keys}
-
-
-def _check_resume(saved: dict, meta: dict, run_dir: Path) -> None:
-    """Refuse to resume a run directory whose checkpoint came from another configuration."""
-    now = M.to_jsonable(meta)
-    new = now.get("data")
-    if saved.get("data") is not None and new is not None and saved["data"] != new:
-        raise ConfigError(
-            f"{run_dir} already holds a run (last.pt) trained on other data (saved "
-            f"{saved['data']}, now {new}: the table, the split or the image files changed), so "
-            f"it cannot be resumed. Use a new --out directory, or delete {run_dir} to start over."
-        )
-    a, b = (_drop(drop_removed(d.get("train", {})), _RESUME_MAY_CHANGE) for d in (saved, now))
-    for cfg in (a, b):  # the run's own model options (train.model) hold layout flags too
-        if isinstance(cfg.get("model"), dict):
-            cfg["model"] = _drop(cfg["model"], _MODEL_MAY_CHANGE)
-    # (a model config saved by an older slicelib reads as today's: no "norm", position None)
-    ma, mb = (saved_model_config(d["model"]) if d.get("model") else {} for d in (saved, now))
-    ma, mb = _drop(ma, _MODEL_MAY_CHANGE), _drop(mb, _MODEL_MAY_CHANGE)
-    diffs = [
-        f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(a | b) if a.get(k) != b.get(k)
-    ]
-    diffs += [
-        f"model.{k}: saved {ma.get(k)!r}, now {mb.get(k)!r}"
-        for k in sorted(ma | mb)
-        if ma.get(k) != mb.get(k)
-    ]
-    if diffs:
-        may = _RESUME_MAY_CHANGE + tuple("model." + k for k in _MODEL_MAY_CHANGE)
-        raise ConfigError(
-            f"{run_dir} already holds a run (last.pt) with another configuration, so it cannot "
-            "be resumed:\n  " + "\n  ".join(diffs) + "\nUse a new --out directory, or delete "
-            f"{run_dir} to start over. (May change on resume: {', '.join(may)}.)"
-        )
 
 
 def _write_csv(path: Path, df: pd.DataFrame) -> None:
