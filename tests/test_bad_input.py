@@ -157,7 +157,9 @@ def test_check_qc_errors_stop_flagged_warn_exclude_or_pass(capsys):
     err = capsys.readouterr().err
     assert "1 scan(s) left out of training on t.tsv" in err and "B: n_unique=3" in err
     broken = qc.assign(status=["ok", "error", "error"], reasons=["", "b: corrupt", "c: 4D"])
-    with pytest.raises(DataError, match=r"(?s)2 scan\(s\) cannot be preprocessed.*b: corrupt.*c: 4D"):
+    with pytest.raises(
+        DataError, match=r"(?s)2 scan\(s\) cannot be preprocessed.*b: corrupt.*c: 4D"
+    ):
         check_qc(broken, flagged="off")  # errors always stop, whatever the mode
     with pytest.raises(ValueError, match="flagged='skip'"):
         check_qc(qc, flagged="skip")
