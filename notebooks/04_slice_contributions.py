@@ -24,7 +24,7 @@
 # Both models are trained by `slicelib.train` in its **frozen-encoder** mode (section 2 says why).
 #
 # **Where the data come from.** The synthetic cohort is generated on the first run (shared with
-# notebooks 01-03). The real scans are a compact derivative of 138 IXI heads shipped inside the
+# notebooks 01-03). The real scans are a compact derivative of the IXI heads shipped inside the
 # package (`slicelib.datasets.ixi_derivative()`): nothing to download. The ImageNet encoder
 # weights come from a local folder named by the environment variable `SLICELIB_WEIGHTS_DIR`
 # (holding `<backbone>_imagenet1k.pth`, e.g. `mobilenet_v2_imagenet1k.pth`) when it is set, else
@@ -362,9 +362,10 @@ print(
 # profile (r > 0.5) better than with either control.
 
 # %%
+lo, hi = np.array(ad_test["auc_ci95"], dtype=float)  # NaN if undefined (tiny test split)
 lines = [
-    f"Classifier: test AUC {ad_test['auc']:.2f} (95 % CI {ad_test['auc_ci95'][0]:.2f}-"
-    f"{ad_test['auc_ci95'][1]:.2f}) on {ad_test['n']} subjects; age alone: {auc_age:.2f}. "
+    f"Classifier: test AUC {ad_test['auc']:.2f} (95 % CI {lo:.2f}-{hi:.2f}) on "
+    f"{ad_test['n']} subjects; age alone: {auc_age:.2f}. "
     f"Held-out subjects aged 60+: model {auc_old['model']:.2f}, age alone "
     f"{auc_old['age alone']:.2f}."
 ]
@@ -456,12 +457,14 @@ print(f"trained (or reused) {age_run.name} in {time.perf_counter() - t0:.0f} s")
 # %% [markdown]
 # Before reading any explanation: does the model predict age better than the baselines? The
 # table gives the test MAE with its 95 % interval beside predicting the training mean age and a
-# classical model (ridge regression on the log regional volumes of each head).
+# classical model (ridge regression on the log regional volumes of each head, from an atlas-based
+# segmentation of the full-resolution scans; structures with a zero volume in some head are left
+# out).
 
 # %%
-age_test = evaluate_run(
-    age_run, split="test", baseline_features=ixi_derivative_rois(), progress=False
-)
+rois = ixi_derivative_rois()  # indexed by participant_id, volumes in mm^3
+rois = rois.loc[:, (rois > 0).all()].reset_index()  # the ridge works on log volumes: > 0
+age_test = evaluate_run(age_run, split="test", baseline_features=rois, progress=False)
 rows = {
     "slice model (frozen ImageNet)": ("mae", "mae_ci95"),
     "training mean age": ("baseline_mae", "baseline_mae_ci95"),
@@ -472,9 +475,8 @@ age_table = pd.DataFrame(
     index=list(rows),
     columns=["MAE (years)", "95 % CI low", "95 % CI high"],
 )
-print(
-    f"test split: {age_test['n']} heads; Pearson r of the slice model {age_test['pearson_r']:.2f}"
-)
+r_pred = np.nan if age_test["pearson_r"] is None else age_test["pearson_r"]  # None: constant
+print(f"test split: {age_test['n']} heads; Pearson r of predicted with true age {r_pred:.2f}")
 display(age_table.round(1))
 
 # %% [markdown]
@@ -554,37 +556,39 @@ plt.show()
 
 # %%
 occ = real_summary.loc["occlusion"]
-beats = age_test["mae"] < min(age_test["baseline_mae"], age_test["ridge_mae"])
+mae, base, ridge = age_test["mae"], age_test["baseline_mae"], age_test["ridge_mae"]
+lo, hi = np.array(age_test["mae_ci95"], dtype=float)  # NaN if undefined (tiny test split)
+beats = mae < min(base, ridge)
+agree = E.profile_correlation(real["attention"].profile(), real["occlusion"].profile())
+flat = real_summary.loc["flat profile (reference)", "share in band"]
+verdict = "beats both" if beats else "does not beat both baselines, so read what follows as the"
+verdict += "" if beats else " explanation of a weak model"
 display(
-    Markdown(
-        f"- The slice model's test MAE is {age_test['mae']:.1f} years "
-        f"({age_test['mae_ci95'][0]:.1f}-{age_test['mae_ci95'][1]:.1f}) against "
-        f"{age_test['baseline_mae']:.1f} for the mean age and {age_test['ridge_mae']:.1f} for ridge "
-        f"on regional volumes: it {'beats both' if beats else 'does not beat both baselines'} on "
-        f"{age_test['n']} test heads{'' if beats else ', so its explanations describe a weak model'}.\n"
-        f"- Occlusion peaks at z = {occ['peak (mm)']:.0f} mm; its profile correlates at "
-        f"r = {occ['r with brain extent']:+.2f} with the brain extent per slice and "
-        f"{occ['r with synthetic ageing map']:+.2f} with the synthetic ageing map, and puts "
-        f"{occ['share in band']:.0%} of its importance in the medial temporal band (a flat profile: "
-        f"{real_summary.loc['flat profile (reference)', 'share in band']:.0%}).\n"
-        f"- Attention and occlusion agree at r = "
-        f"{E.profile_correlation(real['attention'].profile(), real['occlusion'].profile()):+.2f}."
-    )
+    Markdown(f"""
+- The slice model's test MAE is {mae:.1f} years (95 % CI {lo:.1f}-{hi:.1f}) against {base:.1f}
+  for the mean age and {ridge:.1f} for ridge on regional volumes, on {age_test["n"]} test heads:
+  it {verdict}.
+- Occlusion peaks at z = {occ["peak (mm)"]:.0f} mm. Its profile correlates at
+  r = {occ["r with brain extent"]:+.2f} with the brain extent per slice and
+  {occ["r with synthetic ageing map"]:+.2f} with the synthetic ageing map, and puts
+  {occ["share in band"]:.0%} of its importance in the medial temporal band (a flat profile:
+  {flat:.0%}).
+- Attention and occlusion profiles agree at r = {agree:+.2f}.
+""")
 )
 
 # %% [markdown]
 # **Caveats.** These profiles are not validated: no ground truth exists for real heads, the test
-# split is small, and one seed of a frozen encoder trained on about a hundred heads is a weak
-# basis. Read them as hypotheses: a profile that mostly follows the brain extent says "the model
-# uses the whole brain" and little else; one that stands out over the slices through the
-# ventricles or the medial temporal lobe is anatomically plausible for ageing, and one that
-# peaks at the top of the head or in the cerebellum asks for a closer look (misalignment, a
-# scanner or QC artefact, a bias of the cohort). On the synthetic cohort we could check the
-# methods against the truth; here the same methods only tell us where this model looked. The
-# lessons that carry over: (1) check that the model works, and beats the baselines and
-# confounds, before reading its explanations; (2) compare several methods; (3) compare the
-# profiles with trivial controls such as the amount of brain per slice; (4) check that scans and
-# reference maps share one grid.
+# split is small, and one seed of a frozen encoder trained on a small set of heads (the counts are
+# printed above) is a weak basis. Read them as hypotheses: a profile that mostly follows the brain
+# extent says "the model uses the whole brain" and little else; one that stands out over the slices
+# through the ventricles or the medial temporal lobe is anatomically plausible for ageing, and one
+# that peaks at the top of the head or in the cerebellum asks for a closer look (misalignment, a
+# scanner or QC artefact, a bias of the cohort). On the synthetic cohort we could check the methods
+# against the truth; here the same methods only tell us where this model looked. The lessons that
+# carry over: (1) check that the model works, and beats the baselines and confounds, before reading
+# its explanations; (2) compare several methods; (3) compare the profiles with trivial controls
+# such as the amount of brain per slice; (4) check that scans and reference maps share one grid.
 
 # %%
 out = RUNS / "slice_importance_tables.csv"
