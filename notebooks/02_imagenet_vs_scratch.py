@@ -506,7 +506,7 @@ display(Markdown("\n".join([
     f"* **Frozen:** {versus(H, 'ImageNet, frozen', 'scratch, frozen')}.",
     f"* **Frozen vs fine-tuned (ImageNet):** {versus(H, 'ImageNet, frozen', 'ImageNet, fine-tuned')}.",
     f"* **3D CNN against the best slice model:** {versus(H, '3D CNN (sfcn_3d)', best_slice)}.",
-    f"* **Arms not counted as learned:** {', '.join(failed) if failed else 'none'}.",
+    f"* **Arms not counted as learned:** {'; '.join(failed) if failed else 'none'}.",
 ])))  # fmt: skip
 
 # %%
