@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default=None, help="table/BIDS folder (default: the run's data)")
     e.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    e.add_argument(
+        "--baseline-features",
+        metavar="CSV",
+        help="features of the ridge baseline instead of down-sampled voxels: a CSV/TSV table, "
+        "one row per subject keyed by participant_id (else its first column, e.g. MRID), "
+        "positive numbers used log-transformed (e.g. data/ixi_hh_4mm/roi_volumes.csv)",
+    )
     e.add_argument("--out", "--json", default=None, help="write the metrics here (JSON file)")
     e.add_argument("--device", default="auto")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -318,6 +325,8 @@ def _print_metrics(res: dict) -> None:
         fm = "-" if m is None else f"{m:.4f}"
         fb = "-" if b is None else f"{b:.4f}"
         lines.append(f"  {k:<18} model {fm:>9}   baseline {fb:>9}")
+    if res.get("ridge_mae") is not None:
+        lines.append(f"  ridge mae {res['ridge_mae']:.4f} ({res.get('ridge_features', '')})")
     print("\n".join(lines))
 
 
@@ -326,6 +335,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from slicelib.runs import evaluate_run
 
     kw = dict(data=a.data, split=a.split, checkpoint=a.checkpoint, device=a.device)
+    kw["baseline_features"] = a.baseline_features
     res = evaluate_run(a.run, **kw, progress=not a.no_progress)
     _print_metrics(res)
     if a.out:

@@ -371,8 +371,8 @@ def evaluate_run(
         checkpoint: "best" or "last".
         baseline_features: features for the ridge baseline instead of down-sampled voxels: a
             table (CSV/TSV path or DataFrame) with one row per subject, keyed by
-            ``participant_id`` (else its first column), positive numeric columns (e.g. regional
-            volumes in mm^3), used log-transformed.
+            ``participant_id`` (else its first column), numeric columns >= 0 (e.g. regional
+            volumes in mm^3), used as log(1 + x).
         n_boot: bootstrap resamples of the 95 % confidence intervals (seeded: reproducible).
 
     Returns:
@@ -481,21 +481,22 @@ def _block_voxels(df: pd.DataFrame, meta: dict, mm: float) -> np.ndarray:
 
 
 def _feature_table(features) -> pd.DataFrame:
-    """A baseline features table indexed by subject id, numeric columns, log-transformed."""
+    """A baseline features table indexed by subject id, numeric columns, as log(1 + x) (a
+    region absent in a few subjects has volume 0)."""
     df = features if isinstance(features, pd.DataFrame) else None
     if df is None:
         path = Path(features)
         df = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
     key = "participant_id" if "participant_id" in df.columns else df.columns[0]
     df = df.set_index(df[key].astype(str)).drop(columns=[key]).select_dtypes("number")
-    bad = [c for c in df.columns if not (df[c] > 0).all()]
+    bad = [c for c in df.columns if not (df[c] >= 0).all()]
     if bad or df.shape[1] == 0:
         raise ConfigError(
             f"baseline_features: the ridge baseline log-transforms its columns, which must be "
-            f"positive numbers (e.g. regional volumes); columns {bad[:5]} are not"
+            f"numbers >= 0 (e.g. regional volumes); columns {bad[:5]} are not"
             + ("" if df.shape[1] else " (no numeric column found)")
         )
-    return np.log(df)
+    return np.log1p(df)
 
 
 def _feature_rows(feats: pd.DataFrame, ids: pd.Series) -> np.ndarray:

@@ -122,8 +122,9 @@ def test_train_evaluate_predict_commands(table, tmp_path, capsys):
     cfg, run = table.parent / "tiny.toml", tmp_path / "run"
     base = ["--data", str(table), "--target", "age", "--config", str(cfg), "--no-progress"]
     argv = ["train", *base, "--out", str(run), "--position", "none", "--norm", "slice"]
-    assert main(argv + ["--pooling", "max"]) == 0
+    assert main(argv + ["--pooling", "max", "--qc", "off"]) == 0
     saved = json.loads((run / "config.json").read_text())
+    assert saved["train"]["qc"] == "off"  # the toy spheres are QC-flagged: trained on silently
     assert saved["model"]["position"] == "none" and saved["model"]["pooling"] == "max"
     assert saved["model"]["norm"] == "slice"
     assert saved["preprocess"]["voxel_size"] == VOXEL  # preprocessing saved with the run
@@ -133,6 +134,15 @@ def test_train_evaluate_predict_commands(table, tmp_path, capsys):
     assert main(["evaluate", "--run", str(run), "--split", "all", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["n"] == 12 and "mae" in res and "baseline_mae" in res
+    # --baseline-features: a table keyed by its first column (MRID, as roi_volumes.csv)
+    ids = pd.read_csv(table, sep="\t")["participant_id"].astype(str)
+    feats = pd.DataFrame({"MRID": ids, "a": np.arange(1.0, len(ids) + 1), "b": 7.0})
+    feats.to_csv(tmp_path / "rois.csv", index=False)
+    argv = ["evaluate", "--run", str(run), "--split", "test", "--out", str(out)]
+    assert main(argv + ["--baseline-features", str(tmp_path / "rois.csv")]) == 0
+    res = json.loads(out.read_text())
+    assert "log of 2 columns" in res["ridge_features"] and res["ridge_mae"] >= 0
+    assert "ridge mae" in capsys.readouterr().out
 
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"\x1f\x8b broken")
@@ -177,6 +187,7 @@ def test_compare_command_passes_the_grid_to_slicelib_compare(table, monkeypatch,
     monkeypatch.setattr(C, "compare", fake)
     argv = "compare --data d --target age --out root --backbone slice_cnn,sfcn_3d --weights "
     argv += "imagenet,none --freeze-encoder no,yes --seed 0,1 --lr 1e-4,1e-3 --patience 0 --jobs 3"
+    argv += " --qc exclude"
     assert main(argv.split() + ["--config", str(table.parent / "tiny.toml"), "--no-progress"]) == 0
     assert seen["grid"] == dict(  # --position not given: compare's default grid
         backbone=["slice_cnn", "sfcn_3d"],
@@ -189,6 +200,7 @@ def test_compare_command_passes_the_grid_to_slicelib_compare(table, monkeypatch,
     base = seen["base"]  # the config file and the plain flags; no grid flag in it
     assert base.model == {"backbone": "slice_cnn", "embed_dim": 8} and base.lr == 1e-3
     assert base.patience is None and base.jobs == 3 and base.freeze_encoder is False
+    assert base.qc == "exclude"
     assert "wrote root/results.csv" in capsys.readouterr().out
 
 

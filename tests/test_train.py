@@ -460,3 +460,29 @@ def test_volume_backbone_config_errors():
         TrainConfig.from_dict({"model": {"backbone": "sfcn_3d", "weights": "imagenet"}})
     with pytest.raises(ConfigError, match="freeze_encoder needs a 2D slice encoder"):
         TrainConfig.from_dict({"model": {"backbone": "sfcn_3d"}, "freeze_encoder": True})
+
+
+def test_qc_exclude_leaves_flagged_scans_out_of_training(table, tmp_path, monkeypatch, capfd):
+    """qc='exclude': flagged scans are listed and neither trained nor validated on."""
+    from slicelib import cache
+
+    real = cache.preprocess_many
+
+    def half_ok(paths, *a, **kw):  # the toy spheres are all flagged: pass every other one
+        qc = real(paths, *a, **kw)
+        return qc.assign(status=["ok" if i % 2 else "flagged" for i in range(len(qc))])
+
+    monkeypatch.setattr(cache, "preprocess_many", half_ok)
+    cfg = tiny_config(tmp_path, data=str(table), out=str(tmp_path / "ex"), epochs=1, qc="exclude")
+    run = train(TrainConfig.from_dict(cfg), progress=False)
+    qc = pd.read_csv(run / "qc.csv", dtype={"participant_id": str})
+    flagged = set(qc.loc[qc["status"] == "flagged", "participant_id"])
+    assert len(flagged) == 8 and f"{len(flagged)} scan(s) left out of" in capfd.readouterr().err
+    split = pd.read_csv(run / "split.csv", dtype={"participant_id": str})
+    val = split[(split["split"] == "val") & ~split["participant_id"].isin(flagged)]
+    assert pd.read_csv(run / "history.csv")["val_n"].tolist() == [len(val)]
+    train_ages = split[(split["split"] == "train") & ~split["participant_id"].isin(flagged)]
+    mean = load_checkpoint(run / "last.pt")["config"]["model"]["target_mean"]
+    assert mean == pytest.approx(train_ages["age"].mean())
+    with pytest.raises(ConfigError, match="qc="):
+        TrainConfig.from_dict(dict(cfg, qc="drop"))

@@ -2,18 +2,21 @@
 
 For each of the 138 heads with an age: ``slicelib.pipeline.run_pipeline`` (default config:
 deepbet, N4, 12-dof affine to the MNI152 template) onto the 4 mm MNI grid
-``slicelib.pipeline.grid(4.0)`` (45 x 54 x 45 voxels, origin (-88, -124, -70) mm, RAS);
-the brain array (z-scored in the brain, float16) and its mask go to ``brains/<id>.npz``.
-Writes ``participants.tsv`` (participant_id, age, sex, brain path, QC measures),
-``roi_volumes.csv`` (the DLMUSE regional volumes in mm^3 of the same subjects, copied) and
-``pipeline.json`` (config, grid, versions). Resumable: an interrupted run keeps the subjects
-it finished (each npz holds its QC row) and the next run does the rest.
+``slicelib.pipeline.grid(4.0)`` (45 x 54 x 45 voxels, origin (-88, -124, -70) mm, RAS); the
+brain goes to ``brains/<id>.nii.gz`` through ``slicelib.derivative.write_brain`` (int16 with a
+scale factor, sform/qform code 4 = MNI152, background exactly 0). Writes ``participants.tsv``
+(participant_id, age, sex, ``path`` relative to this folder, qc, qc_reasons, the QC
+measures), ``roi_volumes.csv`` (the DLMUSE regional volumes in mm^3 of the same subjects,
+copied) and ``pipeline.json`` (config, grid, versions). Resumable: finished subjects are
+recorded in ``brains/.progress.jsonl`` as they finish, and the next run does the rest.
 
     python data/ixi_hh_4mm/make_derivative.py --jobs 2   # 20 to 40 min on 2 (shared) cores
     python data/ixi_hh_4mm/make_derivative.py --source /path/to/ixi_hh_2mm
+    python data/ixi_hh_4mm/make_derivative.py --from-npz  # convert an older run's brains/*.npz
 
-Read one subject: ``z = np.load(path); z["brain"].astype(np.float32)`` (X, Y, Z) and
-``z["mask"]`` (X, Y, Z) bool, ``z["affine"]`` (4, 4).
+``--from-npz`` converts the output of the earlier version of this script (``brains/<id>.npz``
+with ``brain`` float16 (X, Y, Z), ``mask`` bool, ``affine`` (4, 4) and ``row``, its QC row as
+JSON) into this layout without rerunning the pipeline, then removes the npz files.
 """
 
 from __future__ import annotations
@@ -39,71 +42,75 @@ def default_source() -> Path:
 
 
 def one(pid: str, t1: str, out: str, threads: int) -> dict:
-    """Pipeline on one head; writes brains/<pid>.npz; returns its QC row."""
+    """Pipeline on one head; writes brains/<pid>.nii.gz; returns its QC row."""
     from slicelib.pipeline import PipelineConfig, grid, run_pipeline
     from slicelib.qc import qc_status
 
     shape, affine = grid(4.0)
     r = run_pipeline(t1, PipelineConfig(threads=threads), shape, affine)
-    rel = f"brains/{pid}.npz"
-    tmp = Path(out) / f"brains/.{pid}.tmp.npz"
     status, reasons = qc_status(r.qc)
     row = {
         "participant_id": pid,
-        "brain": rel,
         "qc": status,
         "qc_reasons": "; ".join(reasons),
-        **{k: float(r.qc[k]) for k in ("ncc", "wm_gm", "brain_ml", "scale")},
+        **{k: float(r.qc[k]) for k in MEASURES},
     }
-    brain = r.array.astype(np.float16)
-    np.savez_compressed(tmp, brain=brain, mask=r.mask, affine=affine, row=json.dumps(row))
-    os.replace(tmp, Path(out) / rel)
-    return row
+    return save_brain(Path(out), pid, r.array, r.mask, affine, row)
 
 
-def done_row(out: Path, pid: str) -> dict | None:
-    """The QC row of a subject written by an earlier (interrupted) run, else None."""
-    try:
-        with np.load(out / "brains" / f"{pid}.npz") as z:
-            return json.loads(str(z["row"]))
-    except (OSError, KeyError, ValueError):
-        return None
+MEASURES = ("ncc", "wm_gm", "brain_ml", "scale")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--source", default=str(default_source()))
-    ap.add_argument("--out", default=str(HERE))
-    ap.add_argument("--jobs", type=int, default=2)
-    args = ap.parse_args(argv)
+def save_brain(out: Path, pid: str, array, mask, affine, row: dict) -> dict:
+    """Write brains/<pid>.nii.gz (int16 + scale, code 4, background 0); the row with its path."""
+    from slicelib.derivative import write_brain
 
+    rel = f"brains/{pid}.nii.gz"
+    write_brain(out / rel, array, mask, affine)
+    return {**{k: v for k, v in row.items() if k != "brain"}, "path": rel}
+
+
+def done_rows(out: Path) -> dict[str, dict]:
+    """QC rows of subjects an earlier (interrupted) run finished: participant_id -> row."""
+    progress = out / "brains" / ".progress.jsonl"
+    rows = {}
+    if progress.is_file():
+        for line in progress.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:  # a line cut by a kill
+                continue
+            if (out / row["path"]).is_file():
+                rows[row["participant_id"]] = row
+    return rows
+
+
+def from_npz(out: Path) -> list[dict]:
+    """Convert brains/<id>.npz (brain, mask, affine, row) to brains/<id>.nii.gz; QC rows."""
+    rows = []
+    npz = sorted((out / "brains").glob("*.npz"))
+    for f in npz:
+        with np.load(f) as z:
+            row = json.loads(str(z["row"]))
+            array, mask, affine = z["brain"], z["mask"], z["affine"]
+        rows.append(save_brain(out, row["participant_id"], array, mask, affine, row))
+    for f in npz:  # only once every file is converted
+        f.unlink()
+    print(f"converted {len(npz)} npz files to NIfTI in {out / 'brains'} and removed them")
+    return rows
+
+
+def write_tables(out: Path, src: Path, table: pd.DataFrame, rows, failed, converted: bool):
+    """participants.tsv, roi_volumes.csv and pipeline.json of the finished derivative."""
     import deepbet
     import SimpleITK as sitk
-    from tqdm.auto import tqdm
 
     from slicelib.pipeline import PipelineConfig, grid
 
-    src, out = Path(args.source), Path(args.out)
-    table = pd.read_csv(src / "participants.tsv", sep="\t", na_values=["n/a"])
-    table = table[table.age.notna()].reset_index(drop=True)
-    (out / "brains").mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    rows = [row for pid in table.participant_id if (row := done_row(out, pid))]
-    todo = table[~table.participant_id.isin([row["participant_id"] for row in rows])]
-    print(f"{len(rows)} subjects done by an earlier run, {len(todo)} to do")
-    failed = []
-    with cf.ProcessPoolExecutor(args.jobs) as pool:
-        futs = {
-            pool.submit(one, r.participant_id, str(src / r.t1), str(out), threads): r.participant_id
-            for r in todo.itertuples()
-        }
-        for f in tqdm(cf.as_completed(futs), total=len(futs), desc="ixi_hh_4mm"):
-            try:
-                rows.append(f.result())
-            except Exception as e:  # noqa: BLE001 - report, keep going
-                failed.append(f"{futs[f]}: {type(e).__name__}: {e}")
     qc = pd.DataFrame(rows)
-    part = table[["participant_id", "age", "sex"]].merge(qc, on="participant_id")
+    cols = ["participant_id", "path", "qc", "qc_reasons", *MEASURES]
+    part = table[["participant_id", "age", "sex"]].merge(qc[cols], on="participant_id")
+    part = part.sort_values("participant_id")
     part.to_csv(out / "participants.tsv", sep="\t", index=False, na_rep="n/a")
     roi = pd.read_csv(src / "roi_volumes.csv")
     roi = roi[roi.MRID.isin(part.participant_id)].sort_values("MRID")
@@ -112,7 +119,8 @@ def main(argv=None) -> int:
     meta = {
         "pipeline": PipelineConfig().to_dict(),
         "grid": {"shape": list(shape), "affine": affine.tolist(), "voxel_size_mm": 4.0},
-        "dtype": "float16",
+        "format": "NIfTI-1 .nii.gz, int16 with a scale factor, sform/qform code 4, background 0",
+        "converted_from_npz": converted,
         "versions": {
             "deepbet": getattr(deepbet, "__version__", "1.0.2"),
             "SimpleITK": sitk.Version.VersionString(),
@@ -123,6 +131,50 @@ def main(argv=None) -> int:
     (out / "pipeline.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"{len(part)} subjects written to {out}; failed: {failed or 'none'}")
     print(part.qc.value_counts().to_string())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--source", default=str(default_source()))
+    ap.add_argument("--out", default=str(HERE))
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument(
+        "--from-npz", action="store_true", help="convert brains/*.npz of an older run to NIfTI"
+    )
+    args = ap.parse_args(argv)
+
+    from tqdm.auto import tqdm
+
+    src, out = Path(args.source), Path(args.out)
+    table = pd.read_csv(src / "participants.tsv", sep="\t", na_values=["n/a"])
+    table = table[table.age.notna()].reset_index(drop=True)
+    (out / "brains").mkdir(parents=True, exist_ok=True)
+    if args.from_npz:
+        write_tables(out, src, table, from_npz(out), [], converted=True)
+        return 0
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    done = done_rows(out)
+    rows = [done[pid] for pid in table.participant_id if pid in done]
+    todo = table[~table.participant_id.isin(list(done))]
+    print(f"{len(rows)} subjects done by an earlier run, {len(todo)} to do")
+    failed = []
+    progress = open(out / "brains" / ".progress.jsonl", "a")
+    with progress, cf.ProcessPoolExecutor(args.jobs) as pool:
+        futs = {
+            pool.submit(one, r.participant_id, str(src / r.t1), str(out), threads): r.participant_id
+            for r in todo.itertuples()
+        }
+        for f in tqdm(cf.as_completed(futs), total=len(futs), desc="ixi_hh_4mm"):
+            try:
+                rows.append(f.result())
+            except Exception as e:  # noqa: BLE001 - report, keep going
+                failed.append(f"{futs[f]}: {type(e).__name__}: {e}")
+                continue
+            progress.write(json.dumps(rows[-1]) + "\n")
+            progress.flush()
+    write_tables(out, src, table, rows, failed, converted=False)
+    if not failed:
+        (out / "brains" / ".progress.jsonl").unlink()
     return 1 if failed else 0
 
 
