@@ -297,7 +297,8 @@ def load_nifti(path: str | os.PathLike | nib.Nifti1Image) -> nib.Nifti1Image:
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        what = f"a 4D series with {data.shape[3]} volumes" if data.ndim == 4 else "not 3D"
+        n = data.shape[-1]
+        what = f"a 4D series with {n} volumes" if data.ndim == 4 else f"a {data.ndim}D image"
         raise DataError(
             f"{name}: shape {data.shape} is {what}; a single 3D T1 volume is needed. "
             "Extract one volume (e.g. nilearn.image.index_img(img, 0)) or use the 3D scan."
