@@ -149,6 +149,16 @@ def load_preprocessed(
     return _fill(path, config, cache_dir, mmap)[0]
 
 
+def _cached_row(path: str, config: PreprocessConfig, cache_dir) -> dict[str, Any] | None:
+    """The row of :func:`preprocess_many` for a scan already in the cache, else None."""
+    if not Path(path).is_file():
+        return None
+    cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = cdir / f"{cache_key(path, config)}.npy"
+    hit = _read(target, config.volume_shape, mmap=True)
+    return None if hit is None else {**hit[1], "path": str(path), "cache": str(target)}
+
+
 def _one(path: str, config: PreprocessConfig, cache_dir, threads) -> dict[str, Any]:
     """One row of :func:`preprocess_many`; never raises."""
     try:
@@ -196,18 +206,21 @@ def preprocess_many(
     jobs = 1 if config.register is not None else max(1, min(int(jobs), len(paths) or 1))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     bar = tqdm(total=len(paths), desc="preprocess", unit="scan", disable=not progress)
-    if jobs == 1:
-        rows = []
-        for p in paths:
-            rows.append(_one(p, config, cache_dir, None))
+    rows = {i: _cached_row(p, config, cache_dir) for i, p in enumerate(paths)}
+    todo = [i for i, r in rows.items() if r is None]  # a warm cache starts no worker pool
+    bar.update(len(paths) - len(todo))
+    if jobs == 1 or len(todo) < 2:
+        for i in todo:
+            rows[i] = _one(paths[i], config, cache_dir, None)
             bar.update()
     else:
         with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_one, p, config, cache_dir, threads) for p in paths]
-            for _ in cf.as_completed(futures):
+            futures = {i: pool.submit(_one, paths[i], config, cache_dir, threads) for i in todo}
+            for _ in cf.as_completed(futures.values()):
                 bar.update()
-            rows = [f.result() for f in futures]
+            rows.update({i: f.result() for i, f in futures.items()})
     bar.close()
+    rows = [rows[i] for i in range(len(paths))]
     cols = ["path", "status", "reasons", "method", *QC_COLUMNS, "cache"]
     return pd.DataFrame(rows).reindex(columns=cols).fillna({"reasons": "", "cache": ""})
 

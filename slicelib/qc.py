@@ -132,23 +132,19 @@ def qc_status(m: dict[str, Any]) -> tuple[str, list[str]]:
 
 def qc_figure(result, path, status: str = "", reasons=()) -> None:
     """PNG of the preprocessed brain (nilearn plot_anat) with the MNI152 brain outline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import nibabel as nib
+    from matplotlib.figure import Figure
     from nilearn import plotting
 
     from slicelib.utils import atomic_write, mni_template
 
     img = nib.Nifti1Image(result.array, result.affine)
     title = f"{result.source}: {status}" + (f" ({'; '.join(reasons)})" if reasons else "")
-    fig = plt.figure(figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6), facecolor="k")  # not pyplot: the backend stays as it is
     display = plotting.plot_anat(img, figure=fig, cut_coords=(0, -18, 18), dim=0)
     display.add_contours(mni_template(what="mask", resolution=2), levels=[0.5], colors="r")
     fig.suptitle(title[:200], fontsize=8, wrap=True, color="w")  # plot_anat: black background
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
-    plt.close(fig)
 
 
 def _qc_one(path: str, out_dir: str, config_dict: dict, shape, affine, figure: bool) -> dict:
