@@ -261,3 +261,24 @@ def test_qc_passes_a_real_head_and_flags_a_constant_image(tmp_path, capsys):
     assert df.loc[str(const), "status"] in ("error", "flagged")
     assert len(list(out.glob("*.png"))) >= 1
     assert "ok       1 of 2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backbone", ["sfcn_3d", "densenet121_3d"])
+def test_3d_backbones_train_and_evaluate_through_the_cli(backbone, table, tmp_path):
+    if backbone == "densenet121_3d":
+        pytest.importorskip("monai")
+    side = [16, 20, 16] if backbone == "sfcn_3d" else [29, 29, 29]  # DenseNet: >= 29 a side
+    cfg = tmp_path / "volume.toml"
+    cfg.write_text(
+        "epochs = 1\nbatch_size = 4\nlr = 1e-3\n"
+        f'cache_dir = "{table.parent / "cache"}"\n'
+        f'[preprocess]\nvolume_shape = {side}\nvoxel_size = 8.0\ncentre = "none"\n'
+    )
+    run, out = tmp_path / backbone, tmp_path / "eval.json"
+    argv = ["train", "--data", str(table), "--target", "age", "--config", str(cfg)]
+    assert main([*argv, "--backbone", backbone, "--out", str(run), "--no-progress"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["backbone"] == backbone and "embed_dim" not in saved["model"]
+    assert main(["evaluate", "--run", str(run), "--split", "test", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["n"] > 0 and np.isfinite(res["mae"]) and np.isfinite(res["baseline_mae"])
