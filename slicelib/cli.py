@@ -327,6 +327,10 @@ def _print_metrics(res: dict) -> None:
         lines.append(f"  {k:<18} model {fm:>9}   baseline {fb:>9}")
     if res.get("ridge_mae") is not None:
         lines.append(f"  ridge mae {res['ridge_mae']:.4f} ({res.get('ridge_features', '')})")
+    if res.get("qc_flagged"):
+        left = "left out" if res.get("qc") == "exclude" else "included (qc warn)"
+        ids = ", ".join(res["qc_flagged"][:10])
+        lines.append(f"  QC flagged {len(res['qc_flagged'])} scan(s), {left}: {ids}")
     print("\n".join(lines))
 
 

@@ -327,6 +327,13 @@ def _status_note(g: pd.DataFrame, status: str, seed: str) -> str:
     return "ok" if bad.empty else f"ok ({what})" if len(bad) < len(g) else what
 
 
+def _wrap(label: str, width: int = 14) -> str:
+    """``label`` with each of its lines wrapped at ``width`` characters (tick labels)."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width) for line in str(label).split("\n"))
+
+
 def plot_results(
     table: pd.DataFrame,
     *,
@@ -411,7 +418,8 @@ def plot_results(
     ticks = label.str.replace(" / ", "\n")
     if "n" in summary.columns:
         ticks += "\nn = " + summary["n"].astype(int).astype(str)
-    ax.set_xticks(np.arange(len(summary) + len(refs)), [*ticks, *refs], fontsize="small")
+    wrapped = [_wrap(t) for t in [*ticks, *refs]]  # long arm names would overlap
+    ax.set_xticks(np.arange(len(summary) + len(refs)), wrapped, fontsize="small")
     ax.set_xlabel(" / ".join(cond).replace("_", " "))
     ax.set_ylabel(metric_label)
     seeds = []

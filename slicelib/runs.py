@@ -38,6 +38,7 @@ from slicelib import metrics as M
 from slicelib.cnn3d import VolumeCNN, is_volume_backbone
 from slicelib.config import ConfigError
 from slicelib.model import ModelConfig, SliceModel
+from slicelib.weights import state_dict_mismatch
 
 __all__ = [
     "ConfigError",
@@ -144,26 +145,14 @@ def check_state_dict(model: torch.nn.Module, state: dict, ckpt_model_config) -> 
     The message names missing, unexpected and shape-mismatched keys and both architectures
     (``model.config`` vs ``ckpt_model_config``, a ModelConfig or its dict).
     """
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if not (missing or unexpected or shapes):
+    mismatch = state_dict_mismatch(model.state_dict(), state, ("checkpoint", "model"))
+    if not mismatch:
         return
-
-    def few(keys):
-        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-
     raise CheckpointError(
         "the checkpoint is from another architecture.\n"
         f"  checkpoint: {_arch(ckpt_model_config)}\n"
         f"  model:      {_arch(model_config_dict(model))}\n"
-        f"  {len(missing)} missing keys [{few(missing)}]; {len(unexpected)} unexpected keys "
-        f"[{few(unexpected)}]; {len(shapes)} shape mismatches [{few(shapes)}].\n"
+        f"  {mismatch}.\n"
         "Build the model from the checkpoint's own config (slicelib.runs.load_run), or "
         "train into a new run directory."
     )
@@ -379,7 +368,9 @@ def evaluate_run(
         JSON-serialisable dict: ``split``, ``n``, ``task``, ``checkpoint_epoch`` (0-based: the
         training log's "epoch 9/10" is 8), the metrics (e.g. ``mae``/``baseline_mae`` in
         years, ``balanced_accuracy``/``baseline_balanced_accuracy``, ``auc``/``baseline_auc``,
-        ``confusion_matrix``), percentile-bootstrap 95 % intervals over subjects (``mae_ci95``,
+        ``confusion_matrix``), ``qc`` (the run's QC policy), ``qc_flagged`` (evaluated
+        subjects whose scan QC flagged; under policy "exclude" they are not evaluated) and
+        ``qc_excluded``, percentile-bootstrap 95 % intervals over subjects (``mae_ci95``,
         ``baseline_mae_ci95``; ``auc_ci95``, ``balanced_accuracy_ci95``), and for regression
         ``brain_age_gap`` (linear age-bias correction fitted on the val split) and the ridge
         baseline (:func:`ridge_on_run`: ``ridge_mae``, ``ridge_mae_ci95``, ``ridge_pearson_r``).
@@ -409,6 +400,13 @@ def evaluate_run(
             f"no subjects of split {split!r} in {data} (splits there: "
             f"{table['split'].value_counts().to_dict()}). Try --split all."
         )
+    sel, qc_res = _qc_select(sel, run_dir, meta, progress)
+    table = table[~table["participant_id"].isin(qc_res["qc_excluded"])]
+    if len(sel) == 0:
+        raise ConfigError(
+            f"every scan of split {split!r} was QC flagged and the run's policy is qc='exclude' "
+            f"(flagged: {', '.join(qc_res['qc_flagged'][:10])}). Check them with slicelib qc."
+        )
     out, y = run_on(sel)
     baseline = (
         f"training mean ({stats['mean']:.3f})"
@@ -417,6 +415,7 @@ def evaluate_run(
     )
     res = dict(run=str(run_dir), data=str(data), split=split, task=task, target=target)
     res.update(checkpoint=checkpoint, checkpoint_epoch=meta["checkpoint_epoch"], baseline=baseline)
+    res.update(qc_res)
     res.update(M.compute_metrics(task, y, out, stats))
     res.update(M.metric_cis(task, y, out, stats, n_boot=n_boot))
     if task == "regression":
@@ -429,6 +428,38 @@ def evaluate_run(
             "(Beheshti 2019; de Lange & Cole 2020)"
         )
     return M.to_jsonable(res)
+
+
+def _qc_select(sel: pd.DataFrame, run_dir: Path, meta: dict, progress: bool):
+    """Apply the run's QC policy (``train.qc``) to the subjects being evaluated.
+
+    The evaluated scans are QC'd as training QC'd its scans (cached scans only read their QC
+    record). "error" scans raise :class:`slicelib.cache.DataError`; "flagged" ones are
+    listed in a warning ("warn") or left out ("exclude", also from the ridge baseline's fit,
+    using the run's ``qc.csv``). Returns (the rows to evaluate, ``qc``, ``qc_flagged`` (ids),
+    ``qc_excluded`` (ids)).
+    """
+    from slicelib.cache import check_qc, preprocess_many
+
+    tcfg = meta["train"]
+    policy = tcfg.get("qc", "warn")
+    if policy == "off":
+        return sel, dict(qc="off", qc_flagged=[], qc_excluded=[])
+    qc = preprocess_many(
+        sel["path"],
+        meta["preprocess"],
+        tcfg.get("cache_dir"),
+        jobs=tcfg.get("jobs", 1),
+        progress=progress,
+    )
+    ids = sel["participant_id"].astype(str)
+    keep = check_qc(qc, f"evaluating {run_dir}", names=ids, flagged=policy)
+    flagged = ids[(qc["status"] == "flagged").to_numpy()].tolist()
+    excluded = ids[~keep].tolist()
+    if policy == "exclude" and (run_dir / "qc.csv").is_file():  # what training left out
+        trained = pd.read_csv(run_dir / "qc.csv", dtype={"participant_id": str})
+        excluded += trained.loc[trained["status"] == "flagged", "participant_id"].tolist()
+    return sel[keep], dict(qc=policy, qc_flagged=flagged, qc_excluded=sorted(set(excluded)))
 
 
 def ridge_on_run(

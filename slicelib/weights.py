@@ -28,6 +28,7 @@ __all__ = [
     "load_state_dict_file",
     "imagenet_backbone",
     "offline_help",
+    "state_dict_mismatch",
 ]
 
 
@@ -48,8 +49,29 @@ def offline_help(backbone: str) -> str:
     )
 
 
-def _few(keys: list[str]) -> str:
-    return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+def state_dict_mismatch(expected: dict, state: dict, names=("file", "model")) -> str:
+    """Describe how ``state`` does not fit ``expected`` (two state_dicts); "" when it fits.
+
+    Lists missing and unexpected keys and shape mismatches (at most five of each), with the
+    shapes labelled by ``names`` (the source of ``state``, the source of ``expected``).
+    """
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} ({names[0]} {tuple(state[k].shape)} vs {names[1]} {tuple(expected[k].shape)})"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or shapes):
+        return ""
+
+    def few(keys):
+        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+    return (
+        f"{len(missing)} missing keys [{few(missing)}], {len(unexpected)} unexpected keys "
+        f"[{few(unexpected)}], {len(shapes)} shape mismatches [{few(shapes)}]"
+    )
 
 
 def load_state_dict_file(path: str | os.PathLike, net: nn.Module, backbone: str) -> None:
@@ -73,20 +95,10 @@ def load_state_dict_file(path: str | os.PathLike, net: nn.Module, backbone: str)
             f"{path} is not a plain state_dict (a dict of tensors); for backbone {backbone} save "
             "it with torch.save(model.state_dict(), path)."
         )
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: file {tuple(state[k].shape)} vs {backbone} {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or shapes:
+    mismatch = state_dict_mismatch(net.state_dict(), state, ("file", backbone))
+    if mismatch:
         raise WeightsError(
-            f"Weights file {path} does not fit torchvision's {backbone}: "
-            f"{len(missing)} missing keys [{_few(missing)}], "
-            f"{len(unexpected)} unexpected keys [{_few(unexpected)}], "
-            f"{len(shapes)} shape mismatches [{_few(shapes)}]. "
+            f"Weights file {path} does not fit torchvision's {backbone}: {mismatch}. "
             "Pass the backbone the file was saved from (backbone=...)."
         )
     net.load_state_dict(state, strict=True)

@@ -42,3 +42,12 @@ def ixi10_dir() -> Path:
     if not (path / "participants.tsv").is_file():
         pytest.skip(f"{path} not found: set SLICELIB_IXI10 to the ixi10 folder")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test with one torch thread (tiny models: threads cost more than they give)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -7,31 +7,16 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from tiny_data import VOXEL, make_table
 
 from slicelib.cli import build_parser, main
-
-SHAPE, VOXEL = (16, 20, 16), 8.0
 
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory) -> Path:
-    """12 tiny NIfTI volumes on an 8 mm grid; the inner sphere shrinks with age."""
-    from slicelib.data import target_affine
-
+    """12 tiny NIfTI volumes (tiny_data.make_table) and a one-epoch tiny.toml beside them."""
     folder = tmp_path_factory.mktemp("cli")
-    rng = np.random.default_rng(1)
-    X, Y, Z = np.meshgrid(*[np.arange(s) - s / 2 for s in SHAPE], indexing="ij")
-    r2 = X**2 + Y**2 + Z**2
-    rows = []
-    for i in range(12):
-        age = float(rng.uniform(20, 90))
-        vol = 100.0 * (r2 < 49) + 80.0 * (r2 < (6.5 - 2.5 * (age - 20) / 70) ** 2)
-        vol = vol + rng.normal(0, 5, SHAPE) * (vol > 0)
-        p = folder / f"s{i:02d}.nii.gz"
-        nib.save(nib.Nifti1Image(vol.astype(np.float32), target_affine(SHAPE, VOXEL)), p)
-        rows.append(dict(participant_id=f"s{i:02d}", age=round(age, 1), ad=i % 2, path=p.name))
-    pd.DataFrame(rows).to_csv(folder / "participants.tsv", sep="\t", index=False)
+    make_table(folder, n=12, seed=1)
     (folder / "tiny.toml").write_text(
         "epochs = 1\nbatch_size = 4\nlr = 1e-3\n"
         f'cache_dir = "{folder / "cache"}"\n'
@@ -41,12 +26,7 @@ def table(tmp_path_factory) -> Path:
     return folder / "participants.tsv"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _options(parser, command: str) -> set[str]:
@@ -146,7 +126,7 @@ def test_train_evaluate_predict_commands(table, tmp_path, capsys):
 
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"\x1f\x8b broken")
-    good = str(table.parent / "s00.nii.gz")
+    good = str(table.parent / "sub-000.nii.gz")
     csv = tmp_path / "pred.csv"
     capsys.readouterr()
     assert main(["predict", "--run", str(run), good, str(bad), "--out", str(csv)]) == 1

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-from test_train import make_table, tiny_config
+from tiny_data import make_table, tiny_config
 
 from slicelib.compare import ARM_FLAGS, choose, compare, judge, plan, run_config
 from slicelib.config import ConfigError, TrainConfig
@@ -18,12 +17,7 @@ def table(tmp_path_factory) -> Path:
     return make_table(tmp_path_factory.mktemp("cmp"), n=12)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_grid_runs_every_combination_with_its_settings():

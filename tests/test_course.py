@@ -78,7 +78,7 @@ def test_runs_dir_names_the_generator_version(tmp_path, monkeypatch):
 
 
 def test_train_on_split_uses_the_given_split(tmp_path):
-    from test_train import SHAPE, VOXEL, make_table
+    from tiny_data import SHAPE, VOXEL, make_table
 
     from slicelib.train import TrainConfig
 
@@ -125,7 +125,7 @@ def test_course_split_is_seeded_disjoint_and_nested_balanced():
 
 
 def test_compare_on_split_trains_every_arm_on_the_given_split(tmp_path):
-    from test_train import SHAPE, VOXEL, make_table
+    from tiny_data import SHAPE, VOXEL, make_table
 
     from slicelib.train import TrainConfig
 

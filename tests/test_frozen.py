@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_train import SHAPE, make_table, tiny_config
+from tiny_data import SHAPE, make_table, tiny_config
 
 from slicelib import frozen
 from slicelib.data import VolumeDataset
@@ -15,13 +15,7 @@ from slicelib.model import SliceModel
 from slicelib.runs import evaluate_run, load_checkpoint, load_run, predict_files
 from slicelib.train import TrainConfig, cached_features, encode_features, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

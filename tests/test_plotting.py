@@ -288,7 +288,7 @@ def test_failed_runs_are_named_not_averaged_and_baselines_drawn_beside_the_arms(
     )
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_xticklabels()]
-    assert labels == ["imagenet\nn = 1", "none\nn = 2", "mean-age baseline", "ridge"]
+    assert labels == ["imagenet\nn = 1", "none\nn = 2", "mean-age\nbaseline", "ridge"]  # wrapped
     assert [p.get_height() for p in ax.patches] == [4.0, 20.0, 17.0, 6.0]
     assert ax.patches[1].get_hatch() == "//" and not ax.patches[0].get_hatch()
     texts = [t.get_text() for t in ax.texts]

@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_data import SHAPE, VOXEL, make_table, tiny_config, write_toml
 
 from slicelib.model import SliceModel
 from slicelib.runs import (
@@ -29,71 +29,7 @@ from slicelib.runs import (
 )
 from slicelib.train import ConfigError, TrainConfig, resolve_config, train
 
-SHAPE, VOXEL = (16, 20, 16), 8.0
 REPO = Path(__file__).resolve().parents[1]
-
-
-def make_table(folder: Path, n: int = 16, seed: int = 0, all_ad: int | None = None) -> Path:
-    """Write n tiny NIfTI volumes whose inner sphere shrinks with age (+ an 'ad' lesion).
-
-    Returns the participants.tsv path (columns participant_id, age [years], ad [0/1], path).
-    """
-    from slicelib.data import target_affine
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    X, Y, Z = np.meshgrid(*[np.arange(s) - s / 2 for s in SHAPE], indexing="ij")
-    r2 = X**2 + Y**2 + Z**2
-    rows = []
-    for i in range(n):
-        age = float(rng.uniform(20, 90))
-        ad = int(i % 3 == 0) if all_ad is None else all_ad
-        r = 6.5 - 2.5 * (age - 20) / 70
-        vol = 100.0 * (r2 < 49) + 80.0 * (r2 < r**2) - 40.0 * ad * (np.abs(X - 3) < 2) * (r2 < 49)
-        vol = vol + rng.normal(0, 5, SHAPE) * (vol > 0)
-        p = folder / f"sub-{i:03d}.nii.gz"
-        nib.save(nib.Nifti1Image(vol.astype(np.float32), target_affine(SHAPE, VOXEL)), p)
-        rows.append(dict(participant_id=f"sub-{i:03d}", age=round(age, 1), ad=ad, path=p.name))
-    table = folder / "participants.tsv"
-    pd.DataFrame(rows).to_csv(table, sep="\t", index=False)
-    return table
-
-
-def tiny_config(tmp: Path, **over) -> dict:
-    d = dict(
-        epochs=2,
-        batch_size=4,
-        lr=1e-3,
-        patience=None,
-        cache_dir=str(tmp / "cache"),
-        model=dict(backbone="slice_cnn", embed_dim=8),
-        preprocess=dict(volume_shape=list(SHAPE), voxel_size=VOXEL, centre="none"),
-    )
-    d.update(over)
-    return d
-
-
-def write_toml(path: Path, d: dict) -> Path:
-    lines = []
-    for k, v in d.items():
-        if v is not None and not isinstance(v, dict):
-            lines.append(f"{k} = {_toml(v)}")
-    for k, v in d.items():
-        if isinstance(v, dict):
-            lines.append(f"[{k}]")
-            lines += [f"{kk} = {_toml(vv)}" for kk, vv in v.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _toml(v):
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml(x) for x in v) + "]"
-    return repr(v)
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +37,7 @@ def table(tmp_path_factory) -> Path:
     return make_table(tmp_path_factory.mktemp("tiny"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _env() -> dict:
@@ -468,9 +399,10 @@ def test_qc_exclude_leaves_flagged_scans_out_of_training(table, tmp_path, monkey
 
     real = cache.preprocess_many
 
-    def half_ok(paths, *a, **kw):  # the toy spheres are all flagged: pass every other one
+    def half_ok(paths, *a, **kw):  # the toy spheres are all flagged: pass the odd-numbered
         qc = real(paths, *a, **kw)
-        return qc.assign(status=["ok" if i % 2 else "flagged" for i in range(len(qc))])
+        odd = [int(Path(p).name[4:7]) % 2 == 1 for p in qc["path"]]  # sub-NNN.nii.gz
+        return qc.assign(status=["ok" if o else "flagged" for o in odd])
 
     monkeypatch.setattr(cache, "preprocess_many", half_ok)
     cfg = tiny_config(tmp_path, data=str(table), out=str(tmp_path / "ex"), epochs=1, qc="exclude")
@@ -484,5 +416,12 @@ def test_qc_exclude_leaves_flagged_scans_out_of_training(table, tmp_path, monkey
     train_ages = split[(split["split"] == "train") & ~split["participant_id"].isin(flagged)]
     mean = load_checkpoint(run / "last.pt")["config"]["model"]["target_mean"]
     assert mean == pytest.approx(train_ages["age"].mean())
+    # evaluate applies the run's policy: flagged test scans are named and not scored
+    res = evaluate_run(run, split="test", progress=False, n_boot=50)
+    test = split[split["split"] == "test"]
+    assert res["qc"] == "exclude" and set(res["qc_flagged"]) == flagged & set(
+        test["participant_id"]
+    )
+    assert res["n"] == len(test) - len(res["qc_flagged"]) and set(res["qc_excluded"]) >= flagged
     with pytest.raises(ConfigError, match="qc="):
         TrainConfig.from_dict(dict(cfg, qc="drop"))

@@ -89,6 +89,11 @@ def from_npz(out: Path) -> list[dict]:
     """Convert brains/<id>.npz (brain, mask, affine, row) to brains/<id>.nii.gz; QC rows."""
     rows = []
     npz = sorted((out / "brains").glob("*.npz"))
+    if not npz:
+        raise SystemExit(
+            f"--from-npz: no brains/*.npz in {out} to convert. Run without --from-npz to "
+            "regenerate the derivative from the raw heads (--source)."
+        )
     for f in npz:
         with np.load(f) as z:
             row = json.loads(str(z["row"]))
