@@ -206,6 +206,8 @@ def encode_labels(values: pd.Series, task: str, target: str) -> tuple[pd.Series,
 
 
 def check_classes(train_y: np.ndarray, task: str, classes: list, target: str) -> None:
+    """Refuse a classification training split with fewer than two classes; warn about classes
+    without training subjects. ``train_y``: (N,) class codes 0..C-1 of the training subjects."""
     if task == "regression":
         return
     counts = np.bincount(train_y.astype(np.int64), minlength=len(classes))
