@@ -354,6 +354,10 @@ def evaluate_run(
 ) -> dict:
     """Evaluate a run's model beside the training baseline (and, for regression, ridge).
 
+    A frozen-encoder run evaluates its head on the cached encoder features (computed and
+    cached for subjects not seen yet): the same function as the full model, without
+    re-encoding every slice.
+
     Args:
         run_dir: the run directory.
         data: participants table / BIDS folder; default: the run's own ``data``. Subjects
@@ -394,6 +398,11 @@ def evaluate_run(
     def run_on(df: pd.DataFrame):
         ds = volume_dataset(df, target, meta["preprocess"], tcfg.get("cache_dir"))
         bs = tcfg.get("batch_size", 8)
+        if tcfg.get("freeze_encoder"):  # the same function on cached encoder features
+            from slicelib.frozen import FrozenHead, feature_dataset
+
+            feats = feature_dataset(model, ds, tcfg.get("cache_dir"), bs)
+            return predict_dataset(FrozenHead(model), feats, bs, dev, progress=progress)
         return predict_dataset(model, ds, bs, dev, dev.type == "cuda", progress=progress)
 
     sel = table if split == "all" else table[table["split"] == split]

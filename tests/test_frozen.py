@@ -88,7 +88,7 @@ def test_frozen_train_resume_evaluate_predict(table, tmp_path, mobilenet_weights
     init = SliceModel("mobilenet_v2", str(mobilenet_weights), embed_dim=8, volume_shape=SHAPE)
     enc = {k: v for k, v in b["model"].items() if k.startswith("encoder.")}
     assert all(torch.equal(v, init.state_dict()[k]) for k, v in enc.items())
-    # evaluate and predict run the full model on volumes
+    # evaluate runs the head on cached features, predict the full model on volumes: same numbers
     res = evaluate_run(run, split="test", progress=False)
     test = split[split["split"] == "test"]
     files = [table.parent / f"{p}.nii.gz" for p in test["participant_id"]]
