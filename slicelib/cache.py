@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from slicelib.config import QC_MODES
 from slicelib.data import CACHE_VERSION, DataError, PreprocessConfig, load_nifti, preprocess
 from slicelib.utils import atomic_write
 
@@ -245,8 +246,8 @@ def check_qc(
     """
     import sys
 
-    if flagged not in ("warn", "exclude", "off"):
-        raise ValueError(f"check_qc(flagged={flagged!r}): use 'warn', 'exclude' or 'off'")
+    if flagged not in QC_MODES:
+        raise ValueError(f"check_qc(flagged={flagged!r}): use one of {QC_MODES}")
     names = list(qc["path"] if names is None else names)
     status, reasons = list(qc["status"]), list(qc["reasons"].fillna(""))
     bad = [f"  {n}: {r}" for n, s, r in zip(names, status, reasons) if s == "error"]

@@ -110,17 +110,9 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
     codes, classes = encode_labels(table[cfg.target], cfg.task, cfg.target)
     table["_y"] = codes.values
     pcfg = PreprocessConfig.from_dict(dict(cfg.preprocess))
-    keep = np.ones(len(table), dtype=bool)
-    for step in ("split", "qc"):  # a bad split fails before any scan is preprocessed
-        if step == "qc":
-            keep = _check_inputs(table, pcfg, cfg, rank, run_dir / "qc.csv", progress)
-        tr, va = (table[keep & (table["split"] == name)] for name in ("train", "val"))
-        if len(tr) == 0 or len(va) == 0:
-            raise ConfigError(
-                f"the split has {len(tr)} training and {len(va)} validation subjects; "
-                f"{cfg.data} has {len(table)} subjects ({int((~keep).sum())} left out by "
-                "qc='exclude'). Use more subjects or other split_fractions."
-            )
+    _train_val(table, np.ones(len(table), dtype=bool), cfg)  # before any scan is preprocessed
+    keep = _check_inputs(table, pcfg, cfg, rank, run_dir / "qc.csv", progress)
+    tr, va = _train_val(table, keep, cfg)
     check_classes(tr["_y"].to_numpy(), cfg.task, classes or [], cfg.target)
 
     # --- model: the grid comes from the preprocessing, the head's scale from the training set -
@@ -153,6 +145,19 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
 
     fit(model, dataset(tr), dataset(va), resolved, run_dir, meta=meta, progress=progress)
     return run_dir
+
+
+def _train_val(table: pd.DataFrame, keep: np.ndarray, cfg: TrainConfig):
+    """The training and validation rows of ``table`` among ``keep`` (bool, (len(table),));
+    a ConfigError when either is empty."""
+    tr, va = (table[keep & (table["split"] == name)] for name in ("train", "val"))
+    if len(tr) == 0 or len(va) == 0:
+        raise ConfigError(
+            f"the split has {len(tr)} training and {len(va)} validation subjects; "
+            f"{cfg.data} has {len(table)} subjects ({int((~keep).sum())} left out by "
+            "qc='exclude'). Use more subjects or other split_fractions."
+        )
+    return tr, va
 
 
 def _check_inputs(table, pcfg, cfg: TrainConfig, rank: int, qc_file: Path, progress: bool):
