@@ -553,6 +553,7 @@ def bench_latency(s: Settings, work_dir: Path) -> dict:
                 median_s=statistics.median(times),
                 first_call_s=first,
                 d_output=fast.max_abs_diff(ref, out),
+                non_finite=not bool(torch.isfinite(out).all()),  # (a kernel's NaN, reported)
                 skipped_slices=getattr(run, "last_skipped", 0),
             )
         )
@@ -1141,10 +1142,12 @@ def _latency_report(sec: dict) -> list[str]:
         skipped_slices="slices skipped",
         first_call_s="first call s",
     )
+    bad = [r["name"] for r in sec["rows"] if r.get("non_finite")]
     return [
         f"## Inference latency, one scan after loading (resnet18, sagittal; {sec['input']})",
         table(rows, columns),
         "d output: max abs difference from the plain model on the same input and weights.",
+        *([f"Non-finite (NaN/inf) output in this run: {', '.join(bad)}."] if bad else []),
     ]
 
 
