@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from slicelib.config import QC_MODES
 from slicelib.data import CACHE_VERSION, DataError, PreprocessConfig, load_nifti, preprocess
-from slicelib.utils import atomic_write
+from slicelib.qc import QC_MODES
+from slicelib.utils import atomic_write, save_npy
 
 __all__ = [
     "default_cache_dir",
@@ -78,11 +78,6 @@ def cache_key(path: str | os.PathLike, config: PreprocessConfig) -> str:
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object: np.save(path) would append ".npy" to the name
-        np.save(f, array)
-
-
 def _qc_record(path, info: dict) -> dict[str, Any]:
     return {
         "path": str(path),
@@ -119,7 +114,7 @@ def _fill(path, config: PreprocessConfig, cache_dir, mmap: bool = True, threads=
         raise DataError(f"{path}: preprocessed intensities exceed float16 range; check the image.")
     record = _qc_record(path, info)
     text = json.dumps(record, indent=1) + "\n"
-    atomic_write(target, lambda tmp: _save_npy(tmp, vol.astype(np.float16)))
+    save_npy(target, vol.astype(np.float16))
     atomic_write(target.with_suffix(".qc.json"), lambda tmp: Path(tmp).write_text(text))
     return (np.load(target, mmap_mode="r") if mmap else np.load(target)), record
 

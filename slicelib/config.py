@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slicelib.cnn3d import VolumeCNN, is_volume_backbone
+from slicelib.errors import ConfigError
 from slicelib.model import SliceModel
+from slicelib.qc import QC_MODES
 
 __all__ = [
     "ConfigError",
@@ -33,11 +35,6 @@ __all__ = [
 
 
 #: What training does with scans that QC flags (see ``TrainConfig.qc``).
-QC_MODES = ("warn", "exclude", "off")
-
-
-class ConfigError(ValueError):
-    """A configuration is invalid (unknown key, bad value, resume with another config)."""
 
 
 # Sizes per preset. Keys are TrainConfig fields; "model"/"preprocess" are merged key-wise.

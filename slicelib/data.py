@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from slicelib.centre import border_stats, centre_transform, foreground_mask, head_anchor
+from slicelib.errors import DataError
 
 __all__ = [
     "MNI_2MM_SHAPE",
@@ -75,10 +76,6 @@ CACHE_VERSION = "3"  # 3: methods pipeline/mni/centre, skull-stripped brains z-s
 METHODS = ("pipeline", "mni", "centre")
 
 _SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh")
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file or table row, what is wrong and what to do."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ encoder key hashes the encoder's weights (every tensor's bytes), the backbone an
 preprocessing, the grid and the axes; the volume key is the preprocessed-volume cache key
 (:func:`slicelib.data.cache_key`: the file's content and the preprocessing). Other weights,
 preprocessing, grid or axes give another file, so stale features are never read. Files are
-written with :func:`slicelib.utils.atomic_write`.
+written with :func:`slicelib.utils.save_npy`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from slicelib.model import AXES, volume_slices
-from slicelib.utils import atomic_write
+from slicelib.utils import save_npy
 
 __all__ = ["encode_features", "encoder_key", "cached_features", "FrozenHead"]
 
@@ -134,7 +134,7 @@ def cached_features(
         part = todo[start : start + batch_size]
         x = torch.stack([dataset[i][0] for i in part])  # (b, 1, X, Y, Z)
         for i, f in zip(part, encode_features(model, x)):  # f (S, F)
-            _write(files[i], f.numpy())
+            save_npy(files[i], f.numpy())
             feats[i] = f
         bar.update(len(part))
     bar.close()
@@ -146,14 +146,6 @@ def _read(path: Path) -> np.ndarray | None:
         return np.load(path) if path.is_file() else None
     except (OSError, ValueError):  # a damaged file is recomputed
         return None
-
-
-def _write(path: Path, array: np.ndarray) -> None:
-    def save(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.save(path) would append ".npy"
-            np.save(f, array)
-
-    atomic_write(path, save)
 
 
 def feature_dataset(model, dataset, cache_dir=None, batch_size: int = 8) -> TensorDataset:

@@ -43,6 +43,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from slicelib.errors import PipelineError
+
 __all__ = [
     "PipelineConfig",
     "PipelineResult",
@@ -60,10 +62,6 @@ GRID_CENTRE_MM = np.array([0.0, -18.0, 18.0])
 #: Grid shapes of :func:`grid` (2 mm: the FSL MNI152 grid; 4 mm: half of it, rounded down).
 GRID_SHAPES = {2.0: (91, 109, 91), 4.0: (45, 54, 45)}
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (ITK's world convention)
-
-
-class PipelineError(ValueError):
-    """A scan the pipeline cannot process; the message names the file and the reason."""
 
 
 def grid(voxel_size: float = 2.0, shape=None) -> tuple[tuple[int, int, int], np.ndarray]:

@@ -43,7 +43,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["THRESHOLDS", "measures", "qc_status", "qc_figure", "run_qc"]
+__all__ = ["QC_MODES", "THRESHOLDS", "measures", "qc_status", "qc_figure", "run_qc"]
+
+#: What training and evaluation do with a flagged scan (``TrainConfig.qc``).
+QC_MODES = ("warn", "exclude", "off")
 
 #: Flag a scan when a measure falls outside these bounds (see the module doc for the data).
 THRESHOLDS: dict[str, tuple[float, float]] = {

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from slicelib import metrics as M
 from slicelib.cnn3d import VolumeCNN, is_volume_backbone
 from slicelib.config import ConfigError
+from slicelib.errors import CheckpointError
 from slicelib.model import ModelConfig, SliceModel
 from slicelib.weights import state_dict_mismatch
 
@@ -55,10 +56,6 @@ __all__ = [
     "evaluate_run",
     "predict_files",
 ]
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be used (missing, from another architecture, unreadable)."""
 
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:

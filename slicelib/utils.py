@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write", "pearson_r", "mni_template"]
+__all__ = ["atomic_write", "save_npy", "pearson_r", "mni_template"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
@@ -40,6 +40,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write ``array`` to ``path`` as a ``.npy`` file atomically (see :func:`atomic_write`).
+
+    The name is used as given (``np.save(path)`` would append ".npy" to a name without it).
+    """
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    atomic_write(path, save)
 
 
 def pearson_r(a, b) -> float | None:

@@ -22,6 +22,8 @@ import torch
 import torchvision
 from torch import nn
 
+from slicelib.errors import WeightsError
+
 __all__ = [
     "WeightsError",
     "load_backbone",
@@ -30,10 +32,6 @@ __all__ = [
     "offline_help",
     "state_dict_mismatch",
 ]
-
-
-class WeightsError(RuntimeError):
-    """Pretrained weights could not be found, downloaded or loaded."""
 
 
 def offline_help(backbone: str) -> str:
