@@ -1,0 +1,148 @@
+"""The README is a front page; the details live in docs/ and every link resolves (issue 19, item 6)."""
+
+import ast
+import inspect
+import re
+from pathlib import Path
+
+from slicelib import SliceModel
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+
+# The `##` / `###` headings of the 433-line README before it became a front page (commit
+# b611764). Each section moved, text intact, to README.md or a docs/ page linked from it.
+OLD_HEADINGS = [
+    "Two commands",
+    "The model in five lines",
+    "How the code is organised",
+    "Offline ImageNet weights",
+    "Command line",
+    "Brain age on real IXI heads",
+    "What it gives on the synthetic cohort",
+    "Data",
+    "Notebooks (the course)",
+    "Benchmarks",
+    "How it maps onto the paper's code",
+    "Citation and licence",
+]
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+
+
+def prose(path: Path) -> str:
+    """The Markdown of `path` without its fenced code blocks (links there are not links)."""
+    return FENCE.sub("", path.read_text())
+
+
+def headings(path: Path) -> list[str]:
+    """The text of every Markdown heading (any level) in `path`, outside code blocks."""
+    return [m.group(1).strip() for m in re.finditer(r"^#{1,6} (.+)$", prose(path), re.M)]
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def relative_links(path: Path) -> list[str]:
+    """Every link target in `path` that is not a URL (http, https, mailto) or a bare anchor."""
+    return [
+        t
+        for t in LINK.findall(prose(path))
+        if not re.match(r"[a-z]+:", t) and not t.startswith("#")
+    ]
+
+
+def linked_docs() -> set[Path]:
+    """The docs/*.md pages README.md links to."""
+    out = set()
+    for target in relative_links(README):
+        p = (ROOT / target.split("#")[0]).resolve()
+        if p.parent == DOCS.resolve() and p.suffix == ".md":
+            out.add(p)
+    return out
+
+
+def section(text: str, heading: str) -> str:
+    """The body of the `## heading` section of Markdown `text` (up to the next `## `)."""
+    m = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert m, f"README.md has no '## {heading}' section"
+    return m.group(1)
+
+
+def test_readme_is_a_short_front_page():
+    n = len(README.read_text().splitlines())
+    assert n <= 150, f"README.md has {n} lines; move details into a docs/ page (at most 150)"
+    text = README.read_text()
+    for cmd in ("make demo", "make test"):
+        assert re.search(rf"^{cmd}\b", text, re.M), f"README.md must show `{cmd}` as a command"
+
+
+def test_every_old_section_is_reachable_from_the_readme():
+    pages = [README, *sorted(linked_docs())]
+    found = {h for page in pages for h in headings(page)}
+    missing = [h for h in OLD_HEADINGS if h not in found]
+    assert not missing, (
+        f"old README sections {missing} are neither in README.md nor in a docs/ page it links "
+        f"to ({[p.name for p in pages[1:]]}); move them there with their text"
+    )
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    pages = sorted(DOCS.glob("*.md"))
+    assert pages, "docs/ holds no pages"
+    orphans = [p.name for p in pages if p.resolve() not in linked_docs()]
+    assert not orphans, f"docs pages {orphans} are not linked from README.md: add them"
+
+
+def test_relative_links_resolve():
+    broken = []
+    for page in [README, *sorted(DOCS.glob("*.md"))]:
+        for target in relative_links(page):
+            file, _, anchor = target.partition("#")
+            dest = (page.parent / file).resolve()
+            if not dest.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif not dest.is_relative_to(ROOT):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (outside the repository)")
+            elif anchor and dest.suffix == ".md":
+                if anchor not in {slug(h) for h in headings(dest)}:
+                    broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, "broken relative links:\n" + "\n".join(broken)
+
+
+def test_headline_table_is_the_one_in_docs_results():
+    body = section(README.read_text(), "Brain age on real IXI heads")
+    rows = [line for line in body.splitlines() if line.startswith("|")]
+    assert len(rows) >= 3, "the README's headline section holds no results table"
+    results = (DOCS / "results.md").read_text().splitlines()
+    differ = [row for row in rows if row not in results]
+    assert not differ, (
+        f"these rows of the README's headline table are not in docs/results.md: {differ}; "
+        "change the numbers in both places"
+    )
+    words = " ".join(body.split())
+    for caveat in ("one split", "21 test", "5-fold cross-validation"):
+        assert caveat in words, f"the headline table's caveat lacks {caveat!r}"
+
+
+def test_model_snippet_is_five_lines_that_fit_slicemodel():
+    body = section(README.read_text(), "The model in five lines")
+    code = re.search(r"```python\n(.*?)```", body, re.S)
+    assert code, "the model section holds no ```python block"
+    lines = [line for line in code.group(1).splitlines() if line.strip()]
+    assert len(lines) <= 5, f"the model snippet has {len(lines)} lines, not five"
+    calls = [
+        node
+        for node in ast.walk(ast.parse(code.group(1)))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "SliceModel"
+    ]
+    assert len(calls) == 1, "the snippet must build one SliceModel"
+    call = calls[0]
+    args = [ast.literal_eval(a) for a in call.args]
+    kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    # raises TypeError when the snippet names an argument SliceModel no longer takes
+    inspect.signature(SliceModel).bind(*args, **kwargs)
