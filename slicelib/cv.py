@@ -17,10 +17,10 @@ stratified by age bins crossed with sex (scikit-learn ``StratifiedKFold``), seed
 The classical baselines (:func:`baseline_arms`), each fitted on the training folds only, its
 penalty chosen by an inner cross-validation on those training subjects (``RidgeCV``'s efficient
 leave-one-out over ``RIDGE_ALPHAS``): the training-mean age, a ridge on the log regional
-volumes, a ridge on the registered brains block-averaged to 8 mm. :func:`run_cv` fits them
-fold by fold, records every model's training subjects in ``fits.json``, refuses an out-of-fold
-prediction whose subject was among its model's training subjects, and resumes: the (arm, fold,
-seed) triples already in ``oof.csv`` are not refitted.
+volumes, a ridge on the registered brains block-averaged to 8 mm (standardised features clipped
+to +-5 SD). :func:`run_cv` fits them fold by fold, records every model's training subjects in
+``fits.json``, refuses an out-of-fold prediction whose subject was among its model's training
+subjects, and resumes: the (arm, fold, seed) triples already in ``oof.csv`` are not refitted.
 
     python -m slicelib.cv --data data/ixi_hh_4mm --out benchmarks/results/ixi_cv_baselines
 """
@@ -31,9 +31,9 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable, Mapping
 from itertools import combinations
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -59,6 +59,10 @@ __all__ = [
 
 OOF_COLUMNS = ["participant_id", "fold", "arm", "seed", "prediction", "target"]
 RIDGE_ALPHAS = np.logspace(-2, 7, 19)  # penalties RidgeCV chooses among (features standardised)
+# standardised features are clipped to +-CLIP_SD (training mean and SD): one IXI head's regional
+# volumes (IXI256-HH-1723, a failed parcellation: many regions 0, others doubled) lie 11 SD out
+# and, unclipped, the ridge predicts it 135 years old
+CLIP_SD = 5.0
 
 
 # -----------------------------------------------------------------------------
@@ -226,7 +230,7 @@ def voxel_features(paths: Mapping[str, str | os.PathLike], block: int = 2) -> pd
     import nibabel as nib
 
     rows, shape = [], None
-    for pid, p in paths.items():
+    for p in paths.values():
         a = np.asarray(nib.load(p).get_fdata(dtype=np.float32))  # (X, Y, Z)
         if shape is not None and a.shape != shape:
             raise DataError(f"{p}: grid {a.shape} differs from the first brain's {shape}")
@@ -258,22 +262,28 @@ def _rows(feats: pd.DataFrame, ids, where: str) -> pd.DataFrame:
 # the baselines
 
 
+def _clip(x, limit: float = CLIP_SD):
+    return np.clip(x, -limit, limit)
+
+
 def _ridge():
+    """StandardScaler -> clip to +-CLIP_SD -> RidgeCV over RIDGE_ALPHAS (leave-one-out)."""
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-    return make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
+    return make_pipeline(StandardScaler(), FunctionTransformer(_clip), RidgeCV(alphas=RIDGE_ALPHAS))
 
 
 def baseline_arms(data_dir: str | os.PathLike, ids) -> dict[str, tuple[Callable, pd.DataFrame]]:
     """The classical baselines of a derivative folder, as ``arm -> (make_estimator, features)``.
 
     ``mean``: scikit-learn ``DummyRegressor`` (the training-mean age; its features are
-    ignored). ``ridge_roi``: standardised log regional volumes (``roi_volumes.csv``) ->
-    ``RidgeCV``. ``ridge_voxels``: the brains of ``participants.tsv``'s ``path`` column,
-    block-averaged to 8 mm (:func:`voxel_features`), standardised -> ``RidgeCV``. The penalty
-    is chosen among :data:`RIDGE_ALPHAS` by leave-one-out on the training subjects of each fold.
+    ignored). ``ridge_roi``: log regional volumes (``roi_volumes.csv``). ``ridge_voxels``: the
+    brains of ``participants.tsv``'s ``path`` column, block-averaged to 8 mm
+    (:func:`voxel_features`). Both ridges standardise each feature with the training subjects'
+    mean and SD, clip it to +-:data:`CLIP_SD` and fit ``RidgeCV``, its penalty chosen among
+    :data:`RIDGE_ALPHAS` by leave-one-out on the training subjects of each fold.
 
     Args:
         data_dir: a folder like ``data/ixi_hh_4mm`` (participants.tsv, roi_volumes.csv, brains).
@@ -380,9 +390,7 @@ def run_cv(
     if missing:
         raise DataError(f"run_cv: no target for subjects {missing[:5]} ({len(missing)} in all)")
     oof = read_oof(oof_path) if oof_path.is_file() else pd.DataFrame(columns=OOF_COLUMNS)
-    moved = [
-        (p, f) for p, f in zip(oof["participant_id"], oof["fold"]) if fold_of.get(p, f) != f
-    ]
+    moved = [(p, f) for p, f in zip(oof["participant_id"], oof["fold"]) if fold_of.get(p, f) != f]
     if moved:
         raise ConfigError(
             f"{oof_path} was written with other folds (subject {moved[0][0]} is in fold "
@@ -416,7 +424,7 @@ def run_cv(
                 alpha=None if alpha is None else float(alpha),
                 seconds=round(time.perf_counter() - t0, 3), train_ids=list(train_ids),
             )  # fmt: skip
-            atomic_write(oof_path, lambda tmp: oof[OOF_COLUMNS].to_csv(tmp, index=False))
+            atomic_write(oof_path, lambda tmp, t=oof: t[OOF_COLUMNS].to_csv(tmp, index=False))
             atomic_write(fits_path, lambda tmp: tmp.write_text(json.dumps(fits, indent=1)))
             if progress:
                 mae = float(np.abs(pred - rows["target"].to_numpy()).mean())
