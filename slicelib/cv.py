@@ -44,6 +44,7 @@ from slicelib.utils import atomic_write, pearson_r
 
 __all__ = [
     "OOF_COLUMNS",
+    "BASELINES",
     "RIDGE_ALPHAS",
     "make_folds",
     "read_folds",
@@ -63,6 +64,7 @@ RIDGE_ALPHAS = np.logspace(-2, 7, 19)  # penalties RidgeCV chooses among (featur
 # volumes (IXI256-HH-1723, a failed parcellation: many regions 0, others doubled) lie 11 SD out
 # and, unclipped, the ridge predicts it 135 years old
 CLIP_SD = 5.0
+BASELINES = ("mean", "ridge_roi", "ridge_voxels")  # the arms of baseline_arms
 
 
 # -----------------------------------------------------------------------------
@@ -164,7 +166,11 @@ def _check_folds(df: pd.DataFrame, where: str) -> None:
         )
     fold = pd.to_numeric(df["fold"], errors="coerce")
     if fold.isna().any() or (fold != fold.round()).any():
-        raise DataError(f"{where}: fold must be an integer in every row; see {fold.isna().sum()}")
+        row = int(np.flatnonzero(fold.isna() | (fold != fold.round()))[0])
+        raise DataError(
+            f"{where}: row {row} ({df['participant_id'].iat[row]}) has fold "
+            f"{df['fold'].iat[row]!r}; fold must be an integer in every row"
+        )
     if fold.nunique() < 2:
         raise DataError(f"{where}: {fold.nunique()} distinct fold(s); cross-validation needs 2+")
 
@@ -244,7 +250,9 @@ def voxel_features(paths: Mapping[str, str | os.PathLike], block: int = 2) -> pd
         z = np.pad(z, [(0, -n % block) for n in z.shape], mode="edge")
         X, Y, Z = (n // block for n in z.shape)
         rows.append(z.reshape(X, block, Y, block, Z, block).mean(axis=(1, 3, 5)).ravel())
-    return pd.DataFrame(np.stack(rows), index=pd.Index([str(i) for i in paths], name="id"))
+    return pd.DataFrame(
+        np.stack(rows), index=pd.Index([str(i) for i in paths], name="participant_id")
+    )
 
 
 def _rows(feats: pd.DataFrame, ids, where: str) -> pd.DataFrame:
@@ -304,7 +312,7 @@ def baseline_arms(data_dir: str | os.PathLike, ids) -> dict[str, tuple[Callable,
     if absent:
         raise DataError(f"brain files missing: {absent[:3]} ({len(absent)}); regenerate them")
     return {
-        "mean": (lambda: DummyRegressor(strategy="mean"), pd.DataFrame(index=pd.Index(ids))),
+        "mean": (lambda: DummyRegressor(strategy="mean"), pd.DataFrame({"one": 1.0}, index=ids)),
         "ridge_roi": (_ridge, roi_features(data_dir / "roi_volumes.csv", ids)),
         "ridge_voxels": (_ridge, voxel_features(paths)),
     }
@@ -390,13 +398,13 @@ def run_cv(
     if missing:
         raise DataError(f"run_cv: no target for subjects {missing[:5]} ({len(missing)} in all)")
     oof = read_oof(oof_path) if oof_path.is_file() else pd.DataFrame(columns=OOF_COLUMNS)
-    moved = [(p, f) for p, f in zip(oof["participant_id"], oof["fold"]) if fold_of.get(p, f) != f]
-    if moved:
-        raise ConfigError(
-            f"{oof_path} was written with other folds (subject {moved[0][0]} is in fold "
-            f"{moved[0][1]} there, {fold_of[moved[0][0]]} in the folds given); use another "
-            "--out folder or delete it"
-        )
+    for p, f in zip(oof["participant_id"], oof["fold"]):
+        if fold_of.get(p) != f:
+            there = "not in the folds given" if p not in fold_of else f"in fold {fold_of[p]}"
+            raise ConfigError(
+                f"{oof_path} was written with other folds (subject {p} is in fold {f} there, "
+                f"{there}); use another --out folder or delete it"
+            )
     fits = json.loads(fits_path.read_text()) if fits_path.is_file() else {}
     done = set(zip(oof["arm"], oof["fold"].astype(int), oof["seed"].astype(int)))
     for arm, (make_estimator, feats) in arms.items():
@@ -570,7 +578,7 @@ def main(argv=None) -> None:
     ap.add_argument("--data", required=True, help="derivative folder, e.g. data/ixi_hh_4mm")
     ap.add_argument("--out", required=True, help="output folder (resumes what is there)")
     ap.add_argument("--folds", default=None, help="folds.tsv (default: DATA/folds.tsv)")
-    ap.add_argument("--arms", nargs="+", default=None, help="mean ridge_roi ridge_voxels")
+    ap.add_argument("--arms", nargs="+", default=None, choices=BASELINES, help="default: all")
     ap.add_argument("--n-boot", type=int, default=2000)
     a = ap.parse_args(argv)
     summary, paired = cv_baselines(a.data, a.out, a.folds, a.arms, a.n_boot)

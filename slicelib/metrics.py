@@ -404,10 +404,6 @@ def metric_cis(task: str, y_true, output, train_stats: dict, n_boot: int = 2000,
 # several predictors scored on the same subjects: intervals and paired comparisons
 
 
-def _r(t: np.ndarray, p: np.ndarray) -> float | None:
-    return pearson_r(t, p)
-
-
 def regression_cis(y_true, y_pred, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     """MAE and Pearson r of one predictor with percentile bootstrap intervals over subjects.
 
@@ -428,7 +424,7 @@ def regression_cis(y_true, y_pred, n_boot: int = 2000, seed: int = 0, level: flo
         raise ValueError(f"y_true has {t.size} values but y_pred has {p.size}")
     kw = dict(n_boot=n_boot, seed=seed, level=level)
     mae_lo, mae_hi = bootstrap_ci(t, p, "mae", **kw)
-    r_lo, r_hi = bootstrap_ci(t, p, _r, **kw)
+    r_lo, r_hi = bootstrap_ci(t, p, pearson_r, **kw)
     return dict(
         n=int(t.size), mae=_mae(t, p), mae_lo=mae_lo, mae_hi=mae_hi,
         r=pearson_r(t, p), r_lo=r_lo, r_hi=r_hi,
@@ -493,9 +489,10 @@ def fold_bias_correction(age, pred, fold) -> tuple[np.ndarray, np.ndarray]:
     of the other folds, which are fold k's training subjects, using their own out-of-fold
     predictions (predictions of subjects their model did not see, so the fit measures the
     regression to the mean a test subject meets; in-sample predictions would understate it),
-    and :func:`correct_age_bias` applies it to fold k. No subject's own age enters its
-    correction. (The other folds' predictions come from models that saw fold k; the slope
-    and intercept are two numbers pooled over ~100 subjects.)
+    and :func:`correct_age_bias` applies it to fold k. Fold k's subjects are not among the
+    points fitted. (The other folds' predictions come from models whose training included
+    fold k, a second-order dependence on fold k's ages through two numbers pooled over the
+    other folds; the format of out-of-fold predictions holds no training-set predictions.)
 
     Args:
         age: array-like [N], true ages (years).

@@ -79,8 +79,14 @@ def test_resume_skips_finished_folds_and_refuses_other_folds(tmp_path):
         first.sort_values(key).reset_index(drop=True),
     )
     other = folds.assign(fold=(folds["fold"] + 1) % 4)
-    with pytest.raises(ConfigError, match="other folds"):
+    with pytest.raises(ConfigError, match="other folds .*in fold"):
         cv.run_cv(other, targets, {"spy": (Spy, x)}, tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="s00 is in fold 0 there, not in the folds given"):
+        cv.run_cv(folds.iloc[1:], targets, {"spy": (Spy, x)}, tmp_path, progress=False)
+    bad = folds.astype({"fold": object})
+    bad.loc[3, "fold"] = "two"
+    with pytest.raises(DataError, match="row 3 \\(s03\\) has fold 'two'"):
+        cv.run_cv(bad, targets, {"spy": (Spy, x)}, tmp_path / "new", progress=False)
 
 
 def _oof():
