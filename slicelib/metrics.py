@@ -39,6 +39,9 @@ __all__ = [
     "bootstrap_ci",
     "metric_cis",
     "ridge_baseline",
+    "regression_cis",
+    "paired_difference",
+    "fold_bias_correction",
     "primary_metric",
     "to_jsonable",
 ]
@@ -395,6 +398,128 @@ def metric_cis(task: str, y_true, output, train_stats: dict, n_boot: int = 2000,
         balanced_accuracy_ci95=list(bootstrap_ci(y, out, "balanced_accuracy", **kw)),
         baseline_balanced_accuracy_ci95=list(bootstrap_ci(y, majority, "balanced_accuracy", **kw)),
     )
+
+
+# -----------------------------------------------------------------------------
+# several predictors scored on the same subjects: intervals and paired comparisons
+
+
+def regression_cis(y_true, y_pred, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """MAE and Pearson r of one predictor with percentile bootstrap intervals over subjects.
+
+    Both intervals come from the same ``n_boot`` resamples of the subjects (see
+    :func:`bootstrap_ci`; the same seed gives the same intervals).
+
+    Args:
+        y_true: array-like [N], true targets (years).
+        y_pred: array-like [N], predictions (years).
+        n_boot, seed, level: resamples, their seed, the interval's coverage.
+
+    Returns:
+        dict with ``n``, ``mae``, ``mae_lo``, ``mae_hi`` (years), ``r``, ``r_lo``, ``r_hi``
+        (``None`` where undefined, e.g. r of a constant prediction).
+    """
+    t, p = _as_1d(y_true, "y_true"), _as_1d(y_pred, "y_pred")
+    if t.shape != p.shape:
+        raise ValueError(f"y_true has {t.size} values but y_pred has {p.size}")
+    kw = dict(n_boot=n_boot, seed=seed, level=level)
+    mae_lo, mae_hi = bootstrap_ci(t, p, "mae", **kw)
+    r_lo, r_hi = bootstrap_ci(t, p, pearson_r, **kw)
+    return dict(
+        n=int(t.size), mae=_mae(t, p), mae_lo=mae_lo, mae_hi=mae_hi,
+        r=pearson_r(t, p), r_lo=r_lo, r_hi=r_hi,
+    )  # fmt: skip
+
+
+def paired_difference(
+    y_true, pred_a, pred_b, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict:
+    """Paired comparison of two predictors scored on the same subjects.
+
+    The per-subject difference of absolute errors ``d_i = |a_i - y_i| - |b_i - y_i|`` (years;
+    negative: ``a`` is closer to the truth). Its mean equals ``MAE(a) - MAE(b)``; its interval
+    is a percentile bootstrap over subjects (``scipy.stats.bootstrap`` of the mean of ``d``:
+    resampling ``d`` resamples each subject with both of its errors, i.e. paired). The tests
+    are ``scipy.stats.wilcoxon(d)`` (signed ranks, two-sided) and
+    ``scipy.stats.ttest_rel(|a - y|, |b - y|)`` (two-sided).
+
+    Args:
+        y_true: array-like [N], true targets (years).
+        pred_a, pred_b: array-like [N], the two predictors' predictions of the same N subjects
+            in the same order (years).
+        n_boot, seed, level: bootstrap resamples, their seed, the interval's coverage.
+
+    Returns:
+        dict with ``n``, ``mae_a``, ``mae_b``, ``diff`` (mean of ``d``, years), ``diff_lo``,
+        ``diff_hi`` (the interval; ``None`` for fewer than 2 subjects or when every ``d`` is
+        equal), ``wilcoxon_p`` and ``ttest_p`` (``None`` when undefined, e.g. ``d`` all zero).
+    """
+    from scipy import stats
+
+    t = _as_1d(y_true, "y_true")
+    a, b = _as_1d(pred_a, "pred_a"), _as_1d(pred_b, "pred_b")
+    if not (t.shape == a.shape == b.shape):
+        raise ValueError(
+            f"paired_difference needs the same subjects for both predictors: y_true has "
+            f"{t.size} values, pred_a {a.size}, pred_b {b.size}"
+        )
+    if not (np.isfinite(t).all() and np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("paired_difference: a target or prediction is NaN/inf; drop that subject")
+    ea, eb = np.abs(a - t), np.abs(b - t)
+    d = ea - eb  # (N,) years
+    out = dict(n=int(t.size), mae_a=float(ea.mean()), mae_b=float(eb.mean()))
+    out.update(diff=float(d.mean()), diff_lo=None, diff_hi=None, wilcoxon_p=None, ttest_p=None)
+    if t.size < 2 or np.ptp(d) == 0:
+        return out
+    ci = stats.bootstrap(
+        (d,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+        random_state=np.random.default_rng(seed),
+    ).confidence_interval  # fmt: skip
+    out.update(diff_lo=_float(ci.low), diff_hi=_float(ci.high))
+    if np.any(d != 0):
+        out["wilcoxon_p"] = _float(stats.wilcoxon(d).pvalue)
+    out["ttest_p"] = _float(stats.ttest_rel(ea, eb).pvalue)
+    return out
+
+
+def fold_bias_correction(age, pred, fold) -> tuple[np.ndarray, np.ndarray]:
+    """Bias-corrected out-of-fold predictions: each fold corrected by a fit on the other folds.
+
+    For every fold k, :func:`fit_age_bias` (``pred = a * age + b``) is fitted on the subjects
+    of the other folds, which are fold k's training subjects, using their own out-of-fold
+    predictions (predictions of subjects their model did not see, so the fit measures the
+    regression to the mean a test subject meets; in-sample predictions would understate it),
+    and :func:`correct_age_bias` applies it to fold k. Fold k's subjects are not among the
+    points fitted. (The other folds' predictions come from models whose training included
+    fold k, a second-order dependence on fold k's ages through two numbers pooled over the
+    other folds; the format of out-of-fold predictions holds no training-set predictions.)
+
+    Args:
+        age: array-like [N], true ages (years).
+        pred: array-like [N], out-of-fold predicted ages (years).
+        fold: array-like [N], the fold of each subject (any labels, at least 2 folds).
+
+    Returns:
+        (corrected, coef): corrected predicted ages [N] (years) and per-subject coefficients
+        [N, 2] (the slope a and intercept b applied to that subject).
+    """
+    x, y = _as_1d(age, "age"), _as_1d(pred, "pred")
+    f = np.asarray(fold).reshape(-1)
+    if not (x.shape == y.shape == f.shape):
+        raise ValueError(f"age, pred and fold differ in length: {x.size}, {y.size}, {f.size}")
+    folds = np.unique(f)
+    if len(folds) < 2:
+        raise ValueError(
+            f"fold_bias_correction needs at least 2 folds (got {folds.tolist()}): the "
+            "correction of a fold is fitted on the others"
+        )
+    corrected, coef = np.empty_like(y), np.empty((y.size, 2))
+    for k in folds:
+        test = f == k
+        a, b = fit_age_bias(x[~test], y[~test])
+        corrected[test] = correct_age_bias(x[test], y[test], a, b)
+        coef[test] = (a, b)
+    return corrected, coef
 
 
 # -----------------------------------------------------------------------------

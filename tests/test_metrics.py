@@ -141,3 +141,72 @@ def test_vectorised_bootstrap_equals_the_sklearn_metrics():
         fast = M.bootstrap_ci(y, logits, name, n_boot=200, seed=3)
         slow = M.bootstrap_ci(y, logits, lambda t, p, f=M.METRICS[name]: f(t, p), 200, 3)
         assert fast == pytest.approx(slow, abs=1e-12), name
+
+
+# -----------------------------------------------------------------------------
+# paired statistics (two predictors, the same subjects)
+
+Y6 = np.array([20.0, 30.0, 40.0, 50.0, 60.0, 70.0])
+A6 = Y6 + np.array([1.0, -2.0, 3.0, -1.0, 2.0, 0.0])  # |errors| 1 2 3 1 2 0: MAE 1.5
+B6 = Y6 + np.array([3.0, 2.0, -4.0, 1.0, -5.0, 2.0])  # |errors| 3 2 4 1 5 2: MAE 17/6
+
+
+def test_paired_difference_matches_a_direct_computation():
+    from scipy import stats
+
+    r = M.paired_difference(Y6, A6, B6, n_boot=4000, seed=0)
+    d = np.array([-2.0, 0.0, -1.0, 0.0, -3.0, -2.0])  # |err a| - |err b|, by hand
+    assert r["n"] == 6
+    assert r["mae_a"] == pytest.approx(1.5) and r["mae_b"] == pytest.approx(17 / 6)
+    assert r["diff"] == pytest.approx(-8 / 6)  # = MAE(a) - MAE(b)
+    assert r["wilcoxon_p"] == pytest.approx(stats.wilcoxon(d).pvalue)
+    ea, eb = np.array([1, 2, 3, 1, 2, 0.0]), np.array([3, 2, 4, 1, 5, 2.0])
+    assert r["ttest_p"] == pytest.approx(stats.ttest_rel(ea, eb).pvalue)
+    # the interval against an independent percentile bootstrap of the subjects
+    idx = np.random.default_rng(123).integers(0, 6, size=(20000, 6))
+    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+    assert r["diff_lo"] == pytest.approx(lo, abs=0.2) and r["diff_hi"] == pytest.approx(hi, abs=0.2)
+    assert r["diff_lo"] < r["diff"] < r["diff_hi"] <= 0.0
+    assert M.paired_difference(Y6, A6, B6, n_boot=4000, seed=0) == r  # seeded
+    swapped = M.paired_difference(Y6, B6, A6, n_boot=4000, seed=0)
+    assert swapped["diff"] == pytest.approx(-r["diff"])
+    assert swapped["wilcoxon_p"] == pytest.approx(r["wilcoxon_p"])
+    json.dumps(r)
+
+
+def test_paired_difference_undefined_cases_and_bad_input():
+    same = M.paired_difference(Y6, A6, A6)
+    assert same["diff"] == 0 and same["diff_lo"] is None and same["wilcoxon_p"] is None
+    with pytest.raises(ValueError, match="same subjects.*pred_b 5"):
+        M.paired_difference(Y6, A6, B6[:5])
+    with pytest.raises(ValueError, match="NaN"):
+        M.paired_difference(Y6, A6, np.r_[B6[:5], np.nan])
+
+
+def test_regression_cis_match_direct_values():
+    from scipy import stats
+
+    r = M.regression_cis(Y6, B6, n_boot=500, seed=0)
+    assert r["n"] == 6 and r["mae"] == pytest.approx(17 / 6)
+    assert r["r"] == pytest.approx(stats.pearsonr(Y6, B6).statistic)
+    assert r["mae_lo"] <= r["mae"] <= r["mae_hi"] and r["r_lo"] <= r["r"] <= r["r_hi"] <= 1.0
+    assert (r["mae_lo"], r["mae_hi"]) == M.bootstrap_ci(Y6, B6, "mae", n_boot=500, seed=0)
+    assert M.regression_cis(Y6, np.full(6, 45.0))["r"] is None  # a constant has no r
+
+
+def test_fold_bias_correction_uses_only_the_other_folds():
+    rng = np.random.default_rng(0)
+    age = rng.uniform(20, 80, 30)
+    pred = 0.6 * age + 20 + rng.normal(0, 2, 30)
+    fold = np.repeat([0, 1, 2], 10)
+    corrected, coef = M.fold_bias_correction(age, pred, fold)
+    for k in range(3):
+        a, b = np.polyfit(age[fold != k], pred[fold != k], 1)
+        assert np.allclose(coef[fold == k], [a, b])
+        assert np.allclose(corrected[fold == k], pred[fold == k] + age[fold == k] * (1 - a) - b)
+    moved = pred.copy()
+    moved[fold == 0] += 50  # fold 0's own predictions do not enter fold 0's correction
+    _, coef2 = M.fold_bias_correction(age, moved, fold)
+    assert np.allclose(coef2[fold == 0], coef[fold == 0])
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        M.fold_bias_correction(age, pred, np.zeros(30))

@@ -1,0 +1,591 @@
+"""Cross-validation through fixed subject folds: out-of-fold predictions and paired summaries.
+
+The unit of every real-data comparison is a table of out-of-fold predictions, ``oof.csv``, one
+row per subject, arm and seed::
+
+    participant_id, fold, arm, seed, prediction, target
+
+where ``prediction`` comes from the arm's model fitted on the other folds only. Any method can
+add its rows (the classical baselines here; deep models through the same format), and
+:func:`summarise_oof` turns the table into MAE [CI], r [CI] and the bias-corrected brain-age gap
+per arm, and every pairwise **paired** difference of per-subject absolute errors with its
+bootstrap CI and paired tests (:func:`slicelib.metrics.paired_difference`).
+
+The folds (:func:`make_folds`, shipped as ``data/ixi_hh_4mm/folds.tsv``): subject-level,
+stratified by age bins crossed with sex (scikit-learn ``StratifiedKFold``), seeded.
+
+The classical baselines (:func:`baseline_arms`), each fitted on the training folds only, its
+penalty chosen by an inner cross-validation on those training subjects (``RidgeCV``'s efficient
+leave-one-out over ``RIDGE_ALPHAS``): the training-mean age, a ridge on the log regional
+volumes, a ridge on the registered brains block-averaged to 8 mm (standardised features clipped
+to +-5 SD). :func:`run_cv` fits them fold by fold, records every model's training subjects in
+``fits.json``, refuses an out-of-fold prediction whose subject was among its model's training
+subjects, and resumes: the (arm, fold, seed) triples already in ``oof.csv`` are not refitted.
+
+    python -m slicelib.cv --data data/ixi_hh_4mm --out benchmarks/results/ixi_cv_baselines
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from slicelib import metrics as M
+from slicelib.errors import ConfigError, DataError, PipelineError
+from slicelib.utils import atomic_write, pearson_r
+
+__all__ = [
+    "OOF_COLUMNS",
+    "BASELINES",
+    "RIDGE_ALPHAS",
+    "make_folds",
+    "read_folds",
+    "fold_splits",
+    "roi_features",
+    "voxel_features",
+    "baseline_arms",
+    "read_oof",
+    "run_cv",
+    "summarise_oof",
+    "cv_baselines",
+]
+
+OOF_COLUMNS = ["participant_id", "fold", "arm", "seed", "prediction", "target"]
+RIDGE_ALPHAS = np.logspace(-2, 7, 19)  # penalties RidgeCV chooses among (features standardised)
+# standardised features are clipped to +-CLIP_SD (training mean and SD): one IXI head's regional
+# volumes (IXI256-HH-1723, a failed parcellation: many regions 0, others doubled) lie 11 SD out
+# and, unclipped, the ridge predicts it 135 years old
+CLIP_SD = 5.0
+BASELINES = ("mean", "ridge_roi", "ridge_voxels")  # the arms of baseline_arms
+
+
+# -----------------------------------------------------------------------------
+# folds
+
+
+def make_folds(
+    table: pd.DataFrame,
+    n_folds: int = 5,
+    seed: int = 0,
+    n_age_bins: int = 5,
+    age: str = "age",
+    sex: str = "sex",
+) -> pd.DataFrame:
+    """Subject-level folds stratified by age bins crossed with sex.
+
+    Subjects with a missing age are left out (unlabelled). The stratum of a subject is its age
+    quantile bin (``n_age_bins`` bins over the labelled subjects) crossed with its sex; a
+    stratum with fewer than ``n_folds`` subjects is merged into the neighbouring age bin of the
+    same sex until every stratum has at least ``n_folds`` (or one bin is left).
+    ``sklearn.model_selection.StratifiedKFold(n_folds, shuffle=True, random_state=seed)``
+    assigns the folds: the same table and seed give the same folds.
+
+    Args:
+        table: one row per subject with ``participant_id``, ``age`` (years) and ``sex``.
+        n_folds: number of folds (>= 2). seed: the shuffle's seed.
+        n_age_bins: age quantile bins before merging. age, sex: the column names.
+
+    Returns:
+        DataFrame ``participant_id``, ``fold`` (0 .. n_folds-1), ``age``, ``sex`` of the
+        labelled subjects, sorted by participant_id.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    for col in ("participant_id", age, sex):
+        if col not in table.columns:
+            raise DataError(f"make_folds: no column {col!r}; columns are {list(table.columns)}")
+    ids = table["participant_id"].astype(str)
+    if ids.duplicated().any():
+        raise DataError(
+            f"make_folds: duplicated participant_id {sorted(set(ids[ids.duplicated()]))[:5]}; "
+            "folds need one row per subject"
+        )
+    ages = pd.to_numeric(table[age], errors="coerce")
+    bad = table[ages.isna() & table[age].notna()]
+    if len(bad):
+        raise DataError(
+            f"make_folds: non-numeric {age!r} {bad[age].tolist()[:3]} for "
+            f"{bad['participant_id'].tolist()[:3]}; fix or blank those cells"
+        )
+    df = pd.DataFrame({"participant_id": ids, "age": ages, "sex": table[sex].astype(str)})
+    df = df[df["age"].notna()].sort_values("participant_id").reset_index(drop=True)
+    if len(df) < n_folds * 2:
+        raise DataError(f"make_folds: {len(df)} labelled subjects are too few for {n_folds} folds")
+    edges = np.quantile(df["age"], np.linspace(0, 1, n_age_bins + 1)[1:-1])
+    bins = np.searchsorted(edges, df["age"].to_numpy(), side="right")  # (N,) 0 .. n_age_bins-1
+    for s in df["sex"].unique():  # merge a small bin into its neighbour, within one sex
+        rows = (df["sex"] == s).to_numpy()
+        while True:
+            values, counts = np.unique(bins[rows], return_counts=True)
+            if len(values) < 2 or counts.min() >= n_folds:
+                break
+            k = int(np.argmin(counts))
+            other = values[k + 1] if k == 0 else values[k - 1]
+            bins[rows & (bins == values[k])] = other
+    strata = df["sex"] + "_" + pd.Series(bins).astype(str)
+    df["fold"] = -1
+    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, test) in enumerate(skf.split(np.zeros(len(df)), strata)):
+        df.loc[test, "fold"] = k
+    return df[["participant_id", "fold", "age", "sex"]]
+
+
+def read_folds(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and check a folds table (``folds.tsv``: participant_id, fold, ...; tab-separated).
+
+    Returns:
+        DataFrame with ``participant_id`` (str) and ``fold`` (int) and any other columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            f"folds file {path} does not exist; write it with data/ixi_hh_4mm/make_folds.py"
+        )
+    df = pd.read_csv(path, sep="\t", dtype={"participant_id": str})
+    _check_folds(df, str(path))
+    return df
+
+
+def _check_folds(df: pd.DataFrame, where: str) -> None:
+    for col in ("participant_id", "fold"):
+        if col not in df.columns:
+            raise DataError(f"{where}: no column {col!r}; columns are {list(df.columns)}")
+    dup = df["participant_id"].duplicated()
+    if dup.any():
+        raise DataError(
+            f"{where}: subjects {df.loc[dup, 'participant_id'].tolist()[:5]} are in more than "
+            "one row; each subject belongs to exactly one fold"
+        )
+    fold = pd.to_numeric(df["fold"], errors="coerce")
+    if fold.isna().any() or (fold != fold.round()).any():
+        row = int(np.flatnonzero(fold.isna() | (fold != fold.round()))[0])
+        raise DataError(
+            f"{where}: row {row} ({df['participant_id'].iat[row]}) has fold "
+            f"{df['fold'].iat[row]!r}; fold must be an integer in every row"
+        )
+    if fold.nunique() < 2:
+        raise DataError(f"{where}: {fold.nunique()} distinct fold(s); cross-validation needs 2+")
+
+
+def fold_splits(folds: pd.DataFrame):
+    """Yield ``(fold, train_ids, test_ids)`` for each fold (ids as lists of str, table order).
+
+    The training subjects of fold k are all subjects of the other folds.
+    """
+    _check_folds(folds, "folds")
+    ids = folds["participant_id"].astype(str).to_numpy()
+    f = folds["fold"].astype(int).to_numpy()
+    for k in sorted(set(f.tolist())):
+        yield k, ids[f != k].tolist(), ids[f == k].tolist()
+
+
+# -----------------------------------------------------------------------------
+# features of the classical baselines
+
+
+def roi_features(path: str | os.PathLike, ids=None) -> pd.DataFrame:
+    """Log regional volumes: ``log(1 + volume)`` per region, indexed by participant_id.
+
+    Args:
+        path: a CSV/TSV of regional volumes (mm^3), the first column (or ``participant_id``)
+            the subject id, one numeric column per region (e.g. ``roi_volumes.csv``).
+        ids: if given, the subjects to return in that order (every one must be present).
+
+    Returns:
+        DataFrame [N subjects, P regions] of float64 (log mm^3).
+    """
+    path = Path(path)
+    df = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
+    key = "participant_id" if "participant_id" in df.columns else df.columns[0]
+    df = df.set_index(df[key].astype(str)).drop(columns=[key])
+    num = df.apply(pd.to_numeric, errors="coerce")
+    bad = num.isna() | (num < 0)
+    if bad.to_numpy().any():
+        r, c = np.argwhere(bad.to_numpy())[0]
+        raise DataError(
+            f"{path}: row {df.index[r]} column {df.columns[c]} is {df.iat[r, c]!r}; regional "
+            "volumes must be numbers >= 0 (mm^3)"
+        )
+    out = np.log1p(num.astype(np.float64))
+    return out if ids is None else _rows(out, ids, str(path))
+
+
+def voxel_features(paths: Mapping[str, str | os.PathLike], block: int = 2) -> pd.DataFrame:
+    """Registered brains z-scored inside the brain and block-averaged, one row per subject.
+
+    Each NIfTI brain (e.g. ``data/ixi_hh_4mm/brains/*.nii.gz``: registered to MNI, 0 outside
+    the brain) is z-scored over its non-zero voxels, set to 0 outside, padded by edge repetition
+    to a multiple of ``block`` and averaged in ``block``^3 blocks (4 mm voxels, block 2: 8 mm,
+    23 x 27 x 23 = 14283 features).
+
+    Args:
+        paths: participant_id -> brain file, all on one grid.
+        block: the block edge in voxels (1: no averaging).
+
+    Returns:
+        DataFrame [N subjects, P block averages] of float32 (z units), indexed by participant_id.
+    """
+    import nibabel as nib
+
+    rows, shape = [], None
+    for p in paths.values():
+        a = np.asarray(nib.load(p).get_fdata(dtype=np.float32))  # (X, Y, Z)
+        if shape is not None and a.shape != shape:
+            raise DataError(f"{p}: grid {a.shape} differs from the first brain's {shape}")
+        shape = a.shape
+        mask = a != 0
+        if mask.sum() < 2:
+            raise DataError(f"{p}: no brain voxel (the array is 0 everywhere); re-preprocess it")
+        z = np.zeros_like(a)
+        v = a[mask]
+        z[mask] = (v - v.mean()) / (v.std() or 1.0)
+        z = np.pad(z, [(0, -n % block) for n in z.shape], mode="edge")
+        X, Y, Z = (n // block for n in z.shape)
+        rows.append(z.reshape(X, block, Y, block, Z, block).mean(axis=(1, 3, 5)).ravel())
+    return pd.DataFrame(
+        np.stack(rows), index=pd.Index([str(i) for i in paths], name="participant_id")
+    )
+
+
+def _rows(feats: pd.DataFrame, ids, where: str) -> pd.DataFrame:
+    ids = [str(i) for i in ids]
+    missing = sorted(set(ids) - set(feats.index))
+    if missing:
+        raise DataError(
+            f"{where} has no row for subjects {missing[:5]} ({len(missing)} in all); its ids "
+            f"look like {list(feats.index[:3])}"
+        )
+    return feats.loc[ids]
+
+
+# -----------------------------------------------------------------------------
+# the baselines
+
+
+def _clip(x, limit: float = CLIP_SD):
+    return np.clip(x, -limit, limit)
+
+
+def _ridge():
+    """StandardScaler -> clip to +-CLIP_SD -> RidgeCV over RIDGE_ALPHAS (leave-one-out)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    return make_pipeline(StandardScaler(), FunctionTransformer(_clip), RidgeCV(alphas=RIDGE_ALPHAS))
+
+
+def baseline_arms(data_dir: str | os.PathLike, ids) -> dict[str, tuple[Callable, pd.DataFrame]]:
+    """The classical baselines of a derivative folder, as ``arm -> (make_estimator, features)``.
+
+    ``mean``: scikit-learn ``DummyRegressor`` (the training-mean age; its features are
+    ignored). ``ridge_roi``: log regional volumes (``roi_volumes.csv``). ``ridge_voxels``: the
+    brains of ``participants.tsv``'s ``path`` column, block-averaged to 8 mm
+    (:func:`voxel_features`). Both ridges standardise each feature with the training subjects'
+    mean and SD, clip it to +-:data:`CLIP_SD` and fit ``RidgeCV``, its penalty chosen among
+    :data:`RIDGE_ALPHAS` by leave-one-out on the training subjects of each fold.
+
+    Args:
+        data_dir: a folder like ``data/ixi_hh_4mm`` (participants.tsv, roi_volumes.csv, brains).
+        ids: the subjects (participant_id) whose features are loaded.
+
+    Returns:
+        dict arm -> (a function returning a fresh unfitted estimator, features DataFrame
+        [N, P] indexed by participant_id).
+    """
+    from sklearn.dummy import DummyRegressor
+
+    data_dir = Path(data_dir)
+    ids = [str(i) for i in ids]
+    part = pd.read_csv(data_dir / "participants.tsv", sep="\t", dtype={"participant_id": str})
+    part = _rows(part.set_index("participant_id"), ids, str(data_dir / "participants.tsv"))
+    paths = {i: data_dir / p for i, p in part["path"].items()}
+    absent = [str(p) for p in paths.values() if not p.is_file()]
+    if absent:
+        raise DataError(f"brain files missing: {absent[:3]} ({len(absent)}); regenerate them")
+    return {
+        "mean": (lambda: DummyRegressor(strategy="mean"), pd.DataFrame({"one": 1.0}, index=ids)),
+        "ridge_roi": (_ridge, roi_features(data_dir / "roi_volumes.csv", ids)),
+        "ridge_voxels": (_ridge, voxel_features(paths)),
+    }
+
+
+# -----------------------------------------------------------------------------
+# running the folds
+
+
+def read_oof(path: str | os.PathLike) -> pd.DataFrame:
+    """Read an ``oof.csv`` (columns :data:`OOF_COLUMNS`), checking it.
+
+    Returns:
+        DataFrame with participant_id, arm (str), fold, seed (int), prediction, target (years).
+    """
+    df = pd.read_csv(path, dtype={"participant_id": str, "arm": str})
+    return _check_oof(df, str(path))
+
+
+def _check_oof(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    missing = [c for c in OOF_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{where}: columns {missing} missing; an oof table has {OOF_COLUMNS}")
+    df = df.copy()
+    df["participant_id"] = df["participant_id"].astype(str)
+    df["arm"] = df["arm"].astype(str)
+    for col in ("prediction", "target"):
+        v = pd.to_numeric(df[col], errors="coerce")
+        if not np.isfinite(v).all():
+            row = int(np.flatnonzero(~np.isfinite(v))[0])
+            raise DataError(
+                f"{where}: row {row} ({df['participant_id'].iat[row]}, arm "
+                f"{df['arm'].iat[row]}) has {col} {df[col].iat[row]!r}; every row needs a "
+                "finite number (drop or rerun that fold)"
+            )
+        df[col] = v.astype(np.float64)
+    df["fold"] = df["fold"].astype(int)
+    df["seed"] = df["seed"].astype(int)
+    dup = df.duplicated(["participant_id", "arm", "seed"], keep=False)
+    if dup.any():
+        r = df[dup].iloc[0]
+        raise DataError(
+            f"{where}: subject {r['participant_id']} has {int(dup.sum())} rows for arm "
+            f"{r['arm']} seed {r['seed']}; an arm and seed predict each subject once"
+        )
+    return df
+
+
+def run_cv(
+    folds: pd.DataFrame,
+    targets: Mapping[str, float],
+    arms: Mapping[str, tuple[Callable, pd.DataFrame]],
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Fit every arm on the training folds of every fold and predict the held-out fold.
+
+    For fold k the estimator ``make_estimator()`` is fitted on the features and targets of the
+    subjects of the other folds only, then predicts the subjects of fold k. Results go to
+    ``out_dir/oof.csv`` (:data:`OOF_COLUMNS`) and ``out_dir/fits.json`` (per arm, fold and
+    seed: the training ids, the chosen penalty, the seconds), both rewritten atomically after
+    every fit. Resume: an (arm, fold, seed) already in ``oof.csv`` is not refitted; an existing
+    ``oof.csv`` whose subjects sit in other folds than ``folds`` is refused.
+
+    Args:
+        folds: participant_id, fold (:func:`read_folds`).
+        targets: participant_id -> target (years) for every subject of ``folds``.
+        arms: arm name -> (function returning a fresh scikit-learn-style estimator, features
+            DataFrame [N, P] indexed by participant_id). The estimator is given the features
+            as a DataFrame (index = participant_id) and the targets as an array [N].
+        out_dir: the folder of ``oof.csv`` and ``fits.json``.
+        seed: recorded in the ``seed`` column (the baselines are deterministic).
+
+    Returns:
+        the complete oof table (previous rows and new ones).
+    """
+    out_dir = Path(out_dir)
+    oof_path, fits_path = out_dir / "oof.csv", out_dir / "fits.json"
+    _check_folds(folds, "folds")
+    fold_of = dict(zip(folds["participant_id"].astype(str), folds["fold"].astype(int)))
+    missing = sorted(set(fold_of) - {str(k) for k in targets})
+    if missing:
+        raise DataError(f"run_cv: no target for subjects {missing[:5]} ({len(missing)} in all)")
+    oof = read_oof(oof_path) if oof_path.is_file() else pd.DataFrame(columns=OOF_COLUMNS)
+    for p, f in zip(oof["participant_id"], oof["fold"]):
+        if fold_of.get(p) != f:
+            there = "not in the folds given" if p not in fold_of else f"in fold {fold_of[p]}"
+            raise ConfigError(
+                f"{oof_path} was written with other folds (subject {p} is in fold {f} there, "
+                f"{there}); use another --out folder or delete it"
+            )
+    fits = json.loads(fits_path.read_text()) if fits_path.is_file() else {}
+    done = set(zip(oof["arm"], oof["fold"].astype(int), oof["seed"].astype(int)))
+    for arm, (make_estimator, feats) in arms.items():
+        for k, train_ids, test_ids in fold_splits(folds):
+            if (arm, k, seed) in done:
+                continue
+            t0 = time.perf_counter()
+            x_train = _rows(feats, train_ids, f"features of arm {arm}")
+            x_test = _rows(feats, test_ids, f"features of arm {arm}")
+            y_train = np.array([float(targets[i]) for i in train_ids])  # (N_train,) years
+            model = make_estimator().fit(x_train, y_train)
+            pred = np.asarray(model.predict(x_test), dtype=np.float64).reshape(-1)  # (N_test,)
+            seen = set(train_ids) & set(test_ids)
+            if seen:  # by construction impossible; a guard against a broken fold table
+                raise PipelineError(f"arm {arm} fold {k}: {sorted(seen)[:3]} in train and test")
+            rows = pd.DataFrame(
+                dict(participant_id=test_ids, fold=k, arm=arm, seed=seed, prediction=pred)
+            )
+            rows["target"] = [float(targets[i]) for i in test_ids]
+            oof = pd.concat([oof, rows], ignore_index=True) if len(oof) else rows
+            last = model[-1] if hasattr(model, "steps") else model
+            alpha = getattr(last, "alpha_", None)
+            fits[f"{arm}/fold{k}/seed{seed}"] = dict(
+                arm=arm, fold=k, seed=seed, n_train=len(train_ids), n_test=len(test_ids),
+                alpha=None if alpha is None else float(alpha),
+                seconds=round(time.perf_counter() - t0, 3), train_ids=list(train_ids),
+            )  # fmt: skip
+            atomic_write(oof_path, lambda tmp, t=oof: t[OOF_COLUMNS].to_csv(tmp, index=False))
+            atomic_write(fits_path, lambda tmp: tmp.write_text(json.dumps(fits, indent=1)))
+            if progress:
+                mae = float(np.abs(pred - rows["target"].to_numpy()).mean())
+                a = "" if alpha is None else f", alpha {float(alpha):g}"
+                print(f"{arm} fold {k}: MAE {mae:.2f} on {len(test_ids)} subjects{a}", flush=True)
+    return _check_oof(oof[OOF_COLUMNS], str(oof_path))
+
+
+# -----------------------------------------------------------------------------
+# the summary
+
+
+def summarise_oof(
+    oof: pd.DataFrame, n_boot: int = 2000, boot_seed: int = 0, seeds: str = "mean"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-arm accuracy with bootstrap CIs, and every pairwise paired difference.
+
+    Args:
+        oof: rows participant_id, fold, arm, seed, prediction, target (:data:`OOF_COLUMNS`),
+            any number of arms.
+        n_boot, boot_seed: bootstrap resamples over subjects and their seed.
+        seeds: an arm run with several seeds: ``"mean"`` scores the mean prediction over its
+            seeds (a seed ensemble); ``"each"`` scores each seed as its own arm ``arm/seed<k>``.
+
+    Returns:
+        (summary, paired). ``summary``: one row per arm (order of first appearance) with
+        ``arm``, ``n`` (subjects), ``n_seeds``, ``mae``, ``mae_lo``, ``mae_hi`` (years),
+        ``r``, ``r_lo``, ``r_hi``, ``gap_age_r`` (r of the raw gap with age), and the
+        bias-corrected gap (:func:`slicelib.metrics.fold_bias_correction`: fold k corrected by
+        a fit on the other folds): ``corrected_gap_mae`` [``_lo``, ``_hi``] (mean |corrected
+        gap|, years; uses the true age, so not an accuracy figure) and
+        ``corrected_gap_age_r``. ``paired``: one row per pair of arms (a before b in the
+        summary's order), on the subjects both predicted: ``arm_a``, ``arm_b``, ``n``,
+        ``mae_a``, ``mae_b``, ``diff`` (mean |err a| - |err b|, years; negative: a better),
+        ``diff_lo``, ``diff_hi``, ``wilcoxon_p``, ``ttest_p``
+        (:func:`slicelib.metrics.paired_difference`).
+    """
+    df = _check_oof(oof, "oof")
+    if seeds == "each":
+        n_seeds = df.groupby("arm")["seed"].nunique()
+        many = df["arm"].map(n_seeds) > 1
+        df.loc[many, "arm"] = df.loc[many, "arm"] + "/seed" + df.loc[many, "seed"].astype(str)
+    elif seeds != "mean":
+        raise ConfigError(f"seeds={seeds!r}: use 'mean' (seed ensemble) or 'each'")
+    target = df.groupby("participant_id")["target"].agg(["min", "max"])
+    differ = target.index[target["max"] - target["min"] > 1e-6 * target["max"].abs().clip(1)]
+    if len(differ):
+        raise DataError(
+            f"oof: subject {differ[0]} has different targets in different rows; every arm "
+            "must be scored against the same target"
+        )
+    by_arm = {}
+    for arm in df["arm"].unique():
+        g = df[df["arm"] == arm]
+        folds_per = g.groupby("participant_id")["fold"].nunique()
+        if (folds_per > 1).any():
+            raise DataError(
+                f"oof: arm {arm} has subject {folds_per.index[folds_per > 1][0]} in several "
+                "folds; all its seeds must use the same folds"
+            )
+        by_arm[arm] = g.groupby("participant_id").agg(
+            prediction=("prediction", "mean"), target=("target", "first"),
+            fold=("fold", "first"), n_seeds=("seed", "nunique"),
+        )  # fmt: skip
+    summary = []
+    for arm, g in by_arm.items():
+        t, p = g["target"].to_numpy(), g["prediction"].to_numpy()
+        row = dict(arm=arm, n_seeds=int(g["n_seeds"].max()))
+        row.update(M.regression_cis(t, p, n_boot=n_boot, seed=boot_seed))
+        row["gap_age_r"] = pearson_r(p - t, t)
+        if g["fold"].nunique() >= 2:
+            corrected, _ = M.fold_bias_correction(t, p, g["fold"].to_numpy())
+            lo, hi = M.bootstrap_ci(t, corrected, "mae", n_boot=n_boot, seed=boot_seed)
+            row.update(
+                corrected_gap_mae=float(np.abs(corrected - t).mean()),
+                corrected_gap_mae_lo=lo, corrected_gap_mae_hi=hi,
+                corrected_gap_age_r=pearson_r(corrected - t, t),
+            )  # fmt: skip
+        summary.append(row)
+    paired = []
+    for a, b in combinations(by_arm, 2):
+        common = by_arm[a].index.intersection(by_arm[b].index)
+        if len(common) == 0:
+            continue
+        ga, gb = by_arm[a].loc[common], by_arm[b].loc[common]
+        res = M.paired_difference(
+            ga["target"], ga["prediction"], gb["prediction"], n_boot=n_boot, seed=boot_seed
+        )
+        paired.append(dict(arm_a=a, arm_b=b, **res))
+    cols = ["arm", "n", "n_seeds", "mae", "mae_lo", "mae_hi", "r", "r_lo", "r_hi", "gap_age_r"]
+    cols += ["corrected_gap_mae", "corrected_gap_mae_lo", "corrected_gap_mae_hi"]
+    cols += ["corrected_gap_age_r"]
+    pcols = ["arm_a", "arm_b", "n", "mae_a", "mae_b", "diff", "diff_lo", "diff_hi"]
+    pcols += ["wilcoxon_p", "ttest_p"]
+    return pd.DataFrame(summary).reindex(columns=cols), pd.DataFrame(paired, columns=pcols)
+
+
+# -----------------------------------------------------------------------------
+# the command
+
+
+def cv_baselines(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    folds: str | os.PathLike | None = None,
+    arms=None,
+    n_boot: int = 2000,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cross-validate the classical baselines of a derivative folder and write the summary.
+
+    Args:
+        data_dir: e.g. ``data/ixi_hh_4mm`` (participants.tsv with ``age``, roi_volumes.csv,
+            brains/); folds: its ``folds.tsv`` by default.
+        out_dir: receives ``oof.csv``, ``fits.json`` (:func:`run_cv`, resumable),
+            ``summary.csv`` and ``paired.csv`` (:func:`summarise_oof`).
+        arms: names among :func:`baseline_arms` (default: all three).
+
+    Returns:
+        (summary, paired) DataFrames, as written.
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    fold_table = read_folds(folds or data_dir / "folds.tsv")
+    part = pd.read_csv(data_dir / "participants.tsv", sep="\t", dtype={"participant_id": str})
+    ages = pd.to_numeric(part.set_index("participant_id")["age"], errors="coerce").dropna()
+    ids = fold_table["participant_id"].tolist()
+    available = baseline_arms(data_dir, ids)
+    arms = list(available) if arms is None else list(arms)
+    unknown = sorted(set(arms) - set(available))
+    if unknown:
+        raise ConfigError(f"unknown arms {unknown}; choose among {list(available)}")
+    oof = run_cv(fold_table, ages.to_dict(), {a: available[a] for a in arms}, out_dir)
+    summary, paired = summarise_oof(oof, n_boot=n_boot)
+    for name, table in (("summary.csv", summary), ("paired.csv", paired)):
+        atomic_write(
+            out_dir / name, lambda tmp, t=table: t.to_csv(tmp, index=False, float_format="%.4g")
+        )
+    return summary, paired
+
+
+def main(argv=None) -> None:
+    """``python -m slicelib.cv``: the classical baselines through the folds (see the module)."""
+    ap = argparse.ArgumentParser(prog="python -m slicelib.cv", description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True, help="derivative folder, e.g. data/ixi_hh_4mm")
+    ap.add_argument("--out", required=True, help="output folder (resumes what is there)")
+    ap.add_argument("--folds", default=None, help="folds.tsv (default: DATA/folds.tsv)")
+    ap.add_argument("--arms", nargs="+", default=None, choices=BASELINES, help="default: all")
+    ap.add_argument("--n-boot", type=int, default=2000)
+    a = ap.parse_args(argv)
+    summary, paired = cv_baselines(a.data, a.out, a.folds, a.arms, a.n_boot)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(summary.round(3).to_string(index=False))
+        print(paired.round(4).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""slicelib.cv: out-of-fold predictions never from a model that saw the subject; resume; summary."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import Ridge
+
+from slicelib import cv
+from slicelib import metrics as M
+from slicelib.errors import ConfigError, DataError
+
+DERIV = Path(__file__).resolve().parents[1] / "data" / "ixi_hh_4mm"
+
+
+class Spy(Ridge):
+    """A ridge that records the subjects (the feature table's index) it was fitted on."""
+
+    log: list = []
+
+    def fit(self, X, y):
+        Spy.log.append(set(X.index))
+        return super().fit(X.to_numpy(), y)
+
+    def predict(self, X):
+        return super().predict(X.to_numpy())
+
+
+class Refuse:
+    """An estimator that must not be fitted (resume must skip it)."""
+
+    def fit(self, X, y):
+        raise AssertionError("refitted a finished fold")
+
+
+def _problem(n=40, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = [f"s{i:02d}" for i in range(n)]
+    folds = pd.DataFrame({"participant_id": ids, "fold": np.arange(n) % k})
+    age = rng.uniform(20, 80, n)
+    x = pd.DataFrame(np.c_[age + rng.normal(0, 5, n), rng.normal(size=(n, 3))], index=ids)
+    return folds, dict(zip(ids, age)), x
+
+
+def test_oof_predictions_never_come_from_a_model_that_saw_the_subject(tmp_path):
+    folds, targets, x = _problem()
+    Spy.log = []
+    oof = cv.run_cv(folds, targets, {"spy": (Spy, x)}, tmp_path, progress=False)
+    assert len(Spy.log) == 4 and len(oof) == 40 and set(oof["participant_id"]) == set(x.index)
+    fits = json.loads((tmp_path / "fits.json").read_text())
+    for k, g in oof.groupby("fold"):
+        seen = Spy.log[k]  # what the model of fold k was actually fitted on
+        assert not seen & set(g["participant_id"])
+        assert seen == set(folds.loc[folds["fold"] != k, "participant_id"])  # all other folds
+        assert set(fits[f"spy/fold{k}/seed0"]["train_ids"]) == seen
+    # and the predictions are that model's: refit on the other folds by hand
+    g = oof[oof["fold"] == 2]
+    tr = folds.loc[folds["fold"] != 2, "participant_id"]
+    ref = Ridge().fit(x.loc[tr].to_numpy(), [targets[i] for i in tr])
+    assert np.allclose(g["prediction"], ref.predict(x.loc[g["participant_id"]].to_numpy()))
+    assert np.allclose(g["target"], [targets[i] for i in g["participant_id"]])
+
+
+def test_resume_skips_finished_folds_and_refuses_other_folds(tmp_path):
+    folds, targets, x = _problem()
+    first = cv.run_cv(folds, targets, {"spy": (Spy, x)}, tmp_path, progress=False)
+    again = cv.run_cv(folds, targets, {"spy": (Refuse, x)}, tmp_path, progress=False)
+    pd.testing.assert_frame_equal(first, again)  # nothing refitted, nothing lost
+    part = first[first["fold"] != 2]  # an interrupted run: fold 2 missing
+    part.to_csv(tmp_path / "oof.csv", index=False)
+    Spy.log = []
+    resumed = cv.run_cv(folds, targets, {"spy": (Spy, x)}, tmp_path, progress=False)
+    assert len(Spy.log) == 1  # only fold 2 was fitted
+    key = ["arm", "participant_id"]
+    pd.testing.assert_frame_equal(
+        resumed.sort_values(key).reset_index(drop=True),
+        first.sort_values(key).reset_index(drop=True),
+    )
+    other = folds.assign(fold=(folds["fold"] + 1) % 4)
+    with pytest.raises(ConfigError, match="other folds .*in fold"):
+        cv.run_cv(other, targets, {"spy": (Spy, x)}, tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="s00 is in fold 0 there, not in the folds given"):
+        cv.run_cv(folds.iloc[1:], targets, {"spy": (Spy, x)}, tmp_path, progress=False)
+    bad = folds.astype({"fold": object})
+    bad.loc[3, "fold"] = "two"
+    with pytest.raises(DataError, match="row 3 \\(s03\\) has fold 'two'"):
+        cv.run_cv(bad, targets, {"spy": (Spy, x)}, tmp_path / "new", progress=False)
+
+
+def _oof():
+    rng = np.random.default_rng(1)
+    n = 30
+    ids = [f"s{i:02d}" for i in range(n)]
+    age = rng.uniform(20, 80, n)
+    rows = []
+    for arm, noise, seeds in (("a", 3, [0]), ("b", 6, [0, 1]), ("c", 9, [0])):
+        for s in seeds:
+            pred = age + rng.normal(0, noise, n)
+            rows.append(
+                pd.DataFrame(dict(participant_id=ids, fold=np.arange(n) % 3, arm=arm, seed=s))
+            )
+            rows[-1]["prediction"], rows[-1]["target"] = pred, age
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_summarise_oof_matches_direct_statistics_for_any_arms():
+    oof = _oof()
+    summary, paired = cv.summarise_oof(oof, n_boot=300)
+    assert summary["arm"].tolist() == ["a", "b", "c"]
+    assert summary.set_index("arm")["n_seeds"].to_dict() == {"a": 1, "b": 2, "c": 1}
+    b = oof[oof["arm"] == "b"].groupby("participant_id")[["prediction", "target"]].mean()
+    row = summary.set_index("arm").loc["b"]
+    assert row["mae"] == pytest.approx(np.abs(b["prediction"] - b["target"]).mean())  # ensemble
+    assert row["mae_lo"] < row["mae"] < row["mae_hi"]
+    a = oof[oof["arm"] == "a"].set_index("participant_id")
+    corrected, _ = M.fold_bias_correction(a["target"], a["prediction"], a["fold"])
+    arow = summary.set_index("arm").loc["a"]
+    assert arow["corrected_gap_mae"] == pytest.approx(np.abs(corrected - a["target"]).mean())
+    assert [tuple(r) for r in paired[["arm_a", "arm_b"]].to_numpy()] == [
+        ("a", "b"),
+        ("a", "c"),
+        ("b", "c"),
+    ]
+    direct = M.paired_difference(a["target"], a["prediction"], b.loc[a.index, "prediction"], 300)
+    got = paired.iloc[0].to_dict()
+    for key, value in direct.items():
+        assert got[key] == pytest.approx(value), key
+    each, paired_each = cv.summarise_oof(oof, n_boot=50, seeds="each")
+    assert each["arm"].tolist() == ["a", "b/seed0", "b/seed1", "c"] and len(paired_each) == 6
+
+
+def test_oof_tables_with_bad_rows_are_refused(tmp_path):
+    oof = _oof()
+    bad = oof.copy()
+    bad.loc[5, "prediction"] = np.nan
+    with pytest.raises(DataError, match="row 5 .*s05.* prediction"):
+        cv.summarise_oof(bad)
+    bad = oof.copy()
+    bad.loc[0, "target"] += 1.0
+    with pytest.raises(DataError, match="s00 has different targets"):
+        cv.summarise_oof(bad)
+    with pytest.raises(DataError, match="2 rows for arm a seed 0"):
+        cv.summarise_oof(pd.concat([oof, oof.iloc[:1]]))
+    oof.drop(columns="seed").to_csv(tmp_path / "oof.csv", index=False)
+    with pytest.raises(DataError, match=r"columns \['seed'\] missing"):
+        cv.read_oof(tmp_path / "oof.csv")
+
+
+def test_baselines_on_a_subset_of_the_derivative(tmp_path):
+    """The three baselines end to end on 9 of the shipped heads (3 folds)."""
+    folds = cv.read_folds(DERIV / "folds.tsv")
+    sub = folds[folds["fold"] < 3].groupby("fold").head(3)
+    sub.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
+    summary, paired = cv.cv_baselines(DERIV, tmp_path / "out", tmp_path / "folds.tsv", n_boot=100)
+    assert summary["arm"].tolist() == ["mean", "ridge_roi", "ridge_voxels"]
+    assert (summary["n"] == 9).all() and len(paired) == 3
+    oof = cv.read_oof(tmp_path / "out" / "oof.csv")
+    age = sub.set_index("participant_id")["age"]
+    for k, g in oof[oof["arm"] == "mean"].groupby("fold"):  # the training-mean age
+        assert np.allclose(g["prediction"], age[sub.loc[sub["fold"] != k, "participant_id"]].mean())
+    fits = json.loads((tmp_path / "out" / "fits.json").read_text())
+    assert fits["ridge_voxels/fold0/seed0"]["alpha"] in cv.RIDGE_ALPHAS
+    assert pd.read_csv(tmp_path / "out" / "summary.csv")["arm"].tolist() == summary["arm"].tolist()
+    with pytest.raises(ConfigError, match="unknown arms"):
+        cv.cv_baselines(DERIV, tmp_path / "out", tmp_path / "folds.tsv", arms=["sfcn"])
