@@ -45,7 +45,7 @@ __all__ += ["TimmEncoder", "timm_model_name", "TIMM_PREFIX", "IMAGENET_MEAN", "I
 
 TESTED_BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_small")
 TESTED_BACKBONES += ("efficientnet_b0", "densenet121", "convnext_tiny", "slice_cnn")
-TESTED_BACKBONES += ("timm:convnext_atto", "timm:test_vit")
+TESTED_BACKBONES += ("timm:convnext_atto",)
 
 TIMM_PREFIX = "timm:"
 # torchvision's ImageNet normalisation: a z-scored slice is read as grey normalised with these

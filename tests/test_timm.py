@@ -137,6 +137,26 @@ def test_imagenet_weights_offline_say_how_to_use_a_local_file(offline):
     assert "HF_HUB_OFFLINE=1" in text
 
 
+def test_imagenet_weights_go_through_timms_hub_loader(tmp_path, monkeypatch):
+    # the hub "download" returns a local file: timm's own loader (num_classes=0) reads it
+    torch.manual_seed(6)
+    full = timm.create_model("test_vit", pretrained=False)
+    safetensors_torch.save_file(full.state_dict(), tmp_path / "model.safetensors")
+    asked = []
+
+    def cached_download(repo_id, filename, **kwargs):
+        asked.append((repo_id, filename))
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", cached_download)
+    monkeypatch.delenv("SLICELIB_WEIGHTS_DIR", raising=False)
+    model = SliceModel("timm:test_vit", weights="imagenet", volume_shape=(12, 10, 9), seed=9)
+    assert asked == [("timm/test_vit.r160_in1k", "model.safetensors")]
+    got = model.encoder.net.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in full.state_dict().items() if k in got)
+    assert "head.weight" not in got
+
+
 def test_local_weights_files_load(tmp_path, offline, monkeypatch):
     torch.manual_seed(4)
     full = timm.create_model("test_vit", pretrained=False)  # with its 1000-class head
@@ -171,16 +191,24 @@ def test_a_weights_file_of_another_model_is_refused(tmp_path):
         )
 
 
-@pytest.mark.parametrize("backbone", ["timm:convnext_atto", "timm:test_vit"])
-def test_timm_backbones_train_through_the_cli(backbone, tmp_path):
-    table = make_table(tmp_path / "data", n=8, seed=2)
-    cfg = tmp_path / "tiny.toml"
+@pytest.fixture(scope="module")
+def tiny_grid(tmp_path_factory):
+    """8 tiny 16 x 20 x 16 volumes (tiny_data.make_table) and a one-epoch config, shared."""
+    folder = tmp_path_factory.mktemp("timm_cli")
+    table = make_table(folder, n=8, seed=2)
+    cfg = folder / "tiny.toml"
     cfg.write_text(
         "epochs = 1\nbatch_size = 4\nlr = 1e-3\n"
-        f'cache_dir = "{tmp_path / "cache"}"\n'
+        f'cache_dir = "{folder / "cache"}"\n'
         '[model]\nembed_dim = 8\nweights = "none"\n'
         '[preprocess]\nvolume_shape = [16, 20, 16]\nvoxel_size = 8.0\ncentre = "none"\n'
     )
+    return table, cfg
+
+
+@pytest.mark.parametrize("backbone", ["timm:convnext_atto", "timm:test_vit"])
+def test_timm_backbones_train_through_the_cli(backbone, tiny_grid, tmp_path):
+    table, cfg = tiny_grid
     run = tmp_path / "run"
     argv = ["train", "--data", str(table), "--target", "age", "--config", str(cfg), "--qc", "off"]
     assert main([*argv, "--backbone", backbone, "--out", str(run), "--no-progress"]) == 0
