@@ -168,7 +168,7 @@ class ModelConfig:
     checks every value.
     """
 
-    backbone: str = "resnet18"  # torchvision model name, or "slice_cnn" (the scratch CNN)
+    backbone: str = "resnet18"  # torchvision name, "timm:<name>", or "slice_cnn" (scratch)
     weights: str | None = None  # "imagenet", None (random init, seeded) or a state_dict path
     embed_dim: int = 32  # D, the slice embedding size
     position: str = "learned"  # "learned" | "sinusoidal" (any slice count) | "none"

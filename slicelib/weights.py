@@ -10,6 +10,17 @@ is and this module says where its weights come from:
   (no code is unpickled) and loaded strictly.
 - ``None`` or ``"none"``: random initialisation.
 
+For a timm backbone (``backbone="timm:<name>"``, :func:`load_timm_backbone`):
+
+- ``"imagenet"``: timm's pretrained weights of ``<name>`` (its default tag, or the one in the
+  name, e.g. ``vit_small_patch14_dinov2.lvd142m``), downloaded by timm from the Hugging Face hub
+  (or the model's URL) into the Hugging Face cache; ``$SLICELIB_WEIGHTS_DIR/timm_<name>.safetensors``
+  (or ``.pth``) is used first when that variable is set.
+- a path: a timm ``state_dict`` of the model as ``.safetensors`` (the hub's ``model.safetensors``)
+  or a PyTorch file (``torch.save(model.state_dict(), path)``), with or without the classifier;
+  loaded strictly (every other key must fit).
+- ``None`` or ``"none"``: random initialisation.
+
 Every failure raises :class:`WeightsError` with the file, what was wrong and what to do.
 """
 
@@ -31,6 +42,10 @@ __all__ = [
     "imagenet_backbone",
     "offline_help",
     "state_dict_mismatch",
+    "read_state_dict",
+    "load_timm_backbone",
+    "timm_offline_help",
+    "timm_weights_file",
 ]
 
 
@@ -72,6 +87,38 @@ def state_dict_mismatch(expected: dict, state: dict, names=("file", "model")) ->
     )
 
 
+def read_state_dict(path: str | os.PathLike, backbone: str, maker: str) -> dict:
+    """Read the state_dict file ``path``: ``.safetensors``, else PyTorch (``weights_only=True``).
+
+    ``backbone`` and ``maker`` (the expression that builds the model, e.g.
+    ``"torchvision.models.resnet18()"``) only word the errors. Returns ``{key: tensor}`` on the
+    CPU. Raises :class:`WeightsError` naming the file when it is absent, unreadable or not a
+    plain dict of tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"Weights file {path} does not exist (backbone {backbone}).")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file  # ships with timm
+
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file name
+        kind = "safetensors" if path.suffix == ".safetensors" else "PyTorch"
+        raise WeightsError(
+            f"Could not read weights file {path} as a {kind} state_dict ({err}). "
+            f"Expected torch.save({maker}.state_dict(), path)."
+        ) from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(
+            f"{path} is not a plain state_dict (a dict of tensors); for backbone {backbone} save "
+            "it with torch.save(model.state_dict(), path)."
+        )
+    return state
+
+
 def load_state_dict_file(path: str | os.PathLike, net: nn.Module, backbone: str) -> None:
     """Load the torchvision state_dict file ``path`` into ``net`` (in place), strictly.
 
@@ -79,20 +126,7 @@ def load_state_dict_file(path: str | os.PathLike, net: nn.Module, backbone: str)
     dict of tensors, or made for another architecture (missing/unexpected keys, shapes).
     """
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"Weights file {path} does not exist (backbone {backbone}).")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file name
-        raise WeightsError(
-            f"Could not read weights file {path} as a PyTorch state_dict ({err}). "
-            f"Expected torch.save(torchvision.models.{backbone}().state_dict(), path)."
-        ) from err
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(
-            f"{path} is not a plain state_dict (a dict of tensors); for backbone {backbone} save "
-            "it with torch.save(model.state_dict(), path)."
-        )
+    state = read_state_dict(path, backbone, f"torchvision.models.{backbone}()")
     mismatch = state_dict_mismatch(net.state_dict(), state, ("file", backbone))
     if mismatch:
         raise WeightsError(
@@ -134,4 +168,99 @@ def load_backbone(backbone: str, weights: str | os.PathLike | None = None) -> nn
     net = torchvision.models.get_model(backbone, weights=None)
     if weights not in (None, "none"):
         load_state_dict_file(weights, net, backbone)
+    return net
+
+
+# -----------------------------------------------------------------------------
+# timm backbones
+
+
+def timm_weights_file(name: str) -> Path | None:
+    """``$SLICELIB_WEIGHTS_DIR/timm_<name>.safetensors`` (or ``.pth``) if set and present, else None."""
+    local_dir = os.environ.get("SLICELIB_WEIGHTS_DIR")
+    if local_dir:
+        for suffix in (".safetensors", ".pth"):
+            path = Path(local_dir) / f"timm_{name}{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+def timm_offline_help(name: str, hub_id: str | None = None) -> str:
+    """The three ways to get timm's pretrained weights of ``name`` without internet, as text."""
+    from huggingface_hub import constants  # ships with timm
+
+    source = f" (the model.safetensors of https://huggingface.co/{hub_id})" if hub_id else ""
+    return (
+        "To work offline, either\n"
+        f"  (1) pass weights='/path/to/{name}.safetensors' (or .pth): a state_dict of timm's "
+        f"{name}{source}, or\n"
+        f"  (2) set SLICELIB_WEIGHTS_DIR to a folder holding timm_{name}.safetensors "
+        "(or .pth), or\n"
+        f"  (3) copy the Hugging Face cache {constants.HF_HUB_CACHE} from a machine with "
+        "internet (set HF_HOME to move it) and set HF_HUB_OFFLINE=1."
+    )
+
+
+def _timm_pretrained(name: str, **model_kwargs) -> nn.Module:
+    """timm's ``name`` with its pretrained weights from the hub/URL (no classifier)."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    where = hub_id and f"https://huggingface.co/{hub_id}" or getattr(cfg, "url", None)
+    if cfg is None or not (where or cfg.file):
+        raise WeightsError(
+            f"timm has no pretrained weights for {name!r}; pass weights=None (random init), a "
+            f"local state_dict file, or a name with weights (timm.list_pretrained('{name}*'))."
+        )
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=0, **model_kwargs)
+    except TypeError:
+        raise  # a model argument it does not take: not a download problem
+    except Exception as err:  # OSError, hub errors (LocalEntryNotFoundError), URLError, HTTP ...
+        raise WeightsError(
+            f"Could not get timm's pretrained weights of {name} from {where}: "
+            f"{type(err).__name__}: {err}\n"
+            "timm downloads them into the Hugging Face cache; that needs internet.\n"
+            + timm_offline_help(name, hub_id)
+        ) from err
+
+
+def load_timm_backbone(
+    name: str, weights: str | os.PathLike | None = None, **model_kwargs
+) -> nn.Module:
+    """timm's model ``name`` without classifier (``num_classes=0``: it returns pooled features).
+
+    ``weights``: ``"imagenet"`` (timm's pretrained weights; a local copy first, see the module
+    docstring), ``None``/``"none"`` (random init from the current RNG) or a path to a
+    ``.safetensors``/PyTorch state_dict of the model, with or without its classifier, loaded
+    strictly. ``model_kwargs`` go to ``timm.create_model`` (e.g. ``dynamic_img_size=True``).
+    """
+    import timm  # heavy: imported only when a timm backbone is asked for
+
+    if weights == "imagenet":
+        weights = timm_weights_file(name)
+        if weights is None:
+            return _timm_pretrained(name, **model_kwargs)
+    net = timm.create_model(name, pretrained=False, num_classes=0, **model_kwargs)
+    if weights in (None, "none"):
+        return net
+    state = read_state_dict(weights, f"timm:{name}", f"timm.create_model('{name}')")
+    expected = net.state_dict()
+    classifier = net.pretrained_cfg.get("classifier") or ()
+    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    # the classifier of a full checkpoint (e.g. the hub's model.safetensors) is not used
+    head = [
+        k for k in state if k not in expected and k.startswith(tuple(c + "." for c in classifier))
+    ]
+    state = {k: v for k, v in state.items() if k not in head}
+    mismatch = state_dict_mismatch(expected, state, ("file", f"timm {name}"))
+    if mismatch:
+        raise WeightsError(
+            f"Weights file {weights} does not fit timm's {name}: {mismatch}. "
+            f"Pass the timm model the file was saved from (backbone='timm:<name>'), saved with "
+            "torch.save(model.state_dict(), path) or safetensors' save_file."
+        )
+    net.load_state_dict(state, strict=True)
     return net
