@@ -107,7 +107,8 @@ class TrainConfig:
     balanced accuracy; "none" = the plain mean loss. (Regression needs no such option: the
     model's head predicts z-scores, ``output = target_mean + target_std * head``.)
     Runtime: ``device`` "auto" | "cuda" | "mps" | "cpu"; ``precision`` "auto" (bf16 autocast on
-    CUDA, fp32 elsewhere) | "bf16" | "fp32"; ``num_workers``; ``deterministic``; ``seed``;
+    CUDA, fp32 elsewhere; evaluation and prediction follow the run's: :func:`slicelib.engine.
+    use_bf16`) | "bf16" | "fp32"; ``num_workers``; ``deterministic``; ``seed``;
     ``jobs``: worker processes that fill the preprocessing cache before training (runtime only:
     it may change when a run resumes and does not change any result).
     Input QC (:func:`slicelib.cache.check_qc`): a scan that cannot be preprocessed always stops

@@ -122,6 +122,7 @@ def fp32_run(tmp_path_factory):
     return train(TrainConfig.from_dict(cfg), progress=False), table
 
 
+@pytest.mark.filterwarnings("ignore:.*QC flagged")  # toy spheres, not T1 brains
 def test_evaluate_and_predict_decide_precision_by_the_one_rule(fp32_run, monkeypatch):
     run, table = fp32_run
     calls = []
