@@ -23,20 +23,31 @@ Training settings come from (later wins): defaults < ``--preset`` < ``--config F
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 from pathlib import Path
 
-# the flags a compare grid takes as comma-separated lists: the arms, the seeds, the lr grid
-from slicelib.compare import ARM_FLAGS, GRID_FLAGS
+import torch.distributed as dist
+import yaml
 
-__all__ = ["main", "build_parser", "ARM_FLAGS", "GRID_FLAGS"]
+from slicelib import compare as C
+from slicelib.compare import ARM_FLAGS, GRID_FLAGS  # the flags a compare grid takes as lists
+from slicelib.config import PRESETS, resolve_config
+from slicelib.course import run_notebooks
+from slicelib.data import METHODS
+from slicelib.errors import CheckpointError, ConfigError, DataError, PipelineError, WeightsError
+from slicelib.model import NORMS, POOLINGS, POSITIONS
+from slicelib.qc import run_qc
+from slicelib.runs import evaluate_run, predict_files
+from slicelib.synth import make_cohort
+from slicelib.train import train
 
-POSITIONS = ("learned", "sinusoidal", "none")
-NORMS = ("set", "slice", "none")
-POOLINGS = ("mean", "max", "attention", "gated_attention")
+__all__ = ["main", "build_parser", "ARM_FLAGS", "GRID_FLAGS", "KNOWN_ERRORS"]
+
+#: Errors of bad input or files: reported in one line with exit code 2 instead of a traceback.
+KNOWN_ERRORS = (FileNotFoundError, DataError, PipelineError, ConfigError, CheckpointError)
+KNOWN_ERRORS += (WeightsError,)
 YES_NO = ("no", "yes")
 JOBS_HELP = "preprocessing worker processes (default 1)"
 COMPARE_DEFAULTS = {
@@ -107,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--out", "--json", default=None, help="write the metrics here (JSON file)")
     e.add_argument("--device", default="auto")
+    e.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="preprocessing worker processes for scans not cached yet (default: the run's)",
+    )
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     q = sub.add_parser("predict", help="predict from NIfTI files with a run's preprocessing")
@@ -144,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     k = sub.add_parser("course", help="run the course notebooks (slicelib.course)")
-    k.add_argument("--preset", default="cpu")
+    k.add_argument("--preset", default="cpu", choices=tuple(PRESETS))
     k.add_argument("--out", default="outputs/course")
     k.add_argument("--names", default=None, help="comma-separated notebook names (default: all)")
     return p
@@ -232,8 +249,9 @@ def _add_train_flags(t: argparse.ArgumentParser, grid: bool = False) -> None:
             "QC-flagged scans: warn (default) | exclude (from "
             "training and validation) | off; a scan that cannot be preprocessed always stops",
         ),
+        ("--method", METHODS, "preprocessing method: " + " | ".join(METHODS)),
         ("--cache-dir", str, "preprocessed-volume (and frozen-feature) cache folder"),
-        ("--preset", ("smoke", "cpu", "gpu"), "sizes: laptop smoke test | laptop CPU | paper GPU"),
+        ("--preset", tuple(PRESETS), "sizes: " + " | ".join(PRESETS)),
         ("--config", str, "TOML or YAML config file (TrainConfig keys, [model], [preprocess])"),
     ):
         kw = dict(choices=kind) if isinstance(kind, tuple) else dict(type=kind)
@@ -268,13 +286,13 @@ def _overrides(a: argparse.Namespace) -> dict:
     model = _model_overrides(a)
     if model:
         over["model"] = model
+    if a.method is not None:
+        over["preprocess"] = {"method": a.method}
     return over
 
 
 def _resolve(a: argparse.Namespace):
     """The TrainConfig of a parsed ``train`` command line (or the base config of ``compare``)."""
-    from slicelib.config import resolve_config
-
     cfg = resolve_config(preset=a.preset, file=a.config, overrides=_overrides(a))
     if a.patience == 0:  # --patience 0 switches early stopping off
         cfg.patience = None
@@ -283,8 +301,6 @@ def _resolve(a: argparse.Namespace):
 
 def cmd_synth(a: argparse.Namespace) -> int:
     """``slicelib synth``: write a synthetic cohort."""
-    from slicelib.synth import make_cohort
-
     kw = dict(n=a.n, seed=a.seed, progress=True)
     if a.ad_prevalence is not None:
         kw["ad_prevalence"] = a.ad_prevalence
@@ -298,10 +314,6 @@ def cmd_synth(a: argparse.Namespace) -> int:
 
 def cmd_train(a: argparse.Namespace) -> int:
     """``slicelib train``: resolve the config, split by subject, train (resumes)."""
-    import yaml
-
-    from slicelib.train import train
-
     cfg = _resolve(a)
     rank0 = int(os.environ.get("RANK", "0")) == 0  # torchrun sets RANK
     if rank0:
@@ -336,9 +348,7 @@ def _print_metrics(res: dict) -> None:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     """``slicelib evaluate``: metrics beside the baseline, written as JSON."""
-    from slicelib.runs import evaluate_run
-
-    kw = dict(data=a.data, split=a.split, checkpoint=a.checkpoint, device=a.device)
+    kw = dict(data=a.data, split=a.split, checkpoint=a.checkpoint, device=a.device, jobs=a.jobs)
     kw["baseline_features"] = a.baseline_features
     res = evaluate_run(a.run, **kw, progress=not a.no_progress)
     _print_metrics(res)
@@ -351,8 +361,6 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 def cmd_predict(a: argparse.Namespace) -> int:
     """``slicelib predict``: one row per file; failures reported, exit code 1 if any failed."""
-    from slicelib.runs import predict_files
-
     kw = dict(checkpoint=a.checkpoint, device=a.device, progress=not a.no_progress)
     df = predict_files(a.run, a.files, **kw, jobs=a.jobs)
     bad = df[df["error"] != ""]
@@ -371,8 +379,6 @@ def cmd_compare(a: argparse.Namespace) -> int:
     """``slicelib compare``: the grid of the comma-separated flags, run by
     :func:`slicelib.compare.compare` (files under --out: results.csv, lr_selection.csv,
     summary.csv, compare.png); the summary table printed."""
-    from slicelib import compare as C
-
     plain = argparse.Namespace(**{**vars(a), **dict.fromkeys(GRID_FLAGS)})
     base = _resolve(plain)  # the train flags that are not grid flags
     grid = {f: getattr(a, f) for f in ARM_FLAGS if getattr(a, f) is not None}
@@ -387,8 +393,6 @@ def cmd_compare(a: argparse.Namespace) -> int:
 def cmd_qc(a: argparse.Namespace) -> int:
     """``slicelib qc``: OUT/qc.csv and one figure per scan (slicelib.qc.run_qc); a line per
     status. Exit code 0 even with flagged or failed scans: the csv says which and why."""
-    from slicelib.qc import run_qc
-
     df = run_qc(a.scans, a.out, jobs=a.jobs, figures=not a.no_figures, progress=not a.no_progress)
     for status in ("ok", "flagged", "error"):
         names = [Path(p).name for p in df.loc[df["status"] == status, "path"]]
@@ -400,8 +404,6 @@ def cmd_qc(a: argparse.Namespace) -> int:
 
 def cmd_course(a: argparse.Namespace) -> int:
     """``slicelib course``: run the course notebooks (slicelib.course.run_notebooks)."""
-    from slicelib.course import run_notebooks
-
     names = _csv_list(a.names) if a.names else None
     run_notebooks(a.out, preset=a.preset, names=names)  # raises naming the failed cell
     return 0
@@ -418,32 +420,15 @@ COMMANDS = {
 }
 
 
-def _known_errors() -> tuple[type[Exception], ...]:
-    """The errors slicelib raises for bad input or files (``*Error`` classes of its modules):
-    reported in one line with exit code 2 instead of a traceback."""
-    errors: list[type[Exception]] = [FileNotFoundError]
-    for name in ("config", "train", "runs", "data", "datasets", "weights", "model"):
-        try:
-            found = vars(importlib.import_module(f"slicelib.{name}")).items()
-        except ModuleNotFoundError:
-            continue
-        found = [v for k, v in found if k.endswith("Error") and isinstance(v, type)]
-        errors += [v for v in found if issubclass(v, Exception) and v.__module__[:8] == "slicelib"]
-    return tuple(errors)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``slicelib`` command. Returns the exit code (0 = success)."""
     args = build_parser().parse_args(argv)
-    known = _known_errors()
     try:
         return COMMANDS[args.command](args)
-    except known as err:
+    except KNOWN_ERRORS as err:
         print(f"slicelib {args.command}: error: {err}", file=sys.stderr)
         return 2
     finally:
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -38,9 +38,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from slicelib import plotting
 from slicelib.cnn3d import is_volume_backbone
 from slicelib.config import SLICE_ONLY_KEYS, ConfigError, TrainConfig
 from slicelib.metrics import primary_metric
+from slicelib.model import SliceModel
+from slicelib.runs import evaluate_run
+from slicelib.train import monitor_of, train
 
 __all__ = [
     "ARM_FLAGS",
@@ -88,8 +92,6 @@ def plan(
         per (arm, seed) in grid order; a 3D CNN arm has "-" for SLICE_ONLY_FLAGS (so it appears
         once per seed, not once per setting it does not have).
     """
-    from slicelib.model import SliceModel
-
     unknown = sorted(set(grid or {}) - set(ARM_FLAGS))
     if unknown:
         raise ConfigError(
@@ -167,7 +169,7 @@ def judge(run_dir: str | os.PathLike, cfg: TrainConfig) -> dict:
         ``note`` (why it diverged).
     """
     run_dir = Path(run_dir)
-    monitor, mode = _monitor(cfg)
+    monitor, mode = monitor_of(cfg)
     out = dict(status="diverged", monitor=monitor, val_best=None, note="")
     hist = run_dir / "history.csv"
     hist = pd.read_csv(hist) if hist.is_file() else pd.DataFrame({"train_loss": []})
@@ -193,12 +195,6 @@ def judge(run_dir: str | os.PathLike, cfg: TrainConfig) -> dict:
     return dict(out, val_baseline=baseline, best_epoch=int(best["epoch"]))
 
 
-def _monitor(cfg: TrainConfig) -> tuple[str, str]:
-    from slicelib.train import monitor_of
-
-    return monitor_of(cfg)
-
-
 def choose(candidates: list[dict], mode: str) -> dict:
     """The candidate to report (``mode``: "min" | "max" of ``val_best``): "ok" first, then
     "did not learn", then "diverged"; within a status the best validation value (the first
@@ -218,8 +214,6 @@ def choose(candidates: list[dict], mode: str) -> dict:
 def split_metrics(run_dir: str | os.PathLike, split: str = "test") -> dict:
     """:func:`slicelib.runs.evaluate_run`'s numbers for one run (``*_ci95`` pairs as
     ``*_ci95_lo``/``*_ci95_hi``; ``best_epoch`` 1-based, ``n_subjects``)."""
-    from slicelib.runs import evaluate_run
-
     res = evaluate_run(run_dir, split=split, progress=False)
     out = {"n_subjects": res.pop("n"), "best_epoch": res.pop("checkpoint_epoch") + 1}
     for k, v in res.items():
@@ -270,7 +264,7 @@ def compare(
     root.mkdir(parents=True, exist_ok=True)
     lrs = list(lrs) if lrs else [base.lr]
     _, runs = plan(base, grid, seeds)
-    mode = _monitor(base)[1]
+    mode = monitor_of(base)[1]
     lr_grid = ",".join(f"{v:g}" for v in lrs)
     rows, tried = [], []
     for run in tqdm(runs, desc="compare", unit="arm x seed", disable=not progress):
@@ -298,8 +292,6 @@ def compare(
 def _candidate(base: TrainConfig, run: dict, root: Path, lr: float, lr_in_name: bool) -> dict:
     """Train one (arm, seed, lr) run; ``run`` with ``lr``, :func:`judge`'s verdict and ``run``
     (the folder)."""
-    from slicelib.train import train
-
     cfg = run_config(base, run, root, lr, lr_in_name)
     train(cfg, progress=False)
     return dict(run, lr=lr, **judge(cfg.out, cfg), run=cfg.out)
@@ -309,8 +301,6 @@ def summarise(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     """summary.csv: per arm the chosen learning rates, then mean and sd of every metric over
     the seeds whose run is "ok" (:func:`slicelib.plotting.summarise_runs`; ``status`` names
     the seeds that did not learn or diverged)."""
-    from slicelib import plotting
-
     skip = {*GRID_FLAGS, "run", "n_subjects", "best_epoch", "status", "lr_grid"}
     numeric = [c for c in results.columns if pd.api.types.is_numeric_dtype(results[c])]
     metrics = [c for c in numeric if c not in skip and results[c].notna().any()]
@@ -325,8 +315,6 @@ def summarise(results: pd.DataFrame, metric: str) -> pd.DataFrame:
 def compare_figure(summary: pd.DataFrame, cfg: TrainConfig, split: str = "test"):
     """compare.png: the primary metric per arm (mean ± sd over seeds, 95 % CI), the baselines
     (training mean / majority class, ridge) as grey bars beside the arms. Returns the Figure."""
-    from slicelib import plotting
-
     metric = primary_metric(cfg.task)[0]
 
     def ref(name: str):

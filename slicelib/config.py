@@ -16,7 +16,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+import tomllib
+import yaml
+
+from slicelib.build import saved_model_config
 from slicelib.cnn3d import VolumeCNN, is_volume_backbone
+from slicelib.data import PreprocessConfig
 from slicelib.errors import ConfigError
 from slicelib.model import SliceModel
 from slicelib.qc import QC_MODES
@@ -31,11 +37,12 @@ __all__ = [
     "check_resume",
     "RESUME_MAY_CHANGE",
     "QC_MODES",
+    "SPLIT_NAMES",
+    "given_split",
 ]
 
-
-#: What training does with scans that QC flags (see ``TrainConfig.qc``).
-
+#: The values of a given subject split (``TrainConfig.split``): "unused" subjects take no part.
+SPLIT_NAMES = ("train", "val", "test", "unused")
 
 # Sizes per preset. Keys are TrainConfig fields; "model"/"preprocess" are merged key-wise.
 PRESETS: dict[str, dict] = {
@@ -76,6 +83,9 @@ class TrainConfig:
     ``task`` ("regression" | "binary" | "multiclass"), ``path_column``/``id_column`` (passed to
     ``slicelib.datasets.read_table``), ``split_fractions`` (train, val, test) and ``split_seed``
     (the subject split; kept apart from ``seed`` so that seeds share one test set).
+    ``split``: a given subject split instead of the seeded one: a mapping participant_id ->
+    "train" | "val" | "test" | "unused", or the path of a CSV/TSV table with ``participant_id``
+    and ``split`` columns; it must name every subject of the data ("unused" ones take no part).
     Model: ``model`` = keyword arguments of :class:`slicelib.model.SliceModel` (backbone,
     weights, embed_dim, position, norm, pooling, axes, stem, ...), or of
     :class:`slicelib.cnn3d.VolumeCNN` for a 3D backbone (``"sfcn_3d"``, ``"densenet121_3d"``:
@@ -97,7 +107,8 @@ class TrainConfig:
     balanced accuracy; "none" = the plain mean loss. (Regression needs no such option: the
     model's head predicts z-scores, ``output = target_mean + target_std * head``.)
     Runtime: ``device`` "auto" | "cuda" | "mps" | "cpu"; ``precision`` "auto" (bf16 autocast on
-    CUDA, fp32 elsewhere) | "bf16" | "fp32"; ``num_workers``; ``deterministic``; ``seed``;
+    CUDA, fp32 elsewhere; evaluation and prediction follow the run's: :func:`slicelib.engine.
+    use_bf16`) | "bf16" | "fp32"; ``num_workers``; ``deterministic``; ``seed``;
     ``jobs``: worker processes that fill the preprocessing cache before training (runtime only:
     it may change when a run resumes and does not change any result).
     Input QC (:func:`slicelib.cache.check_qc`): a scan that cannot be preprocessed always stops
@@ -114,6 +125,7 @@ class TrainConfig:
     id_column: str = "participant_id"
     split_fractions: tuple = (0.7, 0.15, 0.15)
     split_seed: int = 0
+    split: dict | str | None = None
     model: dict = field(default_factory=dict)
     freeze_encoder: bool = False
     preprocess: dict = field(default_factory=dict)
@@ -166,10 +178,42 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum", "jobs"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1.")
+        if self.split is not None and not isinstance(self.split, (dict, str, os.PathLike)):
+            raise ConfigError(
+                f"split must be a mapping participant_id -> split name or a table's path, got "
+                f"{type(self.split).__name__}."
+            )
+        if isinstance(self.split, dict):
+            bad = {k: v for k, v in self.split.items() if v not in SPLIT_NAMES}
+            if bad:
+                first = next(iter(bad.items()))
+                raise ConfigError(
+                    f"split: {len(bad)} subject(s) have an unknown split name (first: "
+                    f"{first[0]!r} -> {first[1]!r}); use one of {', '.join(SPLIT_NAMES)}."
+                )
         _check_keys(self.model, _model_keys(), "model config ([model] section / model.*)")
         _check_keys(self.preprocess, _preprocess_keys(), "preprocess config ([preprocess])")
         if is_volume_backbone(self.model.get("backbone")):
             _check_volume_model(self.model, self.freeze_encoder)
+
+
+def given_split(split: dict | str) -> dict[str, str]:
+    """A ``TrainConfig.split`` as {participant_id: split name}: the mapping itself, or the
+    ``participant_id`` and ``split`` columns of a CSV/TSV table."""
+    if isinstance(split, dict):
+        return {str(k): v for k, v in split.items()}
+    path = Path(split)
+    if not path.is_file():
+        raise ConfigError(f"split table {path} does not exist; give a CSV/TSV file or a mapping")
+    df = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str)
+    if not {"participant_id", "split"} <= set(df.columns):
+        raise ConfigError(
+            f"split table {path} needs columns participant_id and split; it has {list(df.columns)}"
+        )
+    bad = sorted(set(df["split"]) - set(SPLIT_NAMES))
+    if bad:
+        raise ConfigError(f"split table {path}: unknown split names {bad}; use {SPLIT_NAMES}")
+    return dict(zip(df["participant_id"], df["split"]))
 
 
 def drop_removed(d: dict) -> dict:
@@ -236,8 +280,6 @@ def _check_volume_model(model: dict, freeze_encoder: bool) -> None:
 
 
 def _preprocess_keys() -> list[str]:
-    from slicelib.data import PreprocessConfig
-
     return [f.name for f in dataclasses.fields(PreprocessConfig)]
 
 
@@ -252,12 +294,8 @@ def load_config_file(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     if path.suffix == ".toml":
-        import tomllib
-
         d = tomllib.loads(path.read_text())
     elif path.suffix in (".yaml", ".yml"):
-        import yaml
-
         d = yaml.safe_load(path.read_text()) or {}
     elif path.suffix == ".json":
         d = json.loads(path.read_text())
@@ -342,8 +380,6 @@ def check_resume(saved: dict, now: dict, run_dir: Path) -> None:
     differ; a training setting that a run saved by an older slicelib lacks counts as its
     default. Raises :class:`ConfigError` listing every difference.
     """
-    from slicelib.runs import saved_model_config
-
     new = now.get("data")
     if saved.get("data") is not None and new is not None and saved["data"] != new:
         raise ConfigError(

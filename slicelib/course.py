@@ -7,12 +7,22 @@ written, executed, to an output folder as ``.ipynb`` and ``.html``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from slicelib import compare as C
+from slicelib.config import PRESETS as TRAIN_PRESETS
+from slicelib.config import TrainConfig
+from slicelib.datasets import split_subjects
+from slicelib.runs import evaluate_run
+from slicelib.synth import GENERATOR_VERSION, make_cohort
+from slicelib.train import train
+from slicelib.weights import WeightsError, load_backbone
 
 __all__ = [
     "NOTEBOOKS",
@@ -23,6 +33,7 @@ __all__ = [
     "course_split",
     "imagenet_weights",
     "runs_dir",
+    "split_mapping",
     "train_on_split",
     "compare_on_split",
     "arm_names",
@@ -41,11 +52,13 @@ NOTEBOOKS = (
     "03_position_embeddings",
     "04_slice_contributions",
 )
-PRESETS = ("smoke", "cpu", "gpu")
+PRESETS = tuple(TRAIN_PRESETS)  # the notebooks run in every training preset
 
 
 def data_dir() -> Path:
-    """Where the notebooks keep data: ``$SLICELIB_DATA`` or ``./slicelib_data``."""
+    """Where the notebooks keep data: ``$SLICELIB_DATA`` or ``./slicelib_data``.
+
+    (To be one default with :mod:`slicelib.datasets`' data home once that is public.)"""
     return Path(os.environ.get("SLICELIB_DATA", "slicelib_data")).resolve()
 
 
@@ -65,8 +78,6 @@ def ensure_synthetic_cohort(n: int, seed: int = 0, root: str | os.PathLike | Non
     interrupted generation, or one by an older slicelib, is redone, never half-used. Returns the
     cohort folder (holding ``participants.tsv``).
     """
-    from slicelib.synth import GENERATOR_VERSION, make_cohort
-
     folder = Path(root or data_dir()) / f"synth-n{n}-seed{seed}"
     marker = folder / ".complete"
     stamp = f"n={n} seed={seed} generator={GENERATOR_VERSION}\n"
@@ -82,8 +93,6 @@ def runs_dir(notebook: str, preset: str) -> Path:
 
     N is the synthetic generator's version, so runs trained on an older cohort are never reused.
     """
-    from slicelib.synth import GENERATOR_VERSION
-
     return data_dir() / "runs" / f"{notebook}_{preset}_synth-v{GENERATOR_VERSION}"
 
 
@@ -98,8 +107,6 @@ def imagenet_weights(
     the requested backbone; else ``None`` (random init; the note says the comparison is void).
     ``weights`` is what :class:`slicelib.model.SliceModel` takes.
     """
-    from slicelib.weights import WeightsError, load_backbone
-
     folder = Path(os.environ.get("SLICELIB_WEIGHTS_DIR") or shared_dir() / "weights")
     local = folder / f"{backbone}_imagenet1k.pth"
     if local.is_file():
@@ -130,8 +137,6 @@ def course_split(
         (parts, pool): parts = {"train", "val", "test"} -> lists of participant ids;
         pool = the training ids in that nested order.
     """
-    from slicelib.datasets import split_subjects
-
     table = participants.copy()
     ad = table["ad"].astype(int) if "ad" in table else 0
     table["stratum"] = ad * 5 + pd.qcut(table["age"], 5, labels=False)
@@ -144,14 +149,19 @@ def course_split(
     return parts, pool.sort_values(["position", "order"])["participant_id"].tolist()
 
 
+def split_mapping(split: dict) -> dict[str, str]:
+    """{"train": ids, "val": ids, "test": ids, "unused": ids} as ``TrainConfig.split`` takes it:
+    {participant_id: split name}."""
+    return {str(pid): name for name, ids in split.items() for pid in ids}
+
+
 def train_on_split(config, split: dict) -> tuple[dict, pd.DataFrame]:
     """Train one run on a given subject split (or reuse it) and score it on the test subjects.
 
     Args:
         config: a :class:`slicelib.train.TrainConfig`; ``config.out`` is the run folder.
-        split: {"train": ids, "val": ids, "test": ids, "unused": ids (optional)}; written as
-            the run's ``split.csv``, which :func:`slicelib.train.train` uses instead of its own
-            seeded split (``unused`` subjects take no part).
+        split: {"train": ids, "val": ids, "test": ids, "unused": ids (optional)}; given to
+            training as ``TrainConfig.split`` (``unused`` subjects take no part).
 
     Returns:
         (row, history): row = the test metrics of :func:`slicelib.runs.evaluate_run` that are
@@ -159,13 +169,7 @@ def train_on_split(config, split: dict) -> tuple[dict, pd.DataFrame]:
         (wall time of training, s) and ``best_epoch`` (1-based); history = the run's
         ``history.csv`` as a DataFrame (one row per epoch).
     """
-    from slicelib.runs import evaluate_run
-    from slicelib.train import train
-
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = [(pid, name) for name, ids in split.items() for pid in ids]
-    pd.DataFrame(rows, columns=["participant_id", "split"]).to_csv(out / "split.csv", index=False)
+    config = dataclasses.replace(config, split=split_mapping(split))
     t0 = time.perf_counter()
     run = train(config, progress=False)
     seconds = time.perf_counter() - t0
@@ -190,9 +194,8 @@ def compare_on_split(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`slicelib.compare.compare` on a given subject split (e.g. a nested training subset).
 
-    Every run folder that ``compare`` will train gets ``split`` as its ``split.csv`` first
-    (:func:`slicelib.train.train` uses a run's saved split instead of its own seeded one), so
-    all arms, seeds and learning rates share exactly these subjects.
+    The split goes into the base config (``TrainConfig.split``), so all arms, seeds and
+    learning rates share exactly these subjects.
 
     Args:
         base: :class:`slicelib.train.TrainConfig` (or its dict); ``base.data`` is a
@@ -205,32 +208,19 @@ def compare_on_split(
     Returns:
         compare's (results, summary): one row per arm and seed, the per-arm summary.
     """
-    from slicelib import compare as C
-    from slicelib.config import TrainConfig
-
     base = base if isinstance(base, TrainConfig) else TrainConfig.from_dict(base)
-    root = Path(out or base.out)
-    lrs = list(lrs) if lrs else [base.lr]
     data = Path(base.data)
     data = data / "participants.tsv" if data.is_dir() else data  # a BIDS folder
-    sep = "\t" if data.suffix == ".tsv" else ","
-    table = pd.read_csv(data, sep=sep, dtype={"participant_id": str})
-    where = {pid: name for name, ids in split.items() for pid in ids}
+    table = pd.read_csv(data, sep="\t" if data.suffix == ".tsv" else ",", dtype=str)
+    where = split_mapping(split)
     missing = sorted(set(table["participant_id"]) - set(where))
-    if missing:
+    if missing:  # (training would refuse too, after the first arm's preprocessing)
         raise ValueError(
             f"split lists no entry for {len(missing)} subject(s) of {base.data} (first: "
             f"{missing[0]}); put the subjects a run should not use under 'unused'."
         )
-    rows = table.assign(split=table["participant_id"].map(where))
-    rows = rows[["participant_id", "split", base.target]].sort_values("participant_id")
-    _, runs = C.plan(base, grid, seeds)
-    for run in runs:
-        for lr in lrs:
-            folder = Path(C.run_config(base, run, root, lr, len(lrs) > 1).out)
-            folder.mkdir(parents=True, exist_ok=True)
-            rows.to_csv(folder / "split.csv", index=False)
-    return C.compare(base, grid, lrs, seeds, root, progress=progress)
+    base = dataclasses.replace(base, split=where)
+    return C.compare(base, grid, lrs or [base.lr], seeds, out or base.out, progress=progress)
 
 
 def arm_names(results: pd.DataFrame) -> pd.Series:

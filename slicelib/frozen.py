@@ -17,7 +17,7 @@ evaluate and predict read volumes as usual.
 The cache: ``<cache_dir>/features/<encoder key>/<volume key>.npy`` (float32, (S, F)). The
 encoder key hashes the encoder's weights (every tensor's bytes), the backbone and stem, the
 preprocessing, the grid and the axes; the volume key is the preprocessed-volume cache key
-(:func:`slicelib.data.cache_key`: the file's content and the preprocessing). Other weights,
+(:func:`slicelib.cache.cache_key`: the file's content and the preprocessing). Other weights,
 preprocessing, grid or axes give another file, so stale features are never read. Files are
 written with :func:`slicelib.utils.save_npy`.
 """
@@ -35,10 +35,12 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
+from slicelib.cache import cache_key, default_cache_dir
 from slicelib.model import AXES, volume_slices
 from slicelib.utils import save_npy
 
-__all__ = ["encode_features", "encoder_key", "cached_features", "FrozenHead"]
+__all__ = ["encode_features", "encoder_key", "cached_features", "fill_feature_cache"]
+__all__ += ["feature_dataset", "FrozenHead"]
 
 FEATURES_VERSION = "1"  # bump when the way features are computed changes
 
@@ -102,6 +104,51 @@ def encoder_key(model, preprocess: dict) -> str:
     return h.hexdigest()
 
 
+def _feature_files(model, dataset, cache_dir) -> list[Path]:
+    """The feature cache file of every volume of ``dataset`` (see :func:`cached_features`)."""
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = folder / "features" / encoder_key(model, dataset.config.to_dict())
+    return [folder / f"{cache_key(p, dataset.config)}.npy" for p in dataset.paths]
+
+
+def fill_feature_cache(
+    model,
+    dataset,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+    rank: int = 0,
+    world: int = 1,
+) -> dict[int, torch.Tensor]:
+    """Encode the volumes of ``dataset`` whose features are not cached yet, and cache them.
+
+    With ``world`` > 1 (torch.distributed ranks) this rank encodes only the missing volumes
+    whose index is ``rank`` modulo ``world``, so the ranks share the work; once every rank is
+    done (a barrier), each can read every volume's features with :func:`cached_features`.
+
+    Returns:
+        {dataset index: (S, F) float32 CPU tensor} of the volumes this call encoded.
+    """
+    files = _feature_files(model, dataset, cache_dir)
+    todo = [i for i, f in enumerate(files) if i % world == rank and _read(f) is None]
+    return _encode_into(model, dataset, files, todo, batch_size, progress)
+
+
+def _encode_into(model, dataset, files, todo, batch_size, progress) -> dict[int, torch.Tensor]:
+    """Encode the volumes ``todo`` (dataset indices), write ``files[i]``; {i: (S, F)}."""
+    done = {}
+    bar = tqdm(total=len(todo), desc="encode slices", disable=not progress, leave=False)
+    for start in range(0, len(todo), batch_size):
+        part = todo[start : start + batch_size]
+        x = torch.stack([dataset[i][0] for i in part])  # (b, 1, X, Y, Z)
+        for i, f in zip(part, encode_features(model, x)):  # f (S, F)
+            save_npy(files[i], f.numpy())
+            done[i] = f
+        bar.update(len(part))
+    bar.close()
+    return done
+
+
 def cached_features(
     model,
     dataset,
@@ -115,29 +162,18 @@ def cached_features(
         model: the :class:`~slicelib.model.SliceModel` whose encoder is frozen.
         dataset: a :class:`slicelib.data.VolumeDataset` (its ``paths``, ``config`` and items
             ``(x (1, X, Y, Z), y)`` are used).
-        cache_dir: the cache folder (default :func:`slicelib.data.default_cache_dir`); the
+        cache_dir: the cache folder (default :func:`slicelib.cache.default_cache_dir`); the
             features go to ``<cache_dir>/features/<encoder_key>/``.
         batch_size: volumes per encoder pass for the subjects not cached yet.
 
     Returns:
         ``(N, S, F)`` float32 tensor on the CPU, in dataset order (see :func:`encode_features`).
     """
-    from slicelib.data import cache_key, default_cache_dir
-
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder = folder / "features" / encoder_key(model, dataset.config.to_dict())
-    files = [folder / f"{cache_key(p, dataset.config)}.npy" for p in dataset.paths]
+    files = _feature_files(model, dataset, cache_dir)
     feats: list = [_read(f) for f in files]
     todo = [i for i, f in enumerate(feats) if f is None]
-    bar = tqdm(total=len(todo), desc="encode slices", disable=not progress, leave=False)
-    for start in range(0, len(todo), batch_size):
-        part = todo[start : start + batch_size]
-        x = torch.stack([dataset[i][0] for i in part])  # (b, 1, X, Y, Z)
-        for i, f in zip(part, encode_features(model, x)):  # f (S, F)
-            save_npy(files[i], f.numpy())
-            feats[i] = f
-        bar.update(len(part))
-    bar.close()
+    for i, f in _encode_into(model, dataset, files, todo, batch_size, progress).items():
+        feats[i] = f
     return torch.stack([torch.as_tensor(f) for f in feats])
 
 

@@ -12,293 +12,53 @@ A run directory (written by :func:`slicelib.train.train`) holds::
 Every checkpoint is read with ``torch.load(weights_only=True)``: it holds tensors and plain
 containers only (the run config travels inside as a JSON string). Nothing here fetches
 pretrained weights: the model is rebuilt from its saved config and the checkpoint's weights.
-
-This module also holds what training shares with it: the two error types, the device choice,
-reading a run's table and building its dataset, and batched prediction over a dataset.
+What training shares with this module (devices, precision, checkpoint I/O, labels, batched
+prediction) lives in :mod:`slicelib.engine`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 from scipy.special import expit, softmax
-from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from slicelib import metrics as M
-from slicelib.cnn3d import VolumeCNN, is_volume_backbone
-from slicelib.config import ConfigError
-from slicelib.errors import CheckpointError
-from slicelib.model import ModelConfig, SliceModel
-from slicelib.weights import state_dict_mismatch
+from slicelib.build import build_model, model_config_dict, saved_model_config
+from slicelib.cache import check_qc, preprocess_many
+from slicelib.cnn3d import VolumeCNN
+from slicelib.data import CACHE_VERSION
+from slicelib.engine import (
+    CheckpointError,
+    ConfigError,
+    apply_classes,
+    check_state_dict,
+    load_checkpoint,
+    pick_device,
+    predict_dataset,
+    read_run_table,
+    use_bf16,
+    volume_dataset,
+)
+from slicelib.frozen import FrozenHead, feature_dataset
+from slicelib.model import SliceModel
 
 __all__ = [
     "ConfigError",
     "CheckpointError",
-    "pick_device",
     "build_model",
-    "load_checkpoint",
-    "check_state_dict",
-    "encode_labels",
-    "check_classes",
-    "ridge_on_run",
-    "predict_dataset",
+    "model_config_dict",
+    "volume_dataset",
     "load_run",
     "evaluate_run",
     "predict_files",
+    "ridge_on_run",
 ]
-
-
-def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> cuda (``cuda:local_rank``) if available, else mps, else cpu."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
-
-
-def model_config_dict(model: torch.nn.Module) -> dict:
-    """``model.config`` (a ModelConfig or VolumeCNNConfig) as a plain JSON-ready dict."""
-    return dataclasses.asdict(model.config)
-
-
-def build_model(model_kwargs: dict) -> SliceModel | VolumeCNN:
-    """The model a run config describes: a :class:`VolumeCNN` for a 3D backbone (``sfcn_3d``,
-    ``densenet121_3d``), else a :class:`SliceModel`.
-
-    ``model_kwargs``: constructor arguments: a TrainConfig's ``model`` dict completed by
-    ``train``, or ``dataclasses.asdict(model.config)``. ``weights`` "none" means no weights.
-    (A checkpoint's saved config goes through :func:`saved_model_config` first.)
-    """
-    kwargs = dict(model_kwargs)
-    if kwargs.get("weights") in ("none", "None", ""):
-        kwargs["weights"] = None
-    if is_volume_backbone(kwargs.get("backbone")):
-        return VolumeCNN(**kwargs)
-    return SliceModel(**kwargs)
-
-
-def saved_model_config(model_config: dict) -> dict:
-    """A checkpoint's model config as today's constructor arguments (the same dict for a 3D
-    CNN; a slice model's saved by an older slicelib gets today's spelling, e.g. its ``norm``)."""
-    if is_volume_backbone(model_config.get("backbone")):
-        return dict(model_config)
-    return dataclasses.asdict(ModelConfig.from_dict(model_config))
-
-
-# -----------------------------------------------------------------------------
-# checkpoints
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a slicelib checkpoint with ``torch.load(weights_only=True)`` on the CPU.
-
-    Returns:
-        dict with at least ``model`` (state_dict), ``epoch`` (int, 0-based, last finished
-        epoch) and ``config`` (the run config, parsed from JSON into a dict).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} does not exist. Train first (slicelib train --out "
-            f"{path.parent}) or pass the run directory that holds best.pt/last.pt."
-        )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file name
-        raise CheckpointError(f"could not read checkpoint {path}: {err}") from err
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise CheckpointError(
-            f"{path} is not a slicelib checkpoint (expected a dict with 'model' and 'config')."
-        )
-    if isinstance(ckpt["config"], str):
-        ckpt["config"] = json.loads(ckpt["config"])
-    return ckpt
-
-
-def _arch(model_config) -> str:
-    if dataclasses.is_dataclass(model_config):  # a ModelConfig rather than its dict
-        model_config = dataclasses.asdict(model_config)
-    keys = ("backbone", "embed_dim", "position", "norm", "pooling", "axes", "task")
-    keys += ("num_classes", "volume_shape", "stem")
-    return ", ".join(f"{k}={model_config.get(k)!r}" for k in keys if k in model_config)
-
-
-def check_state_dict(model: torch.nn.Module, state: dict, ckpt_model_config) -> None:
-    """Raise :class:`CheckpointError` if ``state`` does not fit ``model``.
-
-    The message names missing, unexpected and shape-mismatched keys and both architectures
-    (``model.config`` vs ``ckpt_model_config``, a ModelConfig or its dict).
-    """
-    mismatch = state_dict_mismatch(model.state_dict(), state, ("checkpoint", "model"))
-    if not mismatch:
-        return
-    raise CheckpointError(
-        "the checkpoint is from another architecture.\n"
-        f"  checkpoint: {_arch(ckpt_model_config)}\n"
-        f"  model:      {_arch(model_config_dict(model))}\n"
-        f"  {mismatch}.\n"
-        "Build the model from the checkpoint's own config (slicelib.runs.load_run), or "
-        "train into a new run directory."
-    )
-
-
-# -----------------------------------------------------------------------------
-# a run's table and dataset (shared with training)
-
-
-def read_run_table(data, train_cfg: dict) -> pd.DataFrame:
-    """The participants table of a run: ``participant_id`` (str), ``path``, the target column.
-
-    ``train_cfg`` is the run's ``train`` config (``target``, ``path_column``, ``id_column``).
-    """
-    from slicelib.datasets import read_table
-
-    target, id_column = train_cfg["target"], train_cfg.get("id_column", "participant_id")
-    table = read_table(data, target, path_column=train_cfg.get("path_column"), id_column=id_column)
-    ids = table[id_column if id_column in table.columns else "participant_id"].astype(str)
-    return table.assign(participant_id=ids.values)
-
-
-def volume_dataset(table: pd.DataFrame, target: str | None, preprocess: dict, cache_dir=None):
-    """A :class:`slicelib.data.VolumeDataset` of ``(x (1, X, Y, Z), y)`` items for a run."""
-    from slicelib import data as D
-
-    pcfg = D.PreprocessConfig.from_dict(dict(preprocess))
-    return D.VolumeDataset(table.reset_index(drop=True), target, pcfg, cache_dir=cache_dir)
-
-
-def encode_labels(values: pd.Series, task: str, target: str) -> tuple[pd.Series, list | None]:
-    """Map class values to codes 0..C-1 (training). Returns (codes as float, classes list).
-
-    Values that already are 0/1 (binary) or 0..C-1 (multiclass) are kept as they are.
-    """
-    if task == "regression":
-        return values.astype(float), None
-    uniq = sorted(pd.unique(values.dropna()).tolist())
-    if task == "binary":
-        if {float(u) for u in uniq} <= {0.0, 1.0}:
-            return values.astype(float), [0, 1]
-        if len(uniq) > 2:
-            raise ConfigError(
-                f"task 'binary' needs two classes in column {target!r}, found {len(uniq)}: "
-                f"{uniq[:10]}. Use --task multiclass or a 0/1 column."
-            )
-    elif all(float(u).is_integer() and float(u) >= 0 for u in uniq):
-        return values.astype(float), list(range(int(max(uniq)) + 1))
-    classes = [int(u) if float(u).is_integer() else u for u in uniq]
-    return values.map({u: i for i, u in enumerate(uniq)}).astype(float), classes
-
-
-def check_classes(train_y: np.ndarray, task: str, classes: list, target: str) -> None:
-    """Refuse a classification training split with fewer than two classes; warn about classes
-    without training subjects. ``train_y``: (N,) class codes 0..C-1 of the training subjects."""
-    if task == "regression":
-        return
-    counts = np.bincount(train_y.astype(np.int64), minlength=len(classes))
-    present = np.flatnonzero(counts)
-    if len(present) < 2:
-        only = classes[present[0]] if len(present) else None
-        raise ConfigError(
-            f"a {task} task needs at least two classes in the training split, but all "
-            f"{int(counts.sum())} training subjects have {target}={only!r}. Check the target "
-            "column, pick another --target, use more subjects, or change --split-seed."
-        )
-    missing = [classes[i] for i, c in enumerate(counts) if c == 0]
-    if missing:
-        print(
-            f"warning: classes {missing} of {target!r} have no training subjects", file=sys.stderr
-        )
-
-
-def _apply_classes(values: pd.Series, classes: list | None) -> pd.Series:
-    """Codes 0..C-1 for class values, using a run's stored ``classes`` list."""
-    if classes is None or list(classes) == list(range(len(classes))):
-        return values.astype(float)
-    codes = values.astype(float).map({float(c): i for i, c in enumerate(classes)})
-    if codes.isna().any():
-        bad = sorted(set(values[codes.isna()].tolist()))
-        raise ConfigError(f"class values {bad[:5]} were not seen in training (classes {classes})")
-    return codes.astype(float)
-
-
-# -----------------------------------------------------------------------------
-# prediction
-
-
-class _Indexed(Dataset):
-    """Wrap a dataset so items become (x, y, index) (to gather predictions across ranks)."""
-
-    def __init__(self, ds: Dataset):
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i):
-        x, y = self.ds[i][:2]
-        return x, y, i
-
-
-@torch.no_grad()
-def predict_dataset(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    batch_size: int = 8,
-    device: torch.device | str = "cpu",
-    bf16: bool = False,
-    num_workers: int = 0,
-    progress: bool = False,
-    shard: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``model`` over a dataset of ``(x, y)`` items (x e.g. (1, X, Y, Z)), in order.
-
-    Args:
-        shard: under torch.distributed, each rank predicts every world_size-th item and the
-            results are gathered, so every rank returns the full, ordered arrays.
-
-    Returns:
-        (outputs, targets): float64 arrays (N,) (regression in target units / binary logits)
-        or (N, C) (multiclass logits), and (N,) targets.
-    """
-    device = torch.device(device)
-    model.eval()
-    on = shard and dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if on else (0, 1)
-    ds = Subset(_Indexed(dataset), list(range(rank, len(dataset), world)))
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    idx, outs, ys = [], [], []
-    for x, y, i in tqdm(loader, desc="predict", disable=not progress, leave=False):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(x.to(device, non_blocking=True))  # (B,) or (B, C)
-        idx.append(i)
-        outs.append(out.float().cpu())
-        ys.append(y.float().cpu())
-    # (an empty shard, possible when world_size > N, has no batches)
-    local = [torch.cat(t).double().numpy() if t else np.zeros(0) for t in (idx, outs, ys)]
-    if world == 1:
-        return local[1], local[2]
-    parts = [None] * world
-    dist.all_gather_object(parts, local)
-    order = np.argsort(np.concatenate([p[0] for p in parts]))
-    out_all = np.concatenate([p[1] for p in parts if len(p[1])])
-    return out_all[order], np.concatenate([p[2] for p in parts])[order]
-
-
-# -----------------------------------------------------------------------------
-# using a finished run
 
 
 def load_run(
@@ -315,8 +75,6 @@ def load_run(
         (model in eval mode, run config dict with keys ``train``, ``model``, ``preprocess``,
         ``train_stats``, ``classes``, ``checkpoint_epoch`` (0-based)).
     """
-    from slicelib.data import CACHE_VERSION
-
     p = Path(run_dir)
     path = p if p.is_file() else p / f"{checkpoint}.pt"
     ckpt = load_checkpoint(path)
@@ -348,6 +106,7 @@ def evaluate_run(
     progress: bool = True,
     baseline_features=None,
     n_boot: int = 2000,
+    jobs: int | None = None,
 ) -> dict:
     """Evaluate a run's model beside the training baseline (and, for regression, ridge).
 
@@ -366,6 +125,8 @@ def evaluate_run(
             ``participant_id`` (else its first column), numeric columns >= 0 (e.g. regional
             volumes in mm^3), used as log(1 + x).
         n_boot: bootstrap resamples of the 95 % confidence intervals (seeded: reproducible).
+        jobs: preprocessing worker processes for scans not in the cache yet (default: the
+            run's own ``jobs``).
 
     Returns:
         JSON-serialisable dict: ``split``, ``n``, ``task``, ``checkpoint_epoch`` (0-based: the
@@ -385,22 +146,21 @@ def evaluate_run(
     model, meta = load_run(run_dir, checkpoint, device=dev)
     tcfg, stats = meta["train"], meta["train_stats"]
     task, target, data = tcfg["task"], tcfg["target"], data or tcfg["data"]
+    bf16 = use_bf16(dev, tcfg.get("precision", "auto"))  # the precision the run trained in
     table = read_run_table(data, tcfg)
     saved = pd.read_csv(run_dir / "split.csv", dtype={"participant_id": str})
     where = dict(zip(saved["participant_id"], saved["split"]))
     table["split"] = table["participant_id"].map(where).fillna("external")
     if task != "regression":
-        table[target] = _apply_classes(table[target], meta.get("classes")).values
+        table[target] = apply_classes(table[target], meta.get("classes")).values
 
     def run_on(df: pd.DataFrame):
         ds = volume_dataset(df, target, meta["preprocess"], tcfg.get("cache_dir"))
         bs = tcfg.get("batch_size", 8)
         if tcfg.get("freeze_encoder"):  # the same function on cached encoder features
-            from slicelib.frozen import FrozenHead, feature_dataset
-
             feats = feature_dataset(model, ds, tcfg.get("cache_dir"), bs)
-            return predict_dataset(FrozenHead(model), feats, bs, dev, progress=progress)
-        return predict_dataset(model, ds, bs, dev, dev.type == "cuda", progress=progress)
+            return predict_dataset(FrozenHead(model), feats, bs, dev, bf16, progress=progress)
+        return predict_dataset(model, ds, bs, dev, bf16, progress=progress)
 
     sel = table if split == "all" else table[table["split"] == split]
     if len(sel) == 0:
@@ -408,7 +168,8 @@ def evaluate_run(
             f"no subjects of split {split!r} in {data} (splits there: "
             f"{table['split'].value_counts().to_dict()}). Try --split all."
         )
-    sel, qc_res = _qc_select(sel, run_dir, meta, progress)
+    jobs = tcfg.get("jobs", 1) if jobs is None else jobs
+    sel, qc_res = _qc_select(sel, run_dir, meta, progress, jobs)
     table = table[~table["participant_id"].isin(qc_res["qc_excluded"])]
     if len(sel) == 0:
         raise ConfigError(
@@ -438,7 +199,7 @@ def evaluate_run(
     return M.to_jsonable(res)
 
 
-def _qc_select(sel: pd.DataFrame, run_dir: Path, meta: dict, progress: bool):
+def _qc_select(sel: pd.DataFrame, run_dir: Path, meta: dict, progress: bool, jobs: int):
     """Apply the run's QC policy (``train.qc``) to the subjects being evaluated.
 
     The evaluated scans are QC'd as training QC'd its scans (cached scans only read their QC
@@ -447,8 +208,6 @@ def _qc_select(sel: pd.DataFrame, run_dir: Path, meta: dict, progress: bool):
     using the run's ``qc.csv``). Returns (the rows to evaluate, ``qc``, ``qc_flagged`` (ids),
     ``qc_excluded`` (ids)).
     """
-    from slicelib.cache import check_qc, preprocess_many
-
     tcfg = meta["train"]
     policy = tcfg.get("qc", "warn")
     if policy == "off":
@@ -457,7 +216,7 @@ def _qc_select(sel: pd.DataFrame, run_dir: Path, meta: dict, progress: bool):
         sel["path"],
         meta["preprocess"],
         tcfg.get("cache_dir"),
-        jobs=tcfg.get("jobs", 1),
+        jobs=jobs,
         progress=progress,
     )
     ids = sel["participant_id"].astype(str)
@@ -579,10 +338,9 @@ def predict_files(
         or ``prob_<class>`` (multiclass), ``qc`` (ok / flagged / error), ``qc_reasons``,
         ``error`` (empty string if fine).
     """
-    from slicelib.cache import preprocess_many
-
     dev = pick_device(device)
     model, meta = load_run(run_dir, checkpoint, device=dev)
+    bf16 = use_bf16(dev, meta["train"].get("precision", "auto"))  # as evaluate_run
     files = [str(f) for f in files]
     cache_dir = meta["train"].get("cache_dir")
     qc = preprocess_many(files, meta["preprocess"], cache_dir, jobs=jobs, progress=progress)
@@ -601,7 +359,7 @@ def predict_files(
         if q.status != "error":
             # training read volumes through the float16 cache: the same array here
             x = torch.from_numpy(np.load(q.cache).astype(np.float32))[None, None].to(dev)
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 out = model(x)[0].double().cpu().numpy()  # () or (C,)
             row.update(_prediction(out, meta["model"]["task"], meta.get("classes")))
             if strict and q.status == "flagged":

@@ -14,9 +14,13 @@ the interrupted epoch and ends with bit-identical weights on the CPU. (So no RNG
 saving: nothing random happens that the next epoch's seeding does not fix.)
 
 Distributed, as nanoGPT does it: launched by ``torchrun`` (``WORLD_SIZE > 1``) the model is
-wrapped in DistributedDataParallel (gloo on CPU, nccl on CUDA), training data go through a
-DistributedSampler, validation predictions are gathered from every rank, and only rank 0
-writes files.
+wrapped in DistributedDataParallel (the backend follows ``device``: nccl for CUDA, gloo
+otherwise; every tensor a collective touches lives on the model's device), training data go
+through a DistributedSampler, validation predictions are gathered from every rank, and only
+rank 0 writes files. Every rank preprocesses (and, with a frozen encoder, encodes) its own
+share of the scans, so no rank idles in a barrier while rank 0 does the whole cohort; the
+collectives' timeout (``$SLICELIB_DIST_TIMEOUT``, default 2 h: :func:`slicelib.engine.
+dist_timeout`) covers the wait for the slowest rank.
 """
 
 from __future__ import annotations
@@ -42,36 +46,48 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
 from slicelib import metrics as M
+from slicelib.build import build_model, model_config_dict
+from slicelib.cache import check_qc, preprocess_many
 from slicelib.cnn3d import VolumeCNN
 from slicelib.config import (
     PRESETS,
     ConfigError,
     TrainConfig,
     check_resume,
+    given_split,
     load_config_file,
     resolve_config,
 )
-from slicelib.frozen import FrozenHead, cached_features, encode_features, feature_dataset
-from slicelib.runs import (
+from slicelib.data import CACHE_VERSION, PreprocessConfig
+from slicelib.datasets import split_subjects
+from slicelib.engine import (
+    CHECKPOINT_FORMAT,
     CheckpointError,
-    build_model,
+    barrier,
     check_classes,
     check_state_dict,
+    dist_setup,
     encode_labels,
     load_checkpoint,
-    model_config_dict,
     pick_device,
     predict_dataset,
     read_run_table,
+    save_checkpoint,
+    use_bf16,
     volume_dataset,
+)
+from slicelib.frozen import (
+    FrozenHead,
+    cached_features,
+    encode_features,
+    feature_dataset,
+    fill_feature_cache,
 )
 from slicelib.utils import atomic_write
 
 __all__ = ["TrainConfig", "PRESETS", "ConfigError", "CheckpointError", "resolve_config"]
 __all__ += ["load_config_file", "train", "fit", "monitor_of", "save_checkpoint"]
-__all__ += ["encode_features", "cached_features"]
-
-CHECKPOINT_FORMAT = 1
+__all__ += ["encode_features", "cached_features", "CHECKPOINT_FORMAT"]
 
 # -----------------------------------------------------------------------------
 # train(): table -> subject split -> model -> fit
@@ -98,13 +114,11 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
         Path of the run directory (``config.out``) with config.json, split.csv, best.pt,
         last.pt and history.csv.
     """
-    from slicelib.data import PreprocessConfig
-
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg.validate()
     if not cfg.data:
         raise ConfigError("no data: set data (--data TABLE_OR_BIDS_DIR) in the config")
-    rank, world, _ = _dist_setup()
+    rank, world, _ = dist_setup(cfg.device)
     run_dir = Path(cfg.out)
     table = _split(read_run_table(cfg.data, cfg.to_dict()), cfg, run_dir / "split.csv")
     codes, classes = encode_labels(table[cfg.target], cfg.task, cfg.target)
@@ -161,45 +175,55 @@ def _train_val(table: pd.DataFrame, keep: np.ndarray, cfg: TrainConfig):
 
 
 def _check_inputs(table, pcfg, cfg: TrainConfig, rank: int, qc_file: Path, progress: bool):
-    """Rank 0 preprocesses every scan into the cache and writes qc.csv; every rank checks it.
+    """Every rank preprocesses its share of the scans (rows rank, rank + world, ...) into the
+    cache; the QC rows are gathered, rank 0 writes qc.csv and every rank checks them.
 
     Returns a bool array (len(table),): the subjects to train and validate on (``cfg.qc``)."""
-    from slicelib.cache import check_qc, preprocess_many
-
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    mine = np.arange(rank, len(table), world)
+    paths = table["path"].iloc[mine]
+    part = preprocess_many(
+        paths, pcfg, cfg.cache_dir, jobs=cfg.jobs, progress=progress and rank == 0
+    )
+    part = part.assign(participant_id=table["participant_id"].iloc[mine].to_numpy(), _row=mine)
+    parts = [part]
+    if world > 1:
+        parts = [None] * world
+        dist.all_gather_object(parts, part)
+    qc = pd.concat(parts).sort_values("_row").drop(columns="_row").reset_index(drop=True)
     if rank == 0:
-        qc = preprocess_many(table["path"], pcfg, cfg.cache_dir, jobs=cfg.jobs, progress=progress)
-        _write_csv(qc_file, qc.assign(participant_id=table["participant_id"].to_numpy()))
-    _barrier()
-    qc = pd.read_csv(qc_file, dtype={"participant_id": str}).fillna({"reasons": ""})
+        _write_csv(qc_file, qc)
+    qc = qc.fillna({"reasons": ""})
     quiet = rank != 0 and cfg.qc == "exclude"  # one printed list, from rank 0
     flagged = "off" if quiet else cfg.qc
     return check_qc(qc, f"training on {cfg.data}", names=qc["participant_id"], flagged=flagged)
 
 
 def _split(table: pd.DataFrame, cfg: TrainConfig, split_file: Path) -> pd.DataFrame:
-    """Add a ``split`` column: the saved ``split.csv`` (resume), else a seeded stratified split."""
-    from slicelib.datasets import split_subjects
-
-    if split_file.is_file():
+    """Add a ``split`` column: the config's given ``split``, else the saved ``split.csv``
+    (resume), else a seeded stratified split. Subjects whose split is "unused" are dropped."""
+    if cfg.split is not None:
+        where, source = given_split(cfg.split), "the config's split"
+    elif split_file.is_file():
         saved = pd.read_csv(split_file, dtype={"participant_id": str})
-        where = dict(zip(saved["participant_id"], saved["split"]))
-        unknown = sorted(set(table["participant_id"]) - set(where))
-        if unknown:
-            raise ConfigError(
-                f"{split_file} does not list subjects {unknown[:5]} of {cfg.data}; the data "
-                "changed since this run started. Use a new --out directory."
-            )
+        where, source = dict(zip(saved["participant_id"], saved["split"])), str(split_file)
     else:
         fractions = tuple(cfg.split_fractions)
         parts = split_subjects(table, cfg.target, fractions=fractions, seed=cfg.split_seed)
-        where = {str(s): name for name, subjects in parts.items() for s in subjects}
-    return table.assign(split=table["participant_id"].map(where))
+        where, source = {str(s): name for name, subjects in parts.items() for s in subjects}, ""
+    unknown = sorted(set(table["participant_id"]) - set(where))
+    if unknown:
+        raise ConfigError(
+            f"{source} does not list subjects {unknown[:5]} ({len(unknown)} in all) of "
+            f"{cfg.data}: either the data changed since this run started (use a new --out "
+            "directory) or the split misses them (mark subjects to leave out 'unused')."
+        )
+    table = table.assign(split=table["participant_id"].map(where))
+    return table[table["split"] != "unused"].reset_index(drop=True)
 
 
 def _make_meta(cfg: TrainConfig, model, train_stats: dict, **extra) -> dict:
     """The run config stored as config.json and inside every checkpoint."""
-    from slicelib.data import CACHE_VERSION
-
     meta = {
         "slicelib_format": CHECKPOINT_FORMAT,
         "preprocess_version": CACHE_VERSION,
@@ -288,9 +312,9 @@ def fit(
         epoch is recorded, no best checkpoint is taken from it and training stops there).
     """
     cfg, run_dir = config, Path(run_dir)
-    rank, world, local_rank = _dist_setup()
+    rank, world, local_rank = dist_setup(cfg.device)
     device = pick_device(cfg.device, local_rank)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    bf16 = use_bf16(device, cfg.precision)
     if meta is None:
         ys = [float(train_ds[i][1]) for i in range(len(train_ds))]
         n_classes = model_config_dict(model).get("num_classes")
@@ -300,9 +324,9 @@ def fit(
     runner = model  # what the loop runs: the model, or (frozen encoder) its head on features
     if cfg.freeze_encoder:
         runner = FrozenHead(model)
-        train_ds, val_ds = (_features(model, ds, cfg, rank) for ds in (train_ds, val_ds))
+        train_ds, val_ds = (_features(model, ds, cfg, rank, world) for ds in (train_ds, val_ds))
     net = runner
-    if world > 1:
+    if dist.is_initialized():  # (a world of one too: the same code path as many)
         ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(runner, device_ids=ids)
     loader = _train_loader(train_ds, cfg, world, device, isinstance(model, VolumeCNN))
@@ -312,8 +336,8 @@ def fit(
     sched = None
     if cfg.schedule == "cosine":
         steps = cfg.epochs * math.ceil(len(loader) / cfg.grad_accum)  # optimiser steps in all
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-    state = _resume(run_dir / "last.pt", model, opt, sched, meta)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_factor(steps))
+    state = _resume(run_dir / "last.pt", model, opt, sched, meta, cfg.patience)
     first = cfg.epochs if state.stopped_early or state.diverged else state.epoch + 1
 
     with _deterministic(cfg.deterministic, device):
@@ -331,7 +355,7 @@ def fit(
             if rank == 0:
                 _save(run_dir, model, opt, sched, state, meta, improved)
                 _log(state, cfg.epochs, monitor, improved, train_loss, cfg.lr)
-            _barrier()
+            barrier()
             if state.stopped_early or state.diverged:
                 break
     return dict(
@@ -344,24 +368,38 @@ def fit(
     )
 
 
-def _features(model, dataset, cfg: TrainConfig, rank: int):
+def _features(model, dataset, cfg: TrainConfig, rank: int, world: int):
     """The cached encoder features of a VolumeDataset as a dataset of (features (S, F), y)
-    (rank 0 encodes and writes the cache first; the other ranks then read it)."""
+    (every rank encodes its share of the subjects not cached yet; then all read the cache)."""
     if isinstance(model, VolumeCNN):
         raise ConfigError("freeze_encoder needs a SliceModel; a 3D CNN has no 2D encoder.")
-    if rank != 0:
-        _barrier()
-    ds = feature_dataset(model, dataset, cfg.cache_dir, cfg.batch_size)
-    if rank == 0:
-        _barrier()
-    return ds
+    fill_feature_cache(model, dataset, cfg.cache_dir, cfg.batch_size, rank=rank, world=world)
+    barrier()
+    return feature_dataset(model, dataset, cfg.cache_dir, cfg.batch_size)
+
+
+def cosine_factor(steps: int):
+    """The cosine schedule as a function of the optimiser step ``t``: the factor
+    ``(1 + cos(pi * min(t, steps) / steps)) / 2`` of the base lr (1 at the start, 0 after
+    ``steps`` steps; torch's CosineAnnealingLR with eta_min 0, in closed form).
+
+    A plain function of the step count (LambdaLR saves no state of a function), so a run
+    resumed with another ``epochs`` follows the new schedule's length from where it stands
+    (a restored CosineAnnealingLR keeps the old length and climbs again after the old end)."""
+    steps = max(1, int(steps))
+
+    def factor(t: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(t, steps) / steps))
+
+    return factor
 
 
 def _train_epoch(net, loader, opt, sched, cfg, stats, device, bf16, desc) -> float:
     """One pass over the training data; returns the mean training loss over all ranks."""
     net.train()
     world = dist.get_world_size() if dist.is_initialized() else 1
-    loss_sum = torch.zeros(2, dtype=torch.float64)  # (sum of loss x batch size, n)
+    # (sum of loss x batch size, n), on the model's device: NCCL reduces CUDA tensors only
+    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
     opt.zero_grad(set_to_none=True)
     for i, (x, y) in enumerate(tqdm(loader, desc, disable=desc is None, leave=False)):
         x, y = x.to(device, non_blocking=True), y.to(device)
@@ -378,8 +416,9 @@ def _train_epoch(net, loader, opt, sched, cfg, stats, device, bf16, desc) -> flo
             opt.zero_grad(set_to_none=True)
             if sched is not None:
                 sched.step()
-        loss_sum += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
-    if world > 1:
+        loss_sum[0] += loss.detach().double() * len(y)
+        loss_sum[1] += len(y)
+    if dist.is_initialized():
         dist.all_reduce(loss_sum)
     return float(loss_sum[0] / loss_sum[1])
 
@@ -511,11 +550,6 @@ def _log(state: RunState, epochs: int, monitor: str, improved: bool, loss: float
 # checkpoints and resume
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    """Save ``payload`` (tensors and primitive containers only) atomically to ``path``."""
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
-
-
 def _save(run_dir: Path, model, opt, sched, state: RunState, meta: dict, improved: bool) -> None:
     """Write best.pt (if the epoch improved), last.pt (the resume point) and history.csv."""
     common = {"format": CHECKPOINT_FORMAT, "epoch": state.epoch, "config": json.dumps(meta)}
@@ -537,8 +571,11 @@ def _save(run_dir: Path, model, opt, sched, state: RunState, meta: dict, improve
     _write_csv(run_dir / "history.csv", pd.DataFrame(state.history))
 
 
-def _resume(last: Path, model, opt, sched, meta: dict) -> RunState:
-    """Load ``last.pt`` into the model, optimiser and scheduler; a fresh state if none."""
+def _resume(last: Path, model, opt, sched, meta: dict, patience: int | None) -> RunState:
+    """Load ``last.pt`` into the model, optimiser and scheduler; a fresh state if none.
+
+    What may change on resume follows the config now: the scheduler takes only the step count
+    (its length is the current ``epochs``'), and early stopping is judged with ``patience``."""
     if not last.is_file():
         return RunState()
     ckpt = load_checkpoint(last)
@@ -547,9 +584,13 @@ def _resume(last: Path, model, opt, sched, meta: dict) -> RunState:
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     if sched is not None and ckpt.get("scheduler") is not None:
-        sched.load_state_dict(ckpt["scheduler"])
+        sched.last_epoch = t = int(ckpt["scheduler"]["last_epoch"])  # optimiser steps so far
+        sched._last_lr = [base * f(t) for base, f in zip(sched.base_lrs, sched.lr_lambdas)]
+        for group, lr in zip(opt.param_groups, sched._last_lr):
+            group["lr"] = lr
     names = [f.name for f in dataclasses.fields(RunState) if f.name in ckpt]  # older: fewer
     state = RunState(**{k: ckpt[k] for k in names})
+    state.stopped_early = patience is not None and state.bad_epochs >= patience
     if not dist.is_initialized() or dist.get_rank() == 0:
         tqdm.write(f"resuming {last.parent} after epoch {state.epoch + 1}", file=sys.stderr)
     return state
@@ -561,29 +602,3 @@ def _write_csv(path: Path, df: pd.DataFrame) -> None:
 
 def _write_json(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
-
-
-# -----------------------------------------------------------------------------
-# distributed helpers (no-ops in a single process)
-
-
-def _dist_setup() -> tuple[int, int, int]:
-    """Initialise torch.distributed from torchrun's env vars if WORLD_SIZE > 1.
-
-    Returns:
-        (rank, world_size, local_rank); (0, 1, 0) without torchrun.
-    """
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), local_rank
-    return 0, 1, 0
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()

@@ -46,7 +46,8 @@ def test_every_command_speaks_one_vocabulary():
     p = build_parser()
     opts = {c: _options(p, c) for c in ("train", "compare", "predict", "qc", "evaluate")}
     assert all("--out" in o for o in opts.values())  # where the outputs go
-    assert all("--jobs" in opts[c] for c in ("train", "compare", "predict", "qc"))
+    # every command that preprocesses scans takes --jobs
+    assert all("--jobs" in opts[c] for c in ("train", "compare", "predict", "qc", "evaluate"))
     assert all("--run" in opts[c] for c in ("predict", "evaluate"))
     assert all("--data" in opts[c] for c in ("train", "compare", "evaluate"))
     assert all("--cache-dir" in opts[c] for c in ("train", "compare"))
@@ -57,6 +58,38 @@ def test_every_command_speaks_one_vocabulary():
     for bad in ("train --out r --jobs 0", "predict --run r x.nii --jobs two"):
         with pytest.raises(SystemExit):
             p.parse_args(bad.split())
+
+
+def test_evaluate_jobs_reach_evaluate_run(monkeypatch, capsys):
+    """``slicelib evaluate --jobs N`` preprocesses new scans with N workers (default: the run's)."""
+    from slicelib import cli
+
+    seen = []
+
+    def fake(run, **kw):
+        seen.append(kw["jobs"])
+        return dict(split="test", n=1, checkpoint_epoch=0)
+
+    monkeypatch.setattr(cli, "evaluate_run", fake)
+    assert main("evaluate --run r --jobs 3 --no-progress".split()) == 0
+    assert main("evaluate --run r --no-progress".split()) == 0
+    assert seen == [3, None]
+    with pytest.raises(SystemExit):
+        main("evaluate --run r --jobs 0".split())
+
+
+def test_choices_come_from_the_library():
+    """The flags offer what the library defines: one table each, no copies in the CLI."""
+    from slicelib import cli, config, data, model
+
+    p = build_parser()
+    train = p._subparsers._group_actions[0].choices["train"]
+    choices = {a.dest: tuple(a.choices) for a in train._actions if a.choices}
+    assert choices["position"] == model.POSITIONS and choices["norm"] == model.NORMS
+    assert choices["pooling"] == model.POOLINGS and choices["method"] == data.METHODS
+    assert choices["preset"] == tuple(config.PRESETS)
+    a = p.parse_args(f"train --out r --method {data.METHODS[-1]}".split())
+    assert cli._overrides(a)["preprocess"] == {"method": data.METHODS[-1]}
 
 
 def test_compare_takes_comma_separated_values_of_the_train_flags():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import urllib.error
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -59,7 +61,7 @@ def test_cohort_is_remade_when_the_generator_changes(tmp_path, monkeypatch):
         folder.mkdir(parents=True, exist_ok=True)
         made.append((n, seed))
 
-    monkeypatch.setattr(synth, "make_cohort", fake_make_cohort)
+    monkeypatch.setattr(course, "make_cohort", fake_make_cohort)
     folder = course.ensure_synthetic_cohort(3, seed=1, root=tmp_path)
     assert made == [(3, 1)] and folder == tmp_path / "synth-n3-seed1"
     course.ensure_synthetic_cohort(3, seed=1, root=tmp_path)
@@ -96,8 +98,11 @@ def test_train_on_split_uses_the_given_split(tmp_path):
         preprocess=dict(volume_shape=list(SHAPE), voxel_size=VOXEL, centre="none"),
     )
     row, history = course.train_on_split(config, split)
-    saved = pd.read_csv(tmp_path / "run" / "split.csv")
-    assert saved.groupby("split").size().to_dict() == dict(test=2, train=5, unused=1, val=2)
+    assert config.split is None  # the caller's config is left as it was
+    saved = pd.read_csv(tmp_path / "run" / "split.csv")  # what training used; unused: left out
+    assert saved.groupby("split").size().to_dict() == dict(test=2, train=5, val=2)
+    given = json.loads((tmp_path / "run" / "config.json").read_text())["train"]["split"]
+    assert given == course.split_mapping(split) and given[ids[5]] == "unused"
     assert row["best_epoch"] == 1 and row["mae"] >= 0 and "baseline_mae" in row
     assert len(history) == 1 and row["run"] == str(tmp_path / "run")
 
@@ -147,9 +152,11 @@ def test_compare_on_split_trains_every_arm_on_the_given_split(tmp_path):
         base, split, grid, lrs=[1e-3, 1e-2], seeds=[0], progress=False
     )
     assert len(results) == 2 and results["n_subjects"].tolist() == [2, 2]
-    for run in results["run"]:
+    for run in results["run"]:  # every run got the split through its config, none by file
         saved = pd.read_csv(f"{run}/split.csv").groupby("split").size().to_dict()
-        assert saved == dict(test=2, train=5, unused=3, val=2)
+        assert saved == dict(test=2, train=5, val=2)
+        given = json.loads(Path(f"{run}/config.json").read_text())["train"]["split"]
+        assert given == course.split_mapping(split)
     names = course.arm_names(results).tolist()
     assert names[1] == "3D CNN (sfcn_3d)" and names[0] == "scratch, fine-tuned"
     hist = course.run_histories(results.assign(arm=names))

@@ -218,11 +218,11 @@ def test_resume_on_changed_data_is_refused(tmp_path):
 
 
 def test_run_from_another_preprocessing_version_warns(table, tmp_path, monkeypatch):
-    import slicelib.data
+    import slicelib.runs
 
     cfg = tiny_config(tmp_path, data=str(table), target="age", out=str(tmp_path / "v"), epochs=1)
     run = train(TrainConfig.from_dict(cfg), progress=False)
-    monkeypatch.setattr(slicelib.data, "CACHE_VERSION", "999")
+    monkeypatch.setattr(slicelib.runs, "CACHE_VERSION", "999")  # this slicelib's version
     with pytest.warns(UserWarning, match="preprocessing version .* version 999"):
         load_run(run)
 
@@ -395,7 +395,11 @@ def test_volume_backbone_config_errors():
 
 def test_qc_exclude_leaves_flagged_scans_out_of_training(table, tmp_path, monkeypatch, capfd):
     """qc='exclude': flagged scans are listed and neither trained nor validated on."""
-    from slicelib import cache
+    import importlib
+
+    from slicelib import cache, runs
+
+    T = importlib.import_module("slicelib.train")  # (slicelib.train is also the function)
 
     real = cache.preprocess_many
 
@@ -404,7 +408,8 @@ def test_qc_exclude_leaves_flagged_scans_out_of_training(table, tmp_path, monkey
         odd = [int(Path(p).name[4:7]) % 2 == 1 for p in qc["path"]]  # sub-NNN.nii.gz
         return qc.assign(status=["ok" if o else "flagged" for o in odd])
 
-    monkeypatch.setattr(cache, "preprocess_many", half_ok)
+    monkeypatch.setattr(T, "preprocess_many", half_ok)  # training's QC
+    monkeypatch.setattr(runs, "preprocess_many", half_ok)  # evaluation's QC
     cfg = tiny_config(tmp_path, data=str(table), out=str(tmp_path / "ex"), epochs=1, qc="exclude")
     run = train(TrainConfig.from_dict(cfg), progress=False)
     qc = pd.read_csv(run / "qc.csv", dtype={"participant_id": str})
