@@ -187,11 +187,17 @@ def _add_train_flags(t: argparse.ArgumentParser, grid: bool = False) -> None:
     model_flag(
         "backbone",
         None,
-        "2D torchvision model name (resnet18, mobilenet_v2, ...; slice_cnn) or a 3D CNN reading "
+        "2D torchvision model name (resnet18, mobilenet_v2, ...; slice_cnn), timm:<name> for any "
+        "timm model with pooled features (timm:convnext_atto, timm:vit_small_patch14_dinov2, ...) "
+        "or a 3D CNN reading "
         "the whole volume: sfcn_3d | densenet121_3d (these take no weights, position, norm, "
         "pooling or frozen encoder)",
     )
-    model_flag("weights", None, "imagenet | none (scratch) | PATH to a torchvision state_dict")
+    model_flag(
+        "weights",
+        None,
+        "imagenet | none (scratch) | PATH to a state_dict (.pth; .safetensors for timm)",
+    )
     model_flag("position", POSITIONS, "slice position embedding: learned | sinusoidal | none")
     model_flag(
         "norm",
