@@ -387,7 +387,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
 def cmd_qc(a: argparse.Namespace) -> int:
     """``slicelib qc``: OUT/qc.csv and one figure per scan (slicelib.qc.run_qc); a line per
     status. Exit code 0 even with flagged or failed scans: the csv says which and why."""
-    from slicelib.qc import run_qc
+    from slicelib.cache import run_qc
 
     df = run_qc(a.scans, a.out, jobs=a.jobs, figures=not a.no_figures, progress=not a.no_progress)
     for status in ("ok", "flagged", "error"):

@@ -122,11 +122,11 @@ def cached_features(
     Returns:
         ``(N, S, F)`` float32 tensor on the CPU, in dataset order (see :func:`encode_features`).
     """
-    from slicelib.data import cache_key, default_cache_dir
+    from slicelib.cache import cache_key, default_cache_dir
 
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = folder / "features" / encoder_key(model, dataset.config.to_dict())
-    files = [folder / f"{cache_key(p, dataset.config)}.npy" for p in dataset.paths]
+    files = [folder / f"{cache_key(p, dataset.config, cache_dir)}.npy" for p in dataset.paths]
     feats: list = [_read(f) for f in files]
     todo = [i for i, f in enumerate(feats) if f is None]
     bar = tqdm(total=len(todo), desc="encode slices", disable=not progress, leave=False)

@@ -174,10 +174,11 @@ def read_run_table(data, train_cfg: dict) -> pd.DataFrame:
 
 def volume_dataset(table: pd.DataFrame, target: str | None, preprocess: dict, cache_dir=None):
     """A :class:`slicelib.data.VolumeDataset` of ``(x (1, X, Y, Z), y)`` items for a run."""
+    from slicelib import cache as C
     from slicelib import data as D
 
     pcfg = D.PreprocessConfig.from_dict(dict(preprocess))
-    return D.VolumeDataset(table.reset_index(drop=True), target, pcfg, cache_dir=cache_dir)
+    return C.VolumeDataset(table.reset_index(drop=True), target, pcfg, cache_dir=cache_dir)
 
 
 def encode_labels(values: pd.Series, task: str, target: str) -> tuple[pd.Series, list | None]:

@@ -18,7 +18,8 @@ from conftest import SHARED
 from test_data import SMALL, SMALL_CFG, cohort, head_volume, save  # noqa: F401 (fixture)
 
 from slicelib import datasets as S
-from slicelib.data import DataError, PreprocessConfig, VolumeDataset
+from slicelib.cache import VolumeDataset
+from slicelib.data import DataError, PreprocessConfig
 from slicelib.datasets import read_table, split_subjects
 
 IXI_HH = SHARED / "data" / "ixi_hh_2mm"
