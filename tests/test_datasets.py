@@ -274,6 +274,17 @@ def test_fetch_ixi_uses_checked_local_files_without_network(tmp_path, offline, m
         S.fetch_ixi(data_home=home)
 
 
+def test_data_home_is_the_one_default_for_slicelib_data(monkeypatch, tmp_path):
+    import pooch
+
+    monkeypatch.delenv("SLICELIB_DATA", raising=False)
+    assert S.data_home() == Path(pooch.os_cache("slicelib"))
+    monkeypatch.setenv("SLICELIB_DATA", str(tmp_path / "env"))
+    assert S.data_home() == tmp_path / "env"
+    assert S.data_home(tmp_path / "given") == tmp_path / "given"  # an argument wins
+    assert S._ixi_candidates()[-1][1] == tmp_path / "env" / "ixi_hh_2mm"  # fetch_ixi's folder
+
+
 # ---------------------------------------------------------------- OASIS (offline fixture)
 
 
