@@ -127,20 +127,26 @@ _IMAGE_MEMO: dict[str, str] = {}
 
 def _content_hash(path, cache_dir) -> str:
     """:func:`image_hash` of a file, remembered under its :func:`file_hash`: in this process,
-    and in ``<cache_dir>/content/`` when a cache folder is given."""
+    and in ``<cache_dir>/content/`` (read here; written by :func:`_fill` once the scan's entry
+    exists, so a scan that fails leaves nothing behind)."""
     by_bytes = file_hash(path)
-    memo = Path(cache_dir) / "content" / by_bytes if cache_dir is not None else None
     digest = _IMAGE_MEMO.get(by_bytes, "")
-    if not digest and memo is not None:
+    if not digest and cache_dir is not None:
         with contextlib.suppress(OSError):
-            digest = memo.read_text().strip()
+            digest = (Path(cache_dir) / "content" / by_bytes).read_text().strip()
     if len(digest) != 32:
         digest = image_hash(path)
     _IMAGE_MEMO[by_bytes] = digest
-    if memo is not None and not memo.exists():
+    return digest
+
+
+def _remember_content(path, cdir: Path) -> None:
+    """Write the memo ``<cdir>/content/<file digest>`` of :func:`_content_hash` if missing."""
+    memo = cdir / "content" / file_hash(path)
+    if not memo.exists():
+        digest = _content_hash(path, cdir)
         with contextlib.suppress(OSError):  # a read-only cache still works, decoding each time
             atomic_write(memo, lambda tmp: Path(tmp).write_text(digest))
-    return digest
 
 
 def cache_key(
@@ -174,17 +180,28 @@ def _entry(path, config: PreprocessConfig, cache_dir) -> Path:
 
 @contextlib.contextmanager
 def _locked(target: Path):
-    """Hold an exclusive lock on ``<key>.lock`` beside the entry (blocks while another holds it)."""
+    """Hold an exclusive ``flock`` on ``<key>.lock`` beside the entry (blocks while another
+    process holds it). The holder deletes the lock file before releasing it, and a process
+    that locked a file deleted meanwhile locks the new one, so no lock file stays behind."""
     lock = target.with_suffix(".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+b") as f:
-        if fcntl is not None:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    while True:
+        f = open(lock, "a+b")  # noqa: SIM115 - closed below
+        if fcntl is None:
+            break
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            if os.stat(lock).st_ino == os.fstat(f.fileno()).st_ino:
+                break  # the current lock file: held
+        except FileNotFoundError:
+            pass
+        f.close()  # the file this process locked was deleted by the previous holder
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        f.close()  # releases the flock
 
 
 def _qc_record(path, info: dict) -> dict[str, Any]:
@@ -217,6 +234,7 @@ def _fill(path, config: PreprocessConfig, cache_dir, mmap: bool = True, threads=
     target = _entry(path, config, cache_dir)
     hit = _read(target, config.volume_shape, mmap)
     if hit is not None:
+        _remember_content(path, target.parent)
         return hit
     with _locked(target):
         hit = _read(target, config.volume_shape, mmap)  # filled while this process waited
@@ -233,6 +251,7 @@ def _fill(path, config: PreprocessConfig, cache_dir, mmap: bool = True, threads=
         hit = _read(target, config.volume_shape, mmap)  # what is in the cache, not `vol`
     if hit is None:
         raise DataError(f"{path}: its cache entry {target} cannot be read back after writing.")
+    _remember_content(path, target.parent)
     return hit
 
 

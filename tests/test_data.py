@@ -268,7 +268,7 @@ def test_register_name_is_in_the_cache_key_and_required_for_lambdas(tmp_path):
     # read back from a dict the step is named but missing: preprocessing refuses, not skips it
     with pytest.warns(UserWarning, match="cannot be restored"):
         back = PreprocessConfig.from_dict(a.to_dict())
-    assert back.centre == "none" and C.cache_key(path, back) == D.cache_key(path, a)
+    assert back.centre == "none" and C.cache_key(path, back) == C.cache_key(path, a)
     with pytest.raises(ValueError, match="no register callable"):
         preprocess(path, back)
 
