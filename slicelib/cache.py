@@ -288,7 +288,10 @@ def _cached_row(path: str, config: PreprocessConfig, cache_dir) -> dict[str, Any
     except DataError:  # missing or unreadable: _one reports it
         return None
     hit = _read(target, config.volume_shape, mmap=True)
-    return None if hit is None else {**hit[1], "path": str(path), "cache": str(target)}
+    if hit is None:
+        return None
+    _remember_content(path, target.parent)
+    return {**hit[1], "path": str(path), "cache": str(target)}
 
 
 def _one(job: tuple) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def test_two_processes_filling_one_entry_agree_and_fill_once(tmp_path):
     assert len(list(cache_dir.glob("*.npy"))) == 1
 
 
-def test_key_is_the_decoded_image_not_the_container(tmp_path):
+def test_key_is_the_decoded_image_not_the_container(tmp_path, monkeypatch):
     vol = head_volume((20, 24, 20))
     affine = np.diag([4, 4, 4, 1.0])
     gz = save(vol, tmp_path / "head.nii.gz", affine)
@@ -101,6 +101,10 @@ def test_key_is_the_decoded_image_not_the_container(tmp_path):
     assert sorted(p.name for p in (cache_dir / "content").iterdir()) == sorted(
         [C.file_hash(gz), C.file_hash(raw)]
     )
+    monkeypatch.setattr(C, "_IMAGE_MEMO", {})  # as in a new process
+    monkeypatch.setattr(C, "image_hash", lambda path: pytest.fail(f"decoded {path}"))
+    again = C.preprocess_many([raw, gz], cfg, cache_dir=cache_dir, progress=False)
+    assert list(again["cache"]) == list(rows["cache"])
 
 
 def test_image_hash_of_an_unreadable_file_names_it(tmp_path):
