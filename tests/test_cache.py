@@ -112,3 +112,23 @@ def test_image_hash_of_an_unreadable_file_names_it(tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(C.DataError, match="broken.nii.gz"):
         C.cache_key(bad, PreprocessConfig.from_dict(CFG))
+
+
+@pytest.mark.slow
+def test_preprocess_many_in_workers_matches_one_process(tmp_path):
+    affine = np.diag([4, 4, 4, 1.0])
+    paths = [
+        save(head_volume((20, 24, 20), seed=i), tmp_path / f"h{i}.nii", affine) for i in (0, 1)
+    ]
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not an image")
+    files = [paths[0], bad, paths[1]]
+    cfg = PreprocessConfig.from_dict(CFG)
+    two = C.preprocess_many(files, cfg, cache_dir=tmp_path / "c2", jobs=2, progress=False)
+    one = C.preprocess_many(files, cfg, cache_dir=tmp_path / "c1", jobs=1, progress=False)
+    assert list(two["path"]) == [str(f) for f in files]  # input order
+    assert list(two["status"] == "error") == [False, True, False]
+    assert "bad.nii.gz" in two["reasons"][1]
+    for a, b in zip(two["cache"][[0, 2]], one["cache"][[0, 2]]):
+        assert Path(a).name == Path(b).name  # the same keys
+        np.testing.assert_array_equal(np.load(a), np.load(b))
