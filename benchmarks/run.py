@@ -56,6 +56,7 @@ for _p in (str(ROOT), str(HERE)):  # run from a checkout, without installing
 
 import fast  # noqa: E402  (benchmarks/fast.py)
 
+from slicelib import cache as C  # noqa: E402
 from slicelib import data as D  # noqa: E402
 from slicelib.cnn3d import SFCN, VolumeCNN  # noqa: E402
 from slicelib.course import shared_dir  # noqa: E402
@@ -385,7 +386,7 @@ def example_volume(volume_shape, work_dir: Path) -> tuple[torch.Tensor, str]:
     """
     files = ixi_files()
     if files and tuple(volume_shape) == tuple(D.PreprocessConfig().volume_shape):
-        vol = D.load_preprocessed(files[0], D.PreprocessConfig(), cache_dir=work_dir / "cache")
+        vol = C.load_preprocessed(files[0], D.PreprocessConfig(), cache_dir=work_dir / "cache")
         return torch.from_numpy(np.asarray(vol, np.float32))[None, None], f"IXI {files[0].name}"
     grid = np.stack(np.meshgrid(*[np.linspace(-1.3, 1.3, n) for n in volume_shape], indexing="ij"))
     inside = (grid**2).sum(0) < 1.0
@@ -575,11 +576,11 @@ def bench_cache(s: Settings, work_dir: Path) -> dict:
     decode = [_timed(lambda f=f: np.asanyarray(nib.load(f).dataobj)) for f in files]
     pre = [_timed(lambda f=f: D.preprocess(f, cfg)) for f in files]
     for f in files:  # fill the cache (untimed)
-        D.load_preprocessed(f, cfg, cache_dir=cache)
+        C.load_preprocessed(f, cfg, cache_dir=cache)
 
     def cached(f):  # float16 .npy, memory-mapped, materialised as a float32 tensor
         return torch.from_numpy(
-            np.asarray(D.load_preprocessed(f, cfg, cache_dir=cache), np.float32)
+            np.asarray(C.load_preprocessed(f, cfg, cache_dir=cache), np.float32)
         )
 
     hot = [_timed(lambda f=f: cached(f)) for f in files for _ in range(3)]
@@ -646,7 +647,7 @@ def load_cohort(s: Settings, work_dir: Path) -> Task:
     cfg = D.PreprocessConfig(
         volume_shape=tuple(s.cohort_grid), voxel_size=s.cohort_voxel, centre="none"
     )
-    dataset = D.VolumeDataset(table, "age", cfg, cache_dir=work_dir / "cache")
+    dataset = C.VolumeDataset(table, "age", cfg, cache_dir=work_dir / "cache")
     vols = [dataset[i][0] for i in tqdm(range(len(dataset)), desc="cohort", leave=False)]
     how = f"slicelib.data.preprocess to {s.cohort_voxel:g} mm {tuple(s.cohort_grid)}, cached"
     ages = table["age"].to_numpy(np.float32)
@@ -752,7 +753,7 @@ def bench_frozen(s: Settings, work_dir: Path) -> dict:
     fine = epoch_seconds(build_model(spec, s.cohort_grid, stats), x, y, s)
     model = build_model(spec, s.cohort_grid, stats)
     ds = task.dataset
-    train_ds = D.VolumeDataset(ds.table.iloc[task.train], "age", ds.config, ds.cache_dir)
+    train_ds = C.VolumeDataset(ds.table.iloc[task.train], "age", ds.config, ds.cache_dir)
     feats = []
     with tempfile.TemporaryDirectory(prefix="features-", dir=work_dir) as cache:  # cold
         encode_s = _timed(lambda: cached_features(model, train_ds, cache, s.tta_batch))

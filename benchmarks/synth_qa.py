@@ -37,13 +37,12 @@ from slicelib.synth import (
     SynthParams,
     _intensity,
     _mm_grid,
-    _pool,
     _tissues,
     make_cohort,
     synth_subject,
     templates,
 )
-from slicelib.utils import pearson_r
+from slicelib.utils import pearson_r, run_parallel
 
 
 @lru_cache(maxsize=1)
@@ -269,7 +268,6 @@ def measure_cohort(
     "checks": name -> (value, rule, passed), "ok" (all checks passed). ``n_jobs`` worker
     processes.
     """
-    from tqdm.auto import tqdm
 
     if cohort is not None:
         table, paths = _cohort_images(Path(cohort))
@@ -281,20 +279,9 @@ def measure_cohort(
             raise ValueError("give a cohort folder or n (number of subjects to generate)")
         pd_ = (params or SynthParams()).to_dict()
         jobs = [(None, None, i, (seed, pd_), ridge, block) for i in range(int(n))]
-    bar = tqdm(total=len(jobs), desc="measure", unit="subj", disable=not progress)
-    results = []
-    if n_jobs <= 1:
-        for job in jobs:
-            results.append(_measure_item(job))
-            bar.update()
-    else:
-        templates()
-        _measure_refs()
-        with _pool(int(n_jobs)) as pool:
-            for res in pool.map(_measure_item, jobs, chunksize=4):
-                results.append(res)
-                bar.update()
-    bar.close()
+    results = run_parallel(
+        _measure_item, jobs, int(n_jobs), desc="measure", unit="subj", progress=progress
+    )
     rows = [r for r, _ in results]
     feats = [f for _, f in results]
     df = pd.DataFrame(rows)

@@ -12,8 +12,9 @@ pooling, :class:`SliceModel`); read it first. The names below are the entry poin
 or script needs; everything else is importable from its module.
 """
 
+from slicelib.cache import VolumeDataset
 from slicelib.cnn3d import VolumeCNN
-from slicelib.data import PreprocessConfig, VolumeDataset, load_nifti, preprocess
+from slicelib.data import PreprocessConfig, load_nifti, preprocess
 from slicelib.datasets import fetch_ixi, ixi_table, read_table, split_subjects
 from slicelib.model import ModelConfig, SliceModel
 from slicelib.runs import evaluate_run, load_run, predict_files

@@ -32,13 +32,13 @@ import torch.distributed as dist
 import yaml
 
 from slicelib import compare as C
+from slicelib.cache import run_qc
 from slicelib.compare import ARM_FLAGS, GRID_FLAGS  # the flags a compare grid takes as lists
 from slicelib.config import PRESETS, resolve_config
 from slicelib.course import run_notebooks
 from slicelib.data import METHODS
 from slicelib.errors import CheckpointError, ConfigError, DataError, PipelineError, WeightsError
 from slicelib.model import NORMS, POOLINGS, POSITIONS
-from slicelib.qc import run_qc
 from slicelib.runs import evaluate_run, predict_files
 from slicelib.synth import make_cohort
 from slicelib.train import train

@@ -13,11 +13,11 @@ import dataclasses
 import inspect
 import json
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import tomllib
 import yaml
 
 from slicelib.build import saved_model_config

@@ -38,8 +38,6 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
-import torch
 
 from slicelib.centre import border_stats, centre_transform, foreground_mask, head_anchor
 from slicelib.errors import DataError
@@ -57,8 +55,7 @@ __all__ = [
     "foreground_mask",
     "head_anchor",
     "preprocess",
-    "VolumeDataset",
-]  # and, from slicelib.cache: default_cache_dir, file_hash, cache_key, load_preprocessed, ...
+]
 
 #: Shape of the FSL MNI152 2 mm grid, array axes (X, Y, Z) = (left->right, post->ant, inf->sup).
 MNI_2MM_SHAPE: tuple[int, int, int] = (91, 109, 91)
@@ -519,81 +516,3 @@ def _resampled_qc(vol, fg, stripped: bool, img, config: PreprocessConfig, scale:
         array=vol, mask=mask, affine=aff, transform=np.diag([scale] * 3 + [1.0]), native_mask=native
     )
     return qc.measures(result)
-
-
-# --------------------------------------------------------------------------------------------
-# dataset
-# --------------------------------------------------------------------------------------------
-
-
-def __getattr__(name: str):
-    """The cache functions live in :mod:`slicelib.cache`; ``slicelib.data.<name>`` still works."""
-    if name in ("default_cache_dir", "file_hash", "cache_key", "load_preprocessed"):
-        from slicelib import cache
-
-        return getattr(cache, name)
-    raise AttributeError(f"module 'slicelib.data' has no attribute {name!r}")
-
-
-class VolumeDataset(torch.utils.data.Dataset):
-    """Torch Dataset of preprocessed volumes from a table (see :func:`slicelib.datasets.read_table`).
-
-    Args:
-        table: DataFrame with ``participant_id``, ``path`` and (unless ``target`` is None)
-            the numeric target column.
-        target: target column (years or 0/1), or None (items then carry NaN targets).
-        preprocess: :class:`PreprocessConfig` or its dict (default: MNI 2 mm grid).
-        cache_dir: cache folder (default :func:`default_cache_dir`).
-        use_cache: False = preprocess every time, no files written.
-
-    Items: ``(volume, target)``, volume ``torch.float32`` (1, X, Y, Z) z-scored, target
-    ``torch.float32`` scalar. ``dataset.ids`` / ``dataset.targets`` give subject ids / targets.
-    """
-
-    def __init__(
-        self,
-        table: pd.DataFrame,
-        target: str | None,
-        preprocess: PreprocessConfig | dict | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        use_cache: bool = True,
-    ) -> None:
-        if isinstance(preprocess, dict):
-            preprocess = PreprocessConfig.from_dict(preprocess)
-        self.config = preprocess or PreprocessConfig()
-        missing = [c for c in ("participant_id", "path") if c not in table.columns]
-        if target is not None and target not in table.columns:
-            missing.append(target)
-        if missing:
-            raise DataError(f"VolumeDataset: table lacks columns {missing}; use read_table().")
-        self.table = table.reset_index(drop=True)
-        self.target = target
-        self.ids = self.table["participant_id"].astype(str).tolist()
-        self.paths = self.table["path"].astype(str).tolist()
-        y = np.full(len(self.ids), np.nan, dtype=np.float32)
-        if target is not None:
-            y = pd.to_numeric(self.table[target], errors="coerce").to_numpy(dtype=np.float32)
-            if np.isnan(y).any():
-                i = int(np.flatnonzero(np.isnan(y))[0])
-                raise DataError(
-                    f"VolumeDataset: target {target!r} is missing/non-numeric for "
-                    f"{self.ids[i]!r}; use read_table() to validate the table."
-                )
-        self.targets = y
-        self.cache_dir = cache_dir
-        self.use_cache = use_cache
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def volume(self, i: int) -> np.ndarray:
-        """Preprocessed volume of item ``i``: array (X, Y, Z), float16 (cached) or float32."""
-        from slicelib.cache import load_preprocessed
-
-        return load_preprocessed(
-            self.paths[i], self.config, self.cache_dir, use_cache=self.use_cache
-        )
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(np.array(self.volume(i), dtype=np.float32))[None]  # (1, X, Y, Z)
-        return x, torch.tensor(self.targets[i], dtype=torch.float32)

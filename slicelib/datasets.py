@@ -3,18 +3,23 @@
 A *table* is a DataFrame with one row per subject: ``participant_id`` (str), ``path`` (absolute
 path of the subject's T1 NIfTI), the target column (float: years, or 0/1 labels) and any other
 columns. :func:`read_table` builds and validates one from a BIDS folder, a ``.tsv``/``.csv``
-file or a DataFrame; :class:`slicelib.data.VolumeDataset` and ``slicelib train`` read it.
+file or a DataFrame; :class:`slicelib.cache.VolumeDataset` and ``slicelib train`` read it.
 
 Public data:
 
 - :func:`ixi_table`: 142 real IXI heads (2 mm, Hammersmith site; 138 with ages), from a local
   copy found by :func:`ixi_dir`; :func:`fetch_ixi` downloads the same files (checksummed, with
   pooch) for users with internet.
+- :func:`ixi_derivative`: the shipped ``data/ixi_hh_4mm`` derivative (138 IXI heads as
+  registered brains on the 4 mm MNI grid) and :func:`ixi_derivative_rois` its DLMUSE volumes.
 - :func:`fetch_oasis`: OASIS-1 grey-matter maps with age and a dementia label, via nilearn.
+
+Downloads go to :func:`data_home` (``$SLICELIB_DATA``, else ``pooch.os_cache("slicelib")``).
 """
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
 import re
@@ -22,20 +27,18 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from slicelib.data import DataError, PreprocessConfig, _is_image
-from slicelib.derivative import (  # the shipped data/ixi_hh_4mm derivative
-    IXI_DERIVATIVE_PREPROCESS,
-    ixi_derivative,
-    ixi_derivative_rois,
-)
+from slicelib.data import PreprocessConfig, _is_image
+from slicelib.errors import DataError
 from slicelib.utils import atomic_write
 
 __all__ = [
     "read_table",
     "split_subjects",
+    "data_home",
     "ixi_dir",
     "ixi_table",
     "fetch_ixi",
@@ -43,6 +46,8 @@ __all__ = [
     "ixi_derivative",
     "ixi_derivative_rois",
     "IXI_DERIVATIVE_PREPROCESS",
+    "derivative_dir",
+    "write_brain",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -218,15 +223,22 @@ _REMOTE_FOLDER = {"t1": "t1", "brain_labels": "DLMUSE"}
 _IXI_NAME = "ixi_hh_2mm"
 
 
-def _data_home(data_home: str | os.PathLike | None = None) -> Path:
-    """Download folder: ``data_home``, else ``$SLICELIB_DATA``, else ``pooch.os_cache("slicelib")``."""
-    if data_home is not None:
-        return Path(data_home).expanduser()
+def data_home(root: str | os.PathLike | None = None) -> Path:
+    """slicelib's data folder (downloads, generated cohorts): ``root`` if given, else
+    ``$SLICELIB_DATA``, else ``pooch.os_cache("slicelib")`` (``~/.cache/slicelib`` on Linux).
+
+    The one default for ``$SLICELIB_DATA``; the folder is not created here.
+    """
+    if root is not None:
+        return Path(root).expanduser()
     if os.environ.get("SLICELIB_DATA"):
         return Path(os.environ["SLICELIB_DATA"]).expanduser()
     import pooch
 
     return Path(pooch.os_cache("slicelib"))
+
+
+_data_home = data_home  # for fetch_ixi, whose argument data_home hides the function
 
 
 def _ixi_candidates() -> list[tuple[str, Path]]:
@@ -239,7 +251,7 @@ def _ixi_candidates() -> list[tuple[str, Path]]:
         out.append(("$SLICELIB_SHARED", shared / "data" / _IXI_NAME))
     beside = Path(__file__).resolve().parents[2] / "shared" / "data" / _IXI_NAME
     out.append(("beside the checkout", beside))
-    out.append(("download cache", _data_home() / _IXI_NAME))
+    out.append(("download cache", data_home() / _IXI_NAME))
     return out
 
 
@@ -459,6 +471,84 @@ def fetch_oasis(
     )
     table.attrs["preprocess"] = PreprocessConfig(centre="none").to_dict()
     return table
+
+
+# --------------------------------------------------------------------------------------------
+# the shipped derivative data/ixi_hh_4mm: 138 IXI heads as registered brains
+# --------------------------------------------------------------------------------------------
+# ``brains/<participant_id>.nii.gz``: run_pipeline's brain on the 4 mm MNI grid (45 x 54 x 45,
+# sform/qform code 4, background exactly 0, int16 with a scale: :func:`write_brain`);
+# ``participants.tsv`` (path, age, sex, QC) and ``roi_volumes.csv`` (DLMUSE volumes); see
+# data/ixi_hh_4mm/README.md.
+
+#: The preprocessing that trains on the derivative: its own 4 mm grid, so the files pass
+#: through unchanged. Method "pipeline": the derivative's files declare MNI and take the "mni"
+#: path, while a raw head given to ``predict`` later goes through the same pipeline that made
+#: the derivative (method "mni" would resample a raw head in its scanner coordinates).
+IXI_DERIVATIVE_PREPROCESS: dict = {
+    "method": "pipeline",
+    "volume_shape": [45, 54, 45],
+    "voxel_size": 4.0,
+}
+
+
+def derivative_dir(root: str | os.PathLike | None = None) -> Path:
+    """The derivative folder: ``root``, else ``$SLICELIB_IXI_DERIVATIVE``, else the
+    repository's ``data/ixi_hh_4mm``. Raises FileNotFoundError saying where it looked."""
+    env = os.environ.get("SLICELIB_IXI_DERIVATIVE")
+    folder = Path(root or env or Path(__file__).resolve().parents[1] / "data" / "ixi_hh_4mm")
+    if not (folder / "participants.tsv").is_file():
+        raise DataError(
+            f"{folder}: no participants.tsv; the ixi_hh_4mm derivative is not there. Pass "
+            "root=... or set SLICELIB_IXI_DERIVATIVE to a copy of data/ixi_hh_4mm (or write it "
+            "with python data/ixi_hh_4mm/make_derivative.py)."
+        )
+    return folder
+
+
+def ixi_derivative(root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The derivative's participants table (:func:`slicelib.datasets.read_table`).
+
+    Returns:
+        DataFrame, one row per subject: ``participant_id``, ``path`` (absolute, .nii.gz),
+        ``age`` (years), ``sex``, ``qc`` (ok / flagged), ``qc_reasons`` and the QC measures.
+    """
+    table = read_table(derivative_dir(root) / "participants.tsv", target="age")
+    table.attrs["preprocess"] = dict(IXI_DERIVATIVE_PREPROCESS)
+    return table
+
+
+def ixi_derivative_rois(root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """DLMUSE regional volumes (mm^3), indexed by ``participant_id``, one column per region
+    label (the input of the ridge baseline: ``evaluate_run(..., baseline_features=...)``)."""
+    rois = pd.read_csv(derivative_dir(root) / "roi_volumes.csv", dtype={"MRID": str})
+    return rois.rename(columns={"MRID": "participant_id"}).set_index("participant_id")
+
+
+def write_brain(path: str | os.PathLike, array: np.ndarray, mask: np.ndarray, affine) -> None:
+    """Write a pipeline output as a skull-stripped MNI brain (int16 with a scale factor).
+
+    Args:
+        array: (X, Y, Z) z-scored brain, background ``-mean/std`` (``PipelineResult.array``;
+            float16 copies are fine). mask: (X, Y, Z) bool brain mask. affine: (4, 4) grid.
+
+    The stored intensity is ``array - background`` inside the mask (> 0; at least one int16
+    step) and exactly 0 outside, so z-scoring the non-zero voxels gives ``array`` back.
+    sform and qform code 4 (MNI152).
+    """
+    array = np.asarray(array, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    background = float(np.median(array[~mask])) if (~mask).any() else float(array.min())
+    values = np.where(mask, array - background, 0.0)
+    slope = max(float(values.max()), 1e-6) / 32000.0
+    ints = np.where(mask, np.maximum(np.round(values / slope), 1), 0).astype(np.int16)
+    img = nib.Nifti1Image(ints, np.asarray(affine, dtype=float))
+    img.header.set_slope_inter(slope, 0.0)
+    img.set_sform(img.affine, code=4)
+    img.set_qform(img.affine, code=4)
+    raw = img.to_bytes()
+    data = gzip.compress(raw, mtime=0) if str(path).endswith(".gz") else raw
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from slicelib import cache as C
 from slicelib import data as D
 from slicelib.build import model_config_dict
 from slicelib.datasets import read_table
@@ -206,9 +207,9 @@ def read_run_table(data, train_cfg: dict) -> pd.DataFrame:
 
 
 def volume_dataset(table: pd.DataFrame, target: str | None, preprocess: dict, cache_dir=None):
-    """A :class:`slicelib.data.VolumeDataset` of ``(x (1, X, Y, Z), y)`` items for a run."""
+    """A :class:`slicelib.cache.VolumeDataset` of ``(x (1, X, Y, Z), y)`` items for a run."""
     pcfg = D.PreprocessConfig.from_dict(dict(preprocess))
-    return D.VolumeDataset(table.reset_index(drop=True), target, pcfg, cache_dir=cache_dir)
+    return C.VolumeDataset(table.reset_index(drop=True), target, pcfg, cache_dir=cache_dir)
 
 
 def encode_labels(values: pd.Series, task: str, target: str) -> tuple[pd.Series, list | None]:

@@ -108,7 +108,7 @@ def _feature_files(model, dataset, cache_dir) -> list[Path]:
     """The feature cache file of every volume of ``dataset`` (see :func:`cached_features`)."""
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = folder / "features" / encoder_key(model, dataset.config.to_dict())
-    return [folder / f"{cache_key(p, dataset.config)}.npy" for p in dataset.paths]
+    return [folder / f"{cache_key(p, dataset.config, cache_dir)}.npy" for p in dataset.paths]
 
 
 def fill_feature_cache(
@@ -160,7 +160,7 @@ def cached_features(
 
     Args:
         model: the :class:`~slicelib.model.SliceModel` whose encoder is frozen.
-        dataset: a :class:`slicelib.data.VolumeDataset` (its ``paths``, ``config`` and items
+        dataset: a :class:`slicelib.cache.VolumeDataset` (its ``paths``, ``config`` and items
             ``(x (1, X, Y, Z), y)`` are used).
         cache_dir: the cache folder (default :func:`slicelib.cache.default_cache_dir`); the
             features go to ``<cache_dir>/features/<encoder_key>/``.

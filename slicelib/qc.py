@@ -34,16 +34,11 @@ distinct values, >= 95 % of the brain inside the grid).
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import os
-import traceback
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-__all__ = ["QC_MODES", "THRESHOLDS", "measures", "qc_status", "qc_figure", "run_qc"]
+__all__ = ["QC_MODES", "THRESHOLDS", "measures", "qc_status", "qc_figure"]
 
 #: What training and evaluation do with a flagged scan (``TrainConfig.qc``).
 QC_MODES = ("warn", "exclude", "off")
@@ -148,100 +143,3 @@ def qc_figure(result, path, status: str = "", reasons=()) -> None:
     display.add_contours(mni_template(what="mask", resolution=2), levels=[0.5], colors="r")
     fig.suptitle(title[:200], fontsize=8, wrap=True, color="w")  # plot_anat: black background
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
-
-
-def _qc_one(path: str, out_dir: str, config_dict: dict, shape, affine, figure: bool) -> dict:
-    """One row of :func:`run_qc`; never raises."""
-    from slicelib.pipeline import PipelineConfig, PipelineError, load_image, run_pipeline
-
-    row: dict[str, Any] = {"path": path}
-    try:
-        img, _ = load_image(path)
-        row["n_unique"] = n_unique(np.asarray(img.dataobj))
-        result = run_pipeline(img, PipelineConfig.from_dict(config_dict), shape, affine)
-        result.source = Path(path).name
-        row.update(result.qc)
-        row["seconds"] = result.timings["total"]
-    except PipelineError as e:
-        row["error"] = str(e).replace("<image>", path)
-    except Exception as e:  # noqa: BLE001 - one bad scan never stops the batch
-        row["error"] = f"{path}: {type(e).__name__}: {e}"
-        row["traceback"] = traceback.format_exc(limit=3)
-    status, reasons = qc_status(row)
-    row["status"], row["reasons"] = status, "; ".join(reasons)
-    if figure and status != "error":
-        try:
-            qc_figure(result, Path(out_dir) / (_stem(path) + ".png"), status, reasons)
-        except Exception as e:  # noqa: BLE001
-            row["reasons"] += f"; figure failed: {e}"
-    return row
-
-
-def _stem(path: str) -> str:
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".mgz", ".mgh"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
-def run_qc(
-    paths,
-    out_dir,
-    config=None,
-    jobs: int = 1,
-    volume_shape=(91, 109, 91),
-    affine=None,
-    figures: bool = True,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Run the pipeline and QC on every scan; write ``out_dir/qc.csv`` and one PNG per scan.
-
-    Args:
-        paths: scan files. config: :class:`slicelib.pipeline.PipelineConfig` (default).
-        jobs: worker processes (each uses ``cpu_count // jobs`` threads).
-        volume_shape, affine: the grid (default FSL MNI152 2 mm).
-    Returns:
-        DataFrame with columns path, status ("ok" / "flagged" / "error"), reasons, then the
-        measures (ncc, wm_gm, brain_ml, inside, scale, n_unique, seconds, error), one row per
-        scan in the order given. A scan that fails gives ``status="error"`` and a reason naming
-        the file; the batch always completes.
-    """
-    from tqdm.auto import tqdm
-
-    from slicelib.pipeline import PipelineConfig, grid
-    from slicelib.utils import atomic_write
-
-    config = config or PipelineConfig()
-    jobs = max(1, int(jobs))
-    if jobs > 1:
-        config = PipelineConfig.from_dict(
-            {**config.to_dict(), "threads": max(1, (os.cpu_count() or 1) // jobs)}
-        )
-    affine = grid(2.0)[1] if affine is None else np.asarray(affine, dtype=float)
-    cfg = {**config.to_dict(), "threads": config.threads}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [str(p) for p in paths]
-    args = [(p, str(out_dir), cfg, tuple(volume_shape), affine, figures) for p in paths]
-    bar = tqdm(total=len(paths), desc="qc", unit="scan", disable=not progress)
-    if jobs == 1:
-        rows = []
-        for a in args:
-            rows.append(_qc_one(*a))
-            bar.update()
-    else:
-        import multiprocessing as mp
-
-        # spawn: a forked child of a process that already ran torch/OpenMP can hang
-        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_qc_one, *a) for a in args]
-            for _ in cf.as_completed(futures):
-                bar.update()
-            rows = [f.result() for f in futures]
-    bar.close()
-    df = pd.DataFrame(rows)
-    first = ["path", "status", "reasons"]
-    df = df[first + [c for c in df.columns if c not in first]]
-    atomic_write(out_dir / "qc.csv", lambda tmp: df.to_csv(tmp, index=False))
-    return df

@@ -297,7 +297,7 @@ def fit(
             replaced on resume).
         train_ds, val_ds: datasets of ``(x float32 (1, X, Y, Z), y float32 scalar)``; for
             classification ``y`` holds the class index (0..C-1). With ``config.freeze_encoder``
-            they must be :class:`slicelib.data.VolumeDataset` s: the loop then runs
+            they must be :class:`slicelib.cache.VolumeDataset` s: the loop then runs
             :class:`slicelib.frozen.FrozenHead` on their cached encoder features.
         config: the :class:`TrainConfig` (optimisation and runtime fields are used here).
         run_dir: where ``last.pt``, ``best.pt`` and ``history.csv`` go (rank 0 only).

@@ -120,3 +120,118 @@ def _mni_template_cached(key, what: str, resolution: int):
             force_resample=True,
             copy_header=True,
         )
+
+
+# --------------------------------------------------------------------------------------------
+# process pool
+# --------------------------------------------------------------------------------------------
+
+__all__ += ["die_with_parent", "run_parallel"]
+
+#: prctl option: the signal a process gets when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def _watch_parent(parent_pid: int, interval_s: float) -> None:
+    """Poll the parent pid; exit this process at once when the parent has gone."""
+    import time
+
+    while os.getppid() == parent_pid:
+        time.sleep(interval_s)
+    os._exit(1)
+
+
+def die_with_parent(parent_pid: int, interval_s: float = 1.0) -> None:
+    """Make this (worker) process exit when the process ``parent_pid`` dies, even by SIGKILL.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (via ctypes); everywhere, also a daemon thread
+    that polls the parent pid every ``interval_s`` seconds. Exits at once if the parent is
+    already gone. Used as the initializer of :func:`run_parallel`'s workers.
+    """
+    import ctypes
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the thread below still watches
+            pass
+    if os.getppid() != parent_pid:  # died before prctl took effect
+        os._exit(1)
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid, interval_s), daemon=True, name="watch-parent"
+    ).start()
+
+
+def run_parallel(
+    fn: Callable,
+    items: Sequence,
+    jobs: int = 1,
+    on_error: Callable | None = None,
+    desc: str = "work",
+    unit: str = "item",
+    progress: bool = True,
+) -> list:
+    """``[fn(item) for item in items]`` in spawned worker processes, with a tqdm progress bar.
+
+    The one process-pool driver of slicelib (preprocessing, QC, the synthetic cohort).
+
+    Args:
+        fn: a picklable (module-level) function of one item.
+        items: the inputs (picklable).
+        jobs: worker processes; 1 (or a single item) runs everything in this process.
+            Workers are *spawned* (a forked child of a process that already ran torch/OpenMP
+            can hang) and die with this process (:func:`die_with_parent`), so a killed
+            command leaves no worker behind.
+        on_error: ``on_error(item, exc)`` is called here for an item whose call raised (or
+            whose worker died), and its return value stands in that item's place. ``None``:
+            after every item has run, the first failure (in input order) is raised as a
+            RuntimeError naming its index and item.
+        desc, unit: progress-bar label; progress: show the bar (tqdm.auto).
+
+    Returns:
+        list of results, in the order of ``items`` (not of completion).
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    from tqdm.auto import tqdm
+
+    items = list(items)
+    jobs = max(1, min(int(jobs), len(items) or 1))
+    results: list = [None] * len(items)
+    errors: dict[int, BaseException] = {}
+    bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress)
+    try:
+        if jobs == 1:
+            for i, item in enumerate(items):
+                try:
+                    results[i] = fn(item)
+                except Exception as e:  # noqa: BLE001 - reported per item below
+                    errors[i] = e
+                bar.update()
+        else:
+            ctx = mp.get_context("spawn")
+            with cf.ProcessPoolExecutor(
+                jobs, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+            ) as pool:
+                futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+                for future in cf.as_completed(futures):
+                    i = futures[future]
+                    try:
+                        results[i] = future.result()
+                    except Exception as e:  # noqa: BLE001 - incl. BrokenProcessPool
+                        errors[i] = e
+                    bar.update()
+    finally:
+        bar.close()
+    for i in sorted(errors):
+        if on_error is None:
+            raise RuntimeError(
+                f"item {i} ({items[i]!r:.200}) failed: {type(errors[i]).__name__}: {errors[i]}"
+            ) from errors[i]
+        results[i] = on_error(items[i], errors[i])
+    return results

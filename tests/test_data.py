@@ -18,14 +18,13 @@ from conftest import SHARED
 
 from slicelib import cache as C
 from slicelib import data as D
+from slicelib.cache import VolumeDataset, load_preprocessed
 from slicelib.data import (
     MNI_2MM_AFFINE,
     MNI_2MM_SHAPE,
     DataError,
     PreprocessConfig,
-    VolumeDataset,
     load_nifti,
-    load_preprocessed,
     preprocess,
 )
 from slicelib.datasets import ixi_table, read_table
@@ -265,11 +264,11 @@ def test_register_name_is_in_the_cache_key_and_required_for_lambdas(tmp_path):
         volume_shape=SMALL, voxel_size=4.0, register=lambda i: i, register_name="flirt"
     )
     assert a.to_dict()["register_name"] == "ants-affine"
-    assert len({D.cache_key(path, c) for c in (a, b, SMALL_CFG)}) == 3
+    assert len({C.cache_key(path, c) for c in (a, b, SMALL_CFG)}) == 3
     # read back from a dict the step is named but missing: preprocessing refuses, not skips it
     with pytest.warns(UserWarning, match="cannot be restored"):
         back = PreprocessConfig.from_dict(a.to_dict())
-    assert back.centre == "none" and D.cache_key(path, back) == D.cache_key(path, a)
+    assert back.centre == "none" and C.cache_key(path, back) == C.cache_key(path, a)
     with pytest.raises(ValueError, match="no register callable"):
         preprocess(path, back)
 
@@ -388,12 +387,12 @@ def test_cache_hit_invalidation_and_atomic_write(tmp_path, monkeypatch):
     )
     assert len(list(cache.glob("*.npy"))) == 2
     # a content change -> another key
-    k1 = D.cache_key(path, SMALL_CFG)
+    k1 = C.cache_key(path, SMALL_CFG)
     save(head_volume(SMALL, seed=5), path, SMALL_CFG.affine)
     os.utime(path, ns=(1, 1))
-    assert D.cache_key(path, SMALL_CFG) != k1
+    assert C.cache_key(path, SMALL_CFG) != k1
     # a corrupt (e.g. half-written by an old version) cache file is recomputed, not read
-    target = cache / f"{D.cache_key(path, SMALL_CFG)}.npy"
+    target = cache / f"{C.cache_key(path, SMALL_CFG)}.npy"
     target.write_bytes(b"\x93NUMPY garbage")
     c = load_preprocessed(path, SMALL_CFG, cache_dir=cache)
     assert c.shape == SMALL and np.isfinite(np.asarray(c, np.float32)).all()
@@ -412,9 +411,9 @@ def test_cache_hit_invalidation_and_atomic_write(tmp_path, monkeypatch):
 
 def test_default_cache_dir_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SLICELIB_CACHE", str(tmp_path / "cc"))
-    assert D.default_cache_dir() == tmp_path / "cc"
+    assert C.default_cache_dir() == tmp_path / "cc"
     monkeypatch.delenv("SLICELIB_CACHE")
-    assert D.default_cache_dir() == Path.home() / ".cache" / "slicelib"
+    assert C.default_cache_dir() == Path.home() / ".cache" / "slicelib"
 
 
 # ---------------------------------------------------------------- real heads

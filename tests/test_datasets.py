@@ -18,7 +18,8 @@ from conftest import SHARED
 from test_data import SMALL, SMALL_CFG, cohort, head_volume, save  # noqa: F401 (fixture)
 
 from slicelib import datasets as S
-from slicelib.data import DataError, PreprocessConfig, VolumeDataset
+from slicelib.cache import VolumeDataset
+from slicelib.data import DataError, PreprocessConfig
 from slicelib.datasets import read_table, split_subjects
 
 IXI_HH = SHARED / "data" / "ixi_hh_2mm"
@@ -271,6 +272,17 @@ def test_fetch_ixi_uses_checked_local_files_without_network(tmp_path, offline, m
     (folder / "t1" / "IXI900-HH-0000_T1.nii.gz").write_bytes(b"damaged")
     with pytest.raises(DataError, match="could not be downloaded"):  # refetch needed: offline
         S.fetch_ixi(data_home=home)
+
+
+def test_data_home_is_the_one_default_for_slicelib_data(monkeypatch, tmp_path):
+    import pooch
+
+    monkeypatch.delenv("SLICELIB_DATA", raising=False)
+    assert S.data_home() == Path(pooch.os_cache("slicelib"))
+    monkeypatch.setenv("SLICELIB_DATA", str(tmp_path / "env"))
+    assert S.data_home() == tmp_path / "env"
+    assert S.data_home(tmp_path / "given") == tmp_path / "given"  # an argument wins
+    assert S._ixi_candidates()[-1][1] == tmp_path / "env" / "ixi_hh_2mm"  # fetch_ixi's folder
 
 
 # ---------------------------------------------------------------- OASIS (offline fixture)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from slicelib.data import PreprocessConfig, preprocess
-from slicelib.derivative import IXI_DERIVATIVE_PREPROCESS, ixi_derivative, ixi_derivative_rois
+from slicelib.datasets import IXI_DERIVATIVE_PREPROCESS, ixi_derivative, ixi_derivative_rois
 from slicelib.pipeline import grid
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import torch
 from tiny_data import SHAPE, make_table, tiny_config
 
 from slicelib import frozen
-from slicelib.data import VolumeDataset
+from slicelib.cache import VolumeDataset
 from slicelib.model import SliceModel
 from slicelib.runs import evaluate_run, load_checkpoint, load_run, predict_files
 from slicelib.train import TrainConfig, cached_features, encode_features, train

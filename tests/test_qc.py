@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slicelib.qc import THRESHOLDS, qc_status, run_qc
+from slicelib.cache import run_qc
+from slicelib.qc import THRESHOLDS, qc_status
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SLICELIB_SHARED") or ROOT.parent / "shared") / "data" / "ixi_hh_2mm"

@@ -3,7 +3,7 @@
 For each of the 138 heads with an age: ``slicelib.pipeline.run_pipeline`` (default config:
 deepbet, N4, 12-dof affine to the MNI152 template) onto the 4 mm MNI grid
 ``slicelib.pipeline.grid(4.0)`` (45 x 54 x 45 voxels, origin (-88, -124, -70) mm, RAS); the
-brain goes to ``brains/<id>.nii.gz`` through ``slicelib.derivative.write_brain`` (int16 with a
+brain goes to ``brains/<id>.nii.gz`` through ``slicelib.datasets.write_brain`` (int16 with a
 scale factor, sform/qform code 4 = MNI152, background exactly 0). Writes ``participants.tsv``
 (participant_id, age, sex, ``path`` relative to this folder, qc, qc_reasons, the QC
 measures), ``roi_volumes.csv`` (the DLMUSE regional volumes in mm^3 of the same subjects,
@@ -63,7 +63,7 @@ MEASURES = ("ncc", "wm_gm", "brain_ml", "scale")
 
 def save_brain(out: Path, pid: str, array, mask, affine, row: dict) -> dict:
     """Write brains/<pid>.nii.gz (int16 + scale, code 4, background 0); the row with its path."""
-    from slicelib.derivative import write_brain
+    from slicelib.datasets import write_brain
 
     rel = f"brains/{pid}.nii.gz"
     write_brain(out / rel, array, mask, affine)
