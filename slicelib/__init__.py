@@ -15,9 +15,10 @@ or script needs; everything else is importable from its module.
 from slicelib.cache import VolumeDataset
 from slicelib.cnn3d import VolumeCNN
 from slicelib.data import PreprocessConfig, load_nifti, preprocess
-from slicelib.datasets import fetch_ixi, ixi_table, read_table, split_subjects
+from slicelib.datasets import fetch_ixi, ixi_table, read_table
 from slicelib.model import ModelConfig, SliceModel
 from slicelib.runs import evaluate_run, load_run, predict_files
+from slicelib.splits import split_subjects
 from slicelib.synth import make_cohort
 from slicelib.train import TrainConfig, train
 

@@ -18,8 +18,9 @@ import pandas as pd
 from slicelib import compare as C
 from slicelib.config import PRESETS as TRAIN_PRESETS
 from slicelib.config import TrainConfig
-from slicelib.datasets import split_subjects
+from slicelib.datasets import data_home
 from slicelib.runs import evaluate_run
+from slicelib.splits import split_subjects
 from slicelib.synth import GENERATOR_VERSION, make_cohort
 from slicelib.train import train
 from slicelib.weights import WeightsError, load_backbone
@@ -56,10 +57,9 @@ PRESETS = tuple(TRAIN_PRESETS)  # the notebooks run in every training preset
 
 
 def data_dir() -> Path:
-    """Where the notebooks keep data: ``$SLICELIB_DATA`` or ``./slicelib_data``.
-
-    (To be one default with :mod:`slicelib.datasets`' data home once that is public.)"""
-    return Path(os.environ.get("SLICELIB_DATA", "slicelib_data")).resolve()
+    """Where the notebooks keep data (generated cohorts, runs): :func:`slicelib.datasets.
+    data_home`, i.e. ``$SLICELIB_DATA``, else ``pooch.os_cache("slicelib")``."""
+    return data_home().resolve()
 
 
 def shared_dir() -> Path:

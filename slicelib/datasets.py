@@ -1,4 +1,4 @@
-"""Participant tables, subject splits and the public datasets (IXI heads, OASIS-1).
+"""Participant tables and the public datasets (IXI heads, the shipped IXI data, OASIS-1).
 
 A *table* is a DataFrame with one row per subject: ``participant_id`` (str), ``path`` (absolute
 path of the subject's T1 NIfTI), the target column (float: years, or 0/1 labels) and any other
@@ -20,11 +20,9 @@ Downloads go to :func:`data_home` (``$SLICELIB_DATA``, else ``pooch.os_cache("sl
 from __future__ import annotations
 
 import gzip
-import math
 import os
 import re
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -37,7 +35,6 @@ from slicelib.utils import atomic_write
 
 __all__ = [
     "read_table",
-    "split_subjects",
     "data_home",
     "ixi_dir",
     "ixi_table",
@@ -47,6 +44,8 @@ __all__ = [
     "ixi_derivative_rois",
     "IXI_DERIVATIVE_PREPROCESS",
     "derivative_dir",
+    "shipped_dir",
+    "ixi_demo_heads",
     "write_brain",
 ]
 
@@ -492,11 +491,31 @@ IXI_DERIVATIVE_PREPROCESS: dict = {
 }
 
 
+#: Where the shipped data folders are: a checkout's ``data/`` beside the package, else the
+#: installed wheel's package data ``slicelib/_data`` (pyproject.toml maps one onto the other).
+_SHIPPED = (Path(__file__).resolve().parents[1] / "data", Path(__file__).resolve().parent / "_data")
+
+
+def shipped_dir(name: str) -> Path:
+    """A data folder that ships with slicelib: ``"ixi_hh_4mm"`` (the 4 mm derivative) or
+    ``"ixi_demo"`` (two raw heads). The checkout's ``data/<name>`` if there, else the installed
+    wheel's ``slicelib/_data/<name>``. Raises DataError naming both places if neither exists."""
+    for root in _SHIPPED:
+        if (root / name / "participants.tsv").is_file():
+            return root / name
+    raise DataError(
+        f"the shipped data folder {name!r} is in neither {_SHIPPED[0]} (a checkout) nor "
+        f"{_SHIPPED[1]} (an installed wheel). Reinstall slicelib from its wheel or a clone "
+        "(pip install slicelib, or pip install -e . in the repository)."
+    )
+
+
 def derivative_dir(root: str | os.PathLike | None = None) -> Path:
-    """The derivative folder: ``root``, else ``$SLICELIB_IXI_DERIVATIVE``, else the
-    repository's ``data/ixi_hh_4mm``. Raises FileNotFoundError saying where it looked."""
-    env = os.environ.get("SLICELIB_IXI_DERIVATIVE")
-    folder = Path(root or env or Path(__file__).resolve().parents[1] / "data" / "ixi_hh_4mm")
+    """The derivative folder: ``root``, else ``$SLICELIB_IXI_DERIVATIVE``, else the shipped
+    ``ixi_hh_4mm`` (:func:`shipped_dir`: a checkout's or the installed wheel's). Raises
+    DataError saying where it looked."""
+    given = root or os.environ.get("SLICELIB_IXI_DERIVATIVE")
+    folder = Path(given) if given else shipped_dir("ixi_hh_4mm")
     if not (folder / "participants.tsv").is_file():
         raise DataError(
             f"{folder}: no participants.tsv; the ixi_hh_4mm derivative is not there. Pass "
@@ -504,6 +523,22 @@ def derivative_dir(root: str | os.PathLike | None = None) -> Path:
             "with python data/ixi_hh_4mm/make_derivative.py)."
         )
     return folder
+
+
+def ixi_demo_heads() -> pd.DataFrame:
+    """The two raw IXI heads that ship with slicelib (``data/ixi_demo``: 2 mm, not
+    skull-stripped, not registered; CC BY-SA 3.0, see its README) with their DLMUSE labels.
+
+    Returns:
+        DataFrame, one row per head: ``participant_id``, ``age`` (years), ``sex``, ``path``
+        (absolute path of the raw T1 .nii.gz) and ``brain_labels`` (absolute path of the DLMUSE
+        parcellation in the same voxel grid; label > 0 is brain).
+    """
+    folder = shipped_dir("ixi_demo")
+    table = pd.read_csv(folder / "participants.tsv", sep="\t", dtype={"participant_id": str})
+    table["path"] = [str(folder / p) for p in table.pop("t1")]
+    table["brain_labels"] = [str(folder / p) for p in table["brain_labels"]]
+    return table
 
 
 def ixi_derivative(root: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -549,114 +584,3 @@ def write_brain(path: str | os.PathLike, array: np.ndarray, mask: np.ndarray, af
     raw = img.to_bytes()
     data = gzip.compress(raw, mtime=0) if str(path).endswith(".gz") else raw
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
-
-
-# --------------------------------------------------------------------------------------------
-# splits
-# --------------------------------------------------------------------------------------------
-
-
-def split_subjects(
-    table: pd.DataFrame,
-    target: str | None = None,
-    fractions: Sequence[float] = (0.7, 0.15, 0.15),
-    seed: int = 0,
-    stratify: bool = True,
-    n_bins: int = 5,
-) -> dict[str, list[str]]:
-    """Seeded subject-level train/val/test split, stratified by class or by target quantile bins.
-
-    Two ``sklearn.model_selection.train_test_split(stratify=...)`` calls: test from all
-    subjects, then val from the rest. Strata: the target's values if it has at most 10
-    distinct values (class labels), else ``n_bins`` quantile bins (e.g. age bins). When a
-    stratum is too small for sklearn (fewer than 2 subjects, or more strata than subjects in
-    a split), it is merged with its neighbour (the adjacent class or bin) until the split works.
-
-    Args:
-        table: DataFrame with ``participant_id`` (unique) and the target column.
-        target: column to stratify by (None or ``stratify=False``: plain seeded shuffle).
-        fractions: (train, val, test) fractions summing to 1 (a 2-tuple gives train/test);
-            the val and test sizes are ``round(fraction * n)``.
-        seed: random_state; the same table and seed give the same split.
-        n_bins: quantile bins for a continuous target.
-
-    Returns:
-        dict ``train``/``val``/``test`` -> participant ids in table order (disjoint, covering
-        the table).
-    """
-    fr = [float(f) for f in fractions]
-    if len(fr) == 2:
-        fr = [fr[0], 0.0, fr[1]]
-    if len(fr) != 3 or min(fr) < 0 or not math.isclose(sum(fr), 1.0, abs_tol=1e-6):
-        raise ValueError(
-            f"fractions must be 2 or 3 non-negative numbers summing to 1, got {fractions}"
-        )
-    if "participant_id" not in table.columns:
-        raise DataError("split_subjects: the table has no participant_id column; use read_table().")
-    ids = table["participant_id"].astype(str).to_numpy()
-    dup = pd.Series(ids).duplicated(keep=False).to_numpy()
-    if dup.any():
-        raise DataError(
-            f"split_subjects: duplicated subject ids {sorted(set(ids[dup]))[:5]}; split needs "
-            "one row per subject."
-        )
-    strata = None
-    if stratify and target is not None:
-        strata = _strata(table, target, n_bins)
-    n = len(ids)
-    n_test, n_val = round(fr[2] * n), round(fr[1] * n)
-    rest, test = _split_off(np.arange(n), n_test, strata, seed)
-    train, val = _split_off(rest, n_val, strata, seed)
-    return {
-        k: [str(ids[i]) for i in sorted(v)]
-        for k, v in (("train", train), ("val", val), ("test", test))
-    }
-
-
-def _strata(table: pd.DataFrame, target: str, n_bins: int) -> np.ndarray:
-    """Stratum code per row, (N,) int: class index (<= 10 distinct values) or quantile bin."""
-    if target not in table.columns:
-        raise DataError(
-            f"split_subjects: no target column {target!r}; columns {list(table.columns)}."
-        )
-    y = pd.to_numeric(table[target], errors="coerce").to_numpy(dtype=float)
-    if np.isnan(y).any():
-        raise DataError(f"split_subjects: target {target!r} has missing/non-numeric values.")
-    classes = np.unique(y)
-    if len(classes) <= 10:
-        return np.searchsorted(classes, y)
-    edges = np.quantile(y, np.linspace(0, 1, n_bins + 1)[1:-1])
-    return np.searchsorted(edges, y, side="right")
-
-
-def _split_off(rows: np.ndarray, size: int, strata: np.ndarray | None, seed: int):
-    """(kept, taken): ``size`` of ``rows`` taken by a stratified ``train_test_split``."""
-    from sklearn.model_selection import train_test_split
-
-    if size <= 0:
-        return rows, rows[:0]
-    if size >= len(rows):
-        return rows[:0], rows
-    codes = None if strata is None else strata[rows]
-    while True:
-        if codes is not None and len(np.unique(codes)) < 2:
-            codes = None
-        try:
-            return train_test_split(rows, test_size=size, random_state=seed, stratify=codes)
-        except ValueError:
-            if codes is None:
-                raise
-            codes = _merge_smallest(codes)
-
-
-def _merge_smallest(codes: np.ndarray) -> np.ndarray:
-    """Merge the smallest stratum into its smaller neighbour (strata are ordered codes)."""
-    values, counts = np.unique(codes, return_counts=True)
-    k = int(np.argmin(counts))
-    if k == 0:
-        other = 1
-    elif k == len(values) - 1:
-        other = k - 1
-    else:
-        other = k - 1 if counts[k - 1] <= counts[k + 1] else k + 1
-    return np.where(codes == values[k], values[other], codes)

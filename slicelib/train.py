@@ -59,7 +59,6 @@ from slicelib.config import (
     resolve_config,
 )
 from slicelib.data import CACHE_VERSION, PreprocessConfig
-from slicelib.datasets import split_subjects
 from slicelib.engine import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -83,6 +82,7 @@ from slicelib.frozen import (
     feature_dataset,
     fill_feature_cache,
 )
+from slicelib.splits import split_subjects
 from slicelib.utils import atomic_write
 
 __all__ = ["TrainConfig", "PRESETS", "ConfigError", "CheckpointError", "resolve_config"]

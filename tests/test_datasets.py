@@ -20,7 +20,8 @@ from test_data import SMALL, SMALL_CFG, cohort, head_volume, save  # noqa: F401 
 from slicelib import datasets as S
 from slicelib.cache import VolumeDataset
 from slicelib.data import DataError, PreprocessConfig
-from slicelib.datasets import read_table, split_subjects
+from slicelib.datasets import read_table
+from slicelib.splits import split_subjects
 
 IXI_HH = SHARED / "data" / "ixi_hh_2mm"
 needs_ixi_hh = pytest.mark.skipif(

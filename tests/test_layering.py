@@ -54,7 +54,9 @@ def test_no_import_cycle():
     try:
         tuple(graphlib.TopologicalSorter(g).static_order())
     except graphlib.CycleError as e:
-        raise AssertionError(f"import cycle among slicelib modules: {' -> '.join(e.args[1])}") from e
+        raise AssertionError(
+            f"import cycle among slicelib modules: {' -> '.join(e.args[1])}"
+        ) from e
 
 
 def test_no_slicelib_import_inside_functions():
@@ -77,7 +79,5 @@ def test_docs_layering_is_true_of_the_imports():
         f"misses {sorted(set(MODULES) - set(layers))}"
     )
     rank = {m: i for i, m in enumerate(layers)}
-    upward = [
-        f"{m} -> {d}" for m, deps in graph().items() for d in deps if rank[d] >= rank[m]
-    ]
+    upward = [f"{m} -> {d}" for m, deps in graph().items() for d in deps if rank[d] >= rank[m]]
     assert not upward, f"imports that go up the documented layering: {upward}"
