@@ -11,7 +11,7 @@ OUT ?= outputs
 SLICELIB_SHARED ?= $(firstword $(wildcard $(abspath ../shared) /work/shared))
 export SLICELIB_SHARED
 
-.PHONY: setup test demo lint bench clean notebooks
+.PHONY: setup test demo lint bench clean notebooks wheel
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,9 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) $(OUT)
+
+wheel: setup
+	$(BIN)/python -m pip wheel --no-deps --no-build-isolation -w dist .
 
 notebooks: setup
 	$(BIN)/jupytext --to ipynb notebooks/0*.py
