@@ -43,7 +43,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["QC_MODES", "THRESHOLDS", "measures", "qc_status", "qc_figure", "run_qc"]
+from slicelib.errors import DataError, PipelineError
+from slicelib.io import load_nifti
+from slicelib.utils import atomic_write, mni_template
+
+__all__ = ["QC_MODES", "THRESHOLDS", "thresholds", "measures", "qc_status", "qc_figure", "run_qc"]
 
 #: What training and evaluation do with a flagged scan (``TrainConfig.qc``).
 QC_MODES = ("warn", "exclude", "off")
@@ -64,12 +68,11 @@ _WHY = {
     "inside": "part of the brain lies outside the grid",
     "scale": "implausible scaling in the registration",
     "n_unique": "few distinct intensities (a label map or binary mask?)",
+    "coverage": "the brain covers too little of the template's brain (partial field of view?)",
 }
 
 
 def _template(shape, affine, what: str) -> np.ndarray:
-    from slicelib.utils import mni_template
-
     return mni_template(shape, affine, what=what).get_fdata(dtype=np.float32)
 
 
@@ -80,6 +83,16 @@ def n_unique(data: np.ndarray, max_voxels: int = 2_000_000) -> int:
     return int(np.unique(sub).size)
 
 
+def coverage(mask: np.ndarray, template_mask: np.ndarray) -> float:
+    """Share of the template's brain covered by a brain mask, both bool (X, Y, Z) on one grid.
+
+    Returns ``|mask & template_mask| / |template_mask|`` in [0, 1] (0 for an empty template).
+    A partial field of view (a head cut below the temporal lobes) covers too little of it.
+    """
+    n = int(np.count_nonzero(template_mask))
+    return float(np.count_nonzero(mask & template_mask) / n) if n else 0.0
+
+
 def measures(result, img=None) -> dict[str, Any]:
     """QC measures of a :class:`slicelib.pipeline.PipelineResult` (see the module doc).
 
@@ -87,7 +100,7 @@ def measures(result, img=None) -> dict[str, Any]:
         result: the pipeline output (array (X, Y, Z), mask, affine, transform, native_mask).
         img: the loaded input (for ``n_unique``); ``None`` leaves it out.
     Returns:
-        dict of floats: ncc, wm_gm, brain_ml, inside, scale (and n_unique).
+        dict of floats: ncc, wm_gm, brain_ml, inside, scale, coverage (and n_unique).
     """
     shape, affine = result.array.shape, result.affine
     t1 = _template(shape, affine, "t1")
@@ -105,24 +118,44 @@ def measures(result, img=None) -> dict[str, Any]:
         "ncc": round(ncc, 4),
         "wm_gm": round(wm_gm, 4),
         "brain_ml": round(float(native_ml), 1),
-        "inside": round(min(1.0, grid_ml * scale / max(native_ml, 1e-6)), 4),
+        "inside": round(float(min(1.0, grid_ml * scale / max(native_ml, 1e-6))), 4),
         "scale": round(scale, 4),
+        "coverage": round(coverage(result.mask, tmask), 4),
     }
     if img is not None:
         out["n_unique"] = n_unique(np.asarray(img.dataobj))
     return out
 
 
-def qc_status(m: dict[str, Any]) -> tuple[str, list[str]]:
+def thresholds(method: str = "register") -> dict[str, tuple[float, float] | None]:
+    """The bounds ``{measure: (low, high) or None}`` of one preprocessing method.
+
+    Raises ValueError naming the method when it is not one of :data:`THRESHOLDS`.
+    """
+    if method not in THRESHOLDS:
+        raise ValueError(
+            f"qc: unknown preprocessing method {method!r}; one of {list(THRESHOLDS)} "
+            "(old names: pipeline = register, mni = resample, centre = translate)."
+        )
+    return THRESHOLDS[method]
+
+
+def qc_status(m: dict[str, Any], method: str = "register") -> tuple[str, list[str]]:
     """``("ok" | "flagged" | "error", reasons)`` from :func:`measures` output.
 
-    A dict with an ``"error"`` entry is an error; each measure outside :data:`THRESHOLDS`
-    (or NaN) adds a reason such as ``"ncc=0.12 < 0.30: low correlation ..."``.
+    Args:
+        m: the measures of one scan (missing or ``None`` values are skipped).
+        method: the preprocessing method that produced them ("register", "resample",
+            "translate"); its :data:`THRESHOLDS` apply, a measure with bound ``None`` is not
+            applicable to that method and never fires.
+    A dict with an ``"error"`` entry is an error; each measure outside its bounds (or NaN)
+    adds a reason such as ``"ncc=0.12 < 0.30: low correlation ..."``.
     """
     reasons = []
-    for key, (lo, hi) in THRESHOLDS.items():
-        if key not in m or m[key] is None:
+    for key, bounds in thresholds(method).items():
+        if bounds is None or key not in m or m[key] is None:
             continue
+        lo, hi = bounds
         v = float(m[key])
         if np.isnan(v) or v < lo:
             reasons.append(f"{key}={v:.4g} < {lo:g}: {_WHY[key]}")
@@ -139,8 +172,6 @@ def qc_figure(result, path, status: str = "", reasons=()) -> None:
     from matplotlib.figure import Figure
     from nilearn import plotting
 
-    from slicelib.utils import atomic_write, mni_template
-
     img = nib.Nifti1Image(result.array, result.affine)
     title = f"{result.source}: {status}" + (f" ({'; '.join(reasons)})" if reasons else "")
     fig = Figure(figsize=(10, 3.6), facecolor="k")  # not pyplot: the backend stays as it is
@@ -152,17 +183,17 @@ def qc_figure(result, path, status: str = "", reasons=()) -> None:
 
 def _qc_one(path: str, out_dir: str, config_dict: dict, shape, affine, figure: bool) -> dict:
     """One row of :func:`run_qc`; never raises."""
-    from slicelib.pipeline import PipelineConfig, PipelineError, load_image, run_pipeline
+    from slicelib.pipeline import PipelineConfig, run_pipeline
 
     row: dict[str, Any] = {"path": path}
     try:
-        img, _ = load_image(path)
+        img = load_nifti(path)
         row["n_unique"] = n_unique(np.asarray(img.dataobj))
         result = run_pipeline(img, PipelineConfig.from_dict(config_dict), shape, affine)
         result.source = Path(path).name
         row.update(result.qc)
         row["seconds"] = result.timings["total"]
-    except PipelineError as e:
+    except (DataError, PipelineError) as e:
         row["error"] = str(e).replace("<image>", path)
     except Exception as e:  # noqa: BLE001 - one bad scan never stops the batch
         row["error"] = f"{path}: {type(e).__name__}: {e}"
@@ -210,7 +241,6 @@ def run_qc(
     from tqdm.auto import tqdm
 
     from slicelib.pipeline import PipelineConfig, grid
-    from slicelib.utils import atomic_write
 
     config = config or PipelineConfig()
     jobs = max(1, int(jobs))
