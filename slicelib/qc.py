@@ -52,14 +52,28 @@ __all__ = ["QC_MODES", "THRESHOLDS", "thresholds", "measures", "qc_status", "qc_
 #: What training and evaluation do with a flagged scan (``TrainConfig.qc``).
 QC_MODES = ("warn", "exclude", "off")
 
-#: Flag a scan when a measure falls outside these bounds (see the module doc for the data).
-THRESHOLDS: dict[str, tuple[float, float]] = {
+_REGISTER: dict[str, tuple[float, float] | None] = {
     "ncc": (0.30, 1.0),
     "wm_gm": (0.30, np.inf),
     "brain_ml": (700.0, 2500.0),
     "inside": (0.95, np.inf),
     "scale": (0.4, 1.6),
     "n_unique": (20, np.inf),
+    "coverage": (0.97, np.inf),
+}
+#: Flag a scan when a measure falls outside the bounds of the method that preprocessed it
+#: (``None``: the measure does not apply to that method); see the module doc for the data.
+THRESHOLDS: dict[str, dict[str, tuple[float, float] | None]] = {
+    "register": _REGISTER,
+    # the grid's brain mask stands in for the native mask: inside and brain_ml cannot fire
+    "resample": {**_REGISTER, "brain_ml": None, "inside": None},
+    # not aligned voxel by voxel: NCC and contrast are measured on a translated head
+    "translate": {
+        **_REGISTER,
+        "ncc": (0.03, 1.0),
+        "wm_gm": (0.18, np.inf),
+        "coverage": (0.65, np.inf),
+    },
 }
 _WHY = {
     "ncc": "low correlation with the MNI152 template (failed registration or not a T1 brain)",
