@@ -11,9 +11,14 @@ Measures (:func:`measures`, one dict per scan):
         IXI adults (the MNI152 brain is larger than an average brain).
     n_unique: distinct intensity values of the raw input (binary masks 2, label maps < ~300;
         the 8-bit IXI heads up to 256, so it only flags very few values).
+    coverage: share of the template's brain (nilearn's MNI152 brain mask on the grid, > 0.5)
+        covered by the registered brain mask: a partial field of view (a scan that misses the
+        cerebellum and temporal lobes) covers too little of it, while NCC may still pass.
 
-Thresholds (:data:`THRESHOLDS`) come from measurements with the default PipelineConfig on
-the 2 mm grid (``python benchmarks/realscan.py --jobs 2 --limit 48``, results in
+Thresholds per preprocessing method (:data:`THRESHOLDS`; ``None``: the measure does not apply).
+
+"register" (the default pipeline): from measurements with the default PipelineConfig on the
+2 mm grid (``python benchmarks/realscan.py --jobs 2 --limit 48``, results in
 benchmarks/results/realscan.csv; the bad inputs in ``tests/test_qc.py``):
 
     ================  ============  ==========  ==========  ===========  ========
@@ -30,6 +35,35 @@ benchmarks/results/realscan.csv; the bad inputs in ``tests/test_qc.py``):
 sit about halfway between the real heads and the bad inputs: ncc 0.30, wm_gm 0.30; the others
 are plausibility ranges with a wide margin (brain 700 - 2500 ml, scale 0.4 - 1.6, >= 20
 distinct values, >= 95 % of the brain inside the grid).
+
+Coverage and the other methods, 4 mm grid (``grid(4.0)``), the first heads of
+``$SLICELIB_SHARED/data/ixi_hh_2mm/t1`` in name order; "half": the head with every voxel below
+mid-height (scanner z) zeroed (``tests/test_qc.py::_half``); resample: the first 20 brains of
+``data/ixi_hh_4mm`` (MNI space). Per head: ``run_pipeline(path, PipelineConfig(threads=1),
+*grid(4.0)).qc`` (register) and ``preprocess(path, PreprocessConfig(volume_shape=(45, 54, 45),
+voxel_size=4.0, method=m), return_info=True)[2]["qc"]`` (translate, resample):
+
+    ==========  =============  ===========  ============  ============  ===========
+    method      input          ncc          wm_gm         coverage      brain_ml
+    ==========  =============  ===========  ============  ============  ===========
+    register    16 heads       0.53 - 0.60  0.69 - 0.78   0.988 - 0.995 1208 - 1738
+    register    5 half heads   0.26 - 0.39  0.43 - 0.60   0.886 - 0.950  918 - 1409
+    resample    20 brains      0.53 - 0.60  0.69 - 0.77   0.987 - 0.994 (n/a)
+    resample    20 half brains 0.25 - 0.27  0.71 - 0.84   0.42 - 0.43   (n/a)
+    translate   20 heads       0.09 - 0.18  0.27 - 0.42   0.74 - 0.85   1402 - 1609
+    translate   20 half heads  0.08 - 0.24  0.33 - 0.51   0.22 - 0.56    420 - 1052
+    translate   3 inverted     -0.21 - -0.02 -0.38 - -0.10 0.24 - 1.00   445 - 1885
+    translate   3 binary masks 0.16 - 0.17  0.04 - 0.10   0.51 - 0.59    960 - 1105
+    translate   3 DLMUSE maps  0.14 - 0.16  -0.18 - -0.08 0.36 - 0.45    682 - 844
+    ==========  =============  ===========  ============  ============  ===========
+
+Coverage >= 0.97 for register and resample (halfway between 0.950 and 0.987); half of the
+registered half heads keep an NCC above 0.30, so coverage is what flags them. "resample":
+the grid's brain mask stands in for the native mask, so ``inside`` and ``brain_ml`` cannot
+fire (``None``). "translate" (not aligned voxel by voxel: the register bounds flagged every
+head): ncc >= 0.03 (between the inverted heads and the real ones), wm_gm >= 0.18 (between the
+binary masks and the real heads), coverage >= 0.65 (between half heads / binary masks and real
+heads); binary masks are also caught by n_unique, label maps and inverted heads by wm_gm.
 """
 
 from __future__ import annotations
