@@ -49,12 +49,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from slicelib import qc
+from slicelib import pipeline, qc
 from slicelib.centre import border_stats, centre_transform, foreground_mask, head_anchor
 from slicelib.errors import DataError, PipelineError
 from slicelib.io import MNI_2MM_AFFINE, MNI_2MM_SHAPE, declares_mni, load_nifti, target_affine
 from slicelib.io import is_image as _is_image  # noqa: F401 (slicelib.datasets imports it here)
-from slicelib.pipeline import PipelineConfig, run_pipeline
+from slicelib.pipeline import PipelineConfig
 from slicelib.utils import mni_template, resample
 
 __all__ = [
@@ -306,9 +306,11 @@ def _by_pipeline(img, config: PreprocessConfig, name: str, threads: int | None):
     """Method "register": brain extraction, N4, affine to MNI152, resampling, brain z-score."""
     opts = {**config.pipeline, **({"threads": int(threads)} if threads else {})}
     try:
-        r = run_pipeline(img, PipelineConfig.from_dict(opts), config.volume_shape, config.affine)
+        r = pipeline.run_pipeline(
+            img, PipelineConfig.from_dict(opts), config.volume_shape, config.affine
+        )
     except PipelineError as e:
-        raise DataError(str(e).replace("<in-memory image>", name)) from e
+        raise DataError(str(e).replace("<image>", name)) from e
     info = {
         "fast_path": False,
         "shift_mm": np.zeros(3),

@@ -113,7 +113,7 @@ def _read(path_or_img) -> tuple[nib.spatialimages.SpatialImage, str]:
     if isinstance(path_or_img, nib.spatialimages.SpatialImage):
         extra = getattr(path_or_img, "extra", None) or {}
         name = extra.get("source") or getattr(path_or_img, "get_filename", lambda: None)()
-        name = name or "<in-memory image>"
+        name = name or "<image>"
         return path_or_img, name
     p = Path(path_or_img)
     name = str(p)
@@ -181,7 +181,7 @@ def load_nifti(path_or_img: str | os.PathLike | nib.spatialimages.SpatialImage) 
         scale factors are applied once, in float32, so the same voxels stored as uint8, int16
         or float32, in ``.nii`` or ``.nii.gz``, give the same array), its affine (voxel -> mm)
         and the original header's sform/qform codes. ``img.extra`` holds ``source`` (the file
-        name or "<in-memory image>"), ``declares_mni`` (the ORIGINAL header has sform or qform
+        name or "<image>"), ``declares_mni`` (the ORIGINAL header has sform or qform
         code 4), ``source_shape`` and ``source_axcodes`` (as stored).
 
     Raises:

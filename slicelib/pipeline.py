@@ -396,7 +396,7 @@ def run_pipeline(
         native_mask=native,
         timings=timings,
         qc={},
-        source=Path(source).name if source != "<in-memory image>" else source,
+        source=Path(source).name if source != "<image>" else source,
     )
     if with_qc:
         result.qc = qc.measures(result, img)
