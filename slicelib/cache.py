@@ -42,7 +42,8 @@ import torch
 
 from slicelib.data import CACHE_VERSION, DataError, PreprocessConfig, load_nifti, preprocess
 from slicelib.errors import PipelineError
-from slicelib.pipeline import PipelineConfig, grid, load_image, run_pipeline
+from slicelib.io import grid
+from slicelib.pipeline import PipelineConfig, run_pipeline
 from slicelib.qc import QC_MODES, n_unique, qc_figure, qc_status
 from slicelib.utils import atomic_write, run_parallel, save_npy
 
@@ -476,18 +477,21 @@ def _qc_one(job: tuple) -> dict:
     path, out_dir, config_dict, shape, affine, figure = job
     row: dict[str, Any] = {"path": path}
     try:
-        img, _ = load_image(path)
+        img = load_nifti(path)
         row["n_unique"] = n_unique(np.asarray(img.dataobj))
         result = run_pipeline(img, PipelineConfig.from_dict(config_dict), shape, affine)
         result.source = Path(path).name
         row.update(result.qc)
+        row["registration"] = result.registration
         row["seconds"] = result.timings["total"]
-    except PipelineError as e:
+    except (DataError, PipelineError) as e:
         row["error"] = str(e).replace("<image>", path)
     except Exception as e:  # noqa: BLE001 - one bad scan never stops the batch
         row["error"] = f"{path}: {type(e).__name__}: {e}"
         row["traceback"] = traceback.format_exc(limit=3)
-    status, reasons = qc_status(row)
+    # a header that declares MNI is resampled, not registered: its own thresholds apply
+    method = "register" if row.get("registration", "affine") == "affine" else "resample"
+    status, reasons = qc_status(row, method)
     row["status"], row["reasons"] = status, "; ".join(reasons)
     if figure and status != "error":
         try:

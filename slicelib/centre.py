@@ -1,10 +1,11 @@
-"""Translation-only head centring (``PreprocessConfig(method="centre")``): the explicit fallback.
+"""Translation-only head centring (``PreprocessConfig(method="translate")``): the explicit fallback.
 
 A raw head's scanner coordinates are ignored and the head is *translated* (optionally shrunk)
 so that its top and its cranium sit where an MNI152 head's would. This is NOT a registration:
 no rotation, no per-axis scaling, no warp. On 40 real IXI heads the result correlates with the
-MNI152 template at a median NCC of 0.12 (registered brains: 0.55); use the default
-``method="pipeline"`` (:mod:`slicelib.pipeline`) for raw heads whenever possible.
+MNI152 template at a median NCC of 0.12 (registered brains: 0.55), so :mod:`slicelib.qc` judges
+it with thresholds of its own; use the default ``method="register"`` (:mod:`slicelib.pipeline`)
+for raw heads whenever possible.
 
 Also here: the foreground mask (Otsu threshold, largest component, holes filled) that the
 resampling paths normalise with, and the grid-border statistics of a mask.

@@ -420,7 +420,7 @@ def fetch_oasis(
     """OASIS-1 VBM grey-matter maps with age and dementia labels, via ``nilearn.datasets.fetch_oasis_vbm``.
 
     The images are modulated grey-matter density maps already normalised to MNI space (not
-    raw T1), so preprocess them with ``PreprocessConfig(centre="none")`` (also stored in
+    raw T1), so preprocess them with ``PreprocessConfig(method="resample")`` (also stored in
     ``table.attrs["preprocess"]``). Downloads ~800 MB on first use (OASIS data usage
     agreement applies).
 
@@ -468,7 +468,7 @@ def fetch_oasis(
     table = read_table(
         ext[cols + [c for c in ext.columns if c not in cols]], "age", path_column="path"
     )
-    table.attrs["preprocess"] = PreprocessConfig(centre="none").to_dict()
+    table.attrs["preprocess"] = PreprocessConfig(method="resample").to_dict()
     return table
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 
 from slicelib.model import AXES
-from slicelib.utils import pearson_r
+from slicelib.utils import pearson_r, resample
 
 __all__ = [
     "AXIS_NAMES",
@@ -524,14 +523,9 @@ def resample_to_grid(img, affine, shape: Sequence[int], interpolation: str = "co
     (masks, then threshold) or ``"nearest"``. 0 outside the map's field of view.
     """
     import nibabel as nib
-    from nilearn import image
 
     img = nib.load(img) if isinstance(img, str | os.PathLike) else img
-    grid = dict(target_affine=np.asarray(affine, np.float64), target_shape=tuple(map(int, shape)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # nilearn warns when a binary mask is interpolated
-        kw = dict(interpolation=interpolation, force_resample=True, copy_header=True)
-        out = image.resample_img(img, **grid, **kw)
+    out = resample(img, affine, shape, interpolation)
     return np.asarray(out.get_fdata(), dtype=np.float64)
 
 

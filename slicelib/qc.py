@@ -11,9 +11,14 @@ Measures (:func:`measures`, one dict per scan):
         IXI adults (the MNI152 brain is larger than an average brain).
     n_unique: distinct intensity values of the raw input (binary masks 2, label maps < ~300;
         the 8-bit IXI heads up to 256, so it only flags very few values).
+    coverage: share of the template's brain (nilearn's MNI152 brain mask on the grid, > 0.5)
+        covered by the registered brain mask: a partial field of view (a scan that misses the
+        cerebellum and temporal lobes) covers too little of it, while NCC may still pass.
 
-Thresholds (:data:`THRESHOLDS`) come from measurements with the default PipelineConfig on
-the 2 mm grid (``python benchmarks/realscan.py --jobs 2 --limit 48``, results in
+Thresholds per preprocessing method (:data:`THRESHOLDS`; ``None``: the measure does not apply).
+
+"register" (the default pipeline): from measurements with the default PipelineConfig on the
+2 mm grid (``python benchmarks/realscan.py --jobs 2 --limit 48``, results in
 benchmarks/results/realscan.csv; the bad inputs in ``tests/test_qc.py``):
 
     ================  ============  ==========  ==========  ===========  ========
@@ -30,6 +35,35 @@ benchmarks/results/realscan.csv; the bad inputs in ``tests/test_qc.py``):
 sit about halfway between the real heads and the bad inputs: ncc 0.30, wm_gm 0.30; the others
 are plausibility ranges with a wide margin (brain 700 - 2500 ml, scale 0.4 - 1.6, >= 20
 distinct values, >= 95 % of the brain inside the grid).
+
+Coverage and the other methods, 4 mm grid (``grid(4.0)``), the first heads of
+``$SLICELIB_SHARED/data/ixi_hh_2mm/t1`` in name order; "half": the head with every voxel below
+mid-height (scanner z) zeroed (``tests/test_qc.py::_half``); resample: the first 20 brains of
+``data/ixi_hh_4mm`` (MNI space). Per head: ``run_pipeline(path, PipelineConfig(threads=1),
+*grid(4.0)).qc`` (register) and ``preprocess(path, PreprocessConfig(volume_shape=(45, 54, 45),
+voxel_size=4.0, method=m), return_info=True)[2]["qc"]`` (translate, resample):
+
+    ==========  =============  ===========  ============  ============  ===========
+    method      input          ncc          wm_gm         coverage      brain_ml
+    ==========  =============  ===========  ============  ============  ===========
+    register    16 heads       0.53 - 0.60  0.69 - 0.78   0.988 - 0.995 1208 - 1738
+    register    5 half heads   0.26 - 0.39  0.43 - 0.60   0.886 - 0.950  918 - 1409
+    resample    20 brains      0.53 - 0.60  0.69 - 0.77   0.987 - 0.994 (n/a)
+    resample    20 half brains 0.25 - 0.27  0.71 - 0.84   0.42 - 0.43   (n/a)
+    translate   20 heads       0.09 - 0.18  0.27 - 0.42   0.74 - 0.85   1402 - 1609
+    translate   20 half heads  0.08 - 0.24  0.33 - 0.51   0.22 - 0.56    420 - 1052
+    translate   3 inverted     -0.21 - -0.02 -0.38 - -0.10 0.24 - 1.00   445 - 1885
+    translate   3 binary masks 0.16 - 0.17  0.04 - 0.10   0.51 - 0.59    960 - 1105
+    translate   3 DLMUSE maps  0.14 - 0.16  -0.18 - -0.08 0.36 - 0.45    682 - 844
+    ==========  =============  ===========  ============  ============  ===========
+
+Coverage >= 0.97 for register and resample (halfway between 0.950 and 0.987); half of the
+registered half heads keep an NCC above 0.30, so coverage is what flags them. "resample":
+the grid's brain mask stands in for the native mask, so ``inside`` and ``brain_ml`` cannot
+fire (``None``). "translate" (not aligned voxel by voxel: the register bounds flagged every
+head): ncc >= 0.03 (between the inverted heads and the real ones), wm_gm >= 0.18 (between the
+binary masks and the real heads), coverage >= 0.65 (between half heads / binary masks and real
+heads); binary masks are also caught by n_unique, label maps and inverted heads by wm_gm.
 """
 
 from __future__ import annotations
@@ -38,19 +72,35 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["QC_MODES", "THRESHOLDS", "measures", "qc_status", "qc_figure"]
+from slicelib.utils import atomic_write, mni_template
+
+__all__ = ["QC_MODES", "THRESHOLDS", "thresholds", "measures", "qc_status", "qc_figure"]
 
 #: What training and evaluation do with a flagged scan (``TrainConfig.qc``).
 QC_MODES = ("warn", "exclude", "off")
 
-#: Flag a scan when a measure falls outside these bounds (see the module doc for the data).
-THRESHOLDS: dict[str, tuple[float, float]] = {
+_REGISTER: dict[str, tuple[float, float] | None] = {
     "ncc": (0.30, 1.0),
     "wm_gm": (0.30, np.inf),
     "brain_ml": (700.0, 2500.0),
     "inside": (0.95, np.inf),
     "scale": (0.4, 1.6),
     "n_unique": (20, np.inf),
+    "coverage": (0.97, np.inf),
+}
+#: Flag a scan when a measure falls outside the bounds of the method that preprocessed it
+#: (``None``: the measure does not apply to that method); see the module doc for the data.
+THRESHOLDS: dict[str, dict[str, tuple[float, float] | None]] = {
+    "register": _REGISTER,
+    # the grid's brain mask stands in for the native mask: inside and brain_ml cannot fire
+    "resample": {**_REGISTER, "brain_ml": None, "inside": None},
+    # not aligned voxel by voxel: NCC and contrast are measured on a translated head
+    "translate": {
+        **_REGISTER,
+        "ncc": (0.03, 1.0),
+        "wm_gm": (0.18, np.inf),
+        "coverage": (0.65, np.inf),
+    },
 }
 _WHY = {
     "ncc": "low correlation with the MNI152 template (failed registration or not a T1 brain)",
@@ -59,12 +109,11 @@ _WHY = {
     "inside": "part of the brain lies outside the grid",
     "scale": "implausible scaling in the registration",
     "n_unique": "few distinct intensities (a label map or binary mask?)",
+    "coverage": "the brain covers too little of the template's brain (partial field of view?)",
 }
 
 
 def _template(shape, affine, what: str) -> np.ndarray:
-    from slicelib.utils import mni_template
-
     return mni_template(shape, affine, what=what).get_fdata(dtype=np.float32)
 
 
@@ -75,6 +124,16 @@ def n_unique(data: np.ndarray, max_voxels: int = 2_000_000) -> int:
     return int(np.unique(sub).size)
 
 
+def coverage(mask: np.ndarray, template_mask: np.ndarray) -> float:
+    """Share of the template's brain covered by a brain mask, both bool (X, Y, Z) on one grid.
+
+    Returns ``|mask & template_mask| / |template_mask|`` in [0, 1] (0 for an empty template).
+    A partial field of view (a head cut below the temporal lobes) covers too little of it.
+    """
+    n = int(np.count_nonzero(template_mask))
+    return float(np.count_nonzero(mask & template_mask) / n) if n else 0.0
+
+
 def measures(result, img=None) -> dict[str, Any]:
     """QC measures of a :class:`slicelib.pipeline.PipelineResult` (see the module doc).
 
@@ -82,7 +141,7 @@ def measures(result, img=None) -> dict[str, Any]:
         result: the pipeline output (array (X, Y, Z), mask, affine, transform, native_mask).
         img: the loaded input (for ``n_unique``); ``None`` leaves it out.
     Returns:
-        dict of floats: ncc, wm_gm, brain_ml, inside, scale (and n_unique).
+        dict of floats: ncc, wm_gm, brain_ml, inside, scale, coverage (and n_unique).
     """
     shape, affine = result.array.shape, result.affine
     t1 = _template(shape, affine, "t1")
@@ -100,24 +159,44 @@ def measures(result, img=None) -> dict[str, Any]:
         "ncc": round(ncc, 4),
         "wm_gm": round(wm_gm, 4),
         "brain_ml": round(float(native_ml), 1),
-        "inside": round(min(1.0, grid_ml * scale / max(native_ml, 1e-6)), 4),
+        "inside": round(float(min(1.0, grid_ml * scale / max(native_ml, 1e-6))), 4),
         "scale": round(scale, 4),
+        "coverage": round(coverage(result.mask, tmask), 4),
     }
     if img is not None:
         out["n_unique"] = n_unique(np.asarray(img.dataobj))
     return out
 
 
-def qc_status(m: dict[str, Any]) -> tuple[str, list[str]]:
+def thresholds(method: str = "register") -> dict[str, tuple[float, float] | None]:
+    """The bounds ``{measure: (low, high) or None}`` of one preprocessing method.
+
+    Raises ValueError naming the method when it is not one of :data:`THRESHOLDS`.
+    """
+    if method not in THRESHOLDS:
+        raise ValueError(
+            f"qc: unknown preprocessing method {method!r}; one of {list(THRESHOLDS)} "
+            "(old names: pipeline = register, mni = resample, centre = translate)."
+        )
+    return THRESHOLDS[method]
+
+
+def qc_status(m: dict[str, Any], method: str = "register") -> tuple[str, list[str]]:
     """``("ok" | "flagged" | "error", reasons)`` from :func:`measures` output.
 
-    A dict with an ``"error"`` entry is an error; each measure outside :data:`THRESHOLDS`
-    (or NaN) adds a reason such as ``"ncc=0.12 < 0.30: low correlation ..."``.
+    Args:
+        m: the measures of one scan (missing or ``None`` values are skipped).
+        method: the preprocessing method that produced them ("register", "resample",
+            "translate"); its :data:`THRESHOLDS` apply, a measure with bound ``None`` is not
+            applicable to that method and never fires.
+    A dict with an ``"error"`` entry is an error; each measure outside its bounds (or NaN)
+    adds a reason such as ``"ncc=0.12 < 0.30: low correlation ..."``.
     """
     reasons = []
-    for key, (lo, hi) in THRESHOLDS.items():
-        if key not in m or m[key] is None:
+    for key, bounds in thresholds(method).items():
+        if bounds is None or key not in m or m[key] is None:
             continue
+        lo, hi = bounds
         v = float(m[key])
         if np.isnan(v) or v < lo:
             reasons.append(f"{key}={v:.4g} < {lo:g}: {_WHY[key]}")
@@ -133,8 +212,6 @@ def qc_figure(result, path, status: str = "", reasons=()) -> None:
     import nibabel as nib
     from matplotlib.figure import Figure
     from nilearn import plotting
-
-    from slicelib.utils import atomic_write, mni_template
 
     img = nib.Nifti1Image(result.array, result.affine)
     title = f"{result.source}: {status}" + (f" ({'; '.join(reasons)})" if reasons else "")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write", "save_npy", "pearson_r", "mni_template"]
+__all__ = ["atomic_write", "save_npy", "pearson_r", "resample", "mni_template"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
@@ -71,6 +71,33 @@ def pearson_r(a, b) -> float | None:
     return float(pearsonr(a, b).statistic)
 
 
+def resample(img, affine, shape: Sequence[int], interpolation: str = "continuous"):
+    """nilearn's ``resample_img`` onto a grid; the one wrapper of it in slicelib.
+
+    Args:
+        img: nibabel image (any orientation) or a NIfTI path.
+        affine: (4, 4) target voxel -> mm affine; shape: target grid (X, Y, Z) voxels.
+        interpolation: "continuous" (3rd-order spline), "linear" or "nearest".
+    Returns:
+        ``nibabel.Nifti1Image`` of ``shape`` on ``affine``; 0 outside the input's field of view
+        (nilearn's warning about interpolating a binary image is silenced: masks are resampled
+        linearly on purpose and thresholded by the caller).
+    """
+    from nilearn import image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return image.resample_img(
+            img,
+            target_affine=np.asarray(affine, dtype=np.float64),
+            target_shape=tuple(int(s) for s in shape),
+            interpolation=interpolation,
+            fill_value=0.0,
+            force_resample=True,
+            copy_header=True,
+        )
+
+
 def mni_template(
     shape: Sequence[int] | None = None, affine=None, what: str = "t1", resolution: int = 1
 ):
@@ -95,7 +122,7 @@ def mni_template(
 
 @functools.lru_cache(maxsize=16)
 def _mni_template_cached(key, what: str, resolution: int):
-    from nilearn import datasets, image
+    from nilearn import datasets
 
     loaders = {
         "t1": datasets.load_mni152_template,
@@ -111,15 +138,8 @@ def _mni_template_cached(key, what: str, resolution: int):
         if key is None:
             return img
         shape, affine = key[0], np.frombuffer(key[1]).reshape(4, 4)
-        # the packaged 1 mm template, resampled once (loading resolution=2 resamples twice)
-        return image.resample_img(
-            img,
-            target_affine=affine,
-            target_shape=shape,
-            interpolation="continuous" if what == "t1" else "linear",
-            force_resample=True,
-            copy_header=True,
-        )
+    # the packaged 1 mm template, resampled once (loading resolution=2 resamples twice)
+    return resample(img, affine, shape, "continuous" if what == "t1" else "linear")
 
 
 # --------------------------------------------------------------------------------------------

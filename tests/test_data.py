@@ -6,6 +6,7 @@ All volumes are tiny and generated in tmp_path; the ixi10 test uses ../shared/da
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -33,7 +34,7 @@ torch.set_num_threads(1)
 
 SMALL = (20, 24, 20)  # 4 mm grid, 80 x 96 x 80 mm
 SMALL_CFG = PreprocessConfig(
-    volume_shape=SMALL, voxel_size=4.0, interpolation="linear", method="centre"
+    volume_shape=SMALL, voxel_size=4.0, interpolation="linear", method="translate"
 )
 IXI10 = Path(os.environ.get("SLICELIB_IXI10", SHARED / "data" / "ixi10"))
 
@@ -89,12 +90,13 @@ def test_grid_constants_and_config_roundtrip():
     assert MNI_2MM_SHAPE == (91, 109, 91)
     np.testing.assert_allclose(D.target_affine(MNI_2MM_SHAPE, 2.0), MNI_2MM_AFFINE)
     np.testing.assert_allclose(PreprocessConfig().affine, MNI_2MM_AFFINE)
-    assert (
-        PreprocessConfig().method == "pipeline"
-        and PreprocessConfig(centre="brain").method == "centre"
+    assert PreprocessConfig().method == "register" and D.METHODS == (
+        "register",
+        "resample",
+        "translate",
     )
     cfg = PreprocessConfig(
-        volume_shape=(10, 12, 10), voxel_size=3, normalise="whole", centre="none"
+        volume_shape=(10, 12, 10), voxel_size=3, normalise="whole", method="resample"
     )
     assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.to_dict()["volume_shape"] == [10, 12, 10] and "shape" not in cfg.to_dict()
@@ -111,6 +113,33 @@ def test_from_dict_reads_the_old_shape_key():
         PreprocessConfig.from_dict({**old, "volume_shape": [10, 12, 10]})
     with pytest.raises(ValueError, match="unknown PreprocessConfig keys"):
         PreprocessConfig.from_dict({"grid": [1, 2, 3]})
+
+
+@pytest.mark.parametrize(
+    ("old", "new"), [("pipeline", "register"), ("mni", "resample"), ("centre", "translate")]
+)
+def test_old_method_names_raise_naming_the_new_one_and_from_dict_maps_them(old, new):
+    with pytest.raises(ValueError, match=f"now called '{new}'"):
+        PreprocessConfig(method=old)
+    assert PreprocessConfig.from_dict({"method": old}).method == new
+
+
+def test_from_dict_reads_the_old_centre_key():
+    """Configs saved before the methods existed have only ``centre``; later ones both."""
+    assert PreprocessConfig.from_dict({"centre": "brain"}).method == "translate"
+    assert PreprocessConfig.from_dict({"centre": "none"}).method == "resample"
+    both = {"method": "pipeline", "centre": "none"}
+    assert PreprocessConfig.from_dict(both).method == "register"
+    assert "centre" not in PreprocessConfig.from_dict(both).to_dict()
+    with pytest.raises(ValueError, match="disagree"):
+        PreprocessConfig.from_dict({"method": "mni", "centre": "brain"})
+
+
+def test_dataclasses_replace_changes_the_method():
+    """The legacy ``centre`` field written back in __post_init__ made this raise."""
+    cfg = dataclasses.replace(PreprocessConfig(method="resample"), method="translate")
+    assert cfg.method == "translate"
+    assert dataclasses.replace(cfg, voxel_size=4.0).method == "translate"
 
 
 # ---------------------------------------------------------------- preprocessing
@@ -133,7 +162,7 @@ def test_psr_image_is_reoriented_to_ras(tmp_path):
     psr = to_psr(ras)
     assert nib.aff2axcodes(psr.affine) == ("P", "S", "R")
     path = save(psr, tmp_path / "psr.nii.gz")
-    cfg = PreprocessConfig(**{**SMALL_CFG.to_dict(), "method": "mni"})
+    cfg = PreprocessConfig(**{**SMALL_CFG.to_dict(), "method": "resample"})
     out, _, info = preprocess(path, cfg, return_info=True)
     assert info["source_axcodes"] == ("P", "S", "R")
     ref, _ = preprocess(ras, cfg)
@@ -149,7 +178,7 @@ def test_centre_brain_moves_a_far_away_head_into_the_grid(tmp_path):
     aff[:3, 3] = [300.0, -250.0, 140.0]  # scanner coordinates far from MNI
     path = save(vol, tmp_path / "far.nii.gz", aff)
     cfg = PreprocessConfig(
-        volume_shape=(46, 55, 46), voxel_size=4.0, interpolation="linear", method="centre"
+        volume_shape=(46, 55, 46), voxel_size=4.0, interpolation="linear", method="translate"
     )  # MNI box
     out, _, info = preprocess(path, cfg, return_info=True)
     assert info["inside_fraction"] > 0.97 and info["border_fraction"] == 0
@@ -157,7 +186,7 @@ def test_centre_brain_moves_a_far_away_head_into_the_grid(tmp_path):
     # the vertex goes to z = +104 mm, 4 mm below the grid top (+108 mm)
     top = np.flatnonzero(info["mask"].any(axis=(0, 1))).max()
     assert 104 - 8 <= cfg.affine[2, 3] + 4 * top <= 104 + 4
-    none = PreprocessConfig(**{**cfg.to_dict(), "method": "mni"})
+    none = PreprocessConfig(**{**cfg.to_dict(), "method": "resample"})
     with pytest.raises(DataError, match="no part of the image"):
         preprocess(path, none)
 
@@ -170,11 +199,11 @@ def test_image_declaring_mni_space_is_not_recentred(tmp_path):
     path = tmp_path / "sub-0001_T1w.nii.gz"
     nib.save(synth._nifti(vol), path)
     assert nib.load(path).header["sform_code"] == 4
-    cfg = PreprocessConfig(volume_shape=(45, 54, 45), voxel_size=4.0, method="centre")
+    cfg = PreprocessConfig(volume_shape=(45, 54, 45), voxel_size=4.0, method="translate")
     out, _, info = preprocess(path, cfg, return_info=True)
     assert info["declares_mni"] and not info["fast_path"]
     np.testing.assert_allclose(info["shift_mm"], 0.0)
-    ref, _ = preprocess(path, PreprocessConfig(**{**cfg.to_dict(), "method": "mni"}))
+    ref, _ = preprocess(path, PreprocessConfig(**{**cfg.to_dict(), "method": "resample"}))
     np.testing.assert_allclose(out, ref)
     # the same scan without the MNI code is treated as a raw head and translated
     raw = nib.Nifti1Image(np.asarray(vol), nib.load(path).affine)
@@ -188,7 +217,7 @@ def test_scale_to_fit_shrinks_big_heads(tmp_path):
     vol = head_volume((40, 48, 40))
     path = save(vol, tmp_path / "big.nii.gz", np.diag([5.0, 5.0, 5.0, 1.0]))  # 200 x 240 mm head
     cfg = PreprocessConfig(
-        volume_shape=(30, 36, 30), voxel_size=4.0, interpolation="linear", method="centre"
+        volume_shape=(30, 36, 30), voxel_size=4.0, interpolation="linear", method="translate"
     )
     _, _, plain = preprocess(path, cfg, return_info=True)
     cfg_fit = PreprocessConfig(**{**cfg.to_dict(), "scale_to_fit": True})
@@ -222,12 +251,12 @@ def test_register_hook_is_applied(tmp_path):
     cfg = PreprocessConfig(volume_shape=SMALL, voxel_size=4.0, register=flip_x)
     assert cfg.to_dict()["register_name"].endswith("test_register_hook_is_applied.<locals>.flip_x")
     out, _ = preprocess(path, cfg)
-    ref, _ = preprocess(path, PreprocessConfig(**{**SMALL_CFG.to_dict(), "method": "mni"}))
+    ref, _ = preprocess(path, PreprocessConfig(**{**SMALL_CFG.to_dict(), "method": "resample"}))
     assert calls and np.allclose(out, ref[::-1], atol=1e-4)
 
 
 def test_register_implies_no_recentring(tmp_path):
-    """A registered image keeps its (MNI) place: centre defaults to "none" with register."""
+    """A registered image keeps its (MNI) place: method defaults to "resample" with register."""
     far = np.diag([4.0, 4.0, 4.0, 1.0])
     far[:3, 3] = [300.0, -250.0, 140.0]  # scanner coordinates far from the grid
     path = save(head_volume(SMALL), tmp_path / "raw.nii.gz", far)
@@ -237,16 +266,16 @@ def test_register_implies_no_recentring(tmp_path):
         return nib.Nifti1Image(head_volume(fine), D.target_affine(fine, 2.0))
 
     cfg = PreprocessConfig(**{**SMALL_CFG.to_dict(), "method": None}, register=to_mni)
-    assert cfg.centre == "none"
+    assert cfg.method == "resample"
     out, _, info = preprocess(path, cfg, return_info=True)
     assert not info["fast_path"] and np.allclose(info["shift_mm"], 0)
-    none = PreprocessConfig(**{**SMALL_CFG.to_dict(), "method": "mni"})
+    none = PreprocessConfig(**{**SMALL_CFG.to_dict(), "method": "resample"})
     np.testing.assert_allclose(out, preprocess(to_mni(None), none)[0], atol=1e-5)
     # centring the same registered image would have moved it: the trap this rule closes
     _, _, moved = preprocess(to_mni(None), SMALL_CFG, return_info=True)
     assert np.abs(moved["shift_mm"]).max() > 4
-    with pytest.raises(ValueError, match="re-centring would undo the registration"):
-        PreprocessConfig(centre="brain", register=to_mni)
+    with pytest.raises(ValueError, match="must not be moved again"):
+        PreprocessConfig(method="translate", register=to_mni)
 
 
 def test_register_name_is_in_the_cache_key_and_required_for_lambdas(tmp_path):
@@ -268,7 +297,7 @@ def test_register_name_is_in_the_cache_key_and_required_for_lambdas(tmp_path):
     # read back from a dict the step is named but missing: preprocessing refuses, not skips it
     with pytest.warns(UserWarning, match="cannot be restored"):
         back = PreprocessConfig.from_dict(a.to_dict())
-    assert back.centre == "none" and C.cache_key(path, back) == C.cache_key(path, a)
+    assert back.method == "resample" and C.cache_key(path, back) == C.cache_key(path, a)
     with pytest.raises(ValueError, match="no register callable"):
         preprocess(path, back)
 
@@ -423,7 +452,7 @@ def test_default_cache_dir_env(monkeypatch, tmp_path):
 def test_ixi10_heads_land_inside_the_grid():
     """The ten raw PSR heads end up centred in the 91x109x91 grid with the head inside it."""
     t = ixi_table(IXI10)
-    cfg = PreprocessConfig(interpolation="linear", method="centre")  # linear: test speed
+    cfg = PreprocessConfig(interpolation="linear", method="translate")  # linear: test speed
     for row in t.itertuples():
         vol, aff, info = preprocess(row.path, cfg, return_info=True)
         assert vol.shape == MNI_2MM_SHAPE and np.allclose(aff, MNI_2MM_AFFINE)

@@ -1,4 +1,5 @@
-"""slicelib.pipeline: grids, config, loading of odd files, and the real chain on one shared head."""
+"""slicelib.pipeline: config, MNI files skip registration, repeatability, and the real chain on one
+shared head (grids and loading: test_io.py; ITK geometry, registration, N4: test_geometry.py)."""
 
 import os
 from pathlib import Path
@@ -6,14 +7,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from test_io import las_mni
 
-from slicelib.pipeline import (
-    PipelineConfig,
-    PipelineError,
-    grid,
-    load_image,
-    run_pipeline,
-)
+from slicelib import data as D
+from slicelib.io import grid
+from slicelib.pipeline import PipelineConfig, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SLICELIB_SHARED") or ROOT.parent / "shared") / "data" / "ixi_hh_2mm"
@@ -22,18 +20,6 @@ LABELS = SHARED / "brain_labels" / "IXI012-HH-1211_T1_DLMUSE.nii.gz"
 needs_shared = pytest.mark.skipif(
     not HEAD.exists(), reason=f"shared IXI-HH heads not found at {SHARED} (set SLICELIB_SHARED)"
 )
-
-
-def test_grids_match_fsl_2mm_and_cover_the_brain_at_4mm():
-    shape, aff = grid(2.0)
-    assert shape == (91, 109, 91)
-    assert np.allclose(aff[:3, 3], [-90, -126, -72]) and np.allclose(np.diag(aff)[:3], 2)
-    shape4, aff4 = grid(4.0)
-    assert shape4 == (45, 54, 45)
-    far = aff4 @ np.r_[np.array(shape4) - 1, 1]
-    assert np.all(aff4[:3, 3] <= [-88, -124, -70]) and np.all(far[:3] >= [88, 88, 106])
-    with pytest.raises(ValueError, match="shape"):
-        grid(3.0)
 
 
 def test_config_round_trip_and_validation():
@@ -45,46 +31,6 @@ def test_config_round_trip_and_validation():
         PipelineConfig(brain_extraction="bet")
     with pytest.raises(ValueError, match="unknown"):
         PipelineConfig.from_dict({"colour": 1})
-
-
-def _head(shape=(20, 24, 18)) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return rng.uniform(0, 100, shape).astype(np.float32)
-
-
-def test_load_squeezes_a_4d_file_with_one_volume(tmp_path):
-    data = _head()
-    path = tmp_path / "one.nii.gz"
-    nib.save(nib.Nifti1Image(data[..., None], np.diag([2, 2, 2, 1.0])), path)
-    img, source = load_image(path)
-    assert img.shape == data.shape and source == str(path)
-    assert np.allclose(img.get_fdata(), data)
-
-
-def test_load_refuses_4d_constant_and_unreadable_files_naming_them(tmp_path):
-    four = tmp_path / "four.nii.gz"
-    nib.save(nib.Nifti1Image(np.stack([_head()] * 2, -1), np.eye(4)), four)
-    with pytest.raises(PipelineError, match=r"four\.nii\.gz.*3D"):
-        load_image(four)
-    const = tmp_path / "const.nii.gz"
-    nib.save(nib.Nifti1Image(np.full((8, 8, 8), 7, np.float32), np.eye(4)), const)
-    with pytest.raises(PipelineError, match=r"const\.nii\.gz: constant image"):
-        load_image(const)
-    bad = tmp_path / "bad.nii.gz"
-    bad.write_bytes(b"not an image")
-    with pytest.raises(PipelineError, match=r"bad\.nii\.gz: cannot be read"):
-        load_image(bad)
-
-
-def test_load_reads_freesurfer_mgz_with_its_affine(tmp_path):
-    data = _head()
-    aff = np.array([[-2.0, 0, 0, 40], [0, 0, 2, -30], [0, -2, 0, 50], [0, 0, 0, 1]])
-    path = tmp_path / "brain.mgz"
-    nib.save(nib.MGHImage(data, aff), path)
-    img, _ = load_image(path)
-    canonical = nib.as_closest_canonical(nib.Nifti1Image(data, aff))
-    assert np.allclose(img.affine, canonical.affine)
-    assert np.allclose(img.get_fdata(), canonical.get_fdata())
 
 
 @needs_shared
@@ -102,6 +48,35 @@ def test_real_head_is_extracted_registered_and_normalised():
     assert dice > 0.95, dice
     assert r.qc["ncc"] > 0.45, r.qc
     assert set(r.timings) >= {"brain_extraction", "bias_correct", "registration", "total"}
+
+
+def test_las_stored_mni_file_skips_registration(tmp_path):
+    """FSL stores MNI files LAS with sform code 4; reorienting to RAS rewrote the code to 2 and
+    the file was registered again. Now the original header decides, in both entry points."""
+    path, _ = las_mni(tmp_path / "las_mni.nii.gz")
+    config = PipelineConfig(brain_extraction="none", bias_correct=False)
+    r = run_pipeline(path, config, *grid(4.0))
+    assert r.registration == "none (header declares MNI)"
+    np.testing.assert_array_equal(r.transform, np.eye(4))
+    assert r.qc["ncc"] > 0.95 and r.qc["coverage"] > 0.99
+    cfg = D.PreprocessConfig(volume_shape=(45, 54, 45), voxel_size=4.0, pipeline=config.to_dict())
+    _, _, info = D.preprocess(path, cfg, return_info=True)
+    assert info["declares_mni"] and info["method"] == "resample"
+    assert "declares MNI" in info["method_reason"] and info["status"] == "ok"
+
+
+@pytest.mark.slow
+@needs_shared
+def test_same_head_as_nii_and_nii_gz_with_one_or_two_threads_gives_the_same_array(tmp_path):
+    """Two storage formats and two thread counts: the arrays agree to 1e-3 z units (the cache's
+    float16 step is ~1e-3 at 2 z units); before, two runs differed by up to 2.4 z units."""
+    head = nib.load(HEAD)
+    nib.save(head, tmp_path / "h.nii")
+    nib.save(head, tmp_path / "h.nii.gz")
+    a = run_pipeline(tmp_path / "h.nii", PipelineConfig(threads=1), *grid(4.0))
+    b = run_pipeline(tmp_path / "h.nii.gz", PipelineConfig(threads=2), *grid(4.0))
+    np.testing.assert_array_equal(a.mask, b.mask)
+    assert np.abs(a.array - b.array).max() < 1e-3
 
 
 @pytest.mark.slow
