@@ -25,6 +25,7 @@ from slicelib.explain import (
     profile_correlation,
     slice_coordinates,
 )
+from slicelib.io import MNI_2MM_AFFINE
 from slicelib.utils import mni_template
 
 __all__ = [
@@ -160,8 +161,6 @@ def plot_importance_on_brain(
 
     img = volume_map
     if not isinstance(img, nib.spatialimages.SpatialImage):
-        from slicelib.data import MNI_2MM_AFFINE
-
         data, affine = _as_volume(img, MNI_2MM_AFFINE if affine is None else affine)
         img = nib.Nifti1Image(data, affine)
     data = np.asarray(img.dataobj, dtype=np.float32)

@@ -81,3 +81,8 @@ def test_docs_layering_is_true_of_the_imports():
     rank = {m: i for i, m in enumerate(layers)}
     upward = [f"{m} -> {d}" for m, deps in graph().items() for d in deps if rank[d] >= rank[m]]
     assert not upward, f"imports that go up the documented layering: {upward}"
+
+
+def test_no_module_is_over_about_600_lines():
+    sizes = {m: len((PKG / f"{m}.py").read_text().splitlines()) for m in MODULES}
+    assert max(sizes.values()) <= 620, {m: n for m, n in sizes.items() if n > 620}
