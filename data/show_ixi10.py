@@ -8,7 +8,7 @@ slices through the centre of the 91 x 109 x 91 MNI 2 mm grid. Sagittal: anterior
 right, superior up; coronal: subject's right on the right, superior up; axial: anterior up,
 subject's right on the right (neurological convention).
 The red contour is the MNI152 brain (nilearn's packaged template) resampled to the same grid:
-the head was only translated (slicelib.data, centre="brain"), not registered, so the outline
+the head was only translated (slicelib.data, method="translate"), not registered, so the outline
 shows where a registered brain would sit. IXI images: CC BY-SA 3.0 (brain-development.org).
 """
 

@@ -481,11 +481,11 @@ def fetch_oasis(
 # data/ixi_hh_4mm/README.md.
 
 #: The preprocessing that trains on the derivative: its own 4 mm grid, so the files pass
-#: through unchanged. Method "pipeline": the derivative's files declare MNI and take the "mni"
-#: path, while a raw head given to ``predict`` later goes through the same pipeline that made
-#: the derivative (method "mni" would resample a raw head in its scanner coordinates).
+#: through unchanged. Method "register": the derivative's files declare MNI and are only
+#: resampled, while a raw head given to ``predict`` later goes through the same pipeline that
+#: made the derivative (method "resample" would resample a raw head in its scanner coordinates).
 IXI_DERIVATIVE_PREPROCESS: dict = {
-    "method": "pipeline",
+    "method": "register",
     "volume_shape": [45, 54, 45],
     "voxel_size": 4.0,
 }

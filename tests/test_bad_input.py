@@ -115,7 +115,7 @@ def test_preprocess_many_pipeline_bad_inputs(batch, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     qc = preprocess_many(batch.values(), CFG, cache, jobs=1, progress=False)
     _check_rows(qc, batch, cache)
-    assert set(qc.loc[qc.status != "error", "method"]) == {"pipeline"}
+    assert set(qc.loc[qc.status != "error", "method"]) == {"register"}
     # the QC record beside the array is the row, and a second call reads it back
     record = json.loads(Path(qc.cache[0]).with_suffix(".qc.json").read_text())
     assert record["status"] == "ok" and record["path"] == str(batch["good"])
@@ -123,10 +123,10 @@ def test_preprocess_many_pipeline_bad_inputs(batch, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(again, qc)
 
 
-def test_preprocess_many_mni_method_without_mocks(batch, tmp_path):
+def test_preprocess_many_resample_method_without_mocks(batch, tmp_path):
     """The real resampling path: the same verdicts for what does not need registration."""
     cache = tmp_path / "cache"
-    cfg = PreprocessConfig(volume_shape=SMALL, voxel_size=4.0, method="mni")
+    cfg = PreprocessConfig(volume_shape=SMALL, voxel_size=4.0, method="resample")
     qc = preprocess_many(batch.values(), cfg, cache, jobs=1, progress=False).set_index("path")
     for name in ("constant", "series_4d"):
         row = qc.loc[str(batch[name])]

@@ -17,8 +17,8 @@ from slicelib import cache as C
 from slicelib.data import PreprocessConfig
 
 REPO = Path(__file__).resolve().parents[1]
-#: The cheap "resample" method (old name "mni": from_dict maps it) on a 4 mm, 20 x 24 x 20 grid.
-CFG = {"method": "mni", "volume_shape": [20, 24, 20], "voxel_size": 4.0}
+#: The cheap "resample" method on a 4 mm, 20 x 24 x 20 grid.
+CFG = {"method": "resample", "volume_shape": [20, 24, 20], "voxel_size": 4.0}
 
 # Each process: wait until both are ready, then load one scan through one cache. Its
 # preprocess is wrapped to record each fill, take 1.5 s, and add a per-process offset (it

@@ -95,7 +95,7 @@ def test_train_on_split_uses_the_given_split(tmp_path):
         batch_size=4,
         patience=None,
         model=dict(backbone="slice_cnn", embed_dim=8),
-        preprocess=dict(volume_shape=list(SHAPE), voxel_size=VOXEL, centre="none"),
+        preprocess=dict(volume_shape=list(SHAPE), voxel_size=VOXEL, method="resample"),
     )
     row, history = course.train_on_split(config, split)
     assert config.split is None  # the caller's config is left as it was
@@ -145,7 +145,7 @@ def test_compare_on_split_trains_every_arm_on_the_given_split(tmp_path):
         batch_size=4,
         patience=None,
         model=dict(backbone="slice_cnn", embed_dim=8),
-        preprocess=dict(volume_shape=list(SHAPE), voxel_size=VOXEL, centre="none"),
+        preprocess=dict(volume_shape=list(SHAPE), voxel_size=VOXEL, method="resample"),
     )
     grid = dict(backbone=["slice_cnn", "sfcn_3d"])
     results, summary = course.compare_on_split(

@@ -364,11 +364,11 @@ def test_fetch_oasis_with_nilearn_shaped_fixture(tmp_path, monkeypatch):
     assert t.age.dtype == float and np.isnan(t.cdr[2])
     assert all("mwrc1" in Path(p).name for p in t.path)
     cfg = PreprocessConfig.from_dict(t.attrs["preprocess"])
-    assert cfg.centre == "none"
+    assert cfg.method == "resample"
     ds = VolumeDataset(
         t,
         "dementia",
-        PreprocessConfig(**{**SMALL_CFG.to_dict(), "method": "mni"}),
+        PreprocessConfig(**{**SMALL_CFG.to_dict(), "method": "resample"}),
         use_cache=False,
     )
     assert ds[3][1] == 1.0

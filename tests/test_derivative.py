@@ -81,7 +81,7 @@ def test_from_npz_converts_to_nifti_and_removes_the_npz(tmp_path):
         stored = np.asarray(img.dataobj)
         assert (stored[~mask] == 0).all() and (stored[mask] > 0).all()  # background 0
         vol, _, info = preprocess(out / f"brains/{pid}.nii.gz", cfg, return_info=True)
-        assert info["method"] == "mni"  # the header declares MNI: no registration
+        assert info["method"] == "resample"  # the header declares MNI: no registration
         assert np.abs(vol[mask] - brain[mask]).max() < 0.02  # the pipeline's array back
     # ixi_derivative reads the converted folder: absolute paths, the preprocessing attached
     df = ixi_derivative(out)
@@ -106,4 +106,4 @@ def test_shipped_ixi_derivative_loads_offline():
     assert np.isfinite(_feature_table(DERIVATIVE / "roi_volumes.csv").to_numpy()).all()
     cfg = PreprocessConfig.from_dict(df.attrs["preprocess"])
     vol, _, info = preprocess(df["path"].iloc[0], cfg, return_info=True)
-    assert info["method"] == "mni" and info["status"] == "ok" and vol.shape == (45, 54, 45)
+    assert info["method"] == "resample" and info["status"] == "ok" and vol.shape == (45, 54, 45)

@@ -46,7 +46,7 @@ def test_frozen_head_computes_the_full_model():
 def test_feature_cache_is_keyed_by_the_encoder_weights(table, tmp_path, monkeypatch):
     df = pd.read_csv(table, sep="\t").head(4)
     df["path"] = [str(table.parent / p) for p in df["path"]]
-    pre = dict(volume_shape=list(SHAPE), voxel_size=8.0, centre="none")
+    pre = dict(volume_shape=list(SHAPE), voxel_size=8.0, method="resample")
     ds = VolumeDataset(df, "age", pre, cache_dir=tmp_path / "vol")
     a, b = _mobilenet(seed=0), _mobilenet(seed=1)
     fa = cached_features(a, ds, tmp_path / "c", batch_size=3)

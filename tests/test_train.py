@@ -377,7 +377,7 @@ def test_densenet121_3d_trains_evaluates_and_predicts(table, tmp_path):
         tmp_path,
         "densenet121_3d",
         batch_size=4,
-        preprocess=dict(volume_shape=[29, 29, 29], voxel_size=VOXEL, centre="none"),
+        preprocess=dict(volume_shape=[29, 29, 29], voxel_size=VOXEL, method="resample"),
     )
     _check_volume_run(run, table, "densenet121_3d")
 

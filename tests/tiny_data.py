@@ -48,7 +48,7 @@ def tiny_config(tmp: Path, **over) -> dict:
         qc="off",  # toy spheres, not T1 brains: QC would flag (and warn about) every one
         cache_dir=str(tmp / "cache"),
         model=dict(backbone="slice_cnn", embed_dim=8),
-        preprocess=dict(volume_shape=list(SHAPE), voxel_size=VOXEL, centre="none"),
+        preprocess=dict(volume_shape=list(SHAPE), voxel_size=VOXEL, method="resample"),
     )
     d.update(over)
     return d
