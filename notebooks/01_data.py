@@ -46,7 +46,7 @@ SEED = 0
 # %% [markdown]
 # The preset sets the sizes. `N_SUBJECTS` is the cohort size, the same in all four notebooks of
 # a preset, so the cohort is generated once and then reused (it lives in `$SLICELIB_DATA`,
-# default `./slicelib_data`). `REGISTER` runs the full pipeline (N4 bias correction and the
+# default the user cache folder, `~/.cache/slicelib` on Linux). `REGISTER` runs the full pipeline (N4 bias correction and the
 # registration to MNI152, tens of seconds per head on 2 cores); `FAILED_QC` runs it once more on a broken input.
 
 # %%
@@ -77,9 +77,10 @@ from nilearn import plotting
 from slicelib import qc
 from slicelib.course import data_dir, ensure_synthetic_cohort
 from slicelib.data import DataError, PreprocessConfig, preprocess
-from slicelib.datasets import ixi_table, read_table
+from slicelib.datasets import ixi_demo_heads, ixi_table, read_table
 from slicelib.explain import slice_coordinates
-from slicelib.pipeline import PipelineConfig, PipelineError, load_image, run_pipeline
+from slicelib.io import load_nifti
+from slicelib.pipeline import PipelineConfig, PipelineError, run_pipeline
 from slicelib.plotting import plot_slices
 from slicelib.utils import mni_template
 
@@ -93,7 +94,9 @@ MNI_MASK = mni_template(what="mask", resolution=2)  # nilearn's MNI152 brain mas
 # table) with `slicelib.datasets.ixi_table()`, which looks for a local copy in
 # `$SLICELIB_IXI_DIR`, then in `$SLICELIB_SHARED/data/ixi_hh_2mm`, then in the download folder
 # of `slicelib.datasets.fetch_ixi()` (which downloads the ~80 MB once, with checksums, when you
-# have internet). Without any of them this part is skipped and the rest of the notebook runs.
+# have internet). Without any of them (on Colab or Binder, say) it uses the two raw IXI heads
+# that ship with slicelib (`slicelib.datasets.ixi_demo_heads()`: a 25- and a 70-year-old, with
+# their brain parcellations; CC BY-SA 3.0).
 
 # %%
 try:
@@ -101,10 +104,10 @@ try:
         warnings.simplefilter("ignore")  # "4 subjects have no age": listed in attrs below
         ixi = ixi_table()
 except DataError as err:
-    ixi = None
-    print(f"Part 1 skipped: {err}")
-    print("Get the heads with slicelib.datasets.fetch_ixi() or set $SLICELIB_IXI_DIR.")
-HAVE_IXI = ixi is not None
+    ixi = ixi_demo_heads()
+    ixi.attrs["excluded"] = []
+    print(f"No local IXI copy ({str(err)[:120]}...): using the {len(ixi)} demo heads shipped with slicelib.")
+HAVE_IXI = True  # a local IXI copy or the shipped demo heads
 if HAVE_IXI:
     head = ixi.iloc[0]
     print(
@@ -160,7 +163,7 @@ if HAVE_IXI:
 # `slicelib.pipeline.run_pipeline` does, step by step (each choice is in `PipelineConfig` and
 # ends up in a trained model's checkpoint, so prediction repeats it exactly):
 #
-# 1. **load** (`load_image`): read the file, reject 4D, constant or non-finite images,
+# 1. **load** (`slicelib.io.load_nifti`): read the file, reject 4D, constant or non-finite images,
 #    reorient to RAS;
 # 2. **brain extraction** (`extract_brain`): deepbet, a network trained on thousands of scans
 #    whose weights ship inside its pip package (no download): a brain mask;
@@ -178,8 +181,8 @@ config = PipelineConfig() if REGISTER else PipelineConfig(bias_correct=False, re
 if not REGISTER:
     print("smoke preset: N4 and registration skipped (run PRESET='cpu' for the full pipeline)")
 if HAVE_IXI:
-    img, _ = load_image(head["path"])
-    print(f"after load_image: orientation {nib.aff2axcodes(img.affine)}; pipeline running ...")
+    img = load_nifti(head["path"])
+    print(f"after load_nifti: orientation {nib.aff2axcodes(img.affine)}; pipeline running ...")
     result = run_pipeline(img, config)
     print(f"registration: {result.registration}")
     display(pd.Series(result.timings, name="seconds").to_frame().T)
@@ -233,12 +236,15 @@ if HAVE_IXI:
 # it when a measure leaves the range measured on real heads: `ncc` (correlation with the MNI152
 # template inside its brain mask), `wm_gm` (white matter brighter than grey matter, in z
 # units), `brain_ml`, `inside` (fraction of the brain inside the grid), `scale` (the volume
-# change of the registration) and `n_unique` (distinct intensities: a label map has few).
+# change of the registration), `n_unique` (distinct intensities: a label map has few) and
+# `coverage` (the share of the template's brain the registered brain covers: a scan that missed
+# the cerebellum or the top of the head falls short). The bounds depend on the preprocessing
+# method (`qc.thresholds(method)`); a measure that cannot apply to a method has none.
 
 # %%
 if HAVE_IXI:
     status, reasons = qc.qc_status(result.qc)
-    bounds = pd.DataFrame(qc.THRESHOLDS, index=["lower bound", "upper bound"]).T
+    bounds = pd.DataFrame(qc.thresholds("register"), index=["lower bound", "upper bound"]).T
     display(bounds.assign(value=pd.Series(result.qc)))
     print(f"QC status: {status}" + "".join(f"\n  - {r}" for r in reasons))
 
