@@ -106,7 +106,9 @@ try:
 except DataError as err:
     ixi = ixi_demo_heads()
     ixi.attrs["excluded"] = []
-    print(f"No local IXI copy ({str(err)[:120]}...): using the {len(ixi)} demo heads shipped with slicelib.")
+    print(
+        f"No local IXI copy ({str(err)[:120]}...): using the {len(ixi)} demo heads shipped with slicelib."
+    )
 HAVE_IXI = True  # a local IXI copy or the shipped demo heads
 if HAVE_IXI:
     head = ixi.iloc[0]
