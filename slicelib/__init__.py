@@ -1,15 +1,13 @@
 """slicelib: read 3D brain MRI with 2D ImageNet models, slice by slice (Gupta et al., ISBI 2023).
 
-The code flows one way (README, "How the code is organised"):
-
-    data      -> model     -> train          -> explain
-    data.py      model.py     config.py         explain.py, plotting.py
-    datasets.py  weights.py   train.py, runs.py
-    synth.py     cnn3d.py     metrics.py
-
 ``model.py`` is the design card's core (slice encoder, position embeddings, normalisation,
-pooling, :class:`SliceModel`); read it first. The names below are the entry points a notebook
-or script needs; everything else is importable from its module.
+pooling, :class:`SliceModel`); read it first. The modules are layered without cycles, bottom to
+top: errors, utils, io, qc, centre, pipeline, data, cache, datasets, splits, templates, synth
+(from a file on disk to a dataset); weights, encoders, model, cnn3d, build, metrics, config,
+frozen, engine, train, runs, cv, explain, plotting, compare, course, cli (models, training,
+using a run). docs/architecture.md says what each holds; tests/test_layering.py checks that the
+imports follow it. The names below are the entry points a notebook or script needs; everything
+else is importable from its module.
 """
 
 from slicelib.cache import VolumeDataset
