@@ -142,21 +142,20 @@ def read_table(
         missing = df[target].isna() | df[target].astype(str).str.strip().isin(
             ["", "n/a", "NA", "nan"]
         )
-        if missing.any():
-            i = int(np.flatnonzero(missing)[0])
-            raise DataError(
-                f"{tname}: target {target!r} is missing for {int(missing.sum())} subject(s), "
-                f"first {df['participant_id'].iloc[i]!r} (line {i + 2}). Drop these rows or "
-                "fill in the values."
-            )
-        nonnum = numeric.isna()
-        if nonnum.any():
-            i = int(np.flatnonzero(nonnum)[0])
-            raise DataError(
-                f"{tname}: target {target!r} is not numeric for subject "
-                f"{df['participant_id'].iloc[i]!r} (line {i + 2}): {df[target].iloc[i]!r}. "
-                "Use numbers (years, or 0/1 for classes; e.g. map 'CN'->0, 'AD'->1)."
-            )
+        checks = (  # (rows that fail, what is wrong, what to do), the first failing row named
+            (missing, f"is missing for {int(missing.sum())} subject(s), first", "Drop these "
+             "rows or fill in the values."),
+            (numeric.isna(), "is not numeric for subject", "Use numbers (years, or 0/1 for "
+             "classes; e.g. map 'CN'->0, 'AD'->1)."),
+        )  # fmt: skip
+        for bad, problem, fix in checks:
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                value = "" if bad is missing else f": {df[target].iloc[i]!r}"
+                raise DataError(
+                    f"{tname}: target {target!r} {problem} {df['participant_id'].iloc[i]!r} "
+                    f"(line {i + 2}){value}. {fix}"
+                )
         if not np.all(np.isfinite(numeric.to_numpy(dtype=float))):
             raise DataError(f"{tname}: target {target!r} contains inf values; fix them.")
         df[target] = numeric.astype(float)
