@@ -114,7 +114,7 @@ CASES: list[dict] = [
         "name": "preprocess vs cache",
         "section": "cache",
         "calls": "cache",
-        "settings": {"files": {"smoke": 1, "quick": 4, "full": 10}},
+        "settings": {"files": {"smoke": 2, "quick": 20, "full": 138}},
         "modes": DEFAULT_MODES,
     },
     # --- time-to-accuracy (ImageNet weights from the offline file; same lr, batch, loss)
