@@ -336,15 +336,15 @@ def train_to_target(s: dict, ctx: dict) -> dict:
         if hit.size:
             reached_at = setup + float(hist["seconds"].iloc[: hit[0] + 1].sum())
             break
-        if clock >= s["cap_s"] or epochs >= s["max_epochs"]:
-            break
+        if clock >= s["cap_s"] or epochs >= s["max_epochs"] or len(hist) < epochs:
+            break  # the cap, the epoch budget, or the run stopped itself (diverged)
         chunk = max(1, math.floor(0.25 * s["cap_s"] / max(hist["seconds"].median(), 1e-3)))
         epochs = min(int(s["max_epochs"]), len(hist) + chunk)
     metrics = dict(time_to_target_s=reached_at if reached_at is not None else {"at_least": clock},
                    best_val_mae=float(hist["val_mae"].min()), target_mae=target,
                    baseline_mae=baseline, epochs=int(len(hist)), setup_s=setup,
                    epoch_s=float(hist["seconds"].median()), train_n=int(len(tr)),
-                   val_n=int(len(va)))  # fmt: skip
+                   val_n=int(len(va)), diverged=int((hist["status"] != "ok").any()))  # fmt: skip
     info = (
         f"{how}; slicelib.train.train, batch {s['batch']}, Adam lr {s['lr']:g}, "
         f"split_subjects seed 0 ({len(tr)} train / {len(va)} val); cap {s['cap_s']:g} s"
