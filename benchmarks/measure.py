@@ -341,13 +341,14 @@ def train_to_target(s: dict, ctx: dict) -> dict:
         chunk = max(1, math.floor(0.25 * s["cap_s"] / max(hist["seconds"].median(), 1e-3)))
         epochs = min(int(s["max_epochs"]), len(hist) + chunk)
     metrics = dict(time_to_target_s=reached_at if reached_at is not None else {"at_least": clock},
+                   target_epoch=int(hit[0]) + 1 if hit.size else None,
                    best_val_mae=float(hist["val_mae"].min()), target_mae=target,
                    baseline_mae=baseline, epochs=int(len(hist)), setup_s=setup,
                    epoch_s=float(hist["seconds"].median()), train_n=int(len(tr)),
                    val_n=int(len(va)), diverged=int((hist["status"] != "ok").any()))  # fmt: skip
     info = (
         f"{how}; slicelib.train.train, batch {s['batch']}, Adam lr {s['lr']:g}, "
-        f"split_subjects seed 0 ({len(tr)} train / {len(va)} val); cap {s['cap_s']:g} s"
+        f"split_subjects seed 0 ({len(tr)} train / {len(va)} val)"
     )
     return dict(metrics=metrics, info=info)
 

@@ -19,7 +19,7 @@ _RATIO = {("=", "="): "=", ("=", ">="): "<=", ("<=", "="): "<=", ("<=", ">="): "
           (">=", "="): ">=", ("=", "<="): ">=", (">=", "<="): ">="}  # fmt: skip
 _SIGN = {"=": "", "<=": "<= ", ">=": ">= "}
 
-# the columns of each section's table: metric -> header
+# the columns of each section's table: metric (or "settings.<key>": a case setting) -> header
 COLUMNS = {
     "throughput": dict(params_m="params (M)", epoch_s="s/epoch (timed)", volumes_per_s="volumes/s",
                        peak_gb="peak RSS (GB)", delta_gb="training delta (GB)"),
@@ -30,7 +30,7 @@ COLUMNS = {
                   cached_s="cache s/vol", speedup="cache speed-up"),
     "tta": dict(time_to_target_s="time to target (s)", best_val_mae="best val MAE (y)",
                 target_mae="target MAE (y)", baseline_mae="mean baseline MAE (y)",
-                epochs="epochs", epoch_s="s/epoch", setup_s="setup s"),
+                target_epoch="epoch reached", epochs="epochs run", epoch_s="s/epoch", setup_s="setup s", **{"settings.cap_s": "cap (s)"}),
     "pipeline": dict(median_s="median s per head", heads="heads"),
     "gpu": dict(volumes_per_s="volumes/s", epoch_s="s/epoch", peak_gb="peak GB (CUDA)"),
 }  # fmt: skip
@@ -127,7 +127,8 @@ def section_table(cases: list[dict], section: str) -> list[str]:
     columns = {"name": "case", **COLUMNS[section]}
     rows, infos, details = [], [], []
     for c in cases:
-        row = {"name": c["name"], **c.get("metrics", {})}
+        settings = {f"settings.{k}": v for k, v in c.get("settings", {}).items()}
+        row = {"name": c["name"], **settings, **c.get("metrics", {})}
         problem = c.get("error") or c.get("skipped")
         if problem:
             first = next(iter(COLUMNS[section]))
