@@ -273,8 +273,8 @@ if HAVE_IXI:
 nib.save(nib.Nifti1Image(np.full((40, 40, 40), 7.0, np.float32), np.eye(4)), "constant.nii.gz")
 try:
     run_pipeline("constant.nii.gz")
-except PipelineError as err:
-    print(f"PipelineError: {err}")
+except (DataError, PipelineError) as err:
+    print(f"{type(err).__name__}: {err}")
 
 # %%
 if HAVE_IXI and FAILED_QC:

@@ -280,7 +280,9 @@ def _check_volume_model(model: dict, freeze_encoder: bool) -> None:
 
 
 def _preprocess_keys() -> list[str]:
-    return [f.name for f in dataclasses.fields(PreprocessConfig)]
+    """PreprocessConfig's fields, and the old keys ``centre``/``shape`` that
+    :meth:`PreprocessConfig.from_dict` still reads from old config files."""
+    return [f.name for f in dataclasses.fields(PreprocessConfig)] + ["centre", "shape"]
 
 
 def load_config_file(path: str | os.PathLike) -> dict:

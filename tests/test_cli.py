@@ -21,7 +21,7 @@ def table(tmp_path_factory) -> Path:
         "epochs = 1\nbatch_size = 4\nlr = 1e-3\n"
         f'cache_dir = "{folder / "cache"}"\n'
         '[model]\nbackbone = "slice_cnn"\nembed_dim = 8\n'
-        '[preprocess]\nvolume_shape = [16, 20, 16]\nvoxel_size = 8.0\ncentre = "none"\n'
+        '[preprocess]\nvolume_shape = [16, 20, 16]\nvoxel_size = 8.0\nmethod = "resample"\n'
     )
     return folder / "participants.tsv"
 
@@ -285,7 +285,7 @@ def test_3d_backbones_train_and_evaluate_through_the_cli(backbone, table, tmp_pa
     cfg.write_text(
         "epochs = 1\nbatch_size = 4\nlr = 1e-3\n"
         f'cache_dir = "{table.parent / "cache"}"\n'
-        f'[preprocess]\nvolume_shape = {side}\nvoxel_size = 8.0\ncentre = "none"\n'
+        f'[preprocess]\nvolume_shape = {side}\nvoxel_size = 8.0\nmethod = "resample"\n'
     )
     run, out = tmp_path / backbone, tmp_path / "eval.json"
     argv = ["train", "--data", str(table), "--target", "age", "--config", str(cfg)]

@@ -201,7 +201,7 @@ def tiny_grid(tmp_path_factory):
         "epochs = 1\nbatch_size = 4\nlr = 1e-3\n"
         f'cache_dir = "{folder / "cache"}"\n'
         '[model]\nembed_dim = 8\nweights = "none"\n'
-        '[preprocess]\nvolume_shape = [16, 20, 16]\nvoxel_size = 8.0\ncentre = "none"\n'
+        '[preprocess]\nvolume_shape = [16, 20, 16]\nvoxel_size = 8.0\nmethod = "resample"\n'
     )
     return table, cfg
 
