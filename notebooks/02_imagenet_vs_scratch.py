@@ -41,16 +41,16 @@
 # paper's scale (2 mm would need the raw heads; here the 4 mm derivative, ResNet18, 100 epochs).
 
 # %%
-# Colab: install slicelib if it is missing (Colab keeps its own torch).
+# Colab, or this notebook downloaded alone: install slicelib if it is missing (Colab keeps its
+# own torch). By name from PyPI; $SLICELIB_PIP overrides what is installed (a wheel, a git URL).
 import importlib.util
 import os
 import subprocess
 import sys
 
 if importlib.util.find_spec("slicelib") is None:
-    subprocess.check_call(
-        [sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/slicelib/slicelib"]
-    )
+    SLICELIB_PIP = os.environ.get("SLICELIB_PIP", "slicelib")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", SLICELIB_PIP])
 
 # %% tags=["parameters"]
 PRESET = os.environ.get("SLICELIB_PRESET", "cpu")  # "smoke" | "cpu" | "gpu"

@@ -109,7 +109,7 @@ def test_a_notebook_copied_alone_runs_offline_with_only_the_wheel(fresh_env, tmp
     env = {**env, "SLICELIB_DATA": str(tmp_path / "data"), "SLICELIB_CACHE": str(tmp_path / "c")}
     run = subprocess.run(
         [python, "-m", "papermill", name, "executed.ipynb", "-p", "PRESET", "smoke",
-         "-k", "python3", "--no-progress-bar"],
+         "-k", "python3", "--language", "python", "--no-progress-bar"],
         cwd=folder, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
