@@ -309,7 +309,11 @@ def mae_text(table: pd.DataFrame, row: str) -> str:
 
 def versus(table: pd.DataFrame, a: str, b: str) -> str:
     """Two rows of a results table compared in words (see :func:`mae_text` for ``table``):
-    both MAEs, which is better by how many years, and whether their 95 % CIs overlap."""
+    both MAEs, which is better by how many years, and whether their 95 % CIs overlap. An arm
+    this run did not train (no ImageNet weights offline, say) reads "not in this run"."""
+    absent = [r for r in (a, b) if r not in table.index]
+    if absent:
+        return f"{' and '.join(absent)} not in this run: no comparison of {a} with {b}"
     ra, rb = table.loc[a], table.loc[b]
     text = f"{a} {mae_text(table, a)} vs {b} {mae_text(table, b)}"
     if pd.isna(ra["mae"]) or pd.isna(rb["mae"]):

@@ -203,3 +203,6 @@ def test_mae_text_and_versus_read_the_table():
     assert course.versus(table, "a", "b").endswith("a 4.5 years better, CIs apart")
     assert course.versus(table, "c", "a").endswith("c 1.0 years worse, CIs overlap")
     assert "diverged" in course.versus(table, "a", "d")
+    assert course.versus(table, "a", "ImageNet, frozen") == (
+        "ImageNet, frozen not in this run: no comparison of a with ImageNet, frozen"
+    )

@@ -107,6 +107,9 @@ def test_a_notebook_copied_alone_runs_offline_with_only_the_wheel(fresh_env, tmp
     folder.mkdir()
     shutil.copyfile(ROOT / "notebooks" / name, folder / name)
     env = {**env, "SLICELIB_DATA": str(tmp_path / "data"), "SLICELIB_CACHE": str(tmp_path / "c")}
+    weights = Path(os.environ.get("SLICELIB_SHARED") or ROOT.parent / "shared") / "weights"
+    if weights.is_dir():
+        env.setdefault("SLICELIB_WEIGHTS_DIR", str(weights))
     run = subprocess.run(
         [python, "-m", "papermill", name, "executed.ipynb", "-p", "PRESET", "smoke",
          "-k", "python3", "--language", "python", "--no-progress-bar"],
