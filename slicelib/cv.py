@@ -22,7 +22,21 @@ to +-5 SD). :func:`run_cv` fits them fold by fold, records every model's trainin
 ``fits.json``, refuses an out-of-fold prediction whose subject was among its model's training
 subjects, and resumes: the (arm, fold, seed) triples already in ``oof.csv`` are not refitted.
 
+The frozen-feature arms (:func:`frozen_arms`, :data:`FROZEN`): a linear read-out of a fixed 2D
+encoder. A :class:`~slicelib.model.SliceModel` (MobileNetV2, ImageNet weights or random
+initialisation seeded by ``seed``; sagittal, coronal and axial slices) is used only as a frozen
+encoder (:func:`slicelib.frozen.cached_features`): each head is encoded once, the slice features
+of each axis are averaged over ``n_blocks`` contiguous slice blocks
+(:func:`slicelib.frozen.block_pool`) and the blocks of the three axes concatenated
+(3 x n_blocks x 1280 features); the same ridge as the baselines (standardised with the training
+folds' statistics, clipped, penalty by leave-one-out on the training folds) reads them out. The
+features are cached under the output folder (``cache/features/<encoder key>/``, keyed by the
+encoder's weights, the preprocessing, the grid and the axes), so a rerun or resume does not
+re-encode.
+
     python -m slicelib.cv --data data/ixi_hh_4mm --out benchmarks/results/ixi_cv_baselines
+    python -m slicelib.cv --data data/ixi_hh_4mm --out benchmarks/results/ixi_cv_frozen --arms \\
+        mean ridge_roi ridge_voxels ridge_frozen_imagenet ridge_frozen_random --blocks 4
 """
 
 from __future__ import annotations
@@ -37,9 +51,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from slicelib import metrics as M
+from slicelib.cache import VolumeDataset
+from slicelib.datasets import ixi_derivative
 from slicelib.errors import ConfigError, DataError, PipelineError
+from slicelib.frozen import block_pool, cached_features, encoder_key
+from slicelib.model import SliceModel
 from slicelib.utils import atomic_write, pearson_r
 
 __all__ = [
@@ -52,6 +71,10 @@ __all__ = [
     "roi_features",
     "voxel_features",
     "baseline_arms",
+    "FROZEN",
+    "ARMS",
+    "frozen_features",
+    "frozen_arms",
     "read_oof",
     "run_cv",
     "summarise_oof",
@@ -65,6 +88,12 @@ RIDGE_ALPHAS = np.logspace(-2, 7, 19)  # penalties RidgeCV chooses among (featur
 # and, unclipped, the ridge predicts it 135 years old
 CLIP_SD = 5.0
 BASELINES = ("mean", "ridge_roi", "ridge_voxels")  # the arms of baseline_arms
+# the arms of frozen_arms -> the encoder's weights ("imagenet": the offline ImageNet file found
+# by slicelib.weights; None: random initialisation seeded by the run's seed)
+FROZEN = {"ridge_frozen_imagenet": "imagenet", "ridge_frozen_random": None}
+ARMS = BASELINES + tuple(FROZEN)
+FROZEN_BACKBONE = "mobilenet_v2"
+FROZEN_AXES = ("sagittal", "coronal", "axial")
 
 
 # -----------------------------------------------------------------------------
@@ -319,6 +348,119 @@ def baseline_arms(data_dir: str | os.PathLike, ids) -> dict[str, tuple[Callable,
 
 
 # -----------------------------------------------------------------------------
+# frozen slice features read out linearly
+
+
+def frozen_features(
+    data_dir: str | os.PathLike,
+    ids,
+    cache_dir: str | os.PathLike,
+    weights: str | os.PathLike | None = "imagenet",
+    n_blocks: int = 4,
+    seed: int = 0,
+    backbone: str = FROZEN_BACKBONE,
+    axes=FROZEN_AXES,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict]:
+    """Block-pooled slice features of a frozen 2D encoder, one row per subject.
+
+    The heads of ``data_dir``'s table (:func:`slicelib.datasets.ixi_derivative`) are read on
+    the grid of its ``attrs["preprocess"]`` (the derivative's 4 mm grid, 45 x 54 x 45:
+    :class:`slicelib.cache.VolumeDataset`), encoded slice by slice along ``axes`` by
+    ``SliceModel(backbone, weights, axes=axes, seed=seed)`` in eval mode
+    (:func:`slicelib.frozen.cached_features`: each head encoded once, its ``(S, F)`` features
+    cached in ``cache_dir/features/<encoder key>/``), and the features of each axis averaged
+    over ``n_blocks`` contiguous slice blocks (:func:`slicelib.frozen.block_pool`).
+
+    Args:
+        data_dir: a derivative folder like ``data/ixi_hh_4mm``. ids: the subjects, in order.
+        cache_dir: the folder of the preprocessed volumes and feature files.
+        weights: ``"imagenet"`` (``$SLICELIB_WEIGHTS_DIR/<backbone>_imagenet1k.pth``, else the
+            torchvision hub), a state_dict file, or None (random initialisation from ``seed``).
+        n_blocks: slice blocks per axis. seed: seeds the model's random initialisation.
+        backbone, axes: the encoder and the slicing axes. batch_size: heads per encoder pass.
+
+    Returns:
+        (features, info): features DataFrame [N subjects, len(axes) * n_blocks * F] float32
+        (column ``<axis>_b<k>_f<j>``), indexed by participant_id; info a dict with the
+        ``encoder_key``, ``n_encoded`` (heads encoded by this call, 0 when all were cached),
+        ``n_features`` and ``seconds``.
+    """
+    t0 = time.perf_counter()
+    ids = [str(i) for i in ids]
+    table = ixi_derivative(data_dir)
+    preprocess = dict(table.attrs["preprocess"])
+    table = _rows(table.set_index("participant_id"), ids, f"{data_dir}/participants.tsv")
+    dataset = VolumeDataset(table.reset_index(), None, preprocess=preprocess, cache_dir=cache_dir)
+    model = SliceModel(
+        backbone, weights, axes=list(axes), volume_shape=dataset.config.volume_shape, seed=seed
+    ).eval()
+    key = encoder_key(model, dataset.config.to_dict())
+    before = _n_files(Path(cache_dir) / "features" / key)
+    feats = cached_features(model, dataset, cache_dir, batch_size=batch_size, progress=progress)
+    n_slices = [model.n_slices[a] for a in model.axes]
+    pooled = block_pool(feats, n_slices, n_blocks)  # (N, n_axes * n_blocks, F)
+    n_feat = pooled.shape[-1]
+    columns = [f"{a}_b{b}_f{j}" for a in model.axes for b in range(n_blocks) for j in range(n_feat)]
+    out = pd.DataFrame(
+        pooled.reshape(len(ids), -1), index=pd.Index(ids, name="participant_id"), columns=columns
+    )
+    info = dict(
+        encoder_key=key, backbone=backbone, weights=None if weights is None else str(weights),
+        seed=seed, axes=list(model.axes), n_blocks=n_blocks, n_features=out.shape[1],
+        n_encoded=_n_files(Path(cache_dir) / "features" / key) - before,
+        seconds=round(time.perf_counter() - t0, 1),
+    )  # fmt: skip
+    return out, info
+
+
+def _n_files(folder: Path) -> int:
+    return len(list(folder.glob("*.npy"))) if folder.is_dir() else 0
+
+
+def frozen_arms(
+    data_dir: str | os.PathLike,
+    ids,
+    cache_dir: str | os.PathLike,
+    arms=tuple(FROZEN),
+    n_blocks: int = 4,
+    seed: int = 0,
+    imagenet_weights: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, tuple[Callable, pd.DataFrame]], dict[str, dict]]:
+    """The frozen-feature arms as ``arm -> (make_estimator, features)`` (see :func:`run_cv`).
+
+    ``ridge_frozen_imagenet``: MobileNetV2 with ImageNet weights (``imagenet_weights``, a
+    state_dict file, or by default ``"imagenet"``: see :mod:`slicelib.weights`);
+    ``ridge_frozen_random``: the same network randomly initialised with ``seed``. Both:
+    :func:`frozen_features` (``n_blocks`` per axis, 3 axes), then the baselines' ridge
+    (standardised with the training folds' mean and SD, clipped to +-:data:`CLIP_SD`,
+    ``RidgeCV`` over :data:`RIDGE_ALPHAS`), so the random encoder's features of arbitrary scale
+    get the same fair start.
+
+    Returns:
+        (arms, info): arm -> (estimator factory, features [N, 3 * n_blocks * 1280]); arm ->
+        :func:`frozen_features`'s info.
+    """
+    unknown = sorted(set(arms) - set(FROZEN))
+    if unknown:
+        raise ConfigError(f"unknown frozen arms {unknown}; choose among {list(FROZEN)}")
+    out, info = {}, {}
+    for arm in arms:
+        weights = FROZEN[arm]
+        if weights == "imagenet" and imagenet_weights is not None:
+            weights = imagenet_weights
+        if progress:
+            print(f"{arm}: encoding the heads (cached ones are read)", flush=True)
+        feats, info[arm] = frozen_features(
+            data_dir, ids, cache_dir, weights, n_blocks, seed, progress=progress
+        )
+        out[arm] = (_ridge, feats)
+    return out, info
+
+
+# -----------------------------------------------------------------------------
 # running the folds
 
 
@@ -540,30 +682,51 @@ def cv_baselines(
     folds: str | os.PathLike | None = None,
     arms=None,
     n_boot: int = 2000,
+    n_blocks: int = 4,
+    seed: int = 0,
+    imagenet_weights: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cross-validate the classical baselines of a derivative folder and write the summary.
+    """Cross-validate the baselines (and the frozen-feature arms) of a derivative folder.
 
     Args:
         data_dir: e.g. ``data/ixi_hh_4mm`` (participants.tsv with ``age``, roi_volumes.csv,
             brains/); folds: its ``folds.tsv`` by default.
         out_dir: receives ``oof.csv``, ``fits.json`` (:func:`run_cv`, resumable),
-            ``summary.csv`` and ``paired.csv`` (:func:`summarise_oof`).
-        arms: names among :func:`baseline_arms` (default: all three).
+            ``summary.csv`` and ``paired.csv`` (:func:`summarise_oof`), and with frozen arms
+            ``features.json`` (each encoder's key, feature count and seconds).
+        arms: names among :data:`ARMS` (default: the three of :data:`BASELINES`).
+        n_blocks, seed, imagenet_weights: of the frozen arms (:func:`frozen_arms`); ``seed``
+            is also the oof table's ``seed`` column of every arm.
+        cache_dir: the frozen arms' volume and feature cache (default ``out_dir/cache``).
 
     Returns:
         (summary, paired) DataFrames, as written.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    arms = list(BASELINES) if arms is None else list(arms)
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        raise ConfigError(f"unknown arms {unknown}; choose among {list(ARMS)}")
     fold_table = read_folds(folds or data_dir / "folds.tsv")
     part = pd.read_csv(data_dir / "participants.tsv", sep="\t", dtype={"participant_id": str})
     ages = pd.to_numeric(part.set_index("participant_id")["age"], errors="coerce").dropna()
     ids = fold_table["participant_id"].tolist()
-    available = baseline_arms(data_dir, ids)
-    arms = list(available) if arms is None else list(arms)
-    unknown = sorted(set(arms) - set(available))
-    if unknown:
-        raise ConfigError(f"unknown arms {unknown}; choose among {list(available)}")
-    oof = run_cv(fold_table, ages.to_dict(), {a: available[a] for a in arms}, out_dir)
+    available = baseline_arms(data_dir, ids) if set(arms) & set(BASELINES) else {}
+    wanted = [a for a in arms if a in FROZEN]
+    if wanted:
+        cache = Path(cache_dir) if cache_dir is not None else out_dir / "cache"
+        frozen, info = frozen_arms(
+            data_dir, ids, cache, wanted, n_blocks, seed, imagenet_weights, progress
+        )
+        available.update(frozen)
+        path = out_dir / "features.json"
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps({**old, **info}, indent=1)))
+    oof = run_cv(
+        fold_table, ages.to_dict(), {a: available[a] for a in arms}, out_dir, seed, progress
+    )
     summary, paired = summarise_oof(oof, n_boot=n_boot)
     for name, table in (("summary.csv", summary), ("paired.csv", paired)):
         atomic_write(
@@ -578,13 +741,26 @@ def main(argv=None) -> None:
     ap.add_argument("--data", required=True, help="derivative folder, e.g. data/ixi_hh_4mm")
     ap.add_argument("--out", required=True, help="output folder (resumes what is there)")
     ap.add_argument("--folds", default=None, help="folds.tsv (default: DATA/folds.tsv)")
-    ap.add_argument("--arms", nargs="+", default=None, choices=BASELINES, help="default: all")
+    ap.add_argument(
+        "--arms", nargs="+", default=None, choices=ARMS, help="default: the three baselines"
+    )
     ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--blocks", type=int, default=4, help="frozen arms: slice blocks per axis")
+    ap.add_argument("--seed", type=int, default=0, help="the random encoder's seed")
+    ap.add_argument(
+        "--imagenet-weights", default=None, help="state_dict file (default: slicelib.weights)"
+    )
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     a = ap.parse_args(argv)
-    summary, paired = cv_baselines(a.data, a.out, a.folds, a.arms, a.n_boot)
+    torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    summary, paired = cv_baselines(
+        a.data, a.out, a.folds, a.arms, a.n_boot, a.blocks, a.seed, a.imagenet_weights
+    )
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summary.round(3).to_string(index=False))
         print(paired.round(4).to_string(index=False))
+    print(f"wall time {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

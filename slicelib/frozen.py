@@ -40,7 +40,7 @@ from slicelib.model import AXES, volume_slices
 from slicelib.utils import save_npy
 
 __all__ = ["encode_features", "encoder_key", "cached_features", "fill_feature_cache"]
-__all__ += ["feature_dataset", "FrozenHead"]
+__all__ += ["feature_dataset", "FrozenHead", "block_pool"]
 
 FEATURES_VERSION = "1"  # bump when the way features are computed changes
 
@@ -88,6 +88,41 @@ def encode_features(model, volumes: torch.Tensor, batch_size: int | None = None)
     finally:
         model.encoder.train(was_training)
     return torch.cat(feats)
+
+
+def block_pool(features, n_slices, n_blocks: int):
+    """Mean slice features over contiguous slice blocks, axis by axis.
+
+    The slices of each axis (in the order of :func:`encode_features`: ``n_slices[0]`` slices of
+    the first axis, then the second's, ...) are cut into ``n_blocks`` contiguous blocks of
+    near-equal size (``numpy.array_split``: the first ``S_a % n_blocks`` blocks hold one slice
+    more) and each block's features are averaged.
+
+    Args:
+        features: ``(N, S, F)`` array or tensor (N volumes, S = sum(n_slices) slices, F features).
+        n_slices: the slice count of each axis, e.g. ``[model.n_slices[a] for a in model.axes]``.
+        n_blocks: blocks per axis (1: the mean over each axis; at most min(n_slices)).
+
+    Returns:
+        ``(N, len(n_slices) * n_blocks, F)`` float32 numpy array: row ``a * n_blocks + b`` is
+        block b of axis a.
+    """
+    f = np.asarray(features, dtype=np.float32)
+    n_slices = [int(n) for n in n_slices]
+    if f.ndim != 3 or f.shape[1] != sum(n_slices):
+        raise ValueError(
+            f"block_pool: features of shape {f.shape} do not hold (N, {sum(n_slices)}, F) "
+            f"slices for the axes' slice counts {n_slices}"
+        )
+    if not 1 <= n_blocks <= min(n_slices):
+        raise ValueError(
+            f"block_pool: n_blocks={n_blocks}; use 1 to {min(n_slices)} (the fewest slices of "
+            f"an axis, counts {n_slices})"
+        )
+    out = []
+    for part in np.split(f, np.cumsum(n_slices)[:-1], axis=1):  # (N, S_a, F) per axis
+        out += [b.mean(axis=1) for b in np.array_split(part, n_blocks, axis=1)]  # (N, F) each
+    return np.stack(out, axis=1)
 
 
 def encoder_key(model, preprocess: dict) -> str:
