@@ -22,17 +22,10 @@ to +-5 SD). :func:`run_cv` fits them fold by fold, records every model's trainin
 ``fits.json``, refuses an out-of-fold prediction whose subject was among its model's training
 subjects, and resumes: the (arm, fold, seed) triples already in ``oof.csv`` are not refitted.
 
-The frozen-feature arms (:func:`frozen_arms`, :data:`FROZEN`): a linear read-out of a fixed 2D
-encoder. A :class:`~slicelib.model.SliceModel` (MobileNetV2, ImageNet weights or random
-initialisation seeded by ``seed``; sagittal, coronal and axial slices) is used only as a frozen
-encoder (:func:`slicelib.frozen.cached_features`): each head is encoded once, the slice features
-of each axis are averaged over ``n_blocks`` contiguous slice blocks
-(:func:`slicelib.frozen.block_pool`) and the blocks of the three axes concatenated
-(3 x n_blocks x 1280 features); the same ridge as the baselines (standardised with the training
-folds' statistics, clipped, penalty by leave-one-out on the training folds) reads them out. The
-features are cached under the output folder (``cache/features/<encoder key>/``, keyed by the
-encoder's weights, the preprocessing, the grid and the axes), so a rerun or resume does not
-re-encode.
+The frozen-feature arms (:data:`FROZEN`, :func:`cv_baselines`): the same ridge on the slice
+features of a frozen MobileNetV2 (ImageNet or seeded random weights; 3 axes, averaged over slice
+blocks: :func:`slicelib.frozen.pooled_features`), each head encoded once and cached under the
+output folder (``cache/``, keyed by the encoder's weights and the preprocessing).
 
     python -m slicelib.cv --data data/ixi_hh_4mm --out benchmarks/results/ixi_cv_baselines
     python -m slicelib.cv --data data/ixi_hh_4mm --out benchmarks/results/ixi_cv_frozen --arms \\
@@ -54,32 +47,14 @@ import pandas as pd
 import torch
 
 from slicelib import metrics as M
-from slicelib.cache import VolumeDataset
 from slicelib.datasets import ixi_derivative
 from slicelib.errors import ConfigError, DataError, PipelineError
-from slicelib.frozen import block_pool, cached_features, encoder_key
-from slicelib.model import SliceModel
+from slicelib.frozen import pooled_features
 from slicelib.utils import atomic_write, pearson_r
 
-__all__ = [
-    "OOF_COLUMNS",
-    "BASELINES",
-    "RIDGE_ALPHAS",
-    "make_folds",
-    "read_folds",
-    "fold_splits",
-    "roi_features",
-    "voxel_features",
-    "baseline_arms",
-    "FROZEN",
-    "ARMS",
-    "frozen_features",
-    "frozen_arms",
-    "read_oof",
-    "run_cv",
-    "summarise_oof",
-    "cv_baselines",
-]
+__all__ = ["OOF_COLUMNS", "BASELINES", "RIDGE_ALPHAS", "FROZEN", "ARMS", "make_folds"]
+__all__ += ["read_folds", "fold_splits", "roi_features", "voxel_features", "baseline_arms"]
+__all__ += ["read_oof", "run_cv", "summarise_oof", "cv_baselines"]
 
 OOF_COLUMNS = ["participant_id", "fold", "arm", "seed", "prediction", "target"]
 RIDGE_ALPHAS = np.logspace(-2, 7, 19)  # penalties RidgeCV chooses among (features standardised)
@@ -88,12 +63,10 @@ RIDGE_ALPHAS = np.logspace(-2, 7, 19)  # penalties RidgeCV chooses among (featur
 # and, unclipped, the ridge predicts it 135 years old
 CLIP_SD = 5.0
 BASELINES = ("mean", "ridge_roi", "ridge_voxels")  # the arms of baseline_arms
-# the arms of frozen_arms -> the encoder's weights ("imagenet": the offline ImageNet file found
-# by slicelib.weights; None: random initialisation seeded by the run's seed)
+# the frozen-feature arms -> the encoder's weights (None: random initialisation, seeded)
 FROZEN = {"ridge_frozen_imagenet": "imagenet", "ridge_frozen_random": None}
 ARMS = BASELINES + tuple(FROZEN)
-FROZEN_BACKBONE = "mobilenet_v2"
-FROZEN_AXES = ("sagittal", "coronal", "axial")
+FROZEN_BACKBONE, FROZEN_AXES = "mobilenet_v2", ("sagittal", "coronal", "axial")
 
 
 # -----------------------------------------------------------------------------
@@ -101,13 +74,9 @@ FROZEN_AXES = ("sagittal", "coronal", "axial")
 
 
 def make_folds(
-    table: pd.DataFrame,
-    n_folds: int = 5,
-    seed: int = 0,
-    n_age_bins: int = 5,
-    age: str = "age",
+    table: pd.DataFrame, n_folds: int = 5, seed: int = 0, n_age_bins: int = 5, age: str = "age",
     sex: str = "sex",
-) -> pd.DataFrame:
+) -> pd.DataFrame:  # fmt: skip
     """Subject-level folds stratified by age bins crossed with sex.
 
     Subjects with a missing age are left out (unlabelled). The stratum of a subject is its age
@@ -348,119 +317,6 @@ def baseline_arms(data_dir: str | os.PathLike, ids) -> dict[str, tuple[Callable,
 
 
 # -----------------------------------------------------------------------------
-# frozen slice features read out linearly
-
-
-def frozen_features(
-    data_dir: str | os.PathLike,
-    ids,
-    cache_dir: str | os.PathLike,
-    weights: str | os.PathLike | None = "imagenet",
-    n_blocks: int = 4,
-    seed: int = 0,
-    backbone: str = FROZEN_BACKBONE,
-    axes=FROZEN_AXES,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> tuple[pd.DataFrame, dict]:
-    """Block-pooled slice features of a frozen 2D encoder, one row per subject.
-
-    The heads of ``data_dir``'s table (:func:`slicelib.datasets.ixi_derivative`) are read on
-    the grid of its ``attrs["preprocess"]`` (the derivative's 4 mm grid, 45 x 54 x 45:
-    :class:`slicelib.cache.VolumeDataset`), encoded slice by slice along ``axes`` by
-    ``SliceModel(backbone, weights, axes=axes, seed=seed)`` in eval mode
-    (:func:`slicelib.frozen.cached_features`: each head encoded once, its ``(S, F)`` features
-    cached in ``cache_dir/features/<encoder key>/``), and the features of each axis averaged
-    over ``n_blocks`` contiguous slice blocks (:func:`slicelib.frozen.block_pool`).
-
-    Args:
-        data_dir: a derivative folder like ``data/ixi_hh_4mm``. ids: the subjects, in order.
-        cache_dir: the folder of the preprocessed volumes and feature files.
-        weights: ``"imagenet"`` (``$SLICELIB_WEIGHTS_DIR/<backbone>_imagenet1k.pth``, else the
-            torchvision hub), a state_dict file, or None (random initialisation from ``seed``).
-        n_blocks: slice blocks per axis. seed: seeds the model's random initialisation.
-        backbone, axes: the encoder and the slicing axes. batch_size: heads per encoder pass.
-
-    Returns:
-        (features, info): features DataFrame [N subjects, len(axes) * n_blocks * F] float32
-        (column ``<axis>_b<k>_f<j>``), indexed by participant_id; info a dict with the
-        ``encoder_key``, ``n_encoded`` (heads encoded by this call, 0 when all were cached),
-        ``n_features`` and ``seconds``.
-    """
-    t0 = time.perf_counter()
-    ids = [str(i) for i in ids]
-    table = ixi_derivative(data_dir)
-    preprocess = dict(table.attrs["preprocess"])
-    table = _rows(table.set_index("participant_id"), ids, f"{data_dir}/participants.tsv")
-    dataset = VolumeDataset(table.reset_index(), None, preprocess=preprocess, cache_dir=cache_dir)
-    model = SliceModel(
-        backbone, weights, axes=list(axes), volume_shape=dataset.config.volume_shape, seed=seed
-    ).eval()
-    key = encoder_key(model, dataset.config.to_dict())
-    before = _n_files(Path(cache_dir) / "features" / key)
-    feats = cached_features(model, dataset, cache_dir, batch_size=batch_size, progress=progress)
-    n_slices = [model.n_slices[a] for a in model.axes]
-    pooled = block_pool(feats, n_slices, n_blocks)  # (N, n_axes * n_blocks, F)
-    n_feat = pooled.shape[-1]
-    columns = [f"{a}_b{b}_f{j}" for a in model.axes for b in range(n_blocks) for j in range(n_feat)]
-    out = pd.DataFrame(
-        pooled.reshape(len(ids), -1), index=pd.Index(ids, name="participant_id"), columns=columns
-    )
-    info = dict(
-        encoder_key=key, backbone=backbone, weights=None if weights is None else str(weights),
-        seed=seed, axes=list(model.axes), n_blocks=n_blocks, n_features=out.shape[1],
-        n_encoded=_n_files(Path(cache_dir) / "features" / key) - before,
-        seconds=round(time.perf_counter() - t0, 1),
-    )  # fmt: skip
-    return out, info
-
-
-def _n_files(folder: Path) -> int:
-    return len(list(folder.glob("*.npy"))) if folder.is_dir() else 0
-
-
-def frozen_arms(
-    data_dir: str | os.PathLike,
-    ids,
-    cache_dir: str | os.PathLike,
-    arms=tuple(FROZEN),
-    n_blocks: int = 4,
-    seed: int = 0,
-    imagenet_weights: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> tuple[dict[str, tuple[Callable, pd.DataFrame]], dict[str, dict]]:
-    """The frozen-feature arms as ``arm -> (make_estimator, features)`` (see :func:`run_cv`).
-
-    ``ridge_frozen_imagenet``: MobileNetV2 with ImageNet weights (``imagenet_weights``, a
-    state_dict file, or by default ``"imagenet"``: see :mod:`slicelib.weights`);
-    ``ridge_frozen_random``: the same network randomly initialised with ``seed``. Both:
-    :func:`frozen_features` (``n_blocks`` per axis, 3 axes), then the baselines' ridge
-    (standardised with the training folds' mean and SD, clipped to +-:data:`CLIP_SD`,
-    ``RidgeCV`` over :data:`RIDGE_ALPHAS`), so the random encoder's features of arbitrary scale
-    get the same fair start.
-
-    Returns:
-        (arms, info): arm -> (estimator factory, features [N, 3 * n_blocks * 1280]); arm ->
-        :func:`frozen_features`'s info.
-    """
-    unknown = sorted(set(arms) - set(FROZEN))
-    if unknown:
-        raise ConfigError(f"unknown frozen arms {unknown}; choose among {list(FROZEN)}")
-    out, info = {}, {}
-    for arm in arms:
-        weights = FROZEN[arm]
-        if weights == "imagenet" and imagenet_weights is not None:
-            weights = imagenet_weights
-        if progress:
-            print(f"{arm}: encoding the heads (cached ones are read)", flush=True)
-        feats, info[arm] = frozen_features(
-            data_dir, ids, cache_dir, weights, n_blocks, seed, progress=progress
-        )
-        out[arm] = (_ridge, feats)
-    return out, info
-
-
-# -----------------------------------------------------------------------------
 # running the folds
 
 
@@ -504,13 +360,10 @@ def _check_oof(df: pd.DataFrame, where: str) -> pd.DataFrame:
 
 
 def run_cv(
-    folds: pd.DataFrame,
-    targets: Mapping[str, float],
-    arms: Mapping[str, tuple[Callable, pd.DataFrame]],
-    out_dir: str | os.PathLike,
-    seed: int = 0,
+    folds: pd.DataFrame, targets: Mapping[str, float],
+    arms: Mapping[str, tuple[Callable, pd.DataFrame]], out_dir: str | os.PathLike, seed: int = 0,
     progress: bool = True,
-) -> pd.DataFrame:
+) -> pd.DataFrame:  # fmt: skip
     """Fit every arm on the training folds of every fold and predict the held-out fold.
 
     For fold k the estimator ``make_estimator()`` is fitted on the features and targets of the
@@ -677,28 +530,28 @@ def summarise_oof(
 
 
 def cv_baselines(
-    data_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    folds: str | os.PathLike | None = None,
-    arms=None,
-    n_boot: int = 2000,
-    n_blocks: int = 4,
-    seed: int = 0,
-    imagenet_weights: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+    data_dir: str | os.PathLike, out_dir: str | os.PathLike,
+    folds: str | os.PathLike | None = None, arms=None, n_boot: int = 2000, n_blocks: int = 4,
+    seed: int = 0, imagenet_weights=None, cache_dir=None, progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """Cross-validate the baselines (and the frozen-feature arms) of a derivative folder.
+
+    The frozen arms (:data:`FROZEN`): :func:`slicelib.frozen.pooled_features` of MobileNetV2
+    on 3 axes (ImageNet weights, from ``imagenet_weights`` if given, or random initialisation
+    seeded by ``seed``) on the derivative's grid (``ixi_derivative().attrs``), ``n_blocks``
+    slice blocks per axis, read out by the baselines' ridge (:func:`baseline_arms`: features
+    standardised on the training folds and clipped), so random features get a fair start.
 
     Args:
         data_dir: e.g. ``data/ixi_hh_4mm`` (participants.tsv with ``age``, roi_volumes.csv,
             brains/); folds: its ``folds.tsv`` by default.
         out_dir: receives ``oof.csv``, ``fits.json`` (:func:`run_cv`, resumable),
             ``summary.csv`` and ``paired.csv`` (:func:`summarise_oof`), and with frozen arms
-            ``features.json`` (each encoder's key, feature count and seconds).
+            ``features.json`` (per frozen arm: the encoder's key, the feature count, the heads
+            encoded and the seconds of the call that encoded them; a resume keeps it).
         arms: names among :data:`ARMS` (default: the three of :data:`BASELINES`).
-        n_blocks, seed, imagenet_weights: of the frozen arms (:func:`frozen_arms`); ``seed``
-            is also the oof table's ``seed`` column of every arm.
+        n_blocks, seed, imagenet_weights: of the frozen arms; ``seed`` is also the oof
+            table's ``seed`` column of every arm.
         cache_dir: the frozen arms' volume and feature cache (default ``out_dir/cache``).
 
     Returns:
@@ -714,16 +567,21 @@ def cv_baselines(
     ages = pd.to_numeric(part.set_index("participant_id")["age"], errors="coerce").dropna()
     ids = fold_table["participant_id"].tolist()
     available = baseline_arms(data_dir, ids) if set(arms) & set(BASELINES) else {}
-    wanted = [a for a in arms if a in FROZEN]
-    if wanted:
-        cache = Path(cache_dir) if cache_dir is not None else out_dir / "cache"
-        frozen, info = frozen_arms(
-            data_dir, ids, cache, wanted, n_blocks, seed, imagenet_weights, progress
-        )
-        available.update(frozen)
-        path = out_dir / "features.json"
+    info = {}
+    for arm in [a for a in arms if a in FROZEN]:  # the heads on the derivative's grid
+        w = imagenet_weights if FROZEN[arm] == "imagenet" and imagenet_weights else FROZEN[arm]
+        t = ixi_derivative(data_dir)
+        feats, info[arm] = pooled_features(
+            _rows(t.set_index("participant_id"), ids, f"{data_dir}/participants.tsv").reset_index(),
+            t.attrs["preprocess"], n_blocks, FROZEN_BACKBONE, w, FROZEN_AXES, seed,
+            Path(cache_dir or out_dir / "cache"), progress,
+        )  # fmt: skip
+        available[arm] = (_ridge, feats)
+    if info:
+        path = out_dir / "features.json"  # keeps the record of the call that encoded
         old = json.loads(path.read_text()) if path.is_file() else {}
-        atomic_write(path, lambda tmp: tmp.write_text(json.dumps({**old, **info}, indent=1)))
+        old.update({a: i for a, i in info.items() if i["n_encoded"] or a not in old})
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(old, indent=1)))
     oof = run_cv(
         fold_table, ages.to_dict(), {a: available[a] for a in arms}, out_dir, seed, progress
     )
@@ -741,22 +599,17 @@ def main(argv=None) -> None:
     ap.add_argument("--data", required=True, help="derivative folder, e.g. data/ixi_hh_4mm")
     ap.add_argument("--out", required=True, help="output folder (resumes what is there)")
     ap.add_argument("--folds", default=None, help="folds.tsv (default: DATA/folds.tsv)")
-    ap.add_argument(
-        "--arms", nargs="+", default=None, choices=ARMS, help="default: the three baselines"
-    )
+    ap.add_argument("--arms", nargs="+", default=None, choices=ARMS, help="default: BASELINES")
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--blocks", type=int, default=4, help="frozen arms: slice blocks per axis")
     ap.add_argument("--seed", type=int, default=0, help="the random encoder's seed")
-    ap.add_argument(
-        "--imagenet-weights", default=None, help="state_dict file (default: slicelib.weights)"
-    )
+    ap.add_argument("--imagenet-weights", default=None, help="default: slicelib.weights finds it")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    summary, paired = cv_baselines(
-        a.data, a.out, a.folds, a.arms, a.n_boot, a.blocks, a.seed, a.imagenet_weights
-    )
+    args = (a.data, a.out, a.folds, a.arms, a.n_boot, a.blocks, a.seed, a.imagenet_weights)
+    summary, paired = cv_baselines(*args)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summary.round(3).to_string(index=False))
         print(paired.round(4).to_string(index=False))

@@ -11,6 +11,7 @@ from sklearn.linear_model import Ridge
 
 from slicelib import cv, frozen
 from slicelib import metrics as M
+from slicelib.datasets import ixi_derivative
 from slicelib.errors import ConfigError, DataError
 from slicelib.frozen import block_pool
 
@@ -216,8 +217,10 @@ def test_frozen_feature_arm_is_fitted_on_training_folds_only_and_resumes_without
     folds = cv.read_folds(DERIV / "folds.tsv")
     sub = folds[folds["fold"] < 3].groupby("fold").head(2).reset_index(drop=True)
     ids = sub["participant_id"].tolist()
-    kw = dict(weights=None, n_blocks=3, backbone="slice_cnn", progress=False)
-    x, info = cv.frozen_features(DERIV, ids, tmp_path / "cache", **kw)
+    table = ixi_derivative(DERIV)
+    heads = table.set_index("participant_id").loc[ids].reset_index()
+    kw = dict(backbone="slice_cnn", weights=None, cache_dir=tmp_path / "cache")
+    x, info = frozen.pooled_features(heads, table.attrs["preprocess"], 3, **kw)
     assert x.shape == (6, 3 * 3 * 32) and list(x.index) == ids and info["n_encoded"] == 6
     assert np.isfinite(x.to_numpy()).all() and x.to_numpy().std() > 0
 
@@ -225,11 +228,11 @@ def test_frozen_feature_arm_is_fitted_on_training_folds_only_and_resumes_without
         raise AssertionError("re-encoded a cached head")
 
     monkeypatch.setattr(frozen, "encode_features", refuse)
-    again, info2 = cv.frozen_features(DERIV, ids[::-1], tmp_path / "cache", **kw)
+    again, info2 = frozen.pooled_features(heads[::-1], table.attrs["preprocess"], 3, **kw)
     assert info2["n_encoded"] == 0 and info2["encoder_key"] == info["encoder_key"]
     pd.testing.assert_frame_equal(again.loc[ids], x)
     with pytest.raises(AssertionError, match="re-encoded"):  # another seed: another encoder
-        cv.frozen_features(DERIV, ids, tmp_path / "cache", **{**kw, "seed": 1})
+        frozen.pooled_features(heads, table.attrs["preprocess"], 3, seed=1, **kw)
 
     targets = sub.set_index("participant_id")["age"].to_dict()
     SpyPipeline.log = []
