@@ -20,6 +20,10 @@ preprocessing, the grid and the axes; the volume key is the preprocessed-volume 
 (:func:`slicelib.cache.cache_key`: the file's content and the preprocessing). Other weights,
 preprocessing, grid or axes give another file, so stale features are never read. Files are
 written with :func:`slicelib.utils.save_npy`.
+
+For a linear read-out (the frozen-feature arms of :mod:`slicelib.cv`): :func:`block_pool`
+averages each axis's slice features over contiguous slice blocks, and :func:`pooled_features`
+gives those of a table's heads as one row per subject (encoded once, through the cache).
 """
 
 from __future__ import annotations
