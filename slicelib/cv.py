@@ -22,7 +22,14 @@ to +-5 SD). :func:`run_cv` fits them fold by fold, records every model's trainin
 ``fits.json``, refuses an out-of-fold prediction whose subject was among its model's training
 subjects, and resumes: the (arm, fold, seed) triples already in ``oof.csv`` are not refitted.
 
+The frozen-feature arms (:data:`FROZEN`, :func:`cv_baselines`): the same ridge on the slice
+features of a frozen MobileNetV2 (ImageNet or seeded random weights; 3 axes, averaged over slice
+blocks: :func:`slicelib.frozen.pooled_features`), each head encoded once and cached under the
+output folder (``cache/``, keyed by the encoder's weights and the preprocessing).
+
     python -m slicelib.cv --data data/ixi_hh_4mm --out benchmarks/results/ixi_cv_baselines
+    python -m slicelib.cv --data data/ixi_hh_4mm --out benchmarks/results/ixi_cv_frozen --arms \\
+        mean ridge_roi ridge_voxels ridge_frozen_imagenet ridge_frozen_random --blocks 4
 """
 
 from __future__ import annotations
@@ -37,26 +44,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from slicelib import metrics as M
+from slicelib.datasets import ixi_derivative
 from slicelib.errors import ConfigError, DataError, PipelineError
+from slicelib.frozen import pooled_features
 from slicelib.utils import atomic_write, pearson_r
 
-__all__ = [
-    "OOF_COLUMNS",
-    "BASELINES",
-    "RIDGE_ALPHAS",
-    "make_folds",
-    "read_folds",
-    "fold_splits",
-    "roi_features",
-    "voxel_features",
-    "baseline_arms",
-    "read_oof",
-    "run_cv",
-    "summarise_oof",
-    "cv_baselines",
-]
+__all__ = ["OOF_COLUMNS", "BASELINES", "RIDGE_ALPHAS", "FROZEN", "ARMS", "make_folds"]
+__all__ += ["read_folds", "fold_splits", "roi_features", "voxel_features", "baseline_arms"]
+__all__ += ["read_oof", "run_cv", "summarise_oof", "cv_baselines"]
 
 OOF_COLUMNS = ["participant_id", "fold", "arm", "seed", "prediction", "target"]
 RIDGE_ALPHAS = np.logspace(-2, 7, 19)  # penalties RidgeCV chooses among (features standardised)
@@ -65,6 +63,10 @@ RIDGE_ALPHAS = np.logspace(-2, 7, 19)  # penalties RidgeCV chooses among (featur
 # and, unclipped, the ridge predicts it 135 years old
 CLIP_SD = 5.0
 BASELINES = ("mean", "ridge_roi", "ridge_voxels")  # the arms of baseline_arms
+# the frozen-feature arms -> the encoder's weights (None: random initialisation, seeded)
+FROZEN = {"ridge_frozen_imagenet": "imagenet", "ridge_frozen_random": None}
+ARMS = BASELINES + tuple(FROZEN)
+FROZEN_BACKBONE, FROZEN_AXES = "mobilenet_v2", ("sagittal", "coronal", "axial")
 
 
 # -----------------------------------------------------------------------------
@@ -72,13 +74,9 @@ BASELINES = ("mean", "ridge_roi", "ridge_voxels")  # the arms of baseline_arms
 
 
 def make_folds(
-    table: pd.DataFrame,
-    n_folds: int = 5,
-    seed: int = 0,
-    n_age_bins: int = 5,
-    age: str = "age",
+    table: pd.DataFrame, n_folds: int = 5, seed: int = 0, n_age_bins: int = 5, age: str = "age",
     sex: str = "sex",
-) -> pd.DataFrame:
+) -> pd.DataFrame:  # fmt: skip
     """Subject-level folds stratified by age bins crossed with sex.
 
     Subjects with a missing age are left out (unlabelled). The stratum of a subject is its age
@@ -362,13 +360,10 @@ def _check_oof(df: pd.DataFrame, where: str) -> pd.DataFrame:
 
 
 def run_cv(
-    folds: pd.DataFrame,
-    targets: Mapping[str, float],
-    arms: Mapping[str, tuple[Callable, pd.DataFrame]],
-    out_dir: str | os.PathLike,
-    seed: int = 0,
+    folds: pd.DataFrame, targets: Mapping[str, float],
+    arms: Mapping[str, tuple[Callable, pd.DataFrame]], out_dir: str | os.PathLike, seed: int = 0,
     progress: bool = True,
-) -> pd.DataFrame:
+) -> pd.DataFrame:  # fmt: skip
     """Fit every arm on the training folds of every fold and predict the held-out fold.
 
     For fold k the estimator ``make_estimator()`` is fitted on the features and targets of the
@@ -535,35 +530,61 @@ def summarise_oof(
 
 
 def cv_baselines(
-    data_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    folds: str | os.PathLike | None = None,
-    arms=None,
-    n_boot: int = 2000,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cross-validate the classical baselines of a derivative folder and write the summary.
+    data_dir: str | os.PathLike, out_dir: str | os.PathLike,
+    folds: str | os.PathLike | None = None, arms=None, n_boot: int = 2000, n_blocks: int = 4,
+    seed: int = 0, imagenet_weights=None, cache_dir=None, progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Cross-validate the baselines (and the frozen-feature arms) of a derivative folder.
+
+    The frozen arms (:data:`FROZEN`): :func:`slicelib.frozen.pooled_features` of MobileNetV2
+    on 3 axes (ImageNet weights, from ``imagenet_weights`` if given, or random initialisation
+    seeded by ``seed``) on the derivative's grid (``ixi_derivative().attrs``), ``n_blocks``
+    slice blocks per axis, read out by the baselines' ridge (:func:`baseline_arms`: features
+    standardised on the training folds and clipped), so random features get a fair start.
 
     Args:
         data_dir: e.g. ``data/ixi_hh_4mm`` (participants.tsv with ``age``, roi_volumes.csv,
             brains/); folds: its ``folds.tsv`` by default.
         out_dir: receives ``oof.csv``, ``fits.json`` (:func:`run_cv`, resumable),
-            ``summary.csv`` and ``paired.csv`` (:func:`summarise_oof`).
-        arms: names among :func:`baseline_arms` (default: all three).
+            ``summary.csv`` and ``paired.csv`` (:func:`summarise_oof`), and with frozen arms
+            ``features.json`` (per frozen arm: the encoder's key, the feature count, the heads
+            encoded and the seconds of the call that encoded them; a resume keeps it).
+        arms: names among :data:`ARMS` (default: the three of :data:`BASELINES`).
+        n_blocks, seed, imagenet_weights: of the frozen arms; ``seed`` is also the oof
+            table's ``seed`` column of every arm.
+        cache_dir: the frozen arms' volume and feature cache (default ``out_dir/cache``).
 
     Returns:
         (summary, paired) DataFrames, as written.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    arms = list(BASELINES) if arms is None else list(arms)
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        raise ConfigError(f"unknown arms {unknown}; choose among {list(ARMS)}")
     fold_table = read_folds(folds or data_dir / "folds.tsv")
     part = pd.read_csv(data_dir / "participants.tsv", sep="\t", dtype={"participant_id": str})
     ages = pd.to_numeric(part.set_index("participant_id")["age"], errors="coerce").dropna()
     ids = fold_table["participant_id"].tolist()
-    available = baseline_arms(data_dir, ids)
-    arms = list(available) if arms is None else list(arms)
-    unknown = sorted(set(arms) - set(available))
-    if unknown:
-        raise ConfigError(f"unknown arms {unknown}; choose among {list(available)}")
-    oof = run_cv(fold_table, ages.to_dict(), {a: available[a] for a in arms}, out_dir)
+    available = baseline_arms(data_dir, ids) if set(arms) & set(BASELINES) else {}
+    info = {}
+    for arm in [a for a in arms if a in FROZEN]:  # the heads on the derivative's grid
+        w = imagenet_weights if FROZEN[arm] == "imagenet" and imagenet_weights else FROZEN[arm]
+        t = ixi_derivative(data_dir)
+        feats, info[arm] = pooled_features(
+            _rows(t.set_index("participant_id"), ids, f"{data_dir}/participants.tsv").reset_index(),
+            t.attrs["preprocess"], n_blocks, FROZEN_BACKBONE, w, FROZEN_AXES, seed,
+            Path(cache_dir or out_dir / "cache"), progress,
+        )  # fmt: skip
+        available[arm] = (_ridge, feats)
+    if info:
+        path = out_dir / "features.json"  # keeps the record of the call that encoded
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        old.update({a: i for a, i in info.items() if i["n_encoded"] or a not in old})
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(old, indent=1)))
+    oof = run_cv(
+        fold_table, ages.to_dict(), {a: available[a] for a in arms}, out_dir, seed, progress
+    )
     summary, paired = summarise_oof(oof, n_boot=n_boot)
     for name, table in (("summary.csv", summary), ("paired.csv", paired)):
         atomic_write(
@@ -578,13 +599,21 @@ def main(argv=None) -> None:
     ap.add_argument("--data", required=True, help="derivative folder, e.g. data/ixi_hh_4mm")
     ap.add_argument("--out", required=True, help="output folder (resumes what is there)")
     ap.add_argument("--folds", default=None, help="folds.tsv (default: DATA/folds.tsv)")
-    ap.add_argument("--arms", nargs="+", default=None, choices=BASELINES, help="default: all")
+    ap.add_argument("--arms", nargs="+", default=None, choices=ARMS, help="default: BASELINES")
     ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--blocks", type=int, default=4, help="frozen arms: slice blocks per axis")
+    ap.add_argument("--seed", type=int, default=0, help="the random encoder's seed")
+    ap.add_argument("--imagenet-weights", default=None, help="default: slicelib.weights finds it")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     a = ap.parse_args(argv)
-    summary, paired = cv_baselines(a.data, a.out, a.folds, a.arms, a.n_boot)
+    torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    args = (a.data, a.out, a.folds, a.arms, a.n_boot, a.blocks, a.seed, a.imagenet_weights)
+    summary, paired = cv_baselines(*args)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summary.round(3).to_string(index=False))
         print(paired.round(4).to_string(index=False))
+    print(f"wall time {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ preprocessing, the grid and the axes; the volume key is the preprocessed-volume 
 (:func:`slicelib.cache.cache_key`: the file's content and the preprocessing). Other weights,
 preprocessing, grid or axes give another file, so stale features are never read. Files are
 written with :func:`slicelib.utils.save_npy`.
+
+For a linear read-out (the frozen-feature arms of :mod:`slicelib.cv`): :func:`block_pool`
+averages each axis's slice features over contiguous slice blocks, and :func:`pooled_features`
+gives those of a table's heads as one row per subject (encoded once, through the cache).
 """
 
 from __future__ import annotations
@@ -27,20 +31,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from slicelib.cache import cache_key, default_cache_dir
-from slicelib.model import AXES, volume_slices
+from slicelib.cache import VolumeDataset, cache_key, default_cache_dir
+from slicelib.model import AXES, SliceModel, volume_slices
 from slicelib.utils import save_npy
 
 __all__ = ["encode_features", "encoder_key", "cached_features", "fill_feature_cache"]
-__all__ += ["feature_dataset", "FrozenHead"]
+__all__ += ["feature_dataset", "FrozenHead", "block_pool", "pooled_features"]
 
 FEATURES_VERSION = "1"  # bump when the way features are computed changes
 
@@ -88,6 +94,77 @@ def encode_features(model, volumes: torch.Tensor, batch_size: int | None = None)
     finally:
         model.encoder.train(was_training)
     return torch.cat(feats)
+
+
+def block_pool(features, n_slices, n_blocks: int):
+    """Mean slice features over contiguous slice blocks, axis by axis.
+
+    The slices of each axis (in the order of :func:`encode_features`: ``n_slices[0]`` slices of
+    the first axis, then the second's, ...) are cut into ``n_blocks`` contiguous blocks of
+    near-equal size (``numpy.array_split``: the first ``S_a % n_blocks`` blocks hold one slice
+    more) and each block's features are averaged.
+
+    Args:
+        features: ``(N, S, F)`` array or tensor (N volumes, S = sum(n_slices) slices, F features).
+        n_slices: the slice count of each axis, e.g. ``[model.n_slices[a] for a in model.axes]``.
+        n_blocks: blocks per axis (1: the mean over each axis; at most min(n_slices)).
+
+    Returns:
+        ``(N, len(n_slices) * n_blocks, F)`` float32 numpy array: row ``a * n_blocks + b`` is
+        block b of axis a.
+    """
+    f = np.asarray(features, dtype=np.float32)
+    n_slices = [int(n) for n in n_slices]
+    if f.ndim != 3 or f.shape[1] != sum(n_slices):
+        raise ValueError(
+            f"block_pool: features of shape {f.shape} do not hold (N, {sum(n_slices)}, F) "
+            f"slices for the axes' slice counts {n_slices}"
+        )
+    if not 1 <= n_blocks <= min(n_slices):
+        raise ValueError(
+            f"block_pool: n_blocks={n_blocks}; use 1 to {min(n_slices)} (the fewest slices of "
+            f"an axis, counts {n_slices})"
+        )
+    out = []
+    for part in np.split(f, np.cumsum(n_slices)[:-1], axis=1):  # (N, S_a, F) per axis
+        out += [b.mean(axis=1) for b in np.array_split(part, n_blocks, axis=1)]  # (N, F) each
+    return np.stack(out, axis=1)
+
+
+def pooled_features(
+    table, preprocess, n_blocks: int, backbone: str = "mobilenet_v2", weights=None,
+    axes=("sagittal", "coronal", "axial"), seed: int = 0, cache_dir=None, progress: bool = False,
+) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+    """Block-pooled slice features of a frozen encoder for the heads of a table, one row each.
+
+    ``SliceModel(backbone, weights, axes=axes, seed=seed)`` on the grid of ``preprocess``,
+    in eval mode, encodes every head of ``table`` (``participant_id``, ``path``) once
+    (:func:`cached_features`: cached in ``<cache_dir>/features/<encoder key>/``); the features
+    of each axis are averaged over ``n_blocks`` contiguous slice blocks (:func:`block_pool`).
+    ``weights``: ``"imagenet"`` (:mod:`slicelib.weights`), a state_dict file, or None (random
+    initialisation seeded by ``seed``).
+
+    Returns:
+        (features, info): DataFrame [N, len(axes) * n_blocks * F] float32 indexed by
+        participant_id (block b of axis a in columns ``(a * n_blocks + b) * F ...``); info a
+        dict with the ``encoder_key``, ``n_encoded`` (heads this call encoded, 0 when all were
+        cached), ``n_features``, ``seconds`` and the arguments.
+    """
+    t0 = time.perf_counter()
+    dataset = VolumeDataset(table, None, preprocess=preprocess, cache_dir=cache_dir)
+    shape = dataset.config.volume_shape
+    model = SliceModel(backbone, weights, axes=list(axes), volume_shape=shape, seed=seed).eval()
+    n_cached = sum(_read(f) is not None for f in _feature_files(model, dataset, cache_dir))
+    feats = cached_features(model, dataset, cache_dir, progress=progress)  # (N, S, F)
+    x = block_pool(feats, [model.n_slices[a] for a in model.axes], n_blocks)
+    info = dict(
+        encoder_key=encoder_key(model, dataset.config.to_dict()), backbone=backbone,
+        weights=None if weights is None else str(weights), seed=seed, axes=list(model.axes),
+        n_blocks=n_blocks, n_features=x.shape[1] * x.shape[2],
+        n_encoded=len(dataset.paths) - n_cached, seconds=round(time.perf_counter() - t0, 1),
+    )  # fmt: skip
+    index = pd.Index(dataset.ids, name="participant_id")
+    return pd.DataFrame(x.reshape(len(x), -1), index=index), info
 
 
 def encoder_key(model, preprocess: dict) -> str:

@@ -6,11 +6,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.linear_model import Ridge
 
-from slicelib import cv
+from slicelib import cv, frozen
 from slicelib import metrics as M
+from slicelib.datasets import ixi_derivative
 from slicelib.errors import ConfigError, DataError
+from slicelib.frozen import block_pool
 
 DERIV = Path(__file__).resolve().parents[1] / "data" / "ixi_hh_4mm"
 
@@ -165,3 +168,78 @@ def test_baselines_on_a_subset_of_the_derivative(tmp_path):
     assert pd.read_csv(tmp_path / "out" / "summary.csv")["arm"].tolist() == summary["arm"].tolist()
     with pytest.raises(ConfigError, match="unknown arms"):
         cv.cv_baselines(DERIV, tmp_path / "out", tmp_path / "folds.tsv", arms=["sfcn"])
+
+
+# -----------------------------------------------------------------------------
+# the frozen-feature arms
+
+
+def test_block_pool_gives_the_mean_of_contiguous_blocks_axis_by_axis():
+    rng = np.random.default_rng(0)
+    n_slices = [5, 7, 4]  # three axes
+    f = rng.normal(size=(2, sum(n_slices), 3)).astype(np.float32)  # (N, S, F)
+    out = block_pool(f, n_slices, 2)
+    assert out.shape == (2, 3 * 2, 3) and out.dtype == np.float32
+    # axis 0: slices 0-2 and 3-4; axis 1: 5-8 and 9-11; axis 2: 12-13 and 14-15
+    for row, (a, b) in enumerate([(0, 3), (3, 5), (5, 9), (9, 12), (12, 14), (14, 16)]):
+        assert np.allclose(out[:, row], f[:, a:b].mean(axis=1))
+    assert np.allclose(block_pool(f, n_slices, 1)[:, 1], f[:, 5:12].mean(axis=1))
+    four = block_pool(torch.as_tensor(f), n_slices, 4)  # a tensor in, the same blocks
+    assert four.shape == (2, 12, 3) and np.allclose(four[:, 4], f[:, 5:7].mean(axis=1))
+    assert np.allclose(four[:, 7], f[:, 11]) and np.allclose(four[:, 11], f[:, 15])
+    with pytest.raises(ValueError, match="n_blocks=5; use 1 to 4"):
+        block_pool(f, n_slices, 5)
+    with pytest.raises(ValueError, match=r"\(N, 15, F\)"):
+        block_pool(f, [5, 6, 4], 2)
+
+
+class SpyPipeline:
+    """The frozen arms' ridge (cv._ridge), recording the subjects it is fitted on."""
+
+    log: list = []
+
+    def __init__(self):
+        self.model = cv._ridge()
+
+    def fit(self, X, y):
+        SpyPipeline.log.append(set(X.index))
+        self.model.fit(X, y)
+        return self
+
+    def predict(self, X):
+        return self.model.predict(X)
+
+
+def test_frozen_feature_arm_is_fitted_on_training_folds_only_and_resumes_without_encoding(
+    tmp_path, monkeypatch
+):
+    """A tiny frozen encoder (slice_cnn, random init) on 6 shipped heads in 3 folds."""
+    folds = cv.read_folds(DERIV / "folds.tsv")
+    sub = folds[folds["fold"] < 3].groupby("fold").head(2).reset_index(drop=True)
+    ids = sub["participant_id"].tolist()
+    table = ixi_derivative(DERIV)
+    heads = table.set_index("participant_id").loc[ids].reset_index()
+    kw = dict(backbone="slice_cnn", weights=None, cache_dir=tmp_path / "cache")
+    x, info = frozen.pooled_features(heads, table.attrs["preprocess"], 3, **kw)
+    assert x.shape == (6, 3 * 3 * 32) and list(x.index) == ids and info["n_encoded"] == 6
+    assert np.isfinite(x.to_numpy()).all() and x.to_numpy().std() > 0
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("re-encoded a cached head")
+
+    monkeypatch.setattr(frozen, "encode_features", refuse)
+    again, info2 = frozen.pooled_features(heads[::-1], table.attrs["preprocess"], 3, **kw)
+    assert info2["n_encoded"] == 0 and info2["encoder_key"] == info["encoder_key"]
+    pd.testing.assert_frame_equal(again.loc[ids], x)
+    with pytest.raises(AssertionError, match="re-encoded"):  # another seed: another encoder
+        frozen.pooled_features(heads, table.attrs["preprocess"], 3, seed=1, **kw)
+
+    targets = sub.set_index("participant_id")["age"].to_dict()
+    SpyPipeline.log = []
+    oof = cv.run_cv(sub, targets, {"frozen": (SpyPipeline, x)}, tmp_path / "out", progress=False)
+    assert len(SpyPipeline.log) == 3 and sorted(oof["participant_id"]) == sorted(ids)
+    for k, g in oof.groupby("fold"):
+        train = set(sub.loc[sub["fold"] != k, "participant_id"])
+        assert SpyPipeline.log[k] == train and not train & set(g["participant_id"])
+        ref = cv._ridge().fit(x.loc[sorted(train)], [targets[i] for i in sorted(train)])
+        assert np.allclose(g["prediction"], ref.predict(x.loc[g["participant_id"]]))
