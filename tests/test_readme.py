@@ -146,3 +146,29 @@ def test_model_snippet_is_five_lines_that_fit_slicemodel():
     kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
     # raises TypeError when the snippet names an argument SliceModel no longer takes
     inspect.signature(SliceModel).bind(*args, **kwargs)
+
+
+def test_cross_validated_table_is_computed_from_the_shipped_results():
+    """Every number of the README's 5-fold table is the stored summary's, not typed by hand."""
+    import pandas as pd
+
+    folder = ROOT / "benchmarks" / "results" / "ixi_cv_frozen"
+    summary = pd.read_csv(folder / "summary.csv").set_index("arm")
+    paired = pd.read_csv(folder / "paired.csv")
+    body = section(README.read_text(), "Brain age on real IXI heads")
+    rows = [r for r in body.splitlines() if r.startswith("|") and "] |" in r and "[" in r]
+    cv_rows = [r for r in rows if r.count("[") >= 1 and "±" not in r and "(" not in r.split("|")[2]]
+    found = {}
+    for arm, r in summary.iterrows():
+        mae = f"{r['mae']:.2f} [{r['mae_lo']:.2f}, {r['mae_hi']:.2f}]"
+        hits = [row for row in cv_rows if mae in row]
+        assert len(hits) == 1, f"README: no single 5-fold row with {arm}'s MAE {mae}"
+        found[arm] = hits[0]
+    for _, p in paired[paired["arm_b"] == "ridge_roi"].iterrows():
+        assert f"{p['diff']:+.2f}" in found[p["arm_a"]], f"{p['arm_a']}: paired difference"
+    random_vs_imagenet = paired.set_index(["arm_a", "arm_b"]).loc[
+        ("ridge_frozen_imagenet", "ridge_frozen_random"), "diff"
+    ]
+    assert f"{-random_vs_imagenet:.1f} years better than the same read-out" in " ".join(
+        body.split()
+    )
