@@ -11,7 +11,7 @@ OUT ?= outputs
 SLICELIB_SHARED ?= $(firstword $(wildcard $(abspath ../shared) /work/shared))
 export SLICELIB_SHARED
 
-.PHONY: setup test demo lint bench clean notebooks wheel
+.PHONY: setup test demo lint bench clean notebooks wheel badges
 
 setup: $(VENV)/.installed
 
@@ -40,3 +40,9 @@ wheel: setup
 
 notebooks: setup
 	$(BIN)/jupytext --to ipynb notebooks/0*.py
+
+# Rewrite every Colab/Binder badge from [project.urls] Repository in pyproject.toml (the .py
+# sources and their paired .ipynb alike: only the links change, so each .ipynb stays what
+# jupytext makes of its .py, and the cell ids are kept); prints the files it changed.
+badges: setup
+	$(BIN)/python -c "from slicelib.course import write_badges; print(*write_badges('.'), sep='\n')"

@@ -4,9 +4,6 @@
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/slicelib/slicelib/blob/main/notebooks/01_data.ipynb)
 # [![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/slicelib/slicelib/main?labpath=notebooks%2F01_data.ipynb)
 #
-# *(The badges point at the placeholder repository `https://github.com/slicelib/slicelib`; they
-# must be changed to the real URL once the project is published.)*
-#
 # This is the first of four notebooks on reading 3D brain MRI with 2D models pretrained on
 # natural images, slice by slice (Gupta et al., *Transferring Models Trained on Natural Images
 # to 3D MRI via Position Encoded Slice Models*, ISBI 2023). Before any model, we look at the
@@ -66,7 +63,6 @@ import time
 import warnings
 from pathlib import Path
 
-import matplotlib
 import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
@@ -255,10 +251,8 @@ if HAVE_IXI:
 # preprocessed brain with the MNI152 brain outline, the status in the title.
 
 # %%
-BACKEND = matplotlib.get_backend()  # qc_figure switches matplotlib to Agg: switch back after
 if HAVE_IXI:
     qc.qc_figure(result, "qc_real_head.png", status, reasons)
-    matplotlib.use(BACKEND)
     display(Image("qc_real_head.png"))
 
 # %% [markdown]
@@ -285,7 +279,6 @@ if HAVE_IXI and FAILED_QC:
     display(pd.DataFrame({"real head": result.qc, "inverted head": bad.qc}).T)
     print(f"inverted head: {bad_status}" + "".join(f"\n  - {r}" for r in bad_reasons))
     qc.qc_figure(bad, "qc_inverted_head.png", bad_status, bad_reasons)
-    matplotlib.use(BACKEND)
     display(Image("qc_inverted_head.png"))
 elif HAVE_IXI:
     print("smoke preset: the failed-QC example (a second pipeline run) runs in PRESET='cpu'")

@@ -4,9 +4,6 @@
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/slicelib/slicelib/blob/main/notebooks/02_imagenet_vs_scratch.ipynb)
 # [![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/slicelib/slicelib/main?labpath=notebooks%2F02_imagenet_vs_scratch.ipynb)
 #
-# *(The badges point at the placeholder repository `https://github.com/slicelib/slicelib`; they
-# must be changed to the real URL once the project is published.)*
-#
 # The central claim of Gupta et al. (ISBI 2023) is that a 2D encoder **pretrained on natural
 # images** (ImageNet photos of dogs, cars and cups) is a better start for a brain-MRI slice model
 # than the same encoder with **random weights**. We test that claim as a controlled experiment on
@@ -254,8 +251,10 @@ TIMES["3D CNN"] = time.perf_counter() - t0
 #
 # Two predictors that never see a model: the **training-set mean age** (its error is what "has
 # learned nothing" means) and **ridge regression on the log regional volumes** (the volumes of
-# about 150 brain structures from an atlas-based segmentation of the full-resolution scans,
-# `ixi_derivative_rois()`), the standard classical brain-age model. `evaluate_run` fits the ridge
+# 260 brain regions per head, `ixi_derivative_rois()`: one per label id of the DLMUSE
+# parcellation that the CBICA NiChart project made of these heads; it comes on the raw heads'
+# 2 mm voxel grid, and the resolution the parcellation itself ran at is not documented), the
+# standard classical brain-age model. `evaluate_run` fits the ridge
 # on the run's training and validation subjects and scores it on the same test subjects, with
 # bootstrap 95 % intervals. (Structures with a zero volume in some subject are left out: the ridge
 # works on log volumes.)
@@ -538,8 +537,9 @@ display(Markdown("\n".join([
 #   a cost per epoch that is orders of magnitude higher. A **frozen scratch** encoder computes
 #   random features: whatever it reaches shows how much a trained head gets out of random
 #   filters plus the position embedding.
-# * *The classical baseline is strong*: the regional volumes come from a segmentation of the
-#   full-resolution scans, while the models read an 8 mm (or 4 mm) grid. A slice model that
+# * *The classical baseline is strong*: the regional volumes come from a parcellation delivered
+#   on the raw heads' 2 mm grid (the resolution it ran at is not documented), while the
+#   models read an 8 mm (or 4 mm) grid. A slice model that
 #   matches ridge on a laptop budget is doing well; one that beats the mean age but not ridge
 #   has learned age, but less well than counting voxels per structure.
 # * *The sweep*: if pretraining saves labels, the ImageNet curve is lowest on the left. Ridge is

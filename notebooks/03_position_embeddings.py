@@ -4,9 +4,6 @@
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/slicelib/slicelib/blob/main/notebooks/03_position_embeddings.ipynb)
 # [![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/slicelib/slicelib/main?labpath=notebooks%2F03_position_embeddings.ipynb)
 #
-# *(The badges point at the placeholder repository `https://github.com/slicelib/slicelib`; they
-# must be changed to the real URL once the project is published.)*
-#
 # A slice model encodes every 2D slice on its own and then pools the set of slice embeddings.
 # Mean pooling is **permutation invariant**: shuffle the slices and the prediction does not
 # change, so on its own the model cannot know whether a slice came from the middle of the brain
@@ -49,7 +46,8 @@
 # **Time.** `PRESET="smoke"` (CI): about a minute, the numbers mean nothing. `PRESET="cpu"`
 # (2 free cores): up to about 10 minutes, nine arms x 2 seeds x 2 learning rates on each
 # dataset (plus a few minutes once if the synthetic cohort of notebook 01 does not exist yet).
-# `PRESET="gpu"`: fine-tuned ResNet18s on the 2 mm grid, a few hours on one GPU.
+# `PRESET="gpu"`: fine-tuned ResNet18s, a few hours on one GPU; the synthetic cohort on the 2 mm
+# grid, the IXI heads on the derivative's 4 mm grid (the only grid it ships on) in every preset.
 
 # %%
 # Colab, or this notebook downloaded alone: install slicelib if it is missing (Colab keeps its

@@ -4,9 +4,6 @@
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/slicelib/slicelib/blob/main/notebooks/04_slice_contributions.ipynb)
 # [![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/slicelib/slicelib/main?labpath=notebooks%2F04_slice_contributions.ipynb)
 #
-# *(The badges point at the placeholder repository `https://github.com/slicelib/slicelib`; they
-# must be changed to the real URL once the project is published.)*
-#
 # A slice model turns a 3D scan into a set of 2D slices, encodes each one and pools them. That
 # design has a bonus: we can ask **how much each slice contributed** to a prediction. This
 # notebook measures per-slice importance three ways: the model's own **attention weights**,
@@ -24,8 +21,11 @@
 # Both models are trained by `slicelib.train` in its **frozen-encoder** mode (section 2 says why).
 #
 # **Where the data come from.** The synthetic cohort is generated on the first run (shared with
-# notebooks 01-03). The real scans are a compact derivative of the IXI heads shipped inside the
-# package (`slicelib.datasets.ixi_derivative()`): nothing to download. The ImageNet encoder
+# notebooks 01-03). The real scans are a compact derivative of 138 IXI heads on the 4 mm MNI
+# grid that ships with slicelib: a checkout reads it from `data/ixi_hh_4mm`, and the wheel
+# carries the same files (with `data/ixi_demo`) as package data, `slicelib/_data/ixi_hh_4mm`;
+# `slicelib.datasets.ixi_derivative()` finds either (`slicelib.datasets.shipped_dir()`), so
+# there is nothing to download. The ImageNet encoder
 # weights come from a local folder named by the environment variable `SLICELIB_WEIGHTS_DIR`
 # (holding `<backbone>_imagenet1k.pth`, e.g. `mobilenet_v2_imagenet1k.pth`) when it is set, else
 # from torchvision's download.
@@ -33,8 +33,9 @@
 # **Time.** `PRESET="smoke"` (CI) is a plumbing check on tiny data: its numbers mean nothing.
 # `PRESET="cpu"` is made for a laptop with 2 cores and should stay under 10 minutes (the
 # measured time is printed at the end); most of it is generating the synthetic cohort (first run
-# only) and encoding every slice once. `PRESET="gpu"`: the 2 mm grid, 1000 subjects and 32-step
-# integrated gradients.
+# only) and encoding every slice once. `PRESET="gpu"`: the 2 mm grid for the synthetic cohort
+# (the real heads stay on the derivative's 4 mm grid), 1000 subjects and 32-step integrated
+# gradients.
 
 # %%
 # Colab, or this notebook downloaded alone: install slicelib if it is missing (Colab keeps its
@@ -457,9 +458,10 @@ print(f"trained (or reused) {age_run.name} in {time.perf_counter() - t0:.0f} s")
 # %% [markdown]
 # Before reading any explanation: does the model predict age better than the baselines? The
 # table gives the test MAE with its 95 % interval beside predicting the training mean age and a
-# classical model (ridge regression on the log regional volumes of each head, from an atlas-based
-# segmentation of the full-resolution scans; structures with a zero volume in some head are left
-# out).
+# classical model (ridge regression on the log regional volumes of each head: one per DLMUSE
+# label id, 260 in all, from the parcellation the CBICA NiChart project made on the raw heads'
+# 2 mm grid, at a resolution it does not document; structures with a zero volume in some head
+# are left out).
 
 # %%
 rois = ixi_derivative_rois()  # indexed by participant_id, volumes in mm^3

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from slicelib import compare as C
 from slicelib.config import PRESETS as TRAIN_PRESETS
 from slicelib.config import TrainConfig
 from slicelib.datasets import data_home
+from slicelib.errors import ConfigError
 from slicelib.runs import evaluate_run
 from slicelib.splits import split_subjects
 from slicelib.synth import GENERATOR_VERSION, make_cohort
@@ -45,6 +48,8 @@ __all__ = [
     "notebook_dir",
     "notebook_sources",
     "run_notebooks",
+    "repository_url",
+    "write_badges",
 ]
 
 NOTEBOOKS = (
@@ -423,3 +428,58 @@ def run_notebooks(
         results.append(row)
         tqdm.write(f"{source.stem}: {seconds:.0f} s -> {executed}")
     return results
+
+
+# The Colab and Binder links: owner, repository and branch are rewritten; what follows (the
+# notebook's path, Binder's ?labpath=...) is kept.
+_BADGE_LINKS = (
+    (
+        re.compile(r"https://colab\.research\.google\.com/github/[^/\s)]+/[^/\s)]+/blob/[^/\s)]+/"),
+        "https://colab.research.google.com/github/{repo}/blob/{branch}/",
+    ),
+    (
+        re.compile(r"https://mybinder\.org/v2/gh/[^/\s)]+/[^/\s)]+/[^/?\s)]+"),
+        "https://mybinder.org/v2/gh/{repo}/{branch}",
+    ),
+)
+BADGE_BRANCH = "main"  # the branch the Colab/Binder badges open
+
+
+def repository_url(root: str | os.PathLike) -> str:
+    """The project's repository, the one value every Colab/Binder badge is written from:
+    ``[project.urls] Repository`` in ``<root>/pyproject.toml``, as ``https://github.com/<owner>/
+    <name>`` (Colab and Binder open GitHub repositories). Raises ConfigError naming the file and
+    the value when it is missing or not such a URL."""
+    path = Path(root) / "pyproject.toml"
+    urls = tomllib.loads(path.read_text()).get("project", {}).get("urls", {})
+    url = str(urls.get("Repository", "")).rstrip("/")
+    if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url):
+        raise ConfigError(
+            f"{path}: [project.urls] Repository = {url!r} is not a GitHub repository URL; set it "
+            "to https://github.com/<owner>/<name> (Colab and Binder badges need GitHub)."
+        )
+    return url
+
+
+def write_badges(root: str | os.PathLike, check: bool = False) -> list[Path]:
+    """Rewrite every Colab and Binder link in ``notebooks/0*.py`` and ``.ipynb``, README.md and
+    docs/course.md of the checkout ``root`` from :func:`repository_url` (branch
+    ``BADGE_BRANCH``). Only the links change, so each .ipynb stays what jupytext makes of its
+    .py. With ``check=True`` nothing is written. Returns the files that differed."""
+    repo = repository_url(root).removeprefix("https://github.com/")
+    root = Path(root)
+    paths = [root / "README.md", root / "docs" / "course.md"]
+    paths += sorted((root / "notebooks").glob("0*.py")) + sorted(
+        (root / "notebooks").glob("0*.ipynb")
+    )
+    changed = []
+    for path in paths:
+        text = path.read_text()
+        new = text
+        for pattern, template in _BADGE_LINKS:
+            new = pattern.sub(template.format(repo=repo, branch=BADGE_BRANCH), new)
+        if new != text:
+            changed.append(path)
+            if not check:
+                path.write_text(new)
+    return changed
