@@ -251,7 +251,7 @@ TIMES["3D CNN"] = time.perf_counter() - t0
 #
 # Two predictors that never see a model: the **training-set mean age** (its error is what "has
 # learned nothing" means) and **ridge regression on the log regional volumes** (the volumes of
-# 260 brain regions per head, `ixi_derivative_rois()`: one per label id of the DLMUSE
+# 260 regions per head, `ixi_derivative_rois()`: one per label id of the DLMUSE
 # parcellation that the CBICA NiChart project made of these heads; it comes on the raw heads'
 # 2 mm voxel grid, and the resolution the parcellation itself ran at is not documented), the
 # standard classical brain-age model. `evaluate_run` fits the ridge
