@@ -116,7 +116,7 @@ def test_real_head_passes_and_bad_inputs_are_flagged(tmp_path):
     paths = [HEAD, binary, LABELS, inverted]
     df = run_qc(paths, tmp_path / "qc", jobs=2, progress=False).set_index("path")
     assert df.loc[str(HEAD), "status"] == "ok", df.loc[str(HEAD)].to_dict()
-    assert df.loc[str(HEAD), "ncc"] > THRESHOLDS["ncc"][0]
+    assert df.loc[str(HEAD), "ncc"] > THRESHOLDS["register"]["ncc"][0]
     for bad in paths[1:]:
         assert df.loc[str(bad), "status"] != "ok", df.loc[str(bad)].to_dict()
     assert "n_unique" in df.loc[str(binary), "reasons"]
