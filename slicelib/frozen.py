@@ -14,6 +14,15 @@ on them::
 ``model.predict_from_embeddings``), and the checkpoints hold the full model's weights, so
 evaluate and predict read volumes as usual.
 
+Frozen heads standardise their input features: :func:`standardise_inputs` replaces
+``model.project`` by a :class:`StandardisedLinear` that holds the per-feature mean and SD of the
+TRAINING subjects' cached slice features (:func:`feature_stats`) as buffers
+(``project.feature_mean``, ``project.feature_sd``) and applies ``(f - mean) / sd`` before the
+projection. The buffers are part of the model's state_dict, so best.pt/last.pt, evaluate, predict
+and the explain tools all apply them; a random-initialised encoder, whose features have an
+arbitrary scale, then gives the head the same start as a pretrained one. A checkpoint without
+them (older runs) reads as the identity (:func:`match_standardisation`).
+
 The cache: ``<cache_dir>/features/<encoder key>/<volume key>.npy`` (float32, (S, F)). The
 encoder key hashes the encoder's weights (every tensor's bytes), the backbone and stem, the
 preprocessing, the grid and the axes; the volume key is the preprocessed-volume cache key
@@ -38,6 +47,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
@@ -47,6 +57,7 @@ from slicelib.utils import save_npy
 
 __all__ = ["encode_features", "encoder_key", "cached_features", "fill_feature_cache"]
 __all__ += ["feature_dataset", "FrozenHead", "block_pool", "pooled_features"]
+__all__ += ["StandardisedLinear", "feature_stats", "standardise_inputs", "match_standardisation"]
 
 FEATURES_VERSION = "1"  # bump when the way features are computed changes
 
@@ -293,3 +304,92 @@ class FrozenHead(nn.Module):
     def forward(self, f: torch.Tensor, return_details: bool = False):
         h = self.model.project(f)  # (B, S, D)
         return self.model.predict_from_embeddings(h, self.index, self.axis, return_details)
+
+
+# -----------------------------------------------------------------------------
+# standardised inputs of a frozen head
+
+STANDARDISE_KEYS = ("project.feature_mean", "project.feature_sd")
+
+
+def feature_stats(features) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and SD over every slice of every subject.
+
+    Args:
+        features: ``(N, S, F)`` encoder features (tensor or array) of the TRAINING subjects only.
+
+    Returns:
+        ``(mean (F,), sd (F,))`` float32 CPU tensors in feature units (computed in float64;
+        population SD). A feature that is constant over the training slices (SD 0, e.g. a ReLU
+        unit that never fires) gets SD 1, so it is only centred.
+    """
+    f = torch.as_tensor(features).double()
+    if f.ndim != 3 or f.shape[0] == 0 or not torch.isfinite(f).all():
+        raise ValueError(
+            f"feature_stats: need finite (N >= 1, S, F) features of the training subjects; "
+            f"got shape {tuple(f.shape)}"
+            + ("" if f.ndim != 3 or torch.isfinite(f).all() else " with NaN/inf values")
+        )
+    f = f.reshape(-1, f.shape[-1])  # (N*S, F)
+    mean, sd = f.mean(dim=0), f.std(dim=0, unbiased=False)
+    sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+    return mean.float(), sd.float()
+
+
+class StandardisedLinear(nn.Linear):
+    """``nn.Linear`` on standardised inputs: ``x (..., F) -> W ((x - mean) / sd) + b (..., D)``.
+
+    ``mean`` and ``sd`` ``(F,)`` are buffers (``feature_mean``, ``feature_sd``: saved in the
+    state_dict, not trained); the weight and bias are the given Linear's own Parameters (shared,
+    so an optimiser built on them keeps working).
+    """
+
+    def __init__(self, linear: nn.Linear, mean: torch.Tensor, sd: torch.Tensor):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        if tuple(mean.shape) != (self.in_features,) or tuple(sd.shape) != (self.in_features,):
+            raise ValueError(
+                f"StandardisedLinear: mean {tuple(mean.shape)} and sd {tuple(sd.shape)} must "
+                f"have one value per input feature ({self.in_features},)"
+            )
+        kw = dict(device=linear.weight.device, dtype=linear.weight.dtype)
+        self.register_buffer("feature_mean", mean.detach().to(**kw).clone())
+        self.register_buffer("feature_sd", sd.detach().to(**kw).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.feature_mean.to(x.dtype)) / self.feature_sd.to(x.dtype)
+        return F.linear(x, self.weight, self.bias)
+
+
+def standardise_inputs(model, mean: torch.Tensor, sd: torch.Tensor) -> StandardisedLinear:
+    """Make ``model.project`` standardise its input features with ``mean``/``sd`` ``(F,)``.
+
+    A plain Linear is replaced by a :class:`StandardisedLinear` sharing its weight and bias; one
+    that is already standardised gets the new statistics. Returns ``model.project``.
+    """
+    if isinstance(model.project, StandardisedLinear):
+        model.project.feature_mean.copy_(mean)
+        model.project.feature_sd.copy_(sd)
+    else:
+        model.project = StandardisedLinear(model.project, mean, sd)
+    return model.project
+
+
+def match_standardisation(model, state: dict) -> dict:
+    """Fit a model and a checkpoint's state_dict on the standardisation buffers.
+
+    A state with ``project.feature_mean``/``feature_sd`` gets a model whose projection holds
+    them (placeholders, filled by ``load_state_dict``); a state without them (a run saved
+    before frozen heads standardised) given to a model that has them gets the identity (mean
+    0, SD 1) added, so it loads and computes what it computed then. Returns the state to load
+    (the input, or a copy with the identity buffers).
+    """
+    has = all(k in state for k in STANDARDISE_KEYS)
+    if has and not isinstance(model.project, StandardisedLinear):
+        n = model.project.in_features
+        standardise_inputs(model, torch.zeros(n), torch.ones(n))
+    if not has and isinstance(model.project, StandardisedLinear):
+        n = model.project.in_features
+        state = {**state, STANDARDISE_KEYS[0]: torch.zeros(n), STANDARDISE_KEYS[1]: torch.ones(n)}
+    return state

@@ -80,7 +80,10 @@ from slicelib.frozen import (
     cached_features,
     encode_features,
     feature_dataset,
+    feature_stats,
     fill_feature_cache,
+    match_standardisation,
+    standardise_inputs,
 )
 from slicelib.splits import split_subjects
 from slicelib.utils import atomic_write
@@ -298,7 +301,9 @@ def fit(
         train_ds, val_ds: datasets of ``(x float32 (1, X, Y, Z), y float32 scalar)``; for
             classification ``y`` holds the class index (0..C-1). With ``config.freeze_encoder``
             they must be :class:`slicelib.cache.VolumeDataset` s: the loop then runs
-            :class:`slicelib.frozen.FrozenHead` on their cached encoder features.
+            :class:`slicelib.frozen.FrozenHead` on their cached encoder features, standardised
+            with the per-feature mean and SD of ``train_ds``'s features (stored in the model:
+            :func:`slicelib.frozen.standardise_inputs`).
         config: the :class:`TrainConfig` (optimisation and runtime fields are used here).
         run_dir: where ``last.pt``, ``best.pt`` and ``history.csv`` go (rank 0 only).
         meta: the run config stored in checkpoints (see :func:`train`); built from ``config``,
@@ -322,9 +327,10 @@ def fit(
     stats, monitor, mode = meta["train_stats"], *monitor_of(cfg)
     model.to(device)
     runner = model  # what the loop runs: the model, or (frozen encoder) its head on features
-    if cfg.freeze_encoder:
-        runner = FrozenHead(model)
+    if cfg.freeze_encoder:  # the head reads features standardised with training statistics
         train_ds, val_ds = (_features(model, ds, cfg, rank, world) for ds in (train_ds, val_ds))
+        standardise_inputs(model, *feature_stats(train_ds.tensors[0]))
+        runner = FrozenHead(model)
     net = runner
     if dist.is_initialized():  # (a world of one too: the same code path as many)
         ids = [device.index] if device.type == "cuda" else None
@@ -580,8 +586,9 @@ def _resume(last: Path, model, opt, sched, meta: dict, patience: int | None) -> 
         return RunState()
     ckpt = load_checkpoint(last)
     check_resume(ckpt["config"], M.to_jsonable(meta), last.parent)
-    check_state_dict(model, ckpt["model"], ckpt["config"].get("model", {}))
-    model.load_state_dict(ckpt["model"])
+    state_dict = match_standardisation(model, ckpt["model"])  # older runs: identity
+    check_state_dict(model, state_dict, ckpt["config"].get("model", {}))
+    model.load_state_dict(state_dict)
     opt.load_state_dict(ckpt["optimizer"])
     if sched is not None and ckpt.get("scheduler") is not None:
         sched.last_epoch = t = int(ckpt["scheduler"]["last_epoch"])  # optimiser steps so far
