@@ -392,12 +392,13 @@ def match_standardisation(model, state: dict) -> dict:
     0, SD 1) added, so it loads and computes what it computed then. Returns the state to load
     (the input, or a copy with the identity buffers).
     """
+    project = getattr(model, "project", None)  # (a VolumeCNN has none)
     has = all(k in state for k in STANDARDISE_KEYS)
-    if has and not isinstance(model.project, StandardisedLinear):
-        n = model.project.in_features
+    if has and isinstance(project, nn.Linear) and not isinstance(project, StandardisedLinear):
+        n = project.in_features
         standardise_inputs(model, torch.zeros(n), torch.ones(n))
-    if not has and isinstance(model.project, StandardisedLinear):
-        n = model.project.in_features
+    if not has and isinstance(project, StandardisedLinear):
+        n = project.in_features
         state = {**state, STANDARDISE_KEYS[0]: torch.zeros(n), STANDARDISE_KEYS[1]: torch.ones(n)}
     return state
 
