@@ -291,7 +291,8 @@ def fit(
             they must be :class:`slicelib.cache.VolumeDataset` s: the loop then runs
             :class:`slicelib.frozen.FrozenHead` on their cached encoder features, standardised
             with the per-feature mean and SD of ``train_ds``'s features (stored in the model:
-            :func:`slicelib.frozen.standardise_inputs`).
+            :func:`slicelib.frozen.standardise_inputs`). With ``config.head == "ridge"`` the
+            read-out is fitted in closed form instead, once (:func:`_fit_ridge`).
         config: the :class:`TrainConfig` (optimisation and runtime fields are used here).
         run_dir: where ``last.pt``, ``best.pt`` and ``history.csv`` go (rank 0 only).
         meta: the run config stored in checkpoints (see :func:`train`); built from ``config``,
