@@ -1,5 +1,6 @@
 """Frozen-encoder training: features equal the full model, the cache and its invalidation,
-train / resume / evaluate / predict end to end, and a model that beats the mean baseline."""
+train / resume / evaluate / predict end to end, a model that beats the mean baseline, input
+features standardised with training statistics, and the closed-form ridge head."""
 
 import json
 from pathlib import Path
