@@ -236,6 +236,13 @@ def _add_train_flags(t: argparse.ArgumentParser, grid: bool = False) -> None:
     )
     for flag, kind, help in (  # kind: a type, or the choices of a string flag
         ("--embed-dim", int, "slice embedding size D"),
+        (
+            "--head",
+            ("mlp", "ridge"),
+            "mlp (default: trained by the epochs loop) | ridge (with --freeze-encoder, "
+            "regression: RidgeCV on block-pooled slice features, closed form, no epochs)",
+        ),
+        ("--ridge-blocks", int, "ridge head: slice blocks per axis (default 4)"),
         ("--epochs", int, None),
         ("--batch-size", int, "volumes per batch"),
         ("--weight-decay", float, None),
@@ -284,6 +291,7 @@ def _overrides(a: argparse.Namespace) -> dict:
     keys = ["data", "target", "out", "task", "seed", "epochs", "batch_size", "lr"]
     keys += ["weight_decay", "schedule", "grad_accum", "split_seed", "class_weights", "monitor"]
     keys += ["device", "precision", "num_workers", "jobs", "qc", "cache_dir", "preset"]
+    keys += ["head", "ridge_blocks"]
     over = {k: getattr(a, k) for k in keys}
     if a.freeze_encoder is not None:
         over["freeze_encoder"] = a.freeze_encoder == "yes"

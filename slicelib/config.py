@@ -93,7 +93,12 @@ class TrainConfig:
     and seed are filled in by :func:`slicelib.train.train`.
     ``freeze_encoder``: the 2D encoder stays fixed (eval mode, no gradient, BatchNorm statistics
     fixed); every slice is encoded once, cached on disk, and only the projection, position,
-    norm, pooling and head train (the feature-extraction mode of transfer learning).
+    norm, pooling and head train (the feature-extraction mode of transfer learning); the head
+    reads features standardised with the training subjects' per-feature mean and SD.
+    ``head``: "mlp" (the SliceModel's own, trained by gradient descent) or, with a frozen
+    encoder and a regression target, "ridge": the slice features averaged over ``ridge_blocks``
+    contiguous blocks per axis, standardised, and fitted in closed form with scikit-learn
+    ``RidgeCV`` on the training subjects (:func:`slicelib.frozen.fit_ridge_head`; no epochs).
     Preprocessing: ``preprocess`` = fields of ``slicelib.data.PreprocessConfig`` as a dict
     (``volume_shape`` in voxels, ``voxel_size`` in mm, normalisation...); ``cache_dir``.
     Optimisation (paper defaults): Adam, ``lr`` 1e-4, ``weight_decay`` 1e-4, ``batch_size`` 8,
@@ -128,6 +133,8 @@ class TrainConfig:
     split: dict | str | None = None
     model: dict = field(default_factory=dict)
     freeze_encoder: bool = False
+    head: str = "mlp"
+    ridge_blocks: int = 4
     preprocess: dict = field(default_factory=dict)
     cache_dir: str | None = None
     seed: int = 0
@@ -170,12 +177,19 @@ class TrainConfig:
             class_weights=("balanced", "none"),
             qc=QC_MODES,
             preset=(None, *PRESETS),
+            head=("mlp", "ridge"),
         )
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 use = ", ".join(repr(v) for v in valid if v is not None)
                 raise ConfigError(f"{name}={getattr(self, name)!r}: use one of {use}.")
-        for name in ("epochs", "batch_size", "grad_accum", "jobs"):
+        if self.head == "ridge" and (not self.freeze_encoder or self.task != "regression"):
+            raise ConfigError(
+                f"head='ridge' fits a closed-form read-out of frozen features of a regression "
+                f"target: it needs freeze_encoder=True (--freeze-encoder) and task='regression' "
+                f"(now freeze_encoder={self.freeze_encoder}, task={self.task!r})."
+            )
+        for name in ("epochs", "batch_size", "grad_accum", "jobs", "ridge_blocks"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1.")
         if self.split is not None and not isinstance(self.split, (dict, str, os.PathLike)):

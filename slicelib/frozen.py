@@ -14,6 +14,15 @@ on them::
 ``model.predict_from_embeddings``), and the checkpoints hold the full model's weights, so
 evaluate and predict read volumes as usual.
 
+Frozen heads standardise their input features: :func:`standardise_inputs` replaces
+``model.project`` by a :class:`StandardisedLinear` that holds the per-feature mean and SD of the
+TRAINING subjects' cached slice features (:func:`feature_stats`) as buffers
+(``project.feature_mean``, ``project.feature_sd``) and applies ``(f - mean) / sd`` before the
+projection. The buffers are part of the model's state_dict, so best.pt/last.pt, evaluate, predict
+and the explain tools all apply them; a random-initialised encoder, whose features have an
+arbitrary scale, then gives the head the same start as a pretrained one. A checkpoint without
+them (older runs) reads as the identity (:func:`match_standardisation`).
+
 The cache: ``<cache_dir>/features/<encoder key>/<volume key>.npy`` (float32, (S, F)). The
 encoder key hashes the encoder's weights (every tensor's bytes), the backbone and stem, the
 preprocessing, the grid and the axes; the volume key is the preprocessed-volume cache key
@@ -24,6 +33,10 @@ written with :func:`slicelib.utils.save_npy`.
 For a linear read-out (the frozen-feature arms of :mod:`slicelib.cv`): :func:`block_pool`
 averages each axis's slice features over contiguous slice blocks, and :func:`pooled_features`
 gives those of a table's heads as one row per subject (encoded once, through the cache).
+A run with ``TrainConfig(head="ridge")`` trains that read-out in closed form
+(:func:`fit_ridge_head`: scikit-learn ``RidgeCV`` on the training subjects) and keeps it in a
+:class:`RidgeSliceModel` (the SliceModel with a :class:`RidgeReadout`, a torch Linear over the
+standardised block-pooled features), so checkpoints, evaluate and predict treat it as any run.
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
@@ -47,6 +61,8 @@ from slicelib.utils import save_npy
 
 __all__ = ["encode_features", "encoder_key", "cached_features", "fill_feature_cache"]
 __all__ += ["feature_dataset", "FrozenHead", "block_pool", "pooled_features"]
+__all__ += ["StandardisedLinear", "feature_stats", "standardise_inputs", "match_standardisation"]
+__all__ += ["RidgeReadout", "RidgeSliceModel", "with_ridge_head", "fit_ridge_head"]
 
 FEATURES_VERSION = "1"  # bump when the way features are computed changes
 
@@ -291,5 +307,212 @@ class FrozenHead(nn.Module):
         return self
 
     def forward(self, f: torch.Tensor, return_details: bool = False):
+        if isinstance(self.model, RidgeSliceModel):  # a ridge read-out of pooled features
+            return self.model.ridge(f)  # (B,)
         h = self.model.project(f)  # (B, S, D)
         return self.model.predict_from_embeddings(h, self.index, self.axis, return_details)
+
+
+# -----------------------------------------------------------------------------
+# standardised inputs of a frozen head
+
+STANDARDISE_KEYS = ("project.feature_mean", "project.feature_sd")
+
+
+def feature_stats(features) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and SD over every slice of every subject.
+
+    Args:
+        features: ``(N, S, F)`` encoder features (tensor or array) of the TRAINING subjects only.
+
+    Returns:
+        ``(mean (F,), sd (F,))`` float32 CPU tensors in feature units (computed in float64;
+        population SD). A feature that is constant over the training slices (SD 0, e.g. a ReLU
+        unit that never fires) gets SD 1, so it is only centred.
+    """
+    f = torch.as_tensor(features).double()
+    if f.ndim != 3 or f.shape[0] == 0 or not torch.isfinite(f).all():
+        raise ValueError(
+            f"feature_stats: need finite (N >= 1, S, F) features of the training subjects; "
+            f"got shape {tuple(f.shape)}"
+            + ("" if f.ndim != 3 or torch.isfinite(f).all() else " with NaN/inf values")
+        )
+    f = f.reshape(-1, f.shape[-1])  # (N*S, F)
+    mean, sd = f.mean(dim=0), f.std(dim=0, unbiased=False)
+    sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+    return mean.float(), sd.float()
+
+
+class StandardisedLinear(nn.Linear):
+    """``nn.Linear`` on standardised inputs: ``x (..., F) -> W ((x - mean) / sd) + b (..., D)``.
+
+    ``mean`` and ``sd`` ``(F,)`` are buffers (``feature_mean``, ``feature_sd``: saved in the
+    state_dict, not trained); the weight and bias are the given Linear's own Parameters (shared,
+    so an optimiser built on them keeps working).
+    """
+
+    def __init__(self, linear: nn.Linear, mean: torch.Tensor, sd: torch.Tensor):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        if tuple(mean.shape) != (self.in_features,) or tuple(sd.shape) != (self.in_features,):
+            raise ValueError(
+                f"StandardisedLinear: mean {tuple(mean.shape)} and sd {tuple(sd.shape)} must "
+                f"have one value per input feature ({self.in_features},)"
+            )
+        kw = dict(device=linear.weight.device, dtype=linear.weight.dtype)
+        self.register_buffer("feature_mean", mean.detach().to(**kw).clone())
+        self.register_buffer("feature_sd", sd.detach().to(**kw).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.feature_mean.to(x.dtype)) / self.feature_sd.to(x.dtype)
+        return F.linear(x, self.weight, self.bias)
+
+
+def standardise_inputs(model, mean: torch.Tensor, sd: torch.Tensor) -> StandardisedLinear:
+    """Make ``model.project`` standardise its input features with ``mean``/``sd`` ``(F,)``.
+
+    A plain Linear is replaced by a :class:`StandardisedLinear` sharing its weight and bias; one
+    that is already standardised gets the new statistics. Returns ``model.project``.
+    """
+    if isinstance(model.project, StandardisedLinear):
+        model.project.feature_mean.copy_(mean)
+        model.project.feature_sd.copy_(sd)
+    else:
+        model.project = StandardisedLinear(model.project, mean, sd)
+    return model.project
+
+
+def match_standardisation(model, state: dict) -> dict:
+    """Fit a model and a checkpoint's state_dict on the standardisation buffers.
+
+    A state with ``project.feature_mean``/``feature_sd`` gets a model whose projection holds
+    them (placeholders, filled by ``load_state_dict``); a state without them (a run saved
+    before frozen heads standardised) given to a model that has them gets the identity (mean
+    0, SD 1) added, so it loads and computes what it computed then. Returns the state to load
+    (the input, or a copy with the identity buffers).
+    """
+    project = getattr(model, "project", None)  # (a VolumeCNN has none)
+    has = all(k in state for k in STANDARDISE_KEYS)
+    if has and isinstance(project, nn.Linear) and not isinstance(project, StandardisedLinear):
+        n = project.in_features
+        standardise_inputs(model, torch.zeros(n), torch.ones(n))
+    if not has and isinstance(project, StandardisedLinear):
+        n = project.in_features
+        state = {**state, STANDARDISE_KEYS[0]: torch.zeros(n), STANDARDISE_KEYS[1]: torch.ones(n)}
+    return state
+
+
+# -----------------------------------------------------------------------------
+# a ridge head: closed-form read-out of block-pooled frozen features
+
+RIDGE_ALPHAS = np.logspace(-2, 7, 19)  # penalties RidgeCV chooses among (as slicelib.cv's)
+CLIP_SD = 5.0  # standardised pooled features are clipped to +-CLIP_SD (as slicelib.cv's)
+
+
+class RidgeReadout(nn.Module):
+    """A linear read-out of block-pooled slice features: ``(B, S, F) -> (B,)`` target units.
+
+    ``forward(f)``: the slices of each axis (``n_slices``, in :func:`encode_features` order)
+    are averaged over ``n_blocks`` contiguous blocks (as :func:`block_pool`), flattened to
+    ``(B, P)`` (P = len(n_slices) * n_blocks * F), standardised with the buffers
+    ``feature_mean``/``feature_sd`` (P,), clipped to +-``CLIP_SD`` and mapped by ``linear``
+    (P -> 1). ``alpha`` (buffer, ()) records the ridge penalty chosen (NaN before fitting).
+    """
+
+    def __init__(self, n_slices, n_blocks: int, n_features: int):
+        super().__init__()
+        self.n_slices, self.n_blocks = [int(n) for n in n_slices], int(n_blocks)
+        if not 1 <= self.n_blocks <= min(self.n_slices):
+            raise ValueError(
+                f"ridge head: {n_blocks} blocks per axis; use 1 to {min(self.n_slices)} (the "
+                f"fewest slices of an axis, counts {self.n_slices})"
+            )
+        n_in = len(self.n_slices) * self.n_blocks * int(n_features)
+        self.linear = nn.Linear(n_in, 1)
+        self.register_buffer("feature_mean", torch.zeros(n_in))
+        self.register_buffer("feature_sd", torch.ones(n_in))
+        self.register_buffer("alpha", torch.tensor(float("nan")))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        blocks = [
+            b.mean(dim=1)  # (B, F)
+            for part in f.split(self.n_slices, dim=1)  # (B, S_a, F) per axis
+            for b in torch.tensor_split(part, self.n_blocks, dim=1)  # numpy.array_split's blocks
+        ]
+        z = torch.stack(blocks, dim=1).flatten(1).float()  # (B, P), as block_pool's rows
+        z = ((z - self.feature_mean) / self.feature_sd).clamp(-CLIP_SD, CLIP_SD)
+        return self.linear(z).squeeze(-1)  # (B,)
+
+
+class RidgeSliceModel(SliceModel):
+    """A :class:`SliceModel` whose output is its :class:`RidgeReadout` (``self.ridge``) of the
+    encoder's slice features: ``forward(x (B, 1, X, Y, Z)) -> (B,)`` target units. (The
+    SliceModel's own projection, position, pooling and head are kept, unused, so its
+    state_dict and config are a SliceModel's plus ``ridge.*``.) Regression only."""
+
+    def forward(self, x: torch.Tensor, return_details: bool = False):
+        if return_details:
+            raise ValueError(
+                "a ridge-head run has no slice embeddings or pooling weights to return; "
+                "explain it by its block coefficients (model.ridge.linear.weight) instead"
+            )
+        self.check_input(x)
+        feats = []
+        for a in self.axes:
+            f = self._encode_chunked(volume_slices(x, a))  # (B*S_a, F)
+            feats.append(f.reshape(x.shape[0], -1, f.shape[1]))  # (B, S_a, F)
+        return self.ridge(torch.cat(feats, dim=1))
+
+
+def with_ridge_head(model: SliceModel, n_blocks: int) -> RidgeSliceModel:
+    """The same model (config and weights) as a :class:`RidgeSliceModel` with an unfitted
+    :class:`RidgeReadout` of ``n_blocks`` blocks per axis, on the model's device."""
+    if model.task != "regression":
+        raise ValueError(f"a ridge head predicts a regression target; this model's is {model.task}")
+    new = RidgeSliceModel.from_config(model.config)
+    new.ridge = RidgeReadout(
+        [model.n_slices[a] for a in model.axes], n_blocks, model.project.in_features
+    )
+    new.load_state_dict(model.state_dict(), strict=False)  # everything but ridge.*
+    new.config = model.config  # (with the weights it was built from)
+    return new.to(next(model.parameters()).device)
+
+
+def fit_ridge_head(model: RidgeSliceModel, features, targets) -> dict:
+    """Fit ``model.ridge`` in closed form on the TRAINING subjects' features.
+
+    The block-pooled features (:func:`block_pool`) are standardised with these subjects' mean
+    and SD (SD 0 -> 1), clipped to +-CLIP_SD and fitted with scikit-learn ``RidgeCV`` (penalty
+    among :data:`RIDGE_ALPHAS` by efficient leave-one-out on the same subjects).
+
+    Args:
+        model: a :class:`RidgeSliceModel`; its ``ridge`` buffers and Linear are set.
+        features: ``(N, S, F)`` encoder features of the training subjects.
+        targets: ``(N,)`` targets in their units (e.g. years).
+
+    Returns:
+        dict ``alpha`` (penalty chosen), ``n_train``, ``n_features`` (P).
+    """
+    from sklearn.linear_model import RidgeCV
+
+    ridge = model.ridge
+    x = block_pool(features, ridge.n_slices, ridge.n_blocks).reshape(len(features), -1)  # (N, P)
+    y = np.asarray(targets, dtype=np.float64).reshape(-1)
+    if len(y) != len(x) or len(y) < 3 or not np.isfinite(y).all():
+        raise ValueError(
+            f"ridge head: need finite targets for each of at least 3 training subjects; got "
+            f"{len(y)} targets for {len(x)} feature rows"
+        )
+    x = x.astype(np.float64)
+    mean, sd = x.mean(axis=0), x.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    z = np.clip((x - mean) / sd, -CLIP_SD, CLIP_SD)
+    fitted = RidgeCV(alphas=RIDGE_ALPHAS).fit(z, y)
+    with torch.no_grad():
+        for buf, v in ((ridge.feature_mean, mean), (ridge.feature_sd, sd)):
+            buf.copy_(torch.as_tensor(v))
+        ridge.linear.weight.copy_(torch.as_tensor(fitted.coef_).reshape(1, -1))
+        ridge.linear.bias.fill_(float(fitted.intercept_))
+        ridge.alpha.fill_(float(fitted.alpha_))
+    return dict(alpha=float(fitted.alpha_), n_train=len(y), n_features=x.shape[1])

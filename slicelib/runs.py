@@ -45,7 +45,7 @@ from slicelib.engine import (
     use_bf16,
     volume_dataset,
 )
-from slicelib.frozen import FrozenHead, feature_dataset
+from slicelib.frozen import FrozenHead, feature_dataset, match_standardisation, with_ridge_head
 from slicelib.model import SliceModel
 
 __all__ = [
@@ -81,8 +81,11 @@ def load_run(
     meta = ckpt["config"]
     # no weight file is read: the weights come from the checkpoint
     model = build_model(dict(saved_model_config(meta["model"]), weights=None))
-    check_state_dict(model, ckpt["model"], meta["model"])
-    model.load_state_dict(ckpt["model"])
+    if meta["train"].get("head", "mlp") == "ridge":  # a closed-form read-out of the features
+        model = with_ridge_head(model, meta["train"]["ridge_blocks"])
+    state = match_standardisation(model, ckpt["model"])  # a frozen head's input statistics
+    check_state_dict(model, state, meta["model"])
+    model.load_state_dict(state)
     model.to(device).eval()
     meta["checkpoint_epoch"] = int(ckpt["epoch"])
     saved = str(meta.get("preprocess_version", "1"))

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
+from slicelib import frozen
 from slicelib import metrics as M
 from slicelib.build import build_model, model_config_dict
 from slicelib.cache import check_qc, preprocess_many
@@ -75,13 +76,7 @@ from slicelib.engine import (
     use_bf16,
     volume_dataset,
 )
-from slicelib.frozen import (
-    FrozenHead,
-    cached_features,
-    encode_features,
-    feature_dataset,
-    fill_feature_cache,
-)
+from slicelib.frozen import FrozenHead, cached_features, encode_features
 from slicelib.splits import split_subjects
 from slicelib.utils import atomic_write
 
@@ -142,6 +137,8 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
         seed=cfg.seed,
     )
     model = build_model(kwargs)  # a SliceModel, or a VolumeCNN for a 3D backbone
+    if cfg.head == "ridge":  # (validate: a frozen slice encoder, regression)
+        model = frozen.with_ridge_head(model, cfg.ridge_blocks)
     resolved = dataclasses.replace(cfg, preprocess=pcfg.to_dict())
     meta = _make_meta(
         resolved, model, stats, classes=classes, world_size=world, data=_data_fingerprint(table)
@@ -224,15 +221,9 @@ def _split(table: pd.DataFrame, cfg: TrainConfig, split_file: Path) -> pd.DataFr
 
 def _make_meta(cfg: TrainConfig, model, train_stats: dict, **extra) -> dict:
     """The run config stored as config.json and inside every checkpoint."""
-    meta = {
-        "slicelib_format": CHECKPOINT_FORMAT,
-        "preprocess_version": CACHE_VERSION,
-        "train": cfg.to_dict(),
-        "model": model_config_dict(model),
-        "preprocess": dict(cfg.preprocess),
-        "train_stats": train_stats,
-        **extra,
-    }
+    meta = dict(slicelib_format=CHECKPOINT_FORMAT, preprocess_version=CACHE_VERSION)
+    meta.update(train=cfg.to_dict(), model=model_config_dict(model))
+    meta.update(preprocess=dict(cfg.preprocess), train_stats=train_stats, **extra)
     return M.to_jsonable(meta)
 
 
@@ -298,7 +289,10 @@ def fit(
         train_ds, val_ds: datasets of ``(x float32 (1, X, Y, Z), y float32 scalar)``; for
             classification ``y`` holds the class index (0..C-1). With ``config.freeze_encoder``
             they must be :class:`slicelib.cache.VolumeDataset` s: the loop then runs
-            :class:`slicelib.frozen.FrozenHead` on their cached encoder features.
+            :class:`slicelib.frozen.FrozenHead` on their cached encoder features, standardised
+            with the per-feature mean and SD of ``train_ds``'s features (stored in the model:
+            :func:`slicelib.frozen.standardise_inputs`). With ``config.head == "ridge"`` the
+            read-out is fitted in closed form instead, once (:func:`_fit_ridge`).
         config: the :class:`TrainConfig` (optimisation and runtime fields are used here).
         run_dir: where ``last.pt``, ``best.pt`` and ``history.csv`` go (rank 0 only).
         meta: the run config stored in checkpoints (see :func:`train`); built from ``config``,
@@ -322,9 +316,12 @@ def fit(
     stats, monitor, mode = meta["train_stats"], *monitor_of(cfg)
     model.to(device)
     runner = model  # what the loop runs: the model, or (frozen encoder) its head on features
-    if cfg.freeze_encoder:
-        runner = FrozenHead(model)
+    if cfg.freeze_encoder:  # the head reads features standardised with training statistics
         train_ds, val_ds = (_features(model, ds, cfg, rank, world) for ds in (train_ds, val_ds))
+        frozen.standardise_inputs(model, *frozen.feature_stats(train_ds.tensors[0]))
+        runner = FrozenHead(model)
+        if cfg.head == "ridge":
+            return _fit_ridge(runner, train_ds, val_ds, cfg, run_dir, meta, device, rank)
     net = runner
     if dist.is_initialized():  # (a world of one too: the same code path as many)
         ids = [device.index] if device.type == "cuda" else None
@@ -358,14 +355,28 @@ def fit(
             barrier()
             if state.stopped_early or state.diverged:
                 break
-    return dict(
-        best_epoch=state.best_epoch,
-        best_value=state.best_value,
-        epochs_run=len(state.history),
-        stopped_early=state.stopped_early,
-        diverged=state.diverged,
-        history=state.history,
-    )
+    return _result(state)
+
+
+def _result(state: RunState) -> dict:
+    names = ("best_epoch", "best_value", "stopped_early", "diverged", "history")
+    return dict(epochs_run=len(state.history), **{k: getattr(state, k) for k in names})
+
+
+def _fit_ridge(head, train_ds, val_ds, cfg, run_dir: Path, meta: dict, device, rank) -> dict:
+    """``cfg.head == "ridge"``: fit ``head.model.ridge`` on the training features in closed
+    form (:func:`slicelib.frozen.fit_ridge_head`), validate once, save best.pt = last.pt
+    (epoch 0, no optimiser) and a one-row history (``ridge_alpha``: the penalty chosen)."""
+    info = frozen.fit_ridge_head(head.model, *(t.numpy() for t in train_ds.tensors))
+    state, (monitor, mode) = RunState(), monitor_of(cfg)
+    row = {"epoch": 1, "train_loss": math.nan}
+    row.update(_validate(head, val_ds, cfg, meta["train_stats"], device, False, monitor))
+    row.update(status="ok" if row.pop("finite") else "diverged", ridge_alpha=info["alpha"])
+    improved = state.update(M.to_jsonable(row), monitor, mode, None)
+    if rank == 0:
+        _save(run_dir, head.model, None, None, state, meta, improved)
+    barrier()
+    return _result(state)
 
 
 def _features(model, dataset, cfg: TrainConfig, rank: int, world: int):
@@ -373,9 +384,9 @@ def _features(model, dataset, cfg: TrainConfig, rank: int, world: int):
     (every rank encodes its share of the subjects not cached yet; then all read the cache)."""
     if isinstance(model, VolumeCNN):
         raise ConfigError("freeze_encoder needs a SliceModel; a 3D CNN has no 2D encoder.")
-    fill_feature_cache(model, dataset, cfg.cache_dir, cfg.batch_size, rank=rank, world=world)
+    frozen.fill_feature_cache(model, dataset, cfg.cache_dir, cfg.batch_size, rank=rank, world=world)
     barrier()
-    return feature_dataset(model, dataset, cfg.cache_dir, cfg.batch_size)
+    return frozen.feature_dataset(model, dataset, cfg.cache_dir, cfg.batch_size)
 
 
 def cosine_factor(steps: int):
@@ -563,7 +574,7 @@ def _save(run_dir: Path, model, opt, sched, state: RunState, meta: dict, improve
         {
             **common,
             "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
+            "optimizer": opt.state_dict() if opt is not None else None,
             "scheduler": sched.state_dict() if sched is not None else None,
             **dataclasses.asdict(state),
         },
@@ -580,8 +591,9 @@ def _resume(last: Path, model, opt, sched, meta: dict, patience: int | None) -> 
         return RunState()
     ckpt = load_checkpoint(last)
     check_resume(ckpt["config"], M.to_jsonable(meta), last.parent)
-    check_state_dict(model, ckpt["model"], ckpt["config"].get("model", {}))
-    model.load_state_dict(ckpt["model"])
+    state_dict = frozen.match_standardisation(model, ckpt["model"])  # older runs: identity
+    check_state_dict(model, state_dict, ckpt["config"].get("model", {}))
+    model.load_state_dict(state_dict)
     opt.load_state_dict(ckpt["optimizer"])
     if sched is not None and ckpt.get("scheduler") is not None:
         sched.last_epoch = t = int(ckpt["scheduler"]["last_epoch"])  # optimiser steps so far
