@@ -49,7 +49,7 @@ import torch
 from slicelib import metrics as M
 from slicelib.datasets import ixi_derivative
 from slicelib.errors import ConfigError, DataError, PipelineError
-from slicelib.frozen import pooled_features
+from slicelib.frozen import CLIP_SD, RIDGE_ALPHAS, pooled_features
 from slicelib.utils import atomic_write, pearson_r
 
 __all__ = ["OOF_COLUMNS", "BASELINES", "RIDGE_ALPHAS", "FROZEN", "ARMS", "make_folds"]
@@ -57,11 +57,10 @@ __all__ += ["read_folds", "fold_splits", "roi_features", "voxel_features", "base
 __all__ += ["read_oof", "run_cv", "summarise_oof", "cv_baselines"]
 
 OOF_COLUMNS = ["participant_id", "fold", "arm", "seed", "prediction", "target"]
-RIDGE_ALPHAS = np.logspace(-2, 7, 19)  # penalties RidgeCV chooses among (features standardised)
-# standardised features are clipped to +-CLIP_SD (training mean and SD): one IXI head's regional
+# RIDGE_ALPHAS, CLIP_SD: the one ridge recipe, shared with the frozen ridge head (slicelib.frozen).
+# Standardised features are clipped to +-CLIP_SD (training mean and SD): one IXI head's regional
 # volumes (IXI256-HH-1723, a failed parcellation: many regions 0, others doubled) lie 11 SD out
 # and, unclipped, the ridge predicts it 135 years old
-CLIP_SD = 5.0
 BASELINES = ("mean", "ridge_roi", "ridge_voxels")  # the arms of baseline_arms
 # the frozen-feature arms -> the encoder's weights (None: random initialisation, seeded)
 FROZEN = {"ridge_frozen_imagenet": "imagenet", "ridge_frozen_random": None}

@@ -406,8 +406,8 @@ def match_standardisation(model, state: dict) -> dict:
 # -----------------------------------------------------------------------------
 # a ridge head: closed-form read-out of block-pooled frozen features
 
-RIDGE_ALPHAS = np.logspace(-2, 7, 19)  # penalties RidgeCV chooses among (as slicelib.cv's)
-CLIP_SD = 5.0  # standardised pooled features are clipped to +-CLIP_SD (as slicelib.cv's)
+RIDGE_ALPHAS = np.logspace(-2, 7, 19)  # penalties RidgeCV chooses among (also slicelib.cv's)
+CLIP_SD = 5.0  # standardised pooled features are clipped to +-CLIP_SD (also slicelib.cv's)
 
 
 class RidgeReadout(nn.Module):
