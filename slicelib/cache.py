@@ -42,7 +42,7 @@ import torch
 
 from slicelib.data import CACHE_VERSION, DataError, PreprocessConfig, load_nifti, preprocess
 from slicelib.errors import PipelineError
-from slicelib.io import grid
+from slicelib.io import SUFFIXES, grid
 from slicelib.pipeline import PipelineConfig, run_pipeline
 from slicelib.qc import QC_MODES, n_unique, qc_figure, qc_status
 from slicelib.utils import atomic_write, run_parallel, save_npy
@@ -510,7 +510,7 @@ def _qc_crashed(job: tuple, e: BaseException) -> dict:
 
 def _stem(path: str) -> str:
     name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".mgz", ".mgh"):
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):  # ".nii.gz" before ".nii"
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem

@@ -51,7 +51,6 @@ from slicelib import pipeline, qc
 from slicelib.centre import border_stats, centre_transform, foreground_mask, head_anchor
 from slicelib.errors import DataError, PipelineError
 from slicelib.io import MNI_2MM_AFFINE, MNI_2MM_SHAPE, declares_mni, load_nifti, target_affine
-from slicelib.io import is_image as _is_image  # noqa: F401 (slicelib.datasets imports it here)
 from slicelib.pipeline import PipelineConfig
 from slicelib.utils import mni_template, resample
 

@@ -29,8 +29,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from slicelib.data import PreprocessConfig, _is_image
+from slicelib.data import PreprocessConfig
 from slicelib.errors import DataError
+from slicelib.io import is_image
 from slicelib.utils import atomic_write
 
 __all__ = [
@@ -61,7 +62,7 @@ def _find_bids_t1w(root: Path, pid: str) -> list[Path]:
     hits = sorted(root.glob(f"{sub}/anat/*_T1w.nii*")) + sorted(
         root.glob(f"{sub}/ses-*/anat/*_T1w.nii*")
     )
-    return [h for h in hits if _is_image(h)]
+    return [h for h in hits if is_image(h)]
 
 
 def read_table(
@@ -331,7 +332,7 @@ def ixi_table(
 
 def _ixi_from_spreadsheet(folder: Path, demographics: Path) -> pd.DataFrame:
     """Table of raw IXI T1 files in ``folder`` with ages from the IXI spreadsheet (CSV/TSV)."""
-    files = sorted(f for f in folder.glob("IXI*-T1*.nii*") if _is_image(f))
+    files = sorted(f for f in folder.glob("IXI*-T1*.nii*") if is_image(f))
     if not files:
         raise DataError(f"{folder}: no IXI*-T1*.nii[.gz] files found.")
     sep = "," if demographics.suffix.lower() == ".csv" else "\t"
