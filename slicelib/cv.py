@@ -50,7 +50,7 @@ from slicelib import metrics as M
 from slicelib.datasets import ixi_derivative
 from slicelib.errors import ConfigError, DataError, PipelineError
 from slicelib.frozen import CLIP_SD, RIDGE_ALPHAS, pooled_features
-from slicelib.utils import atomic_write, pearson_r
+from slicelib.utils import atomic_write, block_mean, pearson_r
 
 __all__ = ["OOF_COLUMNS", "BASELINES", "RIDGE_ALPHAS", "FROZEN", "ARMS", "make_folds"]
 __all__ += ["read_folds", "fold_splits", "roi_features", "voxel_features", "baseline_arms"]
@@ -244,9 +244,7 @@ def voxel_features(paths: Mapping[str, str | os.PathLike], block: int = 2) -> pd
         z = np.zeros_like(a)
         v = a[mask]
         z[mask] = (v - v.mean()) / (v.std() or 1.0)
-        z = np.pad(z, [(0, -n % block) for n in z.shape], mode="edge")
-        X, Y, Z = (n // block for n in z.shape)
-        rows.append(z.reshape(X, block, Y, block, Z, block).mean(axis=(1, 3, 5)).ravel())
+        rows.append(block_mean(z, block).ravel())
     return pd.DataFrame(
         np.stack(rows), index=pd.Index([str(i) for i in paths], name="participant_id")
     )

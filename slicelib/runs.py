@@ -47,6 +47,7 @@ from slicelib.engine import (
 )
 from slicelib.frozen import FrozenHead, feature_dataset, match_standardisation, with_ridge_head
 from slicelib.model import SliceModel
+from slicelib.utils import block_mean
 
 __all__ = [
     "ConfigError",
@@ -274,10 +275,7 @@ def _block_voxels(df: pd.DataFrame, meta: dict, mm: float) -> np.ndarray:
     f = max(1, round(mm / float(meta["preprocess"].get("voxel_size", 2.0))))
     rows = []
     for i in range(len(ds)):
-        a = np.asarray(ds.volume(i), dtype=np.float32)  # (X, Y, Z)
-        a = np.pad(a, [(0, -n % f) for n in a.shape], mode="edge")
-        X, Y, Z = (n // f for n in a.shape)
-        rows.append(a.reshape(X, f, Y, f, Z, f).mean(axis=(1, 3, 5)).ravel())  # (X*Y*Z,)
+        rows.append(block_mean(np.asarray(ds.volume(i), dtype=np.float32), f).ravel())
     return np.stack(rows)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write", "save_npy", "pearson_r", "resample", "mni_template"]
+__all__ = ["atomic_write", "save_npy", "pearson_r", "block_mean", "resample", "mni_template"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
@@ -69,6 +69,14 @@ def pearson_r(a, b) -> float | None:
     if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None
     return float(pearsonr(a, b).statistic)
+
+
+def block_mean(volume: np.ndarray, block: int) -> np.ndarray:
+    """``volume`` (X, Y, Z) averaged in ``block``^3 blocks, edges padded by repetition to a
+    multiple of ``block``: (ceil(X/b), ceil(Y/b), ceil(Z/b)), same units (``block`` 1: a copy)."""
+    a = np.pad(volume, [(0, -n % block) for n in volume.shape], mode="edge")
+    X, Y, Z = (n // block for n in a.shape)
+    return a.reshape(X, block, Y, block, Z, block).mean(axis=(1, 3, 5))
 
 
 def resample(img, affine, shape: Sequence[int], interpolation: str = "continuous"):
