@@ -11,7 +11,7 @@ OUT ?= outputs
 SLICELIB_SHARED ?= $(firstword $(wildcard $(abspath ../shared) /work/shared))
 export SLICELIB_SHARED
 
-.PHONY: setup test demo lint bench clean notebooks wheel badges
+.PHONY: setup test demo lint bench clean notebooks wheel badges student
 
 setup: $(VENV)/.installed
 
@@ -46,3 +46,8 @@ notebooks: setup
 # jupytext makes of its .py, and the cell ids are kept); prints the files it changed.
 badges: setup
 	$(BIN)/python -c "from slicelib.course import write_badges; print(*write_badges('.'), sep='\n')"
+
+# Student notebooks: every exercise's solution removed (cells tagged "solution"; see
+# slicelib/exercises.py), written to $(OUT)/student/*.ipynb.
+student: setup
+	$(BIN)/python -c "from slicelib.course import notebook_sources, write_student_notebooks as w; print(*w(notebook_sources(), '$(OUT)/student'), sep='\n')"

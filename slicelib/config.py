@@ -394,7 +394,9 @@ def check_resume(saved: dict, now: dict, run_dir: Path) -> None:
 
     Only :data:`RESUME_MAY_CHANGE` (runtime settings) and layout-only model options may
     differ; a training setting that a run saved by an older slicelib lacks counts as its
-    default. Raises :class:`ConfigError` listing every difference.
+    default. The weights file may have moved: when both dicts carry the same
+    ``weights_file_hash`` (the file's bytes), its path is not compared. Raises
+    :class:`ConfigError` listing every difference.
     """
     new = now.get("data")
     if saved.get("data") is not None and new is not None and saved["data"] != new:
@@ -408,12 +410,16 @@ def check_resume(saved: dict, now: dict, run_dir: Path) -> None:
         _drop({**defaults, **drop_removed(d.get("train", {}))}, RESUME_MAY_CHANGE)
         for d in (saved, now)
     )
+    same_file = saved.get("weights_file_hash") is not None and saved.get(
+        "weights_file_hash"
+    ) == now.get("weights_file_hash")
+    layout = _MODEL_MAY_CHANGE + (("weights",) if same_file else ())
     for cfg in (a, b):  # the run's own model options (train.model) hold layout flags too
         if isinstance(cfg.get("model"), dict):
-            cfg["model"] = _drop(cfg["model"], _MODEL_MAY_CHANGE)
+            cfg["model"] = _drop(cfg["model"], layout)
     # (a model config saved by an older slicelib reads as today's: no "norm", position None)
     ma, mb = (saved_model_config(d["model"]) if d.get("model") else {} for d in (saved, now))
-    ma, mb = _drop(ma, _MODEL_MAY_CHANGE), _drop(mb, _MODEL_MAY_CHANGE)
+    ma, mb = _drop(ma, layout), _drop(mb, layout)
     diffs = [
         f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(a | b) if a.get(k) != b.get(k)
     ]

@@ -22,6 +22,7 @@ from slicelib.config import PRESETS as TRAIN_PRESETS
 from slicelib.config import TrainConfig
 from slicelib.datasets import data_home
 from slicelib.errors import ConfigError
+from slicelib.exercises import check, write_student_notebooks
 from slicelib.runs import evaluate_run
 from slicelib.splits import split_subjects
 from slicelib.synth import GENERATOR_VERSION, make_cohort
@@ -50,6 +51,8 @@ __all__ = [
     "run_notebooks",
     "repository_url",
     "write_badges",
+    "check",
+    "write_student_notebooks",
 ]
 
 NOTEBOOKS = (

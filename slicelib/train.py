@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from slicelib import frozen
 from slicelib import metrics as M
 from slicelib.build import build_model, model_config_dict
-from slicelib.cache import check_qc, preprocess_many
+from slicelib.cache import check_qc, file_hash, preprocess_many
 from slicelib.cnn3d import VolumeCNN
 from slicelib.config import (
     PRESETS,
@@ -224,6 +224,9 @@ def _make_meta(cfg: TrainConfig, model, train_stats: dict, **extra) -> dict:
     meta = dict(slicelib_format=CHECKPOINT_FORMAT, preprocess_version=CACHE_VERSION)
     meta.update(train=cfg.to_dict(), model=model_config_dict(model))
     meta.update(preprocess=dict(cfg.preprocess), train_stats=train_stats, **extra)
+    weights = meta["model"].get("weights")
+    if weights not in (None, "none", "imagenet") and Path(weights).is_file():
+        meta["weights_file_hash"] = file_hash(weights)  # a moved weights file still resumes
     return M.to_jsonable(meta)
 
 

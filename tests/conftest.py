@@ -25,6 +25,24 @@ SHARED = _shared_dir()
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_user_folders(tmp_path_factory):
+    """Every test session gets its own preprocessing cache and data home ($SLICELIB_CACHE,
+    $SLICELIB_DATA), so nothing a user, an earlier session or another checkout left under
+    ~/.cache/slicelib (runs, cohorts, cached scans) can change a result. A test that needs
+    other folders sets them itself (monkeypatch)."""
+    root = tmp_path_factory.mktemp("user")
+    saved = {k: os.environ.get(k) for k in ("SLICELIB_CACHE", "SLICELIB_DATA")}
+    os.environ["SLICELIB_CACHE"] = str(root / "cache")
+    os.environ["SLICELIB_DATA"] = str(root / "data")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def mobilenet_weights() -> Path:
     """The real ImageNet MobileNetV2 state_dict in ../shared/weights (or $SLICELIB_WEIGHTS_DIR)."""

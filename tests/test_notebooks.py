@@ -53,6 +53,7 @@ def test_notebook_starts_with_a_parameters_cell_holding_preset(name):
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_headless_in_smoke_preset(name, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("SLICELIB_STRICT_CHECKS", "1")  # every solution must pass its check
     monkeypatch.setenv("SLICELIB_CACHE", str(tmp_path / "cache"))
     (row,) = run_notebooks(tmp_path, preset="smoke", names=[name], html=False)
     assert Path(row["ipynb"]).is_file()

@@ -61,3 +61,33 @@ def test_resume_with_a_larger_patience_continues_an_early_stopped_run(tmp_path):
     assert again["stopped_early"] and [r["epoch"] for r in again["history"]] == [1, 2, 3, 4]
     same = _fit(tmp_path / "r", epochs=8, patience=3, monitor="val_n")  # nothing left to do
     assert same["epochs_run"] == 4 and same["stopped_early"]
+
+
+def test_a_moved_weights_file_still_resumes_and_other_weights_do_not(tmp_path, mobilenet_weights):
+    """The same ImageNet file at another path (a moved shared folder, another machine) resumes;
+    a file with other bytes is refused, naming the weights."""
+    import shutil
+
+    from slicelib.config import ConfigError
+
+    first, moved, other = (tmp_path / d for d in ("a", "b", "c"))
+    for folder in (first, moved, other):
+        folder.mkdir()
+    shutil.copy(mobilenet_weights, first / "w.pth")
+    shutil.copy(mobilenet_weights, moved / "w.pth")
+    state = torch.load(mobilenet_weights, weights_only=True)
+    state["features.0.0.weight"] = state["features.0.0.weight"] + 1.0
+    torch.save(state, other / "w.pth")
+
+    def fit_with(path, epochs):
+        model = SliceModel(
+            "mobilenet_v2", weights=str(path), embed_dim=8, volume_shape=SHAPE, axes="axial",
+            target_mean=50.0, target_std=15.0, seed=0,
+        )  # fmt: skip
+        cfg = TrainConfig(batch_size=4, lr=1e-3, epochs=epochs, device="cpu")
+        return fit(model, *_sets(), cfg, tmp_path / "run", progress=False)
+
+    fit_with(first / "w.pth", 1)
+    assert fit_with(moved / "w.pth", 2)["epochs_run"] == 2
+    with pytest.raises(ConfigError, match="model.weights"):
+        fit_with(other / "w.pth", 3)
