@@ -46,6 +46,7 @@ __all__ = [
     "IXI_DERIVATIVE_PREPROCESS",
     "derivative_dir",
     "shipped_dir",
+    "shipped_results",
     "ixi_demo_heads",
     "write_brain",
 ]
@@ -507,6 +508,28 @@ def shipped_dir(name: str) -> Path:
         f"the shipped data folder {name!r} is in neither {_SHIPPED[0]} (a checkout) nor "
         f"{_SHIPPED[1]} (an installed wheel). Reinstall slicelib from its wheel or a clone "
         "(pip install slicelib, or pip install -e . in the repository)."
+    )
+
+
+#: Where the shipped benchmark results are: a checkout's ``benchmarks/results/``, else the wheel's
+#: ``slicelib/_results`` (the small CSVs only; pyproject.toml maps one onto the other).
+_RESULTS = (
+    Path(__file__).resolve().parents[1] / "benchmarks" / "results",
+    Path(__file__).resolve().parent / "_results",
+)
+
+
+def shipped_results(name: str) -> Path:
+    """A folder of shipped benchmark results, e.g. ``"ixi_cv_frozen"`` (the 5-fold CV on the
+    shipped IXI derivative: ``summary.csv``, ``paired.csv``, ``oof.csv``): the checkout's
+    ``benchmarks/results/<name>`` if there, else the installed wheel's ``slicelib/_results/<name>``.
+    Raises DataError naming both places if neither exists."""
+    for root in _RESULTS:
+        if (root / name).is_dir() and any((root / name).glob("*.csv")):
+            return root / name
+    raise DataError(
+        f"the shipped results {name!r} are in neither {_RESULTS[0]} (a checkout) nor "
+        f"{_RESULTS[1]} (an installed wheel). Reinstall slicelib from its wheel or a clone."
     )
 
 

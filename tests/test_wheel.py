@@ -72,12 +72,16 @@ def test_the_wheel_carries_the_derivative_the_demo_heads_and_their_licences(whee
     heads = [n for n in names if n.startswith("slicelib/_data/ixi_demo/") and n.endswith(".nii.gz")]
     assert len(heads) == 4
     assert "slicelib/ixi_hh_2mm_registry.tsv" in names  # fetch_ixi's checksums
+    for name in ("summary.csv", "paired.csv", "oof.csv"):  # the results notebooks show
+        assert f"slicelib/_results/ixi_cv_frozen/{name}" in names
+    assert not [n for n in names if n.startswith("slicelib/_results/") and n.endswith(".png")]
 
 
 def test_ixi_derivative_works_from_the_installed_wheel_outside_the_checkout(fresh_env, tmp_path):
     python, env = fresh_env
     script = (
         "import json, slicelib\n"
+        "assert (slicelib.datasets.shipped_results('ixi_cv_frozen') / 'summary.csv').is_file()\n"
         "from slicelib.datasets import ixi_derivative, ixi_demo_heads\n"
         "from slicelib.data import preprocess, PreprocessConfig\n"
         "t = ixi_derivative(); demo = ixi_demo_heads()\n"
