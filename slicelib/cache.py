@@ -350,6 +350,9 @@ def preprocess_many(
     return pd.DataFrame(rows).reindex(columns=cols).fillna({"reasons": "", "cache": ""})
 
 
+_REPORTED: set = set()  # (mode, flagged rows) already listed by check_qc in this process
+
+
 def check_qc(
     qc: pd.DataFrame, what: str = "training", names=None, flagged: str = "warn"
 ) -> np.ndarray:
@@ -360,7 +363,9 @@ def check_qc(
         what: what the scans are for (named in the messages).
         names: optional labels of the rows (e.g. participant ids), default the paths.
         flagged: what to do with "flagged" scans: "warn" (a warning listing them), "exclude"
-            (listed on stderr and marked False in the result) or "off" (nothing).
+            (listed on stderr and marked False in the result) or "off" (nothing). The same
+            flagged scans are listed once per process (a grid of runs on one table, or train
+            then evaluate, reports them once, not once per run).
 
     Returns:
         bool array (len(qc),): the rows to use (all True unless ``flagged="exclude"``).
@@ -381,6 +386,10 @@ def check_qc(
         )
     is_flagged = np.array([s == "flagged" for s in status], dtype=bool)
     odd = [f"  {n}: {r}" for n, r, f in zip(names, reasons, is_flagged) if f]
+    if odd and (flagged, tuple(odd)) in _REPORTED:
+        return ~is_flagged if flagged == "exclude" else np.ones(len(status), dtype=bool)
+    if odd and flagged != "off":
+        _REPORTED.add((flagged, tuple(odd)))
     if odd and flagged == "exclude":
         print(
             f"{len(odd)} scan(s) left out of {what} (QC flagged: not like a registered T1 "

@@ -269,7 +269,11 @@ def _add_train_flags(t: argparse.ArgumentParser, grid: bool = False) -> None:
     ):
         kw = dict(choices=kind) if isinstance(kind, tuple) else dict(type=kind)
         t.add_argument(flag, help=help, **kw)
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (one line per epoch still goes to stderr)",
+    )
 
 
 def _model_overrides(a: argparse.Namespace) -> dict:
@@ -337,7 +341,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             "# the resolved training config; rerun with: slicelib train --config <this file>\n"
             + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         )
-    run_dir = train(cfg, progress=not a.no_progress)
+    run_dir = train(cfg, progress="log" if a.no_progress else True)  # epoch lines for logs
     if rank0:
         print(f"run: {run_dir}  (best.pt, last.pt, history.csv, split.csv, config.json)")
     return 0

@@ -88,7 +88,7 @@ __all__ += ["encode_features", "cached_features", "CHECKPOINT_FORMAT"]
 # train(): table -> subject split -> model -> fit
 
 
-def train(config: TrainConfig | dict, progress: bool = True) -> Path:
+def train(config: TrainConfig | dict, progress: bool | str = True) -> Path:
     """Train a slice model on a participants table; resumable; returns the run directory.
 
     Steps: read the table, split subjects into train/val/test (``slicelib.datasets.
@@ -103,7 +103,7 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
 
     Args:
         config: a :class:`TrainConfig` or a dict of its fields.
-        progress: show progress bars.
+        progress: True: bars and a line per epoch; ``"log"``: the lines only; False: quiet.
 
     Returns:
         Path of the run directory (``config.out``) with config.json, split.csv, best.pt,
@@ -120,7 +120,7 @@ def train(config: TrainConfig | dict, progress: bool = True) -> Path:
     table["_y"] = codes.values
     pcfg = PreprocessConfig.from_dict(dict(cfg.preprocess))
     _train_val(table, np.ones(len(table), dtype=bool), cfg)  # before any scan is preprocessed
-    keep = _check_inputs(table, pcfg, cfg, rank, run_dir / "qc.csv", progress)
+    keep = _check_inputs(table, pcfg, cfg, rank, run_dir / "qc.csv", progress is True)
     tr, va = _train_val(table, keep, cfg)
     check_classes(tr["_y"].to_numpy(), cfg.task, classes or [], cfg.target)
 
@@ -282,7 +282,7 @@ def fit(
     config: TrainConfig,
     run_dir: str | os.PathLike,
     meta: dict | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
 ) -> dict:
     """Train ``model`` with checkpoints, resume, early stopping and a history table.
 
@@ -300,7 +300,7 @@ def fit(
         run_dir: where ``last.pt``, ``best.pt`` and ``history.csv`` go (rank 0 only).
         meta: the run config stored in checkpoints (see :func:`train`); built from ``config``,
             ``model.config`` and the training targets if omitted.
-        progress: show tqdm bars (rank 0). One summary line per epoch goes to stderr anyway.
+        progress: True: bars + a stderr line per epoch (rank 0); "log": lines only; False: quiet.
 
     Returns:
         dict: ``best_epoch`` (0-based), ``best_value`` (monitored metric), ``epochs_run``,
@@ -337,14 +337,14 @@ def fit(
     if cfg.schedule == "cosine":
         steps = cfg.epochs * math.ceil(len(loader) / cfg.grad_accum)  # optimiser steps in all
         sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_factor(steps))
-    state = _resume(run_dir / "last.pt", model, opt, sched, meta, cfg.patience)
+    state = _resume(run_dir / "last.pt", model, opt, sched, meta, cfg.patience, bool(progress))
     first = cfg.epochs if state.stopped_early or state.diverged else state.epoch + 1
 
     with _deterministic(cfg.deterministic, device):
         for epoch in range(first, cfg.epochs):
             t0 = time.time()
             _seed_epoch(cfg.seed, epoch, loader)
-            desc = f"epoch {epoch + 1}/{cfg.epochs}" if progress and rank == 0 else None
+            desc = f"epoch {epoch + 1}/{cfg.epochs}" if progress is True and rank == 0 else None
             train_loss = _train_epoch(net, loader, opt, sched, cfg, stats, device, bf16, desc)
             row = {"epoch": epoch + 1, "train_loss": train_loss}
             row.update(_validate(runner, val_ds, cfg, stats, device, bf16, monitor))
@@ -354,7 +354,7 @@ def fit(
             improved = state.update(M.to_jsonable(row), monitor, mode, cfg.patience)
             if rank == 0:
                 _save(run_dir, model, opt, sched, state, meta, improved)
-                _log(state, cfg.epochs, monitor, improved, train_loss, cfg.lr)
+                _log(state, cfg.epochs, monitor, improved, train_loss, cfg.lr, bool(progress))
             barrier()
             if state.stopped_early or state.diverged:
                 break
@@ -546,17 +546,18 @@ def _deterministic(on: bool, device: torch.device):
         torch.use_deterministic_algorithms(before)
 
 
-def _log(state: RunState, epochs: int, monitor: str, improved: bool, loss: float, lr) -> None:
-    row = state.history[-1]
-    msg = f"epoch {row['epoch']}/{epochs}  train_loss {loss:.4f}"
-    for key in dict.fromkeys(("val_loss", "val_mae", "val_auc", "val_balanced_accuracy", monitor)):
-        if isinstance(row.get(key), float):
-            msg += f"  {key} {row[key]:.4f}"
-    tqdm.write(msg + ("  *" if improved else ""), file=sys.stderr)
+def _log(state: RunState, epochs, monitor: str, improved: bool, loss: float, lr, verbose) -> None:
+    """The epoch's line (and early stopping) on stderr when ``verbose``; divergence always."""
     if state.diverged:
         why = f"training loss {loss}" if not math.isfinite(loss) else "NaN/inf outputs"
         tqdm.write(f"diverged ({why}): stopped. Try a lower lr than {lr:g}.", file=sys.stderr)
-    if state.stopped_early:
+    row = state.history[-1]
+    msg = f"epoch {row['epoch']}/{epochs}  train_loss {loss:.4f}"
+    keys = dict.fromkeys(("val_loss", "val_mae", "val_auc", "val_balanced_accuracy", monitor))
+    msg += "".join(f"  {k} {row[k]:.4f}" for k in keys if isinstance(row.get(k), float))
+    if verbose:
+        tqdm.write(msg + ("  *" if improved else ""), file=sys.stderr)
+    if verbose and state.stopped_early:
         tqdm.write(f"early stopping: no improvement for {state.bad_epochs} epochs", file=sys.stderr)
 
 
@@ -585,7 +586,7 @@ def _save(run_dir: Path, model, opt, sched, state: RunState, meta: dict, improve
     _write_csv(run_dir / "history.csv", pd.DataFrame(state.history))
 
 
-def _resume(last: Path, model, opt, sched, meta: dict, patience: int | None) -> RunState:
+def _resume(last: Path, model, opt, sched, meta: dict, patience: int | None, verbose) -> RunState:
     """Load ``last.pt`` into the model, optimiser and scheduler; a fresh state if none.
 
     What may change on resume follows the config now: the scheduler takes only the step count
@@ -606,7 +607,7 @@ def _resume(last: Path, model, opt, sched, meta: dict, patience: int | None) -> 
     names = [f.name for f in dataclasses.fields(RunState) if f.name in ckpt]  # older: fewer
     state = RunState(**{k: ckpt[k] for k in names})
     state.stopped_early = patience is not None and state.bad_epochs >= patience
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if verbose and (not dist.is_initialized() or dist.get_rank() == 0):
         tqdm.write(f"resuming {last.parent} after epoch {state.epoch + 1}", file=sys.stderr)
     return state
 

@@ -43,6 +43,14 @@ def _hermetic_user_folders(tmp_path_factory):
             os.environ[key] = value
 
 
+@pytest.fixture(autouse=True)
+def _qc_reports_start_afresh():
+    """check_qc lists a set of flagged scans once per process; each test starts afresh."""
+    from slicelib import cache
+
+    cache._REPORTED.clear()
+
+
 @pytest.fixture(scope="session")
 def mobilenet_weights() -> Path:
     """The real ImageNet MobileNetV2 state_dict in ../shared/weights (or $SLICELIB_WEIGHTS_DIR)."""

@@ -165,6 +165,19 @@ def test_check_qc_errors_stop_flagged_warn_exclude_or_pass(capsys):
         check_qc(qc, flagged="skip")
 
 
+def test_check_qc_lists_the_same_flagged_scans_once_per_process(recwarn):
+    """A grid of runs on one table (or train, then evaluate) lists its flagged scans once:
+    notebook 02 printed the same QC warning 110 times in the smoke preset."""
+    qc = pd.DataFrame({"path": ["a", "b"], "status": ["ok", "flagged"], "reasons": ["", "x"]})
+    for what in ("training on t.tsv", "evaluating run r1", "evaluating run r2"):
+        assert check_qc(qc, what).tolist() == [True, True]
+    assert len([w for w in recwarn if "QC flagged" in str(w.message)]) == 1
+    other = qc.assign(reasons=["", "y"])  # other flagged scans (or reasons): listed again
+    check_qc(other, "training on t.tsv")
+    assert len([w for w in recwarn if "QC flagged" in str(w.message)]) == 2
+    assert check_qc(qc, flagged="exclude").tolist() == [True, False]  # excluded all the same
+
+
 def _tiny_run(run: Path, cache: Path) -> Path:
     """A run directory with an untrained tiny slice model (best.pt), as train writes it."""
     from slicelib.config import TrainConfig

@@ -50,6 +50,9 @@ def test_notebook_starts_with_a_parameters_cell_holding_preset(name):
     assert code.index(tagged[0]) <= 1, f"{name}: the parameters cell must come first"
 
 
+STDERR_LINES = 36  # a bound on the stderr lines of one executed smoke notebook
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_headless_in_smoke_preset(name, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
@@ -57,3 +60,14 @@ def test_notebook_runs_headless_in_smoke_preset(name, tmp_path, monkeypatch):
     monkeypatch.setenv("SLICELIB_CACHE", str(tmp_path / "cache"))
     (row,) = run_notebooks(tmp_path, preset="smoke", names=[name], html=False)
     assert Path(row["ipynb"]).is_file()
+    # a student reads the executed notebook: a few dozen stderr lines at most, not a log wall
+    cells = json.loads(Path(row["ipynb"]).read_text())["cells"]
+    err = [
+        (i, line)
+        for i, cell in enumerate(cells)
+        for out in cell.get("outputs", [])
+        if out.get("name") == "stderr"
+        for line in "".join(out.get("text", "")).splitlines()
+        if line.strip()
+    ]
+    assert len(err) <= STDERR_LINES, f"{name}: {len(err)} stderr lines, e.g. {err[:5]}"
