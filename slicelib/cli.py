@@ -39,7 +39,7 @@ from slicelib.course import run_notebooks
 from slicelib.data import METHODS
 from slicelib.errors import CheckpointError, ConfigError, DataError, PipelineError, WeightsError
 from slicelib.model import NORMS, POOLINGS, POSITIONS
-from slicelib.runs import evaluate_run, predict_files
+from slicelib.runs import evaluate_run, predict_ensemble, predict_files
 from slicelib.synth import make_cohort
 from slicelib.train import train
 
@@ -127,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     q = sub.add_parser("predict", help="predict from NIfTI files with a run's preprocessing")
-    q.add_argument("--run", required=True, help="run directory")
+    q.add_argument(
+        "--run", required=True, action="append",
+        help="run directory; give --run several times for an ensemble (mean of the runs)",
+    )  # fmt: skip
     q.add_argument("files", nargs="+", help="3D NIfTI scans (.nii/.nii.gz)")
     q.add_argument("--out", default=None, help="CSV file (default: print to stdout)")
     q.add_argument("--checkpoint", default="best", choices=["best", "last"])
@@ -380,7 +383,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def cmd_predict(a: argparse.Namespace) -> int:
     """``slicelib predict``: one row per file; failures reported, exit code 1 if any failed."""
     kw = dict(checkpoint=a.checkpoint, device=a.device, progress=not a.no_progress)
-    df = predict_files(a.run, a.files, **kw, jobs=a.jobs)
+    if len(a.run) == 1:
+        df = predict_files(a.run[0], a.files, **kw, jobs=a.jobs)
+    else:
+        df = predict_ensemble(a.run, a.files, **kw, jobs=a.jobs)
     bad = df[df["error"] != ""]
     for _, r in bad.iterrows():
         print(f"slicelib predict: {r['path']}: {r['error']}", file=sys.stderr)

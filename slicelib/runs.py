@@ -58,6 +58,7 @@ __all__ = [
     "load_run",
     "evaluate_run",
     "predict_files",
+    "predict_ensemble",
     "ridge_on_run",
 ]
 
@@ -372,6 +373,48 @@ def predict_files(
     df = df.reindex(columns=first + [c for c in df.columns if c not in first])
     last = ["qc", "qc_reasons", "error"]
     return df[[c for c in df.columns if c not in last] + last]
+
+
+def predict_ensemble(run_dirs, files, strict: bool = True, **kw) -> pd.DataFrame:
+    """The mean prediction of several regression runs (seeds, axes or folds) for each file.
+
+    Each run predicts with its own preprocessing (:func:`predict_files`, same ``kw``:
+    checkpoint, device, progress, jobs); the ensemble's prediction is the mean over runs, in
+    the target's units (years for age). A file is as good as its worst run: an error in any
+    run is an error; QC "flagged" in any run is flagged (with ``strict``, the mean goes to
+    ``prediction_unreliable``).
+
+    Returns:
+        :func:`predict_files`' columns (one row per file) plus ``prediction_sd`` (SD over the
+        runs' predictions, target units), ``n_runs`` and ``prediction_<k>`` (run k's value).
+    """
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
+    for run in run_dirs:
+        task = load_run(run)[1]["model"]["task"]
+        if task != "regression":
+            raise ConfigError(f"{run} is a {task} run; ensembles average regression runs only.")
+    frames = [predict_files(r, files, strict=False, **kw) for r in run_dirs]
+    values = pd.concat([f["prediction"].astype(float) for f in frames], axis=1)
+    out = frames[0][["path"]].copy()
+    rank = {"ok": 0, "flagged": 1, "error": 2}
+    qc = pd.concat([f["qc"].map(rank) for f in frames], axis=1).max(axis=1)
+    out["qc"] = qc.map({v: k for k, v in rank.items()})
+    worst = [
+        [f["qc_reasons"].iat[i] for f in frames if f["qc"].iat[i] != "ok"] for i in range(len(out))
+    ]
+    out["qc_reasons"] = ["; ".join(dict.fromkeys(r)) for r in worst]
+    out["error"] = ["; ".join(e for e in dict.fromkeys(f["error"].iat[i] for f in frames) if e)
+                    for i in range(len(out))]  # fmt: skip
+    mean = values.mean(axis=1).where(out["qc"] != "error")
+    unreliable = strict & (out["qc"] == "flagged")
+    out.insert(1, "prediction", mean.where(~unreliable))
+    out.insert(2, "prediction_unreliable", mean.where(unreliable))
+    out.insert(3, "prediction_sd", values.std(axis=1, ddof=1).where(out["qc"] != "error"))
+    out.insert(4, "n_runs", len(run_dirs))
+    for k in range(len(run_dirs)):
+        out[f"prediction_{k}"] = values.iloc[:, k]
+    last = ["qc", "qc_reasons", "error"]
+    return out[[c for c in out.columns if c not in last] + last]
 
 
 def _prediction(out: np.ndarray, task: str, classes: list | None) -> dict:

@@ -170,6 +170,23 @@ def test_train_evaluate_predict_commands(table, tmp_path, capsys):
     assert df.loc[0, "qc"] == "flagged" and df.loc[0, "prediction"] == ""  # a toy sphere
     assert float(df.loc[0, "prediction_unreliable"]) > 0
 
+    # an ensemble: --run twice, the mean of the two runs' predictions
+    run2 = tmp_path / "run2"
+    argv = ["train", *base, "--out", str(run2), "--position", "none", "--norm", "slice"]
+    assert main(argv + ["--pooling", "max", "--qc", "off", "--seed", "1"]) == 0
+    csv2, ens = tmp_path / "pred2.csv", tmp_path / "ens.csv"
+    assert main(["predict", "--run", str(run2), good, "--out", str(csv2)]) == 0
+    argv = ["predict", "--run", str(run), "--run", str(run2), good, str(bad), "--out", str(ens)]
+    assert main(argv) == 1
+    one, two = (float(pd.read_csv(c)["prediction_unreliable"].iat[0]) for c in (csv, csv2))
+    df = pd.read_csv(ens, keep_default_na=False)
+    assert (
+        df.loc[0, "n_runs"] == 2 and df.loc[0, "qc"] == "flagged" and df.loc[0, "prediction"] == ""
+    )
+    assert float(df.loc[0, "prediction_unreliable"]) == pytest.approx((one + two) / 2)
+    assert float(df.loc[0, "prediction_sd"]) == pytest.approx(abs(one - two) / 2**0.5)
+    assert "bad.nii.gz" in df.loc[1, "error"] and df.loc[1, "prediction_unreliable"] == ""
+
 
 def test_unknown_config_key_is_an_error_naming_it(table, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
