@@ -149,3 +149,36 @@ def test_check_site_expects_the_figures_and_viewers_of_each_notebook(tmp_path):
         (site / page).parent.mkdir(parents=True, exist_ok=True)
         (site / page).write_text("<html></html>")
     assert check_site.site_pages(site) == ["index.html", "docs/results.html", "genindex.html"]
+
+
+def test_progress_bars_are_drawn_from_their_saved_state_without_widget_javascript():
+    def model(name, **state):
+        return {"model_name": name, "state": state}
+
+    state = {
+        "bar": model(
+            "HBoxModel", children=["IPY_MODEL_left", "IPY_MODEL_progress", "IPY_MODEL_right"]
+        ),
+        "left": model("HTMLModel", value="compare: 100%"),
+        "progress": model("FloatProgressModel", min=0.0, max=2.0, value=2.0),
+        "right": model("HTMLModel", value="2/2 [00:53<00:00]"),
+        "button": model("ButtonModel", description="go"),
+    }
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["widgets"] = {build.WIDGET_STATE: {"state": state}}
+    code = nbformat.v4.new_code_cell("run()", execution_count=1)
+    code.outputs = [
+        nbformat.v4.new_output(
+            "display_data",
+            data={build.WIDGET_VIEW: {"model_id": model_id}, "text/plain": "compare: 0%"},
+        )
+        for model_id in ("bar", "button")
+    ]
+    nb.cells = [code]
+    assert build.static_widgets(nb) == 1
+    bar, button = (output["data"] for output in code.outputs)
+    assert "widgets" not in nb.metadata
+    assert build.WIDGET_VIEW not in bar and build.WIDGET_VIEW not in button
+    assert "compare: 100%" in bar["text/html"] and "2/2 [00:53<00:00]" in bar["text/html"]
+    assert '<progress value="2.0" max="2.0">' in bar["text/html"]
+    assert button == {"text/plain": "compare: 0%"}  # a widget it cannot draw: its text form

@@ -15,6 +15,7 @@ HTML lands in ``<out>/html`` (open ``<out>/html/index.html``); Sphinx's warnings
 from __future__ import annotations
 
 import argparse
+import html
 import os
 import posixpath
 import re
@@ -178,6 +179,56 @@ def _rewrite(match, source, site_dir, pages, repo_url, repo):
     return match.group(1) + new + match.group(3)
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def static_widgets(nb) -> int:
+    """Replace, in place, every ipywidgets output of the notebook ``nb`` (the tqdm progress bars)
+    by static HTML drawn from the widget state that the executed notebook saved (its final
+    values: "compare: 100%", the bar, "2/2 [00:12<00:00]"), and drop that state, so that the
+    page needs no widget JavaScript from a CDN. Boxes, HTML, labels and progress bars are drawn;
+    an output with any other widget keeps its text/plain form. Returns how many were drawn."""
+    state = nb.metadata.pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    drawn = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            data = output.get("data", {})
+            if WIDGET_VIEW not in data:
+                continue
+            view = data.pop(WIDGET_VIEW)
+            markup = _widget_html(state, view.get("model_id"))
+            if markup is not None:
+                data["text/html"] = f'<div class="static-widget">{markup}</div>'
+                drawn += 1
+    return drawn
+
+
+def _widget_html(state: dict, model_id: str | None) -> str | None:
+    model = state.get(model_id or "")
+    if model is None:
+        return None
+    name, values = model.get("model_name"), model.get("state", {})
+    if name in ("HBoxModel", "VBoxModel", "BoxModel"):
+        children = [_widget_html(state, c.removeprefix("IPY_MODEL_")) for c in values["children"]]
+        if any(c is None for c in children):
+            return None
+        direction = "column" if name == "VBoxModel" else "row"
+        return (
+            f'<div style="display:flex;flex-direction:{direction};align-items:center;gap:.5em">'
+            + "".join(children)
+            + "</div>"
+        )
+    if name in ("HTMLModel", "HTMLMathModel"):
+        return f"<span>{values.get('value', '')}</span>"
+    if name == "LabelModel":
+        return f"<span>{html.escape(str(values.get('value', '')))}</span>"
+    if name in ("FloatProgressModel", "IntProgressModel"):
+        low, high, value = values.get("min", 0), values.get("max", 100), values.get("value", 0)
+        return f'<progress value="{value - low}" max="{high - low}"></progress>'
+    return None
+
+
 def stage(
     course_dir: str | os.PathLike,
     src: str | os.PathLike,
@@ -186,7 +237,8 @@ def stage(
 ) -> dict:
     """Lay the site's pages out in ``src`` (emptied first): README.md as index.md, the docs/
     pages of the table of contents, and the executed notebooks of ``course_dir`` as
-    ``notebooks/<name>.ipynb``, their relative links rewritten by :func:`rewrite_links`.
+    ``notebooks/<name>.ipynb``, their relative links rewritten by :func:`rewrite_links` and
+    their progress bars drawn as static HTML by :func:`static_widgets`.
 
     Returns ``{"pages": [site paths], "presets": {name: preset}, "end_times": {name: str}}``.
     Raises SiteError (see :func:`check_toc`, :func:`executed_notebooks`) or, for a docs page of
@@ -212,6 +264,7 @@ def stage(
         target.write_text(text, encoding="utf-8")
     for name, info in notebooks.items():
         nb = info["notebook"]
+        static_widgets(nb)
         for cell in nb.cells:
             if cell.cell_type == "markdown":
                 cell.source = rewrite_links(cell.source, f"notebooks/{name}.ipynb", site_files, url)

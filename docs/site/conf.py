@@ -26,6 +26,9 @@ nb_merge_streams = True  # one block per cell for stdout/stderr (progress output
 myst_heading_anchors = 3  # links such as docs/setup.md#offline-imagenet-weights resolve
 # No dollarmath: the pages write environment variables as $NAME, which is not mathematics.
 myst_enable_extensions = ["colon_fence"]
+# The pages work offline: build.py renders the progress bars (ipywidgets) from their saved state
+# as static HTML, so no widget JavaScript is loaded from a CDN.
+nb_ipywidgets_js = {}
 
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 
@@ -39,6 +42,9 @@ html_theme_options = {
     # build.py says, on every page, in which preset and when the notebooks were executed
     "announcement": os.environ.get("SLICELIB_SITE_EXECUTED", ""),
 }
+# The first page a fresh browser opens has no saved mode: without a default the theme logs
+# "Got invalid theme mode" as a console error.
+html_context = {"default_mode": "light"}
 html_last_updated_fmt = None
 html_show_sourcelink = False
 html_copy_source = False
