@@ -213,7 +213,10 @@ def _check_viewers(tab, problems: list, timeout_s: float) -> int:
             )
             drawn += 1
         except Exception as error:  # a frame that never drew: name it and go on
-            problems.append(f"view_img viewer not drawn ({frame.url[:60]}): {error}")
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            problems.append(
+                f"a view_img viewer did not draw its canvas in {timeout_s:.0f} s: {first}"
+            )
     return drawn
 
 
@@ -227,12 +230,18 @@ def main(argv=None) -> int:
         default=None,
         help="the staged pages with the notebooks (default: <site>/../src)",
     )
+    parser.add_argument("--page", action="append", help="check only this page (repeatable)")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     parser.add_argument("--width", type=int, default=1280, help="window width, pixels")
     parser.add_argument("--timeout", type=float, default=60, help="seconds per page and step")
     args = parser.parse_args(argv)
     site = Path(args.site).resolve()
     pages = site_pages(site)
+    if args.page:
+        unknown = [p for p in args.page if p not in pages]
+        if unknown:
+            raise SystemExit(f"--page {unknown}: not pages of {site}; its pages: {pages}")
+        pages = args.page
     src = Path(args.src) if args.src else site.parent / "src"
     expect = expected_outputs(src if src.is_dir() else None)
     if not Path(args.chromium).is_file():
@@ -284,7 +293,7 @@ def main(argv=None) -> int:
     server.shutdown()
     (out / "report.json").write_text(json.dumps(report, indent=1))
     failed = [p for p, f in report.items() if f["problems"]]
-    missing = [p for p in expect if p not in report]
+    missing = [p for p in expect if p not in report and not args.page]
     for page in missing:
         print(f"FAIL {page}: the notebook has no page on the site")
     print(

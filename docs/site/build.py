@@ -82,8 +82,9 @@ def check_toc(toc: str | os.PathLike = TOC) -> list[str]:
 def run_first(course_dir: Path) -> str:
     """The commands that write the executed notebooks into ``course_dir``."""
     return (
-        f"run first: slicelib course --preset cpu --out {course_dir} (what make demo runs, about "
-        f"14 min), or for a quick look: slicelib course --preset smoke --out {course_dir} (~3 min)"
+        f"Run first: slicelib course --preset cpu --out {course_dir} (what make demo runs, about "
+        f"14 min), or for a quick look: slicelib course --preset smoke --out {course_dir} (a few "
+        "minutes)"
     )
 
 
