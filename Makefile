@@ -11,7 +11,7 @@ OUT ?= outputs
 SLICELIB_SHARED ?= $(firstword $(wildcard $(abspath ../shared) /work/shared))
 export SLICELIB_SHARED
 
-.PHONY: setup test demo lint bench clean notebooks wheel badges student
+.PHONY: setup test demo lint bench clean notebooks wheel badges student site site-check
 
 setup: $(VENV)/.installed
 
@@ -51,3 +51,17 @@ badges: setup
 # slicelib/exercises.py), written to $(OUT)/student/*.ipynb.
 student: setup
 	$(BIN)/python -c "from slicelib.course import notebook_sources, write_student_notebooks as w; print(*w(notebook_sources(), '$(OUT)/student'), sep='\n')"
+
+# The course site: the README, docs/ and the executed notebooks of $(OUT)/course (make demo, or
+# slicelib course --preset smoke --out $(OUT)/course for a quick look) rendered, never re-run, by
+# Sphinx + myst-nb into $(OUT)/site/html. site-check opens every page in headless Chromium
+# (Debian's: apt-get install chromium) and writes a screenshot per page to $(OUT)/site-check.
+site: $(VENV)/.site-installed
+	$(BIN)/python docs/site/build.py --notebooks $(OUT)/course --out $(OUT)/site
+
+site-check: $(VENV)/.site-installed
+	$(BIN)/python scripts/check_site.py --site $(OUT)/site/html --out $(OUT)/site-check
+
+$(VENV)/.site-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[site]"
+	touch $@
