@@ -497,11 +497,11 @@ display(pd.DataFrame(qc.thresholds("translate"), index=["lower", "upper"]).drop(
 # %% tags=["solution"]
 # Exercise 1.3: name a QC measure of `half_qc` that lies outside qc.thresholds("translate").
 # BEGIN SOLUTION
-flagging = [
-    k for k, b in qc.thresholds("translate").items()
-    if b is not None and k in half_qc and not b[0] <= half_qc[k] <= b[1]
-]  # fmt: skip
-answer = flagging[0]
+answer = next(
+    name
+    for name, b in qc.thresholds("translate").items()
+    if b is not None and name in half_qc and not b[0] <= half_qc[name] <= b[1]
+)
 # END SOLUTION
 # STUDENT: answer = ...  # a measure name such as "ncc", as a string
 check("01.qc_flag_damaged_head", answer, measures=half_qc, bounds=qc.thresholds("translate"))
