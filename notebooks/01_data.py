@@ -24,15 +24,15 @@
 # **Parts and their time** (`PRESET="cpu"`, 2 CPU cores; the run measures them again and
 # prints them at the end):
 #
-# | part | what | time |
+# | part | what | time on 2 idle cores |
 # |---|---|---|
-# | 1 | one raw IXI head through the pipeline, step by step; QC; 3 exercises | 0.5-3 min |
-# | 2 | the real cohort the later notebooks train on (`data/ixi_hh_4mm`) and its folds | < 0.5 min |
-# | 3 | the synthetic cohort with known answers (made once, reused by notebooks 02-04) | 1-4 min |
+# | 1 | one raw IXI head through the pipeline, step by step; QC; 3 exercises | under a minute: deepbet ~3 s, N4 2-5 s, registration 5-10 s |
+# | 2 | the real cohort the later notebooks train on (`data/ixi_hh_4mm`) and its folds | seconds |
+# | 3 | the synthetic cohort with known answers (made once, reused by notebooks 02-04) | ~35 s the first time (about 6 subjects/s), then seconds |
 # | 4 | your own data (a table of files, a BIDS folder, OASIS-1) | seconds |
 #
-# The range is the machine's load: each step of part 1 takes seconds on two idle cores and
-# several times longer on a busy one. `PRESET="smoke"` (CI) runs the same steps on a smaller
+# On a busy machine every step takes several times longer (the step times above are those
+# measured in `slicelib.pipeline` and `slicelib.synth`). `PRESET="smoke"` (CI) runs the same steps on a smaller
 # synthetic cohort; `PRESET="gpu"` makes a 1000-subject synthetic cohort (nothing here uses the
 # GPU).
 
@@ -538,7 +538,7 @@ t_part = time.perf_counter()
 #
 # Notebooks 02-04 train on real heads, but running the pipeline above on every head each time
 # would take most of a lab session. So the repository ships its output once: the 138 IXI heads
-# with an age, each taken through exactly the default pipeline of part 1 (deepbet, N4, 12-dof
+# with an age, each taken through the default pipeline of part 1 (deepbet, N4, 12-dof
 # affine to MNI152) and resampled onto a coarser **4 mm grid** (45 x 54 x 45 voxels), stored as
 # skull-stripped brains in MNI space (header code 4, so they are not registered again). The
 # folder's README says how they were made; `pipeline.json` holds the configuration used.
@@ -566,8 +566,8 @@ per_fold = deriv.groupby("fold").agg(
 ).round({"mean_age": 1, "min_age": 0, "max_age": 0, "women": 2})  # fmt: skip
 display(per_fold)
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), layout="constrained")
-axes[0].boxplot([deriv.loc[deriv["fold"] == f, "age"] for f in per_fold.index],
-                tick_labels=[str(f) for f in per_fold.index])  # fmt: skip
+axes[0].boxplot([deriv.loc[deriv["fold"] == f, "age"] for f in per_fold.index])
+axes[0].set_xticks(range(1, len(per_fold) + 1), [str(f) for f in per_fold.index])
 axes[0].set(xlabel="fold", ylabel="age (years)", title="Age per fold (stratified by age and sex)")
 axes[1].hist(deriv["ncc"], bins=20, color="C0", label=f"{len(deriv)} IXI brains")
 ncc_lo = qc.thresholds("register")["ncc"][0]
@@ -591,7 +591,7 @@ row = deriv.set_index("participant_id").loc[
     else deriv["participant_id"].iloc[0]
 ]  # fmt: skip
 shipped = nib.load(row["path"])
-print(f"{row.name}: shape {shipped.shape}, voxel {shipped.header.get_zooms()} mm, "
+print(f"{row.name}: shape {shipped.shape}, voxel {tuple(float(z) for z in shipped.header.get_zooms())} mm, "
       f"sform code {int(shipped.header['sform_code'])}, age {row['age']:.0f}, fold {row['fold']}")  # fmt: skip
 d = plotting.plot_anat(shipped, cut_coords=(0, -18, 18), dim=-0.3, draw_cross=False,
                        title=f"{row.name}, shipped 4 mm brain (stored intensity)")  # fmt: skip
@@ -890,7 +890,7 @@ pd.DataFrame({"participant_id": ["s1"], "t1": ["missing.nii.gz"], "age": ["forty
 try:
     read_table(own / "broken.csv", target="age")
 except DataError as err:
-    print("DataError:", err)
+    print("DataError:", str(err).replace(str(data_dir()), "<data dir>"))
 
 # %% [markdown]
 # For your own data: `read_table("MY_FOLDER", target="age")` (BIDS) or
