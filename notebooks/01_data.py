@@ -527,7 +527,7 @@ check("01.qc_flag_damaged_head", answer, measures=half_qc, bounds=qc.thresholds(
 # %%
 fig, axes = plt.subplots(len(translated), 1, figsize=(10, 3.2 * len(translated)))
 for ax, (name, (vol, aff, info)) in zip(axes, translated.items()):
-    why = ", ".join(r.split("=")[0] for r in info["reasons"]) or "no measure out of bounds"
+    why = ", ".join(r.split("=")[0] for r in info["reasons"]) or "none"
     d = plotting.plot_anat(
         nib.Nifti1Image(vol, aff), axes=ax, cut_coords=(0, -18, 18), dim=-0.3,
         draw_cross=False, title=f"{name}, translate: {info['status']} (out of bounds: {why})",
