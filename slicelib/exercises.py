@@ -121,6 +121,94 @@ def is_number(x) -> bool:
 
 # Notebook 01: data ---------------------------------------------------------------------------
 
+_MASK_A = np.zeros((4, 4, 4), bool)
+_MASK_A[:2] = True  # 32 voxels
+_MASK_B = np.zeros((4, 4, 4), bool)
+_MASK_B[1:3] = True  # 32 voxels, 16 shared with _MASK_A: Dice 0.5, Jaccard 1/3
+
+
+@register(
+    "01.mask_dice",
+    "The Dice overlap of deepbet's brain mask with the DLMUSE labels' brain (label > 0).",
+    wrong=[
+        {"answer": 1 / 3, "mask": _MASK_A, "reference": _MASK_B},  # the Jaccard index
+        {"answer": 0.75, "mask": _MASK_A, "reference": _MASK_B},  # agreement of all voxels
+        {"answer": 16, "mask": _MASK_A, "reference": _MASK_B},  # the shared voxel count
+    ],
+)
+def _mask_dice(answer, mask, reference) -> str | None:
+    """``answer``: the Dice coefficient, a number in [0, 1]; ``mask``, ``reference``: the two
+    (X, Y, Z) boolean masks on one voxel grid."""
+    if not is_number(answer) or not 0 <= float(answer) <= 1:
+        return "the Dice coefficient is one number between 0 and 1."
+    a, b = np.asarray(mask, bool), np.asarray(reference, bool)
+    if a.shape != b.shape:
+        return f"the two masks must be on one voxel grid (shapes {a.shape} and {b.shape})."
+    overlap, total = np.count_nonzero(a & b), np.count_nonzero(a) + np.count_nonzero(b)
+    if abs(float(answer) - 2 * overlap / max(total, 1)) < 1e-6:
+        return None
+    if abs(float(answer) - overlap / max(np.count_nonzero(a | b), 1)) < 1e-6:
+        return "that is the Jaccard index (overlap / union); Dice counts the overlap twice."
+    return (
+        "Dice = 2 |A and B| / (|A| + |B|): count the voxels in both masks, and the voxels of "
+        "each mask (only brain voxels count, not the background both leave out)."
+    )
+
+
+@register(
+    "01.ncc_without_registration",
+    "The template NCC of the raw head preprocessed with method 'translate' (no registration).",
+    wrong=[
+        {"answer": 0.61, "ncc_on": 0.56},  # higher than registered: not what translate gives
+        {"answer": 1.4, "ncc_on": 0.56},  # not a correlation
+        {"answer": "lower", "ncc_on": 0.56},  # a word, not the measured number
+    ],
+)
+def _ncc_without_registration(answer, ncc_on) -> str | None:
+    """``answer``: the ``ncc`` QC measure of the translated head; ``ncc_on``: that of the
+    registered head (the pipeline's result)."""
+    if not is_number(answer):
+        return "answer with the measured number: the 'ncc' entry of the QC measures."
+    if not -1 <= float(answer) <= 1:
+        return "an NCC is a correlation, between -1 and 1: take the 'ncc' QC measure."
+    if float(answer) >= float(ncc_on) - 0.05:
+        return (
+            "that is not below the registered head's NCC. Did you preprocess the raw head with "
+            "method='translate' (not the registered result) and take its 'ncc' measure?"
+        )
+    return None
+
+
+_HALF_HEAD = {"ncc": 0.23, "wm_gm": 0.39, "coverage": 0.50, "brain_ml": 935.0}
+_HALF_BOUNDS = {"ncc": (0.03, 1.0), "wm_gm": (0.18, math.inf), "coverage": (0.65, math.inf),
+                "brain_ml": (700.0, 2500.0), "inside": None}  # fmt: skip
+
+
+@register(
+    "01.qc_flag_damaged_head",
+    "The name of a QC measure that flags the head whose lower half is blanked.",
+    wrong=[
+        {"answer": "ncc", "measures": _HALF_HEAD, "bounds": _HALF_BOUNDS},  # inside its bounds
+        {"answer": "inside", "measures": _HALF_HEAD, "bounds": _HALF_BOUNDS},  # not measured
+        {"answer": "age", "measures": _HALF_HEAD, "bounds": _HALF_BOUNDS},  # not a QC measure
+        {"answer": 0.5, "measures": _HALF_HEAD, "bounds": _HALF_BOUNDS},  # a value, not a name
+    ],
+)
+def _qc_flag_damaged_head(answer, measures, bounds) -> str | None:
+    """``answer``: a measure name (str); ``measures``: the damaged head's QC measures (dict of
+    numbers); ``bounds``: ``{measure: (low, high) or None}`` of the method that preprocessed it
+    (:func:`slicelib.qc.thresholds`)."""
+    names = sorted(k for k, b in bounds.items() if b is not None and measures.get(k) is not None)
+    if not isinstance(answer, str) or answer not in names:
+        return f"answer with the name of one QC measure (a string), one of {names}."
+    lo, hi = bounds[answer]
+    if lo <= float(measures[answer]) <= hi:
+        return (
+            f"{answer} lies inside its bounds for this method: compare every measure with "
+            "the bounds of qc.thresholds(method)."
+        )
+    return None
+
 
 # Notebook 02: ImageNet vs scratch -------------------------------------------------------------
 
