@@ -25,14 +25,14 @@
 # 5. tell a budget-limited live run from the full cross-validated experiment, and write only
 #    the conclusions the shown runs support.
 #
-# **Parts and their time** in the `cpu` preset (2 CPU cores, measured on a shared machine; the
-# last cell prints your run's own times): 0-1 setup and data (under a minute); 2 the model
-# opened up (under a minute); 3 ImageNet vs scratch, live (about 5 minutes, most of it
-# fine-tuning); 4 the cross-validated results (seconds); 5 brain-age essentials (about a
-# minute); 6 a training-set-size sweep and 7 the Alzheimer's task on the synthetic cohort (about
-# a minute each); 8 conclusions. `PRESET="smoke"` (CI) runs everything on a subset in a few
-# minutes, and its numbers mean nothing; `PRESET="gpu"` runs the 4 mm grid, ResNet18 and 100
-# epochs.
+# **Parts and their time** in the `cpu` preset on 2 CPU cores (estimated from the measured
+# time per epoch of each kind of run; the last cell prints your run's own times): 0-1 setup
+# and data, and 2 the model opened up (under a minute each); 3 ImageNet vs scratch, live (about
+# 5 minutes, most of it fine-tuning, exercise 2.2 included); 4 the cross-validated results
+# (seconds); 5 brain-age essentials (about a minute); 6 a training-set-size sweep and 7 the
+# Alzheimer's task on the synthetic cohort (under a minute each); 8 conclusions.
+# `PRESET="smoke"` (CI) runs everything on a subset, and its numbers mean nothing;
+# `PRESET="gpu"` runs the 4 mm grid, ResNet18 and 100 epochs.
 #
 # The exercises are "predict, then try": write down what you expect before you run them.
 
