@@ -523,12 +523,14 @@ LIVE[["n", "n_seeds", "epochs", "lr (per seed)", "status", "mae", "mae_lo", "mae
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
 order_arms = LIVE.sort_values("mae").index
-colors = ["0.6" if LIVE.loc[a, "status"] == "baseline" else "tab:blue" if a.startswith("ImageNet")
-          else "tab:orange" if a.startswith("scratch") else "tab:green" for a in order_arms]  # fmt: skip
-ax.errorbar(LIVE.loc[order_arms, "mae"], range(len(order_arms)), fmt="none", ecolor=colors,
-            xerr=[LIVE.loc[order_arms, "mae"] - LIVE.loc[order_arms, "mae_lo"],
-                  LIVE.loc[order_arms, "mae_hi"] - LIVE.loc[order_arms, "mae"]], capsize=4)  # fmt: skip
-ax.scatter(LIVE.loc[order_arms, "mae"], range(len(order_arms)), c=colors, zorder=3)
+KIND_COLOR = {"ImageNet": "tab:blue", "scratch": "tab:orange", "3D CNN": "tab:green"}
+for i, a in enumerate(order_arms):
+    kind_ = "baseline" if LIVE.loc[a, "status"] == "baseline" else a.split(",")[0].split(" (")[0]
+    r = LIVE.loc[a]
+    ax.errorbar(r["mae"], i, xerr=[[r["mae"] - r["mae_lo"]], [r["mae_hi"] - r["mae"]]], fmt="o",
+                color=KIND_COLOR.get(kind_, "0.5"), capsize=4, label=kind_)  # fmt: skip
+handles, labels = ax.get_legend_handles_labels()
+ax.legend(dict(zip(labels, handles)).values(), dict(zip(labels, handles)).keys(), fontsize="small")
 ax.set_yticks(range(len(order_arms)), order_arms)
 ax.invert_yaxis()
 ax.set(xlabel="test MAE (years), lower is better; bars: 95 % bootstrap CI",
