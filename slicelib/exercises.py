@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from slicelib.metrics import correct_age_bias, fit_age_bias
+
 __all__ = [
     "Exercise",
     "EXERCISES",
@@ -211,6 +213,111 @@ def _qc_flag_damaged_head(answer, measures, bounds) -> str | None:
 
 
 # Notebook 02: ImageNet vs scratch -------------------------------------------------------------
+
+
+@register(
+    "02.permutation_attention",
+    "Build a slice model with attention pooling whose output does not change when its slices "
+    "are shuffled.",
+    wrong=[{"answer": "attention"}, {"answer": 0.0}],
+)
+def _permutation_attention(answer, x=None, order=None):
+    """``answer``: a SliceModel; ``x`` (1, 1, X, Y, Z) tensor; ``order`` a permutation of X."""
+    import torch  # the model's own dependency; a check needs it only for this exercise
+
+    config = getattr(answer, "config", None)
+    if config is None or not callable(answer):
+        return "assign the model itself (a SliceModel), not its name or one of its outputs."
+    if config.pooling not in ("attention", "gated_attention"):
+        return f"this model pools with {config.pooling!r}; the exercise asks for attention pooling."
+    if answer.training:
+        return "put the model in eval mode (model.eval()) before measuring it."
+    with torch.no_grad():
+        change = float((answer(x) - answer(x[:, :, list(order)])).abs().max())
+    if change > 1e-4:
+        return (
+            f"shuffling the slices changed the output by {change:.2g}: something in the model "
+            "depends on the slice order. Which position and norm settings carry a per-slice code?"
+        )
+    return None
+
+
+@register(
+    "02.scratch_longer",
+    "Train the fine-tuned scratch arm at lr 1e-3 with more epochs; its test MAE minus the "
+    "fine-tuned ImageNet arm's (years).",
+    wrong=[
+        {"answer": 1.0, "results_dir": "/nonexistent/age_scratch_longer", "imagenet_mae": 8.0},
+        {"answer": "1.0", "results_dir": "/nonexistent/age_scratch_longer", "imagenet_mae": 8.0},
+    ],
+)
+def _scratch_longer(answer, results_dir=None, imagenet_mae=None, min_epochs=0):
+    """``results_dir``: the compare folder of the longer run (its results.csv); the gap is
+    that run's test MAE minus ``imagenet_mae`` (years); its epochs must exceed ``min_epochs``."""
+    import json
+
+    import pandas as pd
+
+    if not is_number(answer):
+        return "answer with one number: the scratch run's test MAE minus ImageNet's, in years."
+    table = Path(results_dir) / "results.csv"
+    if not table.is_file():
+        return f"no results in {Path(results_dir).name}: train the longer scratch run there first."
+    rows = pd.read_csv(table)
+    rows = rows[(rows["weights"] == "none") & (rows["freeze_encoder"] == "no")]
+    if rows.empty:
+        return (
+            "the run there is not a fine-tuned scratch arm (weights='none', freeze_encoder='no')."
+        )
+    row = rows.iloc[0]
+    if not math.isclose(float(row["lr"]), 1e-3):
+        return f"the run there used lr {row['lr']:g}; the exercise asks for 1e-3."
+    saved = json.loads((Path(row["run"]) / "config.json").read_text())
+    epochs = saved.get("train", {}).get("epochs")  # the run's TrainConfig
+    if epochs is None or epochs <= min_epochs:
+        return f"the run there trained {epochs} epochs; give it more than the arm's {min_epochs}."
+    expected = float(row["mae"]) - float(imagenet_mae)
+    if math.isclose(float(answer), -expected, abs_tol=0.01) and abs(expected) > 0.01:
+        return "the sign is flipped: subtract ImageNet's MAE from the scratch run's."
+    if not math.isclose(float(answer), expected, abs_tol=0.01):
+        return "not the difference of the two test MAEs: use the run's 'mae' and imagenet_mae."
+    return None
+
+
+@register(
+    "02.bias_corrected_gap",
+    "Fit the age-bias line on the validation subjects, correct the test subjects, and give "
+    "their mean absolute corrected gap (years).",
+    wrong=[
+        dict(
+            answer=6.0,  # the raw test MAE: no correction applied
+            val_age=[20.0, 40.0, 60.0, 80.0], val_pred=[35.0, 44.0, 57.0, 64.0],
+            test_age=[30.0, 50.0, 70.0], test_pred=[38.0, 52.0, 62.0],
+        ),
+        dict(
+            answer=0.889,  # the line fitted on the test subjects (a leak)
+            val_age=[20.0, 40.0, 60.0, 80.0], val_pred=[35.0, 44.0, 57.0, 64.0],
+            test_age=[30.0, 50.0, 70.0], test_pred=[38.0, 52.0, 62.0],
+        ),
+    ],
+)  # fmt: skip
+def _bias_corrected_gap(answer, val_age=(), val_pred=(), test_age=(), test_pred=()):
+    """Arrays in years; the correction ``pred + age - (a * age + b)`` with (a, b) fitted on val."""
+    if not is_number(answer):
+        return "answer with one number: the mean absolute corrected gap, in years."
+    age, pred = np.asarray(test_age, float), np.asarray(test_pred, float)
+
+    def mean_abs_gap(a, b):
+        return float(np.abs(correct_age_bias(age, pred, a, b) - age).mean())
+
+    expected = mean_abs_gap(*fit_age_bias(val_age, val_pred))
+    if math.isclose(float(answer), expected, abs_tol=1e-3):
+        return None
+    if math.isclose(float(answer), float(np.abs(pred - age).mean()), abs_tol=1e-3):
+        return "that is the raw error of the test subjects: apply the correction first."
+    if math.isclose(float(answer), mean_abs_gap(*fit_age_bias(age, pred)), abs_tol=1e-3):
+        return "that line was fitted on the test subjects themselves: fit it on validation."
+    return "fit (a, b) on the validation subjects, correct the test ones, then average |gap|."
 
 
 # Notebook 03: position embeddings -------------------------------------------------------------
