@@ -39,6 +39,7 @@ __all__ = [
     "EXERCISES",
     "register",
     "check",
+    "hint_for",
     "ExerciseNotPassed",
     "SOLUTION_TAG",
     "student_source",
@@ -81,7 +82,20 @@ def register(name: str, question: str, wrong: tuple[dict, ...] | list[dict]):
     return add
 
 
-def check(name: str, answer, **context) -> bool:
+def hint_for(name: str, answer, **context) -> str | None:
+    """The check of exercise ``name`` on ``answer``, silently: None if accepted, else the hint."""
+    if name not in EXERCISES:
+        known = ", ".join(sorted(EXERCISES)) or "none"
+        raise KeyError(f"no exercise named {name!r}; the exercises are: {known}")
+    if answer is None or answer is Ellipsis:
+        return "no answer yet: replace the ... above with your answer and run the cell again."
+    try:
+        return EXERCISES[name].test(answer, **context)
+    except Exception as err:  # a malformed answer is a hint, not a traceback
+        return f"your answer could not be checked ({type(err).__name__}: {err})."
+
+
+def check(name: str, answer, **context) -> None:
     """Check the answer to exercise ``name``; print a tick, or a hint that does not give it away.
 
     Args:
@@ -89,26 +103,17 @@ def check(name: str, answer, **context) -> bool:
         answer: the student's answer (a number, an array, a function: the exercise says which).
         context: values from the notebook the check compares against (never printed).
 
-    Returns True when accepted. With ``$SLICELIB_STRICT_CHECKS=1`` a rejected answer raises
+    Returns None (so a notebook cell shows only the printed verdict; :func:`hint_for` gives it
+    as a value). With ``$SLICELIB_STRICT_CHECKS=1`` a rejected answer raises
     :class:`ExerciseNotPassed` (CI runs the solution notebooks that way).
     """
-    if name not in EXERCISES:
-        known = ", ".join(sorted(EXERCISES)) or "none"
-        raise KeyError(f"no exercise named {name!r}; the exercises are: {known}")
-    if answer is None or answer is Ellipsis:
-        hint = "no answer yet: replace the ... above with your answer and run the cell again."
-    else:
-        try:
-            hint = EXERCISES[name].test(answer, **context)
-        except Exception as err:  # a malformed answer is a hint, not a traceback
-            hint = f"your answer could not be checked ({type(err).__name__}: {err})."
+    hint = hint_for(name, answer, **context)
     if hint is None:
         print(f"✓ {name}: correct.")
-        return True
+        return
     print(f"✗ {name}: not yet. Hint: {hint}")
     if os.environ.get("SLICELIB_STRICT_CHECKS") == "1":
         raise ExerciseNotPassed(f"{name}: the answer was rejected ({hint})")
-    return False
 
 
 # Small building blocks for checks ------------------------------------------------------------

@@ -12,6 +12,7 @@ from slicelib.exercises import (
     EXERCISES,
     ExerciseNotPassed,
     check,
+    hint_for,
     register,
     student_source,
 )
@@ -49,11 +50,13 @@ def test_check_accepts_rejects_with_a_hint_and_never_prints_the_expected_value(c
         return None if abs(answer - target) < 0.5 else "count again."
 
     try:
-        assert check(name, 42) is True
-        assert check(name, 41) is False
-        assert check(name, None) is False  # no answer yet
-        assert check(name, "forty-two") is False  # malformed: a hint, not a traceback
+        assert hint_for(name, 42) is None and hint_for(name, 41) == "count again."
+        assert "no answer yet" in hint_for(name, None)
+        assert "could not be checked" in hint_for(name, "forty-two")  # a hint, not a traceback
+        for answer in (42, 41, None, "forty-two"):
+            assert check(name, answer) is None  # a cell shows the printed verdict only
         out = capsys.readouterr().out
+        assert out.count("✓") == 1 and out.count("✗") == 3
         assert "count again" in out and "42" not in out.replace(name, "")
         monkeypatch.setenv("SLICELIB_STRICT_CHECKS", "1")
         with pytest.raises(ExerciseNotPassed):
@@ -71,7 +74,7 @@ def test_every_check_rejects_its_wrong_answers(name, monkeypatch):
     assert exercise.wrong, f"{name} lists no wrong answer to reject"
     for case in exercise.wrong:
         case = dict(case)
-        assert check(name, case.pop("answer"), **case) is False
+        assert hint_for(name, case.pop("answer"), **case) is not None
 
 
 def test_every_notebook_check_names_a_registered_exercise():
