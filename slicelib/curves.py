@@ -469,6 +469,8 @@ def run_curve(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "subsets.json", lambda tmp: tmp.write_text(json.dumps(subsets)))
+    csv = dict(index=False, float_format="%.4g")  # the fits are kept before anything else runs
+    atomic_write(out_dir / "predictions.csv", lambda tmp: pred.to_csv(tmp, **csv))
     for path in extra:
         pred = pd.concat([pred, read_extra(path, fold_table, subsets)], ignore_index=True)
     reference = "ridge_roi" if "ridge_roi" in set(pred["arm"]) else pred["arm"].iat[0]
@@ -478,16 +480,18 @@ def run_curve(
     if {"ridge_frozen_imagenet", "ridge_roi"} <= measured:
         cross = crossing(summary, "ridge_frozen_imagenet", "ridge_roi")
         atomic_write(out_dir / "crossing.json", lambda tmp: tmp.write_text(json.dumps(cross)))
-    fig = plot_curve(summary, cross, [a for a in DEEP_ARMS if a not in measured])
-    atomic_write(out_dir / "learning_curve.png", lambda tmp: fig.savefig(tmp, dpi=130))
     if info:
         record = json.dumps(info, indent=1)
         atomic_write(out_dir / "features.json", lambda tmp: tmp.write_text(record))
     for name, t in (("predictions", pred), ("summary", summary), ("paired", paired)):
         atomic_write(
             out_dir / f"{name}.csv",
-            lambda tmp, t=t: t.to_csv(tmp, index=False, float_format="%.4g"),
+            lambda tmp, t=t: t.to_csv(tmp, **csv),
         )
+    fig = plot_curve(summary, cross, [a for a in DEEP_ARMS if a not in measured])
+    atomic_write(
+        out_dir / "learning_curve.png", lambda tmp: fig.savefig(tmp, format="png", dpi=130)
+    )
     return summary, paired
 
 

@@ -138,3 +138,21 @@ def test_extra_rows_must_use_the_same_folds_and_points(tmp_path):
     moved.to_csv(tmp_path / "fold.csv", index=False)
     with pytest.raises(DataError, match="use the same folds"):
         curves.read_extra(tmp_path / "fold.csv", folds, subsets)
+
+
+def test_figure_labels_its_axes_marks_the_crossing_and_lists_unmeasured_arms():
+    summary = pd.DataFrame(
+        dict(arm=["ridge_frozen_imagenet"] * 2 + ["ridge_roi"] * 2, fraction=[0.5, 1.0] * 2,
+             n_train=[20.0, 40.0] * 2, mae=[10.0, 6.0, 8.0, 7.0], mae_lo=[9.0, 5.0, 7.0, 6.0],
+             mae_hi=[11.0, 7.0, 9.0, 8.0])
+    )  # fmt: skip
+    cross = curves.crossing(summary, "ridge_frozen_imagenet", "ridge_roi")
+    fig = curves.plot_curve(summary, cross, ["sfcn"])
+    ax = fig.axes[0]
+    assert "years" in ax.get_ylabel() and "training subjects" in ax.get_xlabel()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert curves.LABELS["ridge_roi"] in legend and "SFCN (3D CNN): not measured" in legend
+    assert [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"] == [
+        pytest.approx(cross["n_train"][0])
+    ]
+    assert cross["text"] in [t.get_text() for t in ax.texts]
