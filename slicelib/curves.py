@@ -15,13 +15,14 @@ The arms are those of :mod:`slicelib.cv` whose features are computed once and ca
 standardised, clipped features, its penalty chosen by leave-one-out on the training subset).
 Deep trained arms (the fine-tuned ImageNet slice model, scratch, SFCN) are not fitted here
 (hours per point on CPU); their rows can be added from a file written elsewhere on the same
-subsets (``--extra``: the training ids of every point are in ``subsets.json``), and the
-figure and table mark them "not measured" until then.
+subsets (``--extra``: the training ids of every point are in ``subsets.json``;
+``--from-predictions`` adds them without refitting the others), and the figure and table
+mark them "not measured" until then.
 
     python -m slicelib.curves --data data/ixi_hh_4mm --out benchmarks/results/learning_curve \\
         --fractions 0.25 0.5 0.75 1 --subset-seeds 0 1 2
 
-writes ``predictions.csv`` (:data:`PREDICTION_COLUMNS`, one row per arm, point and held-out
+writes ``predictions.csv.gz`` (:data:`PREDICTION_COLUMNS`, one row per arm, point and held-out
 subject), ``subsets.json``, ``summary.csv`` and ``paired.csv`` (:func:`summarise_curve`) and
 ``learning_curve.png`` (:func:`plot_curve`).
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -321,13 +323,20 @@ def summarise_curve(
     return summary, pd.DataFrame(paired, columns=pcols)
 
 
-def crossing(summary: pd.DataFrame, a: str, b: str) -> dict:
+def crossing(summary: pd.DataFrame, a: str, b: str, paired: pd.DataFrame | None = None) -> dict:
     """Where arm ``a``'s MAE curve crosses arm ``b``'s (linear interpolation in n_train).
+
+    Args:
+        summary: :func:`summarise_curve`'s summary. a, b: two of its arms.
+        paired: optional :func:`summarise_curve` paired table with ``a`` against reference
+            ``b``: the text then says at which points the paired difference's CI excludes 0.
 
     Returns:
         dict ``crosses`` (bool), ``n_train`` (the interpolated crossing points, training
         subjects; empty if none), ``sign`` (per fraction: -1 where a's MAE is lower, +1 where
-        higher, 0 equal) and ``text`` (one sentence saying so, with the MAEs at the ends).
+        higher, 0 equal), ``separated`` (the n_train of the points where the paired CI
+        excludes 0; None without ``paired``) and ``text`` (sentences saying so, with the MAEs
+        at the ends).
     """
     sa = summary[summary["arm"] == a].set_index("fraction")
     sb = summary[summary["arm"] == b].set_index("fraction")
@@ -345,8 +354,8 @@ def crossing(summary: pd.DataFrame, a: str, b: str) -> dict:
             points.append(float(n[i] + (n[i + 1] - n[i]) * d[i] / (d[i] - d[i + 1])))
     if len(fr) and d[-1] == 0:
         points.append(float(n[-1]))
-    ends = f"MAE {sa['mae'].iloc[0]:.2f} vs {sb['mae'].iloc[0]:.2f} at n={n[0]:g}, "
-    ends += f"{sa.loc[fr[-1], 'mae']:.2f} vs {sb.loc[fr[-1], 'mae']:.2f} at n={n[-1]:g}"
+    ends = f"MAE {sa.loc[fr[0], 'mae']:.2f} vs {sb.loc[fr[0], 'mae']:.2f} at n={n[0]:.0f}, "
+    ends += f"{sa.loc[fr[-1], 'mae']:.2f} vs {sb.loc[fr[-1], 'mae']:.2f} at n={n[-1]:.0f}"
     if points:
         where = ", ".join(f"n~{p:.0f}" for p in points)
         text = f"{LABELS.get(a, a)} and {LABELS.get(b, b)} cross at {where} ({ends})"
@@ -354,12 +363,26 @@ def crossing(summary: pd.DataFrame, a: str, b: str) -> dict:
         lower = LABELS.get(a, a) if d[0] < 0 else LABELS.get(b, b)
         text = f"{LABELS.get(a, a)} and {LABELS.get(b, b)} do not cross: {lower} is lower at "
         text += f"every point ({ends})"
-    return dict(crosses=bool(points), n_train=points, sign=sign.tolist(), text=text)
+    separated = None
+    if paired is not None:
+        p = paired[(paired["arm"] == a) & (paired["reference"] == b)]
+        p = p[p["fraction"].isin(fr)]
+        out = p[(p["diff_lo"] > 0) | (p["diff_hi"] < 0)]
+        separated = [float(v) for v in out["n_train"]]
+        if len(p) and not separated:
+            text += ". The paired difference's 95 % CI includes 0 at every point"
+        elif separated:
+            text += ". The paired difference's 95 % CI excludes 0 at n = "
+            text += ", ".join(f"{v:.0f}" for v in separated)
+    return dict(
+        crosses=bool(points), n_train=points, sign=sign.tolist(), separated=separated, text=text
+    )
 
 
 def plot_curve(
     summary: pd.DataFrame, cross: dict | None = None, not_measured: Sequence[str] = (),
     title: str = "Learning curve: IXI brain age, 5-fold CV", ax=None,
+    off_scale: Sequence[str] = ("mean",),
 ):  # fmt: skip
     """MAE [95 % CI] against the number of training subjects, one line per arm.
 
@@ -370,6 +393,8 @@ def plot_curve(
             crossing and its sentence in a box).
         not_measured: arms listed in the legend as "not measured" (no line is drawn).
         title; ax: a matplotlib Axes to draw into.
+        off_scale: arms not drawn but named in the legend with their MAE range (the
+            training-mean age, about twice the others' MAE, would flatten them).
 
     Returns:
         the matplotlib Figure (not saved).
@@ -378,8 +403,8 @@ def plot_curve(
     from matplotlib.lines import Line2D
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 5.2), layout="constrained")
-    arms = list(dict.fromkeys(summary["arm"]))
+        _, ax = plt.subplots(figsize=(11, 5.6), layout="constrained")
+    arms = [a for a in dict.fromkeys(summary["arm"]) if a not in off_scale]
     for i, arm in enumerate(arms):
         g = summary[summary["arm"] == arm].sort_values("n_train")
         off = (i - (len(arms) - 1) / 2) * 0.6  # a small x offset so the error bars do not hide
@@ -387,19 +412,29 @@ def plot_curve(
         ax.errorbar(g["n_train"] + off, g["mae"], yerr=yerr, marker="o", ms=4, capsize=3,
                     label=LABELS.get(arm, arm))  # fmt: skip
     handles, labels = ax.get_legend_handles_labels()
+    for arm in [a for a in dict.fromkeys(summary["arm"]) if a in off_scale]:
+        m = summary.loc[summary["arm"] == arm, "mae"]
+        handles.append(Line2D([], [], color="none"))
+        span = (
+            f"{m.min():.1f}"
+            if f"{m.min():.1f}" == f"{m.max():.1f}"
+            else f"{m.min():.1f}-{m.max():.1f}"
+        )
+        labels.append(f"{LABELS.get(arm, arm)}: MAE {span} (off the scale)")
     for arm in not_measured:
         handles.append(Line2D([], [], color="none"))
         labels.append(f"{LABELS.get(arm, arm)}: not measured")
     if cross is not None:
         for n in cross["n_train"]:
             ax.axvline(n, color="grey", ls=":", lw=1)
-        ax.text(0.02, 0.02, cross["text"], transform=ax.transAxes, fontsize=7.5, wrap=True,
-                va="bottom", bbox=dict(boxstyle="round", fc="white", ec="0.7"))  # fmt: skip
+        caption = textwrap.fill(cross["text"], 60)  # beside the plot, under the legend
+        ax.text(1.02, 0.0, caption, transform=ax.transAxes, fontsize=8, va="bottom",
+                bbox=dict(boxstyle="round", fc="white", ec="0.7"))  # fmt: skip
     ax.set_xlabel("training subjects per fold (n)")
     ax.set_ylabel("out-of-fold MAE (years), 95 % CI over subjects")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(handles, labels, fontsize="small", loc="upper right")
+    ax.legend(handles, labels, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax.figure
 
 
@@ -443,7 +478,7 @@ def run_curve(
     data_dir: str | os.PathLike, out_dir: str | os.PathLike, arms: Sequence[str] = ARMS,
     fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0), subset_seeds: Sequence[int] = (0, 1, 2),
     folds=None, n_blocks: int = 4, seed: int = 0, imagenet_weights=None, cache_dir=None,
-    extra=(), n_boot: int = 2000, progress: bool = True,
+    extra=(), n_boot: int = 2000, progress: bool = True, refit: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """The learning curve of a derivative folder, written to ``out_dir``.
 
@@ -451,26 +486,41 @@ def run_curve(
     :func:`summarise_curve` (reference ``ridge_roi`` when run) -> :func:`plot_curve` with the
     crossing of the frozen ImageNet read-out and the regional-volume ridge.
 
-    Writes ``predictions.csv``, ``subsets.json``, ``summary.csv``, ``paired.csv``,
-    ``crossing.json`` and ``learning_curve.png``. Returns (summary, paired).
+    Writes ``predictions.csv.gz`` (:data:`PREDICTION_COLUMNS`, the fitted arms' rows; gzip,
+    pandas reads it as it is), ``subsets.json``, ``summary.csv``, ``paired.csv``,
+    ``crossing.json`` and ``learning_curve.png``. ``refit=False`` fits nothing: it reads the
+    predictions and subsets an earlier run left in ``out_dir`` (``arms``, ``fractions`` and
+    ``subset_seeds`` are then those of that run), adds ``extra`` and redoes the rest, so rows
+    of an arm fitted elsewhere cost no refit. Returns (summary, paired).
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     fold_table = read_folds(folds or data_dir / "folds.tsv")
-    part = pd.read_csv(data_dir / "participants.tsv", sep="\t", dtype={"participant_id": str})
-    part = part.set_index("participant_id")
-    ids = fold_table["participant_id"].astype(str).tolist()
-    ages = pd.to_numeric(_rows(part, ids, str(data_dir / "participants.tsv"))["age"])
-    sex = part["sex"].astype(str).to_dict() if "sex" in part.columns else None
-    table, info = curve_arms(
-        data_dir, ids, arms, n_blocks, seed, imagenet_weights, cache_dir, progress
-    )
-    pred, subsets = learning_curve(
-        fold_table, ages.to_dict(), table, fractions, subset_seeds, sex, progress
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_dir / "subsets.json", lambda tmp: tmp.write_text(json.dumps(subsets)))
-    csv = dict(index=False, float_format="%.4g")  # the fits are kept before anything else runs
-    atomic_write(out_dir / "predictions.csv", lambda tmp: pred.to_csv(tmp, **csv))
+    csv = dict(index=False, float_format="%.4g")
+    if refit:
+        part = pd.read_csv(data_dir / "participants.tsv", sep="\t", dtype={"participant_id": str})
+        part = part.set_index("participant_id")
+        ids = fold_table["participant_id"].astype(str).tolist()
+        ages = pd.to_numeric(_rows(part, ids, str(data_dir / "participants.tsv"))["age"])
+        sex = part["sex"].astype(str).to_dict() if "sex" in part.columns else None
+        table, info = curve_arms(
+            data_dir, ids, arms, n_blocks, seed, imagenet_weights, cache_dir, progress
+        )
+        pred, subsets = learning_curve(
+            fold_table, ages.to_dict(), table, fractions, subset_seeds, sex, progress
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(out_dir / "subsets.json", lambda tmp: tmp.write_text(json.dumps(subsets)))
+        # the fits are kept before anything else runs
+        atomic_write(out_dir / "predictions.csv.gz", lambda tmp: _write_gz(pred, tmp, csv))
+        if info:
+            record = json.dumps(info, indent=1)
+            atomic_write(out_dir / "features.json", lambda tmp: tmp.write_text(record))
+    else:
+        for name in ("predictions.csv.gz", "subsets.json"):
+            if not (out_dir / name).is_file():
+                raise ConfigError(f"{out_dir / name} does not exist; run once with fitting")
+        pred = pd.read_csv(out_dir / "predictions.csv.gz", dtype={"participant_id": str})
+        subsets = json.loads((out_dir / "subsets.json").read_text())
     for path in extra:
         pred = pd.concat([pred, read_extra(path, fold_table, subsets)], ignore_index=True)
     reference = "ridge_roi" if "ridge_roi" in set(pred["arm"]) else pred["arm"].iat[0]
@@ -478,21 +528,20 @@ def run_curve(
     measured = set(summary["arm"])
     cross = None
     if {"ridge_frozen_imagenet", "ridge_roi"} <= measured:
-        cross = crossing(summary, "ridge_frozen_imagenet", "ridge_roi")
+        cross = crossing(summary, "ridge_frozen_imagenet", "ridge_roi", paired)
         atomic_write(out_dir / "crossing.json", lambda tmp: tmp.write_text(json.dumps(cross)))
-    if info:
-        record = json.dumps(info, indent=1)
-        atomic_write(out_dir / "features.json", lambda tmp: tmp.write_text(record))
-    for name, t in (("predictions", pred), ("summary", summary), ("paired", paired)):
-        atomic_write(
-            out_dir / f"{name}.csv",
-            lambda tmp, t=t: t.to_csv(tmp, **csv),
-        )
+    for name, t in (("summary", summary), ("paired", paired)):
+        atomic_write(out_dir / f"{name}.csv", lambda tmp, t=t: t.to_csv(tmp, **csv))
     fig = plot_curve(summary, cross, [a for a in DEEP_ARMS if a not in measured])
     atomic_write(
         out_dir / "learning_curve.png", lambda tmp: fig.savefig(tmp, format="png", dpi=130)
     )
     return summary, paired
+
+
+def _write_gz(table: pd.DataFrame, tmp: Path, csv: dict) -> None:
+    # atomic_write's temporary name has no .gz suffix, so the compression is named
+    table.to_csv(tmp, compression={"method": "gzip", "mtime": 0}, **csv)
 
 
 def main(argv=None) -> None:
@@ -513,12 +562,16 @@ def main(argv=None) -> None:
     ap.add_argument("--imagenet-weights", default=None, help="default: slicelib.weights finds it")
     ap.add_argument("--cache-dir", default=None, help="default: $SLICELIB_CACHE or ~/.cache")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument(
+        "--from-predictions", action="store_true",
+        help="fit nothing: re-summarise OUT's predictions.csv.gz (with --extra rows)",
+    )  # fmt: skip
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     summary, paired = run_curve(
         a.data, a.out, a.arms, a.fractions, a.subset_seeds, a.folds, a.blocks, a.seed,
-        a.imagenet_weights, a.cache_dir, a.extra, a.n_boot,
+        a.imagenet_weights, a.cache_dir, a.extra, a.n_boot, refit=not a.from_predictions,
     )  # fmt: skip
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summary.round(3).to_string(index=False))

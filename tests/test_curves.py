@@ -2,6 +2,8 @@
 held-out fold never trained on, and the summary against a direct computation (tiny synthetic
 features, well under a second)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -155,4 +157,26 @@ def test_figure_labels_its_axes_marks_the_crossing_and_lists_unmeasured_arms():
     assert [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"] == [
         pytest.approx(cross["n_train"][0])
     ]
-    assert cross["text"] in [t.get_text() for t in ax.texts]
+    assert cross["text"] in [" ".join(t.get_text().split()) for t in ax.texts]  # wrapped
+
+
+def test_rows_of_an_arm_fitted_elsewhere_are_added_without_refitting(tmp_path):
+    folds, targets, sex, arms = _problem()
+    named = {"ridge_roi": arms["a"], "ridge_frozen_imagenet": arms["b"]}
+    pred, subsets = curves.learning_curve(folds, targets, named, (0.5, 1.0), (0,), sex)
+    folds.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    pred.to_csv(out / "predictions.csv.gz", index=False)
+    (out / "subsets.json").write_text(json.dumps(subsets))
+    pred[pred["arm"] == "ridge_roi"].assign(arm="sfcn").to_csv(tmp_path / "x.csv", index=False)
+    Spy.log = []
+    summary, paired = curves.run_curve(
+        tmp_path, out, folds=tmp_path / "folds.tsv", extra=[tmp_path / "x.csv"], n_boot=100,
+        progress=False, refit=False,
+    )  # fmt: skip
+    assert Spy.log == []  # nothing refitted
+    assert set(summary["arm"]) == {"ridge_roi", "ridge_frozen_imagenet", "sfcn"}
+    assert (paired.loc[paired["arm"] == "sfcn", "diff"] == 0).all()  # the same rows as the ridge
+    for name in ("summary.csv", "paired.csv", "crossing.json", "learning_curve.png"):
+        assert (out / name).stat().st_size > 0
