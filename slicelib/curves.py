@@ -248,9 +248,10 @@ def curve_arms(
 
 
 def _subject_errors(pred: pd.DataFrame) -> pd.DataFrame:
-    """Per arm, fraction and subject: the absolute error averaged over the subset seeds."""
+    """Per arm, fraction and subject (sorted by participant_id, as ``slicelib.cv`` orders its
+    bootstrap): the absolute error averaged over the subset seeds."""
     p = pred.assign(abs_error=(pred["prediction"] - pred["target"]).abs())
-    return p.groupby(["arm", "fraction", "participant_id"], sort=False).agg(
+    return p.groupby(["arm", "fraction", "participant_id"]).agg(
         abs_error=("abs_error", "mean"), n_seeds=("subset_seed", "nunique"),
         n_train=("n_train", "mean"),
     ).reset_index()  # fmt: skip
@@ -511,7 +512,10 @@ def run_curve(
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(out_dir / "subsets.json", lambda tmp: tmp.write_text(json.dumps(subsets)))
         # the fits are kept before anything else runs
-        atomic_write(out_dir / "predictions.csv.gz", lambda tmp: _write_gz(pred, tmp, csv))
+        atomic_write(
+            out_dir / "predictions.csv.gz",
+            lambda tmp: _write_gz(pred, tmp, {**csv, "float_format": "%.7g"}),
+        )
         if info:
             record = json.dumps(info, indent=1)
             atomic_write(out_dir / "features.json", lambda tmp: tmp.write_text(record))

@@ -1,8 +1,9 @@
 """slicelib.curves: nested stratified subsets, the same training ids for every arm at a point, the
-held-out fold never trained on, and the summary against a direct computation (tiny synthetic
-features, well under a second)."""
+held-out fold never trained on, the summary against a direct computation (tiny synthetic
+features, a few seconds in all), and the shipped curve's tables against its summary.csv."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,8 @@ from slicelib import curves
 from slicelib.errors import ConfigError, DataError
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "benchmarks" / "results" / "learning_curve"
 
 
 class Spy(Ridge):
@@ -180,3 +183,24 @@ def test_rows_of_an_arm_fitted_elsewhere_are_added_without_refitting(tmp_path):
     assert (paired.loc[paired["arm"] == "sfcn", "diff"] == 0).all()  # the same rows as the ridge
     for name in ("summary.csv", "paired.csv", "crossing.json", "learning_curve.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_the_shipped_tables_are_the_shipped_summary():
+    """Every MAE [CI] of the learning-curve tables (docs/results.md, the results README) is
+    summary.csv's, not typed by hand."""
+    summary = pd.read_csv(SHIPPED / "summary.csv")
+    rows = {
+        "ridge_frozen_imagenet": "ridge on frozen ImageNet",
+        "ridge_roi": "ridge on the log regional volumes",
+        "ridge_voxels": "ridge on ",  # 'registered voxels' / 'block-averaged registered voxels'
+        "ridge_frozen_random": "ridge on frozen random",
+    }
+    docs = (ROOT / "docs" / "results.md").read_text().split("## Learning curve")[1]
+    for text in (docs.split("\n## ")[0], (SHIPPED / "README.md").read_text()):
+        lines = [line for line in text.splitlines() if line.startswith("| ridge on ")]
+        for arm, start in rows.items():
+            g = summary[summary["arm"] == arm].sort_values("fraction")
+            cells = [f"{r.mae:.2f} [{r.mae_lo:.2f}, {r.mae_hi:.2f}]" for r in g.itertuples()]
+            want = " | ".join(cells)
+            hits = [line for line in lines if line.startswith(f"| {start}") and want in line]
+            assert len(hits) == 1, f"no single row of {arm} with {want}"
