@@ -47,11 +47,11 @@ from slicelib.cv import (
     FROZEN,
     FROZEN_AXES,
     FROZEN_BACKBONE,
-    _ridge,
-    _rows,
     baseline_arms,
+    feature_rows,
     fold_splits,
     read_folds,
+    ridge_estimator,
 )
 from slicelib.datasets import ixi_derivative
 from slicelib.errors import ConfigError, DataError, PipelineError
@@ -196,8 +196,8 @@ def learning_curve(
                 subsets[f"fold{k}/seed{s}/{f:g}"] = list(ids)
                 y = np.array([y_of[i] for i in ids])  # (n_train,) years
                 for arm, (make_estimator, feats) in arms.items():
-                    model = make_estimator().fit(_rows(feats, ids, f"features of {arm}"), y)
-                    x_test = _rows(feats, test_ids, f"features of {arm}")
+                    model = make_estimator().fit(feature_rows(feats, ids, f"features of {arm}"), y)
+                    x_test = feature_rows(feats, test_ids, f"features of {arm}")
                     pred = np.asarray(model.predict(x_test), dtype=np.float64).reshape(-1)
                     point = dict(arm=arm, fraction=f, n_train=len(ids), subset_seed=s, fold=k)
                     rows.append(pd.DataFrame(dict(**point, participant_id=test_ids)))
@@ -234,12 +234,12 @@ def curve_arms(
     for arm in [a for a in arms if a in FROZEN]:
         w = imagenet_weights if FROZEN[arm] == "imagenet" and imagenet_weights else FROZEN[arm]
         t = ixi_derivative(data_dir)
-        table = _rows(t.set_index("participant_id"), ids, f"{data_dir}/participants.tsv")
+        table = feature_rows(t.set_index("participant_id"), ids, f"{data_dir}/participants.tsv")
         feats, info[arm] = pooled_features(
             table.reset_index(), t.attrs["preprocess"], n_blocks, FROZEN_BACKBONE, w,
             FROZEN_AXES, seed, cache_dir, progress,
         )  # fmt: skip
-        out[arm] = (_ridge, feats)
+        out[arm] = (ridge_estimator, feats)
     return {a: out[a] for a in arms}, info
 
 
@@ -501,7 +501,7 @@ def run_curve(
         part = pd.read_csv(data_dir / "participants.tsv", sep="\t", dtype={"participant_id": str})
         part = part.set_index("participant_id")
         ids = fold_table["participant_id"].astype(str).tolist()
-        ages = pd.to_numeric(_rows(part, ids, str(data_dir / "participants.tsv"))["age"])
+        ages = pd.to_numeric(feature_rows(part, ids, str(data_dir / "participants.tsv"))["age"])
         sex = part["sex"].astype(str).to_dict() if "sex" in part.columns else None
         table, info = curve_arms(
             data_dir, ids, arms, n_blocks, seed, imagenet_weights, cache_dir, progress

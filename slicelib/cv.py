@@ -55,6 +55,7 @@ from slicelib.utils import atomic_write, block_mean, pearson_r
 __all__ = ["OOF_COLUMNS", "BASELINES", "RIDGE_ALPHAS", "FROZEN", "ARMS", "make_folds"]
 __all__ += ["read_folds", "fold_splits", "roi_features", "voxel_features", "baseline_arms"]
 __all__ += ["read_oof", "run_cv", "summarise_oof", "cv_baselines"]
+__all__ += ["feature_rows", "ridge_estimator"]
 
 OOF_COLUMNS = ["participant_id", "fold", "arm", "seed", "prediction", "target"]
 # RIDGE_ALPHAS, CLIP_SD: the one ridge recipe, shared with the frozen ridge head (slicelib.frozen).
@@ -212,7 +213,7 @@ def roi_features(path: str | os.PathLike, ids=None) -> pd.DataFrame:
             "volumes must be numbers >= 0 (mm^3)"
         )
     out = np.log1p(num.astype(np.float64))
-    return out if ids is None else _rows(out, ids, str(path))
+    return out if ids is None else feature_rows(out, ids, str(path))
 
 
 def voxel_features(paths: Mapping[str, str | os.PathLike], block: int = 2) -> pd.DataFrame:
@@ -250,7 +251,8 @@ def voxel_features(paths: Mapping[str, str | os.PathLike], block: int = 2) -> pd
     )
 
 
-def _rows(feats: pd.DataFrame, ids, where: str) -> pd.DataFrame:
+def feature_rows(feats: pd.DataFrame, ids, where: str) -> pd.DataFrame:
+    """The rows [len(ids), P] of ``feats`` for ``ids``, in that order; DataError naming ``where``."""
     ids = [str(i) for i in ids]
     missing = sorted(set(ids) - set(feats.index))
     if missing:
@@ -269,7 +271,7 @@ def _clip(x, limit: float = CLIP_SD):
     return np.clip(x, -limit, limit)
 
 
-def _ridge():
+def ridge_estimator():
     """StandardScaler -> clip to +-CLIP_SD -> RidgeCV over RIDGE_ALPHAS (leave-one-out)."""
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import make_pipeline
@@ -301,15 +303,15 @@ def baseline_arms(data_dir: str | os.PathLike, ids) -> dict[str, tuple[Callable,
     data_dir = Path(data_dir)
     ids = [str(i) for i in ids]
     part = pd.read_csv(data_dir / "participants.tsv", sep="\t", dtype={"participant_id": str})
-    part = _rows(part.set_index("participant_id"), ids, str(data_dir / "participants.tsv"))
+    part = feature_rows(part.set_index("participant_id"), ids, str(data_dir / "participants.tsv"))
     paths = {i: data_dir / p for i, p in part["path"].items()}
     absent = [str(p) for p in paths.values() if not p.is_file()]
     if absent:
         raise DataError(f"brain files missing: {absent[:3]} ({len(absent)}); regenerate them")
     return {
         "mean": (lambda: DummyRegressor(strategy="mean"), pd.DataFrame({"one": 1.0}, index=ids)),
-        "ridge_roi": (_ridge, roi_features(data_dir / "roi_volumes.csv", ids)),
-        "ridge_voxels": (_ridge, voxel_features(paths)),
+        "ridge_roi": (ridge_estimator, roi_features(data_dir / "roi_volumes.csv", ids)),
+        "ridge_voxels": (ridge_estimator, voxel_features(paths)),
     }
 
 
@@ -404,8 +406,8 @@ def run_cv(
             if (arm, k, seed) in done:
                 continue
             t0 = time.perf_counter()
-            x_train = _rows(feats, train_ids, f"features of arm {arm}")
-            x_test = _rows(feats, test_ids, f"features of arm {arm}")
+            x_train = feature_rows(feats, train_ids, f"features of arm {arm}")
+            x_test = feature_rows(feats, test_ids, f"features of arm {arm}")
             y_train = np.array([float(targets[i]) for i in train_ids])  # (N_train,) years
             model = make_estimator().fit(x_train, y_train)
             pred = np.asarray(model.predict(x_test), dtype=np.float64).reshape(-1)  # (N_test,)
@@ -569,11 +571,11 @@ def cv_baselines(
         w = imagenet_weights if FROZEN[arm] == "imagenet" and imagenet_weights else FROZEN[arm]
         t = ixi_derivative(data_dir)
         feats, info[arm] = pooled_features(
-            _rows(t.set_index("participant_id"), ids, f"{data_dir}/participants.tsv").reset_index(),
+            feature_rows(t.set_index("participant_id"), ids, f"{data_dir}/participants.tsv").reset_index(),
             t.attrs["preprocess"], n_blocks, FROZEN_BACKBONE, w, FROZEN_AXES, seed,
             Path(cache_dir or out_dir / "cache"), progress,
         )  # fmt: skip
-        available[arm] = (_ridge, feats)
+        available[arm] = (ridge_estimator, feats)
     if info:
         path = out_dir / "features.json"  # keeps the record of the call that encoded
         old = json.loads(path.read_text()) if path.is_file() else {}

@@ -194,12 +194,12 @@ def test_block_pool_gives_the_mean_of_contiguous_blocks_axis_by_axis():
 
 
 class SpyPipeline:
-    """The frozen arms' ridge (cv._ridge), recording the subjects it is fitted on."""
+    """The frozen arms' ridge (cv.ridge_estimator), recording the subjects it is fitted on."""
 
     log: list = []
 
     def __init__(self):
-        self.model = cv._ridge()
+        self.model = cv.ridge_estimator()
 
     def fit(self, X, y):
         SpyPipeline.log.append(set(X.index))
@@ -241,5 +241,5 @@ def test_frozen_feature_arm_is_fitted_on_training_folds_only_and_resumes_without
     for k, g in oof.groupby("fold"):
         train = set(sub.loc[sub["fold"] != k, "participant_id"])
         assert SpyPipeline.log[k] == train and not train & set(g["participant_id"])
-        ref = cv._ridge().fit(x.loc[sorted(train)], [targets[i] for i in sorted(train)])
+        ref = cv.ridge_estimator().fit(x.loc[sorted(train)], [targets[i] for i in sorted(train)])
         assert np.allclose(g["prediction"], ref.predict(x.loc[g["participant_id"]]))
