@@ -524,10 +524,10 @@ lap("3. results and paired comparisons")
 # %% tags=["solution"]
 # Exercise 3.2: train learned / set with pooling="attention" on ixi_split (compare_on_split)
 # BEGIN SOLUTION
-attention_results, _ = compare_on_split(
-    ixi_base, ixi_split, {"position": ["learned"], "norm": ["set"], "pooling": ["attention"]},
-    lrs=S["LRS"], seeds=S["SEEDS"], out=RUNS / f"ixi_test-fold{TEST_FOLD}_attention",
-)  # fmt: skip
+attention_grid = {"position": ["learned"], "norm": ["set"], "pooling": ["attention"]}
+attention_runs = RUNS / f"ixi_test-fold{TEST_FOLD}_attention"
+attention_results, _ = compare_on_split(ixi_base, ixi_split, attention_grid, lrs=S["LRS"],
+                                        seeds=S["SEEDS"], out=attention_runs)  # fmt: skip
 attention = test_predictions(attention_results, ixi).groupby("participant_id")["prediction"].mean()
 vs_mean = paired_difference(ixi_age, attention.loc[ixi_age.index], ixi_avg[PAPER])
 print(
