@@ -327,6 +327,121 @@ def _bias_corrected_gap(answer, val_age=(), val_pred=(), test_age=(), test_pred=
 
 # Notebook 03: position embeddings -------------------------------------------------------------
 
+_Y3, _A3, _B3 = (
+    np.array([30.0, 50.0, 70.0]),
+    np.array([33.0, 49.0, 60.0]),
+    np.array([35.0, 52.0, 71.0]),
+)
+
+
+@register(
+    "03.paired_differences",
+    "The per-subject differences of absolute errors, arm a minus arm b (years), one per subject.",
+    wrong=[
+        {"answer": np.abs(_B3 - _Y3) - np.abs(_A3 - _Y3), "y": _Y3, "pred_a": _A3, "pred_b": _B3},
+        {"answer": _A3 - _B3, "y": _Y3, "pred_a": _A3, "pred_b": _B3},
+        {"answer": float(np.mean(np.abs(_A3 - _Y3) - np.abs(_B3 - _Y3))), "y": _Y3,
+         "pred_a": _A3, "pred_b": _B3},
+    ],
+)  # fmt: skip
+def _paired_differences(answer, y, pred_a, pred_b):
+    """``answer``: array [N] (years), ``|a_i - y_i| - |b_i - y_i|`` for the N test subjects in
+    the order of ``y``; ``y``, ``pred_a``, ``pred_b``: arrays [N] (years)."""
+    y, a, b = (np.asarray(v, dtype=float).reshape(-1) for v in (y, pred_a, pred_b))
+    d = np.asarray(answer, dtype=float)
+    if d.ndim == 0:
+        return "one number per subject is needed (an array), not a single summary value."
+    d = d.reshape(-1)
+    if d.size != y.size:
+        return f"your array has {d.size} values; there is one test subject per value ({y.size})."
+    ea, eb = np.abs(a - y), np.abs(b - y)
+    if np.allclose(d, ea - eb, atol=1e-6):
+        return None
+    if np.allclose(d, eb - ea, atol=1e-6):
+        return "the sign is reversed: take arm a's absolute error minus arm b's."
+    if np.allclose(d, a - b, atol=1e-6) or np.allclose(d, b - a, atol=1e-6):
+        return (
+            "that is a difference of predictions; compare the absolute errors |prediction - age|."
+        )
+    return "for each subject: absolute error of arm a minus absolute error of arm b, same order."
+
+
+def _overlap(subject, fold) -> float:
+    """Share of (fold, test subject) pairs whose subject also has slices in that fold's training
+    part; ``subject``, ``fold``: arrays [n_slices] (the subject and the fold of each slice)."""
+    import pandas as pd  # only the check needs it; numpy-only callers pay nothing
+
+    counts = pd.crosstab(np.asarray(subject), np.asarray(fold)).to_numpy()  # (subjects, folds)
+    tested = counts > 0
+    trained = (counts.sum(axis=1, keepdims=True) - counts) > 0
+    return float((tested & trained).sum() / tested.sum())
+
+
+_SUBJ3 = np.repeat(np.arange(6), 4)  # 6 subjects x 4 slices
+_FOLD3 = np.arange(24) % 3  # slice-level folds: every subject in every fold
+
+
+@register(
+    "03.leakage_overlap",
+    "In the slice-level split, the share of a fold's test subjects that also have slices in "
+    "that fold's training part (0 to 1).",
+    wrong=[
+        {"answer": 0.0, "subject": _SUBJ3, "fold": _FOLD3},
+        {"answer": 0.2, "subject": _SUBJ3, "fold": _FOLD3},
+        {"answer": 1.5, "subject": _SUBJ3, "fold": _FOLD3},
+    ],
+)
+def _leakage_overlap(answer, subject, fold):
+    """``answer``: a share in [0, 1]; ``subject``, ``fold``: arrays [n_slices], the subject and
+    the slice-level fold of every slice."""
+    if not is_number(answer):
+        return "give one number: a share between 0 and 1."
+    if not 0 <= float(answer) <= 1:
+        return "a share lies between 0 and 1."
+    if abs(float(answer) - _overlap(subject, fold)) < 1e-6:
+        return None
+    return (
+        "for every fold: take the subjects of its test slices, and count those that also have a "
+        "slice in the other folds; divide by all (fold, test subject) pairs."
+    )
+
+
+def _arm_rows(pooling, seeds=(0,), n=5) -> dict:
+    """A small results table (compare's columns) for the wrong answers below."""
+    k = len(seeds)
+    return dict(position=["learned"] * k, norm=["set"] * k, pooling=[pooling] * k,
+                seed=list(seeds), status=["ok"] * k, n_subjects=[n] * k, mae=[7.0] * k)  # fmt: skip
+
+
+@register(
+    "03.attention_pooling",
+    "compare_on_split's results for the paper's arm (learned / set) with attention pooling, "
+    "every seed, on the notebook's IXI split.",
+    wrong=[
+        {"answer": _arm_rows("mean", (0, 1)), "seeds": [0, 1], "n_test": 5},
+        {"answer": _arm_rows("attention", (0,)), "seeds": [0, 1], "n_test": 5},
+        {"answer": _arm_rows("attention", (0, 1), n=9), "seeds": [0, 1], "n_test": 5},
+    ],
+)
+def _attention_pooling(answer, seeds, n_test):
+    """``answer``: compare's results (a DataFrame, or a dict of its columns), one row per seed;
+    ``seeds``: the notebook's seeds; ``n_test``: the number of IXI test subjects."""
+    import pandas as pd  # only this check reads a table
+
+    r = pd.DataFrame(answer)
+    missing = [c for c in ("position", "norm", "pooling", "seed", "n_subjects") if c not in r]
+    if missing:
+        return f"pass the results table that compare_on_split returns (no column {missing[0]!r})."
+    if set(r["pooling"]) != {"attention"}:
+        return "these runs do not pool with attention: add 'pooling': ['attention'] to the grid."
+    if set(r["position"]) != {"learned"} or set(r["norm"]) != {"set"}:
+        return "keep everything else as in the paper's arm: position 'learned', norm 'set'."
+    if sorted(int(s) for s in r["seed"]) != sorted(int(s) for s in seeds):
+        return "train every seed of the notebook (seeds=S['SEEDS']), so seeds can be compared."
+    if (pd.to_numeric(r["n_subjects"]) != n_test).any():
+        return "train on the notebook's IXI split (ixi_split), so the test subjects are the same."
+    return None
+
 
 # Notebook 04: slice contributions -------------------------------------------------------------
 
