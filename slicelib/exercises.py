@@ -131,6 +131,131 @@ def is_number(x) -> bool:
 # Notebook 04: slice contributions -------------------------------------------------------------
 
 
+def _pearson(a, b) -> float | None:
+    """Pearson r of two 1-D arrays (``scipy.stats.pearsonr``); None when one is constant."""
+    from scipy.stats import pearsonr
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(pearsonr(a, b).statistic)
+
+
+def _shifted(truth: np.ndarray, shift: int, wrap: bool) -> np.ndarray:
+    """``truth`` moved by ``shift`` slices: rolled round (wrap) or padded with zeros."""
+    if wrap:
+        return np.roll(truth, shift)
+    out = np.zeros_like(truth)
+    if shift > 0:
+        out[shift:] = truth[:-shift]
+    elif shift < 0:
+        out[:shift] = truth[-shift:]
+    else:
+        out[:] = truth
+    return out
+
+
+@register(
+    "04.shifted_truth",
+    "Shift the ground-truth AD profile by two slices: what is its Pearson r with the occlusion "
+    "profile now?",
+    wrong=[
+        {"answer": 1.0, "profile": [0, 1, 3, 1, 0, 0, 0], "truth": [0, 1, 3, 1, 0, 0, 0]},
+        {"answer": 0.2, "profile": [0, 1, 3, 1, 0, 0, 0], "truth": [0, 1, 3, 1, 0, 0, 0]},
+    ],
+)
+def _shifted_truth(answer, profile, truth, shift: int = 2):
+    """``profile``, ``truth``: ``(S,)`` occlusion profile and ground-truth AD profile (any
+    units); ``answer``: Pearson r of ``profile`` with ``truth`` moved by ``shift`` slices (either
+    direction, rolled round or zero-padded)."""
+    if not is_number(answer):
+        return "give one number: a Pearson correlation, between -1 and 1."
+    p, t = np.asarray(profile, dtype=float), np.asarray(truth, dtype=float)
+    if p.shape != t.shape or p.ndim != 1:
+        raise ValueError(f"profile {p.shape} and truth {t.shape} must be 1-D of one length")
+    shifted = [_shifted(t, s, w) for s in (shift, -shift) for w in (True, False)]
+    if any(
+        r is not None and abs(answer - r) < 1e-3 for r in map(lambda q: _pearson(p, q), shifted)
+    ):
+        return None
+    r0 = _pearson(p, t)
+    if r0 is not None and abs(answer - r0) < 1e-3:
+        return "that is the correlation with the truth where it is: move the truth first."
+    return (
+        f"move the ground-truth profile by {shift} slices (np.roll(truth, {shift})), then take "
+        "E.profile_correlation(occlusion profile, shifted truth)."
+    )
+
+
+@register(
+    "04.ig_completeness",
+    "For each number of integration steps: the relative completeness error of integrated "
+    "gradients, |sum of attributions - (f(x) - f(x0))| / |f(x) - f(x0)|",
+    wrong=[
+        {"answer": {1: 0.25, 4: 0.05}, "sums": {1: 1.5, 4: 1.1}, "f_x": 2.0, "f_x0": 1.0},
+        {"answer": {1: 0.5}, "sums": {1: 1.5, 4: 1.1}, "f_x": 2.0, "f_x0": 1.0},
+        {"answer": {1: 1.5, 4: 1.1}, "sums": {1: 1.5, 4: 1.1}, "f_x": 2.0, "f_x0": 1.0},
+    ],
+)
+def _ig_completeness(answer, sums, f_x, f_x0):
+    """``sums``: {steps: sum of the attribution map (output units)} of one volume; ``f_x``,
+    ``f_x0``: the output for the volume and for its baseline volume; ``answer``: {steps: the
+    relative completeness error} (a fraction, not a percentage)."""
+    if not isinstance(answer, dict):
+        return "give a dict {steps: relative error}, one entry per key of ig_sums."
+    got = {int(k): v for k, v in answer.items()}
+    if set(got) != {int(k) for k in sums}:
+        return "give one entry per step count of ig_sums, with the same keys."
+    delta = float(f_x) - float(f_x0)
+    if delta == 0:
+        raise ValueError("f(x) = f(x0): the relative error is undefined for this volume")
+    for steps, total in sums.items():
+        value = got[int(steps)]
+        if not is_number(value):
+            return f"the entry for {int(steps)} steps is not a finite number."
+        want = abs(float(total) - delta) / abs(delta)
+        if abs(value - want) > 1e-4 * max(1.0, want):
+            if abs(value - abs(float(total) - delta)) < 1e-4 * max(1.0, abs(delta)):
+                return "divide by |f(x) - f(x0)|: the error is relative to the output change."
+            return (
+                "the error is |sum of the attributions - (f(x) - f(x0))| / |f(x) - f(x0)|, "
+                "where f(x0) is the output for the baseline volume."
+            )
+    return None
+
+
+@register(
+    "04.randomised_rank",
+    "Spearman rank correlation between the trained model's and its untrained copy's mean "
+    "occlusion profiles",
+    wrong=[
+        {"answer": 1.0, "trained": [1, 2, 3, 4, 5], "randomised": [5, 4, 3, 2, 1]},
+        {"answer": 0.3, "trained": [1, 2, 3, 4, 5], "randomised": [1, 3, 2, 5, 4]},
+    ],
+)
+def _randomised_rank(answer, trained, randomised):
+    """``trained``, ``randomised``: ``(S,)`` mean occlusion profiles of the trained model and of
+    its untrained copy; ``answer``: their Spearman rank correlation."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(trained, dtype=float), np.asarray(randomised, dtype=float)
+    rho = float(spearmanr(a, b).statistic)
+    if not math.isfinite(rho):  # a constant profile: no ranks to correlate
+        ok = isinstance(answer, float) and math.isnan(answer)
+        return None if ok else "one profile is constant here: the rank correlation is nan."
+    if not is_number(answer):
+        return "give one number: a rank correlation, between -1 and 1."
+    if abs(answer - rho) < 1e-3:
+        return None
+    r = _pearson(a, b)
+    if r is not None and abs(answer - r) < 1e-3:
+        return "that is Pearson's r of the values; Spearman's correlates their ranks."
+    return (
+        "rank-correlate the two mean occlusion profiles (one value per slice): "
+        "scipy.stats.spearmanr(trained, randomised).statistic."
+    )
+
+
 # Student notebooks -----------------------------------------------------------------------------
 
 
