@@ -136,124 +136,80 @@ def _pearson(a, b) -> float | None:
     from scipy.stats import pearsonr
 
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return None
-    return float(pearsonr(a, b).statistic)
+    return None if np.ptp(a) == 0 or np.ptp(b) == 0 else float(pearsonr(a, b).statistic)
 
 
-def _shifted(truth: np.ndarray, shift: int, wrap: bool) -> np.ndarray:
-    """``truth`` moved by ``shift`` slices: rolled round (wrap) or padded with zeros."""
-    if wrap:
-        return np.roll(truth, shift)
-    out = np.zeros_like(truth)
-    if shift > 0:
-        out[shift:] = truth[:-shift]
-    elif shift < 0:
-        out[:shift] = truth[-shift:]
-    else:
-        out[:] = truth
-    return out
+_PROFILE = [0, 1, 3, 1, 0, 0, 0]
 
 
 @register(
     "04.shifted_truth",
-    "Shift the ground-truth AD profile by two slices: what is its Pearson r with the occlusion "
-    "profile now?",
-    wrong=[
-        {"answer": 1.0, "profile": [0, 1, 3, 1, 0, 0, 0], "truth": [0, 1, 3, 1, 0, 0, 0]},
-        {"answer": 0.2, "profile": [0, 1, 3, 1, 0, 0, 0], "truth": [0, 1, 3, 1, 0, 0, 0]},
-    ],
+    "Pearson r of the occlusion profile with the ground-truth AD profile moved by two slices",
+    wrong=[{"answer": a, "profile": _PROFILE, "truth": _PROFILE} for a in (1.0, 0.2)],
 )
 def _shifted_truth(answer, profile, truth, shift: int = 2):
-    """``profile``, ``truth``: ``(S,)`` occlusion profile and ground-truth AD profile (any
-    units); ``answer``: Pearson r of ``profile`` with ``truth`` moved by ``shift`` slices (either
-    direction, rolled round or zero-padded)."""
+    """``profile``, ``truth``: ``(S,)`` profiles; ``answer``: r of ``profile`` with ``truth``
+    moved by ``shift`` slices (either way; rolled round or zero-padded)."""
     if not is_number(answer):
         return "give one number: a Pearson correlation, between -1 and 1."
     p, t = np.asarray(profile, dtype=float), np.asarray(truth, dtype=float)
-    if p.shape != t.shape or p.ndim != 1:
-        raise ValueError(f"profile {p.shape} and truth {t.shape} must be 1-D of one length")
-    shifted = [_shifted(t, s, w) for s in (shift, -shift) for w in (True, False)]
-    if any(
-        r is not None and abs(answer - r) < 1e-3 for r in map(lambda q: _pearson(p, q), shifted)
-    ):
-        return None
-    r0 = _pearson(p, t)
-    if r0 is not None and abs(answer - r0) < 1e-3:
-        return "that is the correlation with the truth where it is: move the truth first."
-    return (
-        f"move the ground-truth profile by {shift} slices (np.roll(truth, {shift})), then take "
-        "E.profile_correlation(occlusion profile, shifted truth)."
+    padded = (
+        np.concatenate([np.zeros(shift), t[:-shift]]),
+        np.concatenate([t[shift:], np.zeros(shift)]),
     )
+    moved = [np.roll(t, shift), np.roll(t, -shift), *padded]
+    if any(r is not None and abs(answer - r) < 1e-3 for r in (_pearson(p, m) for m in moved)):
+        return None
+    if abs(answer - (_pearson(p, t) or np.nan)) < 1e-3:
+        return "that is the correlation with the truth where it is: move the truth first."
+    return f"move the truth by {shift} slices (np.roll), then E.profile_correlation(profile, it)."
 
 
 @register(
     "04.ig_completeness",
-    "For each number of integration steps: the relative completeness error of integrated "
-    "gradients, |sum of attributions - (f(x) - f(x0))| / |f(x) - f(x0)|",
+    "The relative completeness error of integrated gradients for each number of steps",
     wrong=[
-        {"answer": {1: 0.25, 4: 0.05}, "sums": {1: 1.5, 4: 1.1}, "f_x": 2.0, "f_x0": 1.0},
-        {"answer": {1: 0.5}, "sums": {1: 1.5, 4: 1.1}, "f_x": 2.0, "f_x0": 1.0},
-        {"answer": {1: 1.5, 4: 1.1}, "sums": {1: 1.5, 4: 1.1}, "f_x": 2.0, "f_x0": 1.0},
+        {"answer": a, "sums": {1: 1.5, 4: 1.1}, "f_x": 2.0, "f_x0": 1.0}
+        for a in ({1: 0.25, 4: 0.05}, {1: 0.5}, {1: 1.5, 4: 1.1})
     ],
 )
 def _ig_completeness(answer, sums, f_x, f_x0):
-    """``sums``: {steps: sum of the attribution map (output units)} of one volume; ``f_x``,
-    ``f_x0``: the output for the volume and for its baseline volume; ``answer``: {steps: the
-    relative completeness error} (a fraction, not a percentage)."""
-    if not isinstance(answer, dict):
-        return "give a dict {steps: relative error}, one entry per key of ig_sums."
-    got = {int(k): v for k, v in answer.items()}
-    if set(got) != {int(k) for k in sums}:
-        return "give one entry per step count of ig_sums, with the same keys."
-    delta = float(f_x) - float(f_x0)
-    if delta == 0:
-        raise ValueError("f(x) = f(x0): the relative error is undefined for this volume")
+    """``sums``: {steps: Σ attributions of one volume}; ``f_x``, ``f_x0``: the output for it and
+    for its baseline; ``answer``: {steps: |Σ - (f_x - f_x0)| / |f_x - f_x0|} (a fraction)."""
+    if not isinstance(answer, dict) or {int(k) for k in answer} != {int(k) for k in sums}:
+        return "give a dict {steps: relative error} with the same keys as ig_sums."
+    got, delta = {int(k): v for k, v in answer.items()}, float(f_x) - float(f_x0)
     for steps, total in sums.items():
-        value = got[int(steps)]
-        if not is_number(value):
-            return f"the entry for {int(steps)} steps is not a finite number."
-        want = abs(float(total) - delta) / abs(delta)
-        if abs(value - want) > 1e-4 * max(1.0, want):
-            if abs(value - abs(float(total) - delta)) < 1e-4 * max(1.0, abs(delta)):
-                return "divide by |f(x) - f(x0)|: the error is relative to the output change."
+        value, want = got[int(steps)], abs(float(total) - delta) / abs(delta)
+        if not is_number(value) or abs(value - want) > 1e-4 * max(1.0, want):
             return (
                 "the error is |sum of the attributions - (f(x) - f(x0))| / |f(x) - f(x0)|, "
-                "where f(x0) is the output for the baseline volume."
+                "relative to the output change, for every step count."
             )
     return None
 
 
 @register(
     "04.randomised_rank",
-    "Spearman rank correlation between the trained model's and its untrained copy's mean "
-    "occlusion profiles",
+    "Spearman rank correlation of the trained and the untrained copy's mean occlusion profiles",
     wrong=[
-        {"answer": 1.0, "trained": [1, 2, 3, 4, 5], "randomised": [5, 4, 3, 2, 1]},
-        {"answer": 0.3, "trained": [1, 2, 3, 4, 5], "randomised": [1, 3, 2, 5, 4]},
+        {"answer": a, "trained": [1, 2, 3, 4, 5], "randomised": b}
+        for a, b in ((1.0, [5, 4, 3, 2, 1]), (0.3, [1, 3, 2, 5, 4]))
     ],
 )
 def _randomised_rank(answer, trained, randomised):
-    """``trained``, ``randomised``: ``(S,)`` mean occlusion profiles of the trained model and of
-    its untrained copy; ``answer``: their Spearman rank correlation."""
+    """``trained``, ``randomised``: ``(S,)`` mean profiles; ``answer``: their Spearman rho."""
     from scipy.stats import spearmanr
 
-    a, b = np.asarray(trained, dtype=float), np.asarray(randomised, dtype=float)
-    rho = float(spearmanr(a, b).statistic)
-    if not math.isfinite(rho):  # a constant profile: no ranks to correlate
+    rho = float(spearmanr(trained, randomised).statistic)
+    if not math.isfinite(rho):  # a constant profile has no ranks
         ok = isinstance(answer, float) and math.isnan(answer)
         return None if ok else "one profile is constant here: the rank correlation is nan."
-    if not is_number(answer):
-        return "give one number: a rank correlation, between -1 and 1."
-    if abs(answer - rho) < 1e-3:
+    if is_number(answer) and abs(answer - rho) < 1e-3:
         return None
-    r = _pearson(a, b)
-    if r is not None and abs(answer - r) < 1e-3:
+    if is_number(answer) and abs(answer - (_pearson(trained, randomised) or np.nan)) < 1e-3:
         return "that is Pearson's r of the values; Spearman's correlates their ranks."
-    return (
-        "rank-correlate the two mean occlusion profiles (one value per slice): "
-        "scipy.stats.spearmanr(trained, randomised).statistic."
-    )
+    return "rank-correlate the two mean profiles: scipy.stats.spearmanr(a, b).statistic."
 
 
 # Student notebooks -----------------------------------------------------------------------------
