@@ -446,6 +446,87 @@ def _attention_pooling(answer, seeds, n_test):
 # Notebook 04: slice contributions -------------------------------------------------------------
 
 
+def _pearson(a, b) -> float | None:
+    """Pearson r of two 1-D arrays (``scipy.stats.pearsonr``); None when one is constant."""
+    from scipy.stats import pearsonr
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return None if np.ptp(a) == 0 or np.ptp(b) == 0 else float(pearsonr(a, b).statistic)
+
+
+_PROFILE = [0, 1, 3, 1, 0, 0, 0]
+
+
+@register(
+    "04.shifted_truth",
+    "Pearson r of the occlusion profile with the ground-truth AD profile moved by two slices",
+    wrong=[{"answer": a, "profile": _PROFILE, "truth": _PROFILE} for a in (1.0, 0.2)],
+)
+def _shifted_truth(answer, profile, truth, shift: int = 2):
+    """``profile``, ``truth``: ``(S,)`` profiles; ``answer``: r of ``profile`` with ``truth``
+    moved by ``shift`` slices (either way; rolled round or zero-padded)."""
+    if not is_number(answer):
+        return "give one number: a Pearson correlation, between -1 and 1."
+    p, t = np.asarray(profile, dtype=float), np.asarray(truth, dtype=float)
+    padded = (
+        np.concatenate([np.zeros(shift), t[:-shift]]),
+        np.concatenate([t[shift:], np.zeros(shift)]),
+    )
+    moved = [np.roll(t, shift), np.roll(t, -shift), *padded]
+    if any(r is not None and abs(answer - r) < 1e-3 for r in (_pearson(p, m) for m in moved)):
+        return None
+    if abs(answer - (_pearson(p, t) or np.nan)) < 1e-3:
+        return "that is the correlation with the truth where it is: move the truth first."
+    return f"move the truth by {shift} slices (np.roll), then E.profile_correlation(profile, it)."
+
+
+@register(
+    "04.ig_completeness",
+    "The relative completeness error of integrated gradients for each number of steps",
+    wrong=[
+        {"answer": a, "sums": {1: 1.5, 4: 1.1}, "f_x": 2.0, "f_x0": 1.0}
+        for a in ({1: 0.25, 4: 0.05}, {1: 0.5}, {1: 1.5, 4: 1.1})
+    ],
+)
+def _ig_completeness(answer, sums, f_x, f_x0):
+    """``sums``: {steps: Σ attributions of one volume}; ``f_x``, ``f_x0``: the output for it and
+    for its baseline; ``answer``: {steps: |Σ - (f_x - f_x0)| / |f_x - f_x0|} (a fraction)."""
+    if not isinstance(answer, dict) or {int(k) for k in answer} != {int(k) for k in sums}:
+        return "give a dict {steps: relative error} with the same keys as ig_sums."
+    got, delta = {int(k): v for k, v in answer.items()}, float(f_x) - float(f_x0)
+    for steps, total in sums.items():
+        value, want = got[int(steps)], abs(float(total) - delta) / abs(delta)
+        if not is_number(value) or abs(value - want) > 1e-4 * max(1.0, want):
+            return (
+                "the error is |sum of the attributions - (f(x) - f(x0))| / |f(x) - f(x0)|, "
+                "relative to the output change, for every step count."
+            )
+    return None
+
+
+@register(
+    "04.randomised_rank",
+    "Spearman rank correlation of the trained and the untrained copy's mean occlusion profiles",
+    wrong=[
+        {"answer": a, "trained": [1, 2, 3, 4, 5], "randomised": b}
+        for a, b in ((1.0, [5, 4, 3, 2, 1]), (0.3, [1, 3, 2, 5, 4]))
+    ],
+)
+def _randomised_rank(answer, trained, randomised):
+    """``trained``, ``randomised``: ``(S,)`` mean profiles; ``answer``: their Spearman rho."""
+    from scipy.stats import spearmanr
+
+    rho = float(spearmanr(trained, randomised).statistic)
+    if not math.isfinite(rho):  # a constant profile has no ranks
+        ok = isinstance(answer, float) and math.isnan(answer)
+        return None if ok else "one profile is constant here: the rank correlation is nan."
+    if is_number(answer) and abs(answer - rho) < 1e-3:
+        return None
+    if is_number(answer) and abs(answer - (_pearson(trained, randomised) or np.nan)) < 1e-3:
+        return "that is Pearson's r of the values; Spearman's correlates their ranks."
+    return "rank-correlate the two mean profiles: scipy.stats.spearmanr(a, b).statistic."
+
+
 # Student notebooks -----------------------------------------------------------------------------
 
 
