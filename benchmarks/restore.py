@@ -68,7 +68,9 @@ def white_matter_intensity(data: np.ndarray, brain: np.ndarray) -> float:
     return float(np.percentile(data[brain], 75))
 
 
-def conform_freesurfer(img, wm_intensity: float, wm: float = FS_WM) -> nib.MGHImage:
+def conform_freesurfer(
+    img, wm_intensity: float, wm: float = FS_WM, out_shape=(256, 256, 256)
+) -> nib.MGHImage:
     """The head as FreeSurfer stores it after ``mri_convert --conform`` and intensity
     normalisation: 256^3 voxels of 1 mm, LIA orientation, uint8, white matter at ``wm``.
 
@@ -81,15 +83,16 @@ def conform_freesurfer(img, wm_intensity: float, wm: float = FS_WM) -> nib.MGHIm
 
     Args:
         img: a 3D nibabel image. wm_intensity: its white-matter intensity (its own units).
-        wm: the white-matter value (FreeSurfer: 110).
+        wm: the white-matter value (FreeSurfer: 110). out_shape: the grid (FreeSurfer: 256^3;
+            a smaller one crops the field of view, for tests).
 
     Returns:
-        nibabel MGHImage (256, 256, 256) uint8, 1 mm voxels.
+        nibabel MGHImage ``out_shape`` (default (256, 256, 256)) uint8, 1 mm voxels.
     """
     if not wm_intensity > 0:
         raise ValueError(f"white-matter intensity must be > 0, got {wm_intensity}")
     scaled = _float_image(_data(img) * (wm / wm_intensity), img)
-    out = conform(scaled, out_shape=(256, 256, 256), voxel_size=(1.0, 1.0, 1.0), order=1,
+    out = conform(scaled, out_shape=tuple(out_shape), voxel_size=(1.0, 1.0, 1.0), order=1,
                   orientation="LIA")  # fmt: skip
     ints = np.clip(np.rint(np.asarray(out.dataobj)), 0, 255).astype(np.uint8)
     return nib.MGHImage(ints, out.affine)
