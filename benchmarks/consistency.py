@@ -33,6 +33,8 @@ files and runs live in ``--work`` (not in the repository)::
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
 import subprocess
 import sys
@@ -157,6 +159,9 @@ def main(argv=None) -> None:
     ap.add_argument("--work", default="/tmp/slicelib-consistency", help="runs, re-stored files")
     ap.add_argument("--jobs", type=int, default=1, help="preprocessing processes per subject")
     ap.add_argument("--train-only", action="store_true", help="train the fold models and stop")
+    ap.add_argument(
+        "--report-only", action="store_true", help="rewrite the table from per_subject.csv"
+    )
     args = ap.parse_args(argv)
     started = time.time()
     out, work, raw = Path(args.out), Path(args.work), Path(args.raw)
@@ -171,6 +176,11 @@ def main(argv=None) -> None:
     csv = out / "per_subject.csv"
     done = pd.read_csv(csv, dtype={"participant_id": str}) if csv.is_file() else pd.DataFrame()
     out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        return report(done, chosen, args, out)
+    log_file = out / "invocations.json"  # every predicting call: command, time, host load
+    log = json.loads(log_file.read_text()) if log_file.is_file() else []
+    log.append(dict(command=shlex.join(sys.argv[1:]), started=time.strftime("%F %T %Z")))
     forms = ["original", *args.forms]
     for row in chosen.itertuples(index=False):
         pid = row.participant_id
@@ -208,11 +218,15 @@ def main(argv=None) -> None:
         original = done[done["form"] == "original"].set_index("participant_id")["prediction"]
         done["change"] = done["prediction"] - done["participant_id"].map(original)
         done.to_csv(csv, index=False, float_format="%.4g")
-        report(done, chosen, args, time.time() - started, out)  # after every subject
+        log[-1].update(minutes=round((time.time() - started) / 60, 1), subjects_done=len(
+            set(done["participant_id"])), load_average_1_5_15=os.getloadavg())  # fmt: skip
+        log_file.write_text(json.dumps(log, indent=1))
+        report(done, chosen, args, out)  # after every subject
 
 
-def report(rows: pd.DataFrame, chosen: pd.DataFrame, args, seconds: float, out: Path) -> None:
-    """Write ``summary.csv`` and ``consistency.md`` from the per-subject rows."""
+def report(rows: pd.DataFrame, chosen: pd.DataFrame, args, out: Path) -> None:
+    """Write ``summary.csv`` and ``consistency.md`` from the per-subject rows (and the
+    predicting invocations recorded in ``invocations.json``)."""
     table = summarise(rows)
     table.to_csv(out / "summary.csv", index=False, float_format="%.4g")
     orig = rows[rows["form"] == "original"]
@@ -231,6 +245,11 @@ def report(rows: pd.DataFrame, chosen: pd.DataFrame, args, seconds: float, out: 
         "| errors | bounds |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    if len(orig) < 10:
+        lines[2] += (
+            f" With {len(orig)} subjects the 90th percentile is close to the largest change and "
+            "pass/fail is indicative only."
+        )
     for r in table.itertuples(index=False):
         lines.append(
             f"| {r.form} | {r.n} | {r.median_abs_change:.2f} | {r.p90_abs_change:.2f} | "
@@ -244,15 +263,19 @@ def report(rows: pd.DataFrame, chosen: pd.DataFrame, args, seconds: float, out: 
         f"{int((orig['qc'] == 'flagged').sum())} QC-flagged.",
         "",
         "Time: prediction (preprocessing included) "
-        f"{rows['seconds_per_file'].sum() / 60:.1f} "
-        f"min over all subjects (`seconds_per_file` in per_subject.csv); this invocation "
-        f"{seconds / 60:.1f} min, on the shared 2-core host (load 15-17 from other jobs). "
-        "Command (run from the repository root):",
-        "",
-        "    SLICELIB_WEIGHTS_DIR=/work/shared/weights nice -n 5 python benchmarks/consistency.py "
-        + shlex.join(sys.argv[1:] if args is not None else []),
+        f"{rows['seconds_per_file'].sum() / 60:.1f} min for all files (`seconds_per_file` in "
+        "per_subject.csv), on the shared 2-core host. The predicting invocations (command, "
+        "minutes, subjects done, the host's load average: other jobs) are in "
+        "`invocations.json`; run from the repository root as",
         "",
     ]
+    log_file = out / "invocations.json"
+    for call in json.loads(log_file.read_text()) if log_file.is_file() else []:
+        lines.append(
+            "    SLICELIB_WEIGHTS_DIR=/work/shared/weights nice -n 5 python "
+            f"benchmarks/consistency.py {call['command']}"
+        )
+    lines.append("")
     (out / "consistency.md").write_text("\n".join(lines))
 
 

@@ -3,6 +3,7 @@ bookkeeping (benchmarks/consistency.py), on a small synthetic head."""
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -196,3 +197,26 @@ def test_summarise_applies_the_bounds():
     assert table.loc["x", "median_abs_change"] == pytest.approx(1.25)
     assert bool(table.loc["x", "passes"]) and not bool(table.loc["y", "passes"])
     assert table.loc["y", "qc_flagged"] == 1
+
+
+def test_report_writes_the_table(tmp_path):
+    rows = pd.DataFrame(
+        {
+            "participant_id": ["a", "a", "b", "b"],
+            "fold": [0, 0, 1, 1],
+            "age": [40.0, 40.0, 60.0, 60.0],
+            "form": ["original", "gamma_0.7", "original", "gamma_0.7"],
+            "prediction": [42.0, 30.0, 58.0, 50.0],
+            "change": [0.0, -12.0, 0.0, -8.0],
+            "qc": ["ok"] * 4,
+            "error": [""] * 4,
+            "seconds_per_file": [60.0] * 4,
+        }
+    )
+    chosen = rows.drop_duplicates("participant_id")[["participant_id", "fold", "age"]]
+    args = SimpleNamespace(per_fold=1, seed=0, forms=["gamma_0.7"])
+    consistency.report(rows, chosen, args, tmp_path)
+    text = (tmp_path / "consistency.md").read_text()
+    assert "| gamma_0.7 | 2 | 10.00 |" in text and "FAIL" in text
+    assert "MAE 2.00 years over 2 subjects" in text and "4.0 min" in text
+    assert pd.read_csv(tmp_path / "summary.csv")["passes"].tolist() == [False]
