@@ -139,7 +139,7 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
                 p90_abs_change=p90,
                 mean_change=float(g["change"].mean()),
                 qc_flagged=int((g["qc"] == "flagged").sum()),
-                errors=int((g["error"].fillna("") != "").sum()),
+                errors=int(g["error"].map(lambda e: isinstance(e, str) and e != "").sum()),
                 passes=bool(len(change) == len(g) and med <= MEDIAN_BOUND and p90 <= P90_BOUND),
             )
         )
