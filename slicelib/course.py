@@ -96,12 +96,21 @@ def ensure_synthetic_cohort(n: int, seed: int = 0, root: str | os.PathLike | Non
     return folder
 
 
-def runs_dir(notebook: str, preset: str) -> Path:
-    """Folder for one notebook's training runs: ``<data_dir>/runs/<notebook>_<preset>_synth-v<N>``.
+#: The layout of the notebooks' runs (their subject splits); bumped when a notebook's split
+#: changes, so a run trained on an older split is never resumed (3: IXI test sets are folds).
+COURSE_RUNS_VERSION = 3
 
-    N is the synthetic generator's version, so runs trained on an older cohort are never reused.
+
+def runs_dir(notebook: str, preset: str) -> Path:
+    """Folder for one notebook's training runs:
+    ``<data_dir>/runs/<notebook>_<preset>_course-v<C>_synth-v<N>``.
+
+    C is :data:`COURSE_RUNS_VERSION` (the notebooks' splits), N the synthetic generator's
+    version: runs trained on an older split or cohort are never reused (resuming them would
+    stop at the data check).
     """
-    return data_dir() / "runs" / f"{notebook}_{preset}_synth-v{GENERATOR_VERSION}"
+    name = f"{notebook}_{preset}_course-v{COURSE_RUNS_VERSION}_synth-v{GENERATOR_VERSION}"
+    return data_dir() / "runs" / name
 
 
 def imagenet_weights(

@@ -75,7 +75,9 @@ def test_cohort_is_remade_when_the_generator_changes(tmp_path, monkeypatch):
 def test_runs_dir_names_the_generator_version(tmp_path, monkeypatch):
     monkeypatch.setenv("SLICELIB_DATA", str(tmp_path))
     assert course.runs_dir("02", "cpu") == (
-        tmp_path / "runs" / f"02_cpu_synth-v{synth.GENERATOR_VERSION}"
+        tmp_path
+        / "runs"
+        / f"02_cpu_course-v{course.COURSE_RUNS_VERSION}_synth-v{synth.GENERATOR_VERSION}"
     )
 
 
