@@ -37,8 +37,10 @@ The command line: ``slicelib compare ... --folds data/ixi_hh_4mm/folds.tsv``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -373,13 +375,22 @@ def _run_seconds(run_dir: str | os.PathLike) -> float:
 def _predict(run_dir, ids: list[str], paths: dict, device: str) -> np.ndarray:
     """(N,) predictions (target units) of a run's best checkpoint for ``ids``, in order, read
     with the run's own preprocessing (:func:`slicelib.runs.predict_files`). A scan that cannot
-    be read stops the fold (its message names the file)."""
-    files = [paths[i] for i in ids]
-    df = predict_files(run_dir, files, device=device, progress=False, strict=False)
+    be read stops the fold (its message names the file); QC-flagged scans are predicted, as
+    :func:`slicelib.runs.evaluate_run` does under the run's QC policy, with a warning (none
+    when the run's policy is ``qc="off"``)."""
+    qc = json.loads((Path(run_dir) / "config.json").read_text())["train"].get("qc", "warn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # predict_files' per-file warning; ours below
+        df = predict_files(run_dir, [paths[i] for i in ids], device=device, progress=False,
+                           strict=False)  # fmt: skip
     bad = df[df["error"] != ""]
     if len(bad):
         raise DataError(f"{run_dir}: cannot predict {bad['path'].iat[0]}: {bad['error'].iat[0]}")
-    flagged = df.loc[df["qc"] == "flagged", "path"].tolist()
-    if flagged:
-        print(f"warning: {run_dir}: QC flagged (predicted anyway, as evaluate does): {flagged}")
+    flagged = [i for i, q in zip(ids, df["qc"]) if q == "flagged"]
+    if flagged and qc != "off":
+        warnings.warn(
+            f"{run_dir}: {len(flagged)} held-out scan(s) QC flagged, predicted as evaluate "
+            f"does under qc={qc!r}: {flagged[:10]}",
+            stacklevel=2,
+        )
     return df["prediction"].to_numpy(dtype=np.float64)
