@@ -1,6 +1,11 @@
-"""slicelib.crossval: trained arms through fixed folds (tiny volumes, scratch slice CNN and SFCN):
-no out-of-fold prediction from a model that saw the subject, one prediction per subject, arm
-and seed, resume without retraining finished folds, and the command line."""
+"""slicelib.crossval: trained arms through fixed folds: no out-of-fold prediction from a model
+that saw the subject, one prediction per subject, arm and seed, resume without retraining
+finished folds, and the command line.
+
+The default run checks crossval's own logic with a stand-in for ``compare`` (it writes each
+run's split.csv from the config's given split, as training does, and "predicts" the mean age of
+the subjects the run saw); the tests marked slow train real tiny runs (scratch slice CNN and
+SFCN on 16 x 20 x 16 volumes: about 90 s of CPU)."""
 
 import json
 from pathlib import Path
@@ -11,9 +16,10 @@ import pytest
 from tiny_data import make_table, tiny_config
 
 from slicelib import cli, crossval
-from slicelib.config import TrainConfig
+from slicelib.compare import plan, run_config
+from slicelib.config import TrainConfig, given_split
 from slicelib.cv import OOF_COLUMNS, read_oof
-from slicelib.errors import ConfigError, PipelineError
+from slicelib.errors import ConfigError, DataError, PipelineError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,6 +39,139 @@ def cohort(tmp_path_factory) -> tuple[Path, Path]:
     return table, folds
 
 
+# -----------------------------------------------------------------------------
+# crossval's logic, with a stand-in for compare (fast)
+
+
+@pytest.fixture
+def fake_compare(cohort, monkeypatch):
+    """crossval.compare and crossval._predict replaced: each run records the given split in
+    its split.csv (train's format) and predicts the mean age of its training subjects; the
+    calls (each fold's out folder) are returned."""
+    ages = pd.read_csv(cohort[0], sep="\t").set_index("participant_id")["age"]
+    calls = []
+
+    def compare(cfg, grid, lrs, seeds, out, eval_split, progress):
+        calls.append(Path(out))
+        split = given_split(cfg.split)
+        rows = []
+        for run in plan(cfg, grid, seeds)[1]:
+            for lr in lrs:
+                run_dir = Path(run_config(cfg, run, out, lr, len(lrs) > 1).out)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                used = {i: s for i, s in split.items() if s != "unused"}
+                pd.DataFrame(dict(participant_id=list(used), split=list(used.values()))).to_csv(
+                    run_dir / "split.csv", index=False
+                )
+                val_best = lr * 1000 + run["seed"]  # the smallest lr wins
+                rows.append(dict(run, lr=lr, status="ok", monitor="val_mae", val_best=val_best,
+                                 best_epoch=1, run=str(run_dir), chosen=lr == min(lrs)))  # fmt: skip
+        pd.DataFrame(rows).to_csv(Path(out) / "lr_selection.csv", index=False)
+
+    def predict(run_dir, ids, paths, device):
+        split = pd.read_csv(Path(run_dir) / "split.csv")
+        seen = split.loc[split["split"] == "train", "participant_id"]
+        return np.full(len(ids), ages[seen].mean())
+
+    monkeypatch.setattr(crossval, "compare", compare)
+    monkeypatch.setattr(crossval, "_predict", predict)
+    return calls
+
+
+def _fake_cv(cohort, tmp_path, **kw):
+    base = TrainConfig(data=str(cohort[0]), target="age", model=dict(backbone="slice_cnn"))
+    grid = dict(backbone=["slice_cnn", "sfcn_3d"], weights=["none", "imagenet"])
+    kw = dict(dict(grid=grid, lrs=[1e-3, 3e-3], seeds=[0, 1], out=tmp_path / "cv"), **kw)
+    return crossval.cross_validate(base, cohort[1], **kw, n_boot=20, progress=False)
+
+
+def test_no_prediction_comes_from_a_model_that_saw_the_subject(cohort, fake_compare, tmp_path):
+    res = _fake_cv(cohort, tmp_path)
+    fold_of = pd.read_csv(cohort[1], sep="\t").set_index("participant_id")["fold"]
+    ages = pd.read_csv(cohort[0], sep="\t").set_index("participant_id")["age"]
+    assert fake_compare == [tmp_path / "cv" / f"fold{k}" for k in range(K)]
+    choice = res["lr_choice"]  # 3 arms (scratch, imagenet, sfcn) x 2 seeds x 3 folds
+    assert len(choice) == 3 * 2 * K and (choice["lr"] == 1e-3).all()
+    assert set(choice["arm"]) == {"finetune_scratch", "finetune_imagenet", "sfcn"}
+    for _, c in choice.iterrows():
+        split = pd.read_csv(Path(c["run"]) / "split.csv")
+        held_out = set(fold_of.index[fold_of == c["fold"]])
+        seen = set(split.loc[split["split"] != "test", "participant_id"])
+        assert seen == set(fold_of.index) - held_out  # the other folds, nothing else
+        assert c["n_val"] == round(0.15 / 0.85 * len(seen)) and c["n_test"] == len(held_out)
+        assert c["n_train"] + c["n_val"] == len(seen)
+        rows = res["oof"][(res["oof"]["arm"] == c["arm"]) & (res["oof"]["fold"] == c["fold"])]
+        # each prediction is its own run's training mean: the run of its fold
+        train_ids = split.loc[split["split"] == "train", "participant_id"]
+        assert np.allclose(rows["prediction"], ages[train_ids].mean())
+        assert set(rows["participant_id"]) == held_out
+    summary = pd.read_csv(tmp_path / "cv" / "summary.csv")
+    assert list(summary["arm"]) == ["finetune_scratch", "finetune_imagenet", "sfcn"]
+    assert len(pd.read_csv(tmp_path / "cv" / "paired.csv")) == 3
+
+
+def test_each_subject_is_predicted_once_per_arm_and_seed(cohort, fake_compare, tmp_path):
+    _fake_cv(cohort, tmp_path)
+    oof = read_oof(tmp_path / "cv" / "oof.csv")
+    ids = sorted(pd.read_csv(cohort[1], sep="\t")["participant_id"])
+    assert list(oof.columns) == OOF_COLUMNS and len(oof) == len(ids) * 3 * 2
+    for _, g in oof.groupby(["arm", "seed"]):
+        assert sorted(g["participant_id"]) == ids
+
+
+def test_resume_skips_finished_folds(cohort, fake_compare, tmp_path, capsys):
+    _fake_cv(cohort, tmp_path)
+    oof_path = tmp_path / "cv" / "oof.csv"
+    before = oof_path.read_bytes()
+    _fake_cv(cohort, tmp_path)
+    assert len(fake_compare) == K and oof_path.read_bytes() == before  # no fold trained again
+    oof = pd.read_csv(oof_path)  # killed after fold 0's sfcn rows were lost: fold 0 alone reruns
+    oof[(oof["fold"] != 0) | (oof["arm"] != "sfcn")].to_csv(oof_path, index=False)
+    res = _fake_cv(cohort, tmp_path)
+    assert fake_compare[K:] == [tmp_path / "cv" / "fold0"]
+    assert len(res["oof"]) == len(read_oof(pd.io.common.BytesIO(before)))
+    # a seed added to the grid: every fold runs once more, the finished rows are kept
+    res = _fake_cv(cohort, tmp_path, seeds=[0, 1, 2])
+    assert len(fake_compare) == 2 * K + 1 and res["coverage"]["complete"].all()
+
+
+def test_a_partial_oof_is_named_and_not_summarised(cohort, fake_compare, tmp_path, capsys):
+    _fake_cv(cohort, tmp_path, grid=dict(backbone=["slice_cnn"], weights=["none"]), seeds=[0])
+    summary_before = (tmp_path / "cv" / "summary.csv").read_text()
+    oof = pd.read_csv(tmp_path / "cv" / "oof.csv")
+    extra = oof[oof["fold"] != 2].assign(arm="finetune_imagenet")  # e.g. from an earlier grid
+    pd.concat([oof, extra]).to_csv(tmp_path / "cv" / "oof.csv", index=False)
+    res = _fake_cv(cohort, tmp_path, grid=dict(backbone=["slice_cnn"], weights=["none"]), seeds=[0])
+    printed = capsys.readouterr().out
+    assert "not summarised" in printed and "finetune_imagenet seed 0 (folds 0,1)" in printed
+    assert list(res["summary"]["arm"]) == ["finetune_scratch"]
+    assert (tmp_path / "cv" / "summary.csv").read_text() == summary_before
+    cov = res["coverage"].set_index("arm")
+    assert (
+        cov.loc["finetune_imagenet", "folds"] == "0,1"
+        and not cov.loc["finetune_imagenet", "complete"]
+    )
+    with pytest.raises(ConfigError, match="other folds"):
+        moved = read_oof(tmp_path / "cv" / "oof.csv")
+        moved.loc[0, "fold"] = (moved.loc[0, "fold"] + 1) % K
+        moved.to_csv(tmp_path / "cv" / "oof.csv", index=False)
+        _fake_cv(cohort, tmp_path)
+
+
+def test_a_subject_of_the_folds_without_a_target_is_refused(cohort, tmp_path):
+    table, folds = cohort
+    t = pd.read_csv(table, sep="\t")
+    t.loc[t["participant_id"] == "sub-003", "age"] = None
+    t["path"] = [str(table.parent / p) for p in t["path"]]
+    t.to_csv(tmp_path / "p.tsv", sep="\t", index=False)
+    with pytest.raises(DataError, match="sub-003"):
+        crossval.cross_validate(TrainConfig(data=str(tmp_path / "p.tsv"), target="age"), folds)
+
+
+# -----------------------------------------------------------------------------
+# the same with real (tiny) training runs (slow)
+
+
 @pytest.fixture(scope="module")
 def finished(cohort, tmp_path_factory):
     """One cross-validation of two arms (slice CNN scratch, SFCN) x two seeds, one lr."""
@@ -45,7 +184,8 @@ def finished(cohort, tmp_path_factory):
     return base, folds, kw, res
 
 
-def test_no_prediction_comes_from_a_model_that_saw_the_subject(finished):
+@pytest.mark.slow
+def test_trained_runs_never_saw_their_held_out_fold(finished):
     _, folds, kw, res = finished
     fold_of = pd.read_csv(folds, sep="\t").set_index("participant_id")["fold"].to_dict()
     root = kw["out"]
@@ -80,7 +220,8 @@ def test_no_prediction_comes_from_a_model_that_saw_the_subject(finished):
         assert c["lr"] == 1e-3 and c["lr_grid"] == "0.001"
 
 
-def test_each_subject_is_predicted_once_per_arm_and_seed(finished, cohort):
+@pytest.mark.slow
+def test_trained_runs_predict_each_subject_once_per_arm_and_seed(finished, cohort):
     _, folds, kw, res = finished
     oof = read_oof(kw["out"] / "oof.csv")
     assert list(oof.columns) == OOF_COLUMNS
@@ -102,7 +243,8 @@ def test_each_subject_is_predicted_once_per_arm_and_seed(finished, cohort):
     assert res["coverage"]["complete"].all()
 
 
-def test_resume_skips_finished_folds(finished, monkeypatch):
+@pytest.mark.slow
+def test_trained_runs_resume_without_retraining_finished_folds(finished, monkeypatch):
     base, folds, kw, _ = finished
     root = kw["out"]
     calls = []
@@ -133,6 +275,7 @@ def test_resume_skips_finished_folds(finished, monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_a_partial_oof_is_not_summarised(finished, tmp_path, capsys):
     base, folds, kw, _ = finished
     partial = tmp_path / "partial"
@@ -192,6 +335,7 @@ def test_arm_names_and_refusals():
         crossval.cross_validate(TrainConfig(data="x", target="ad", task="binary"), "f.tsv")
 
 
+@pytest.mark.slow
 def test_the_command_line_cross_validates_with_the_lr_chosen_per_fold(cohort, tmp_path, capsys):
     table, folds = cohort
     out = tmp_path / "c"
