@@ -297,10 +297,14 @@ def cross_validate(
                     n_test=counts.get("test", 0),
                     train_seconds=";".join(f"{_run_seconds(r):.0f}" for r in cand["run"]),
                     run=best["run"],
-                )  # fmt: skip
+                )
             )
             if best["status"] == "diverged":  # no best checkpoint: nothing to predict with
-                print(f"fold {k} {name} seed {run['seed']}: every lr diverged; no predictions")
+                warnings.warn(
+                    f"fold {k} {name} seed {run['seed']}: every lr diverged ({best['note']}); "
+                    f"no predictions, see {root / f'fold{k}' / 'lr_selection.csv'}",
+                    stacklevel=2,
+                )
                 continue
             pred = _predict(best["run"], test_ids, paths, base.device)
             new_rows.append(
@@ -313,7 +317,7 @@ def cross_validate(
                         prediction=pred,
                         target=[float(targets[i]) for i in test_ids],
                     )
-                )  # fmt: skip
+                )
             )
             if progress:
                 mae = float(np.abs(pred - new_rows[-1]["target"].to_numpy()).mean())
@@ -323,7 +327,8 @@ def cross_validate(
                     f"subjects; fold trained and evaluated in {seconds / 60:.1f} min",
                     flush=True,
                 )
-        oof = pd.concat([d for d in (oof, *new_rows) if len(d)], ignore_index=True)
+        if new_rows:
+            oof = pd.concat([d for d in (oof, *new_rows) if len(d)], ignore_index=True)
         choice = pd.concat([d for d in (choice, pd.DataFrame(new_choice)) if len(d)])
         choice = choice.drop_duplicates(["fold", "arm", "seed"], keep="last")
         atomic_write(oof_path, lambda tmp, t=oof: t[OOF_COLUMNS].to_csv(tmp, index=False))
@@ -331,7 +336,7 @@ def cross_validate(
             choice_path,
             lambda tmp, t=choice: t[LR_CHOICE_COLUMNS].to_csv(tmp, index=False),
         )
-    oof = read_oof(oof_path)
+    oof = read_oof(oof_path) if oof_path.is_file() else pd.DataFrame(columns=OOF_COLUMNS)
     coverage = complete_arms(oof, fold_table)
     result = dict(oof=oof, lr_choice=choice, coverage=coverage, summary=None, paired=None)
     full = coverage[coverage["complete"]]
