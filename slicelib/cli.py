@@ -28,10 +28,12 @@ import os
 import sys
 from pathlib import Path
 
+import pandas as pd
 import torch.distributed as dist
 import yaml
 
 from slicelib import compare as C
+from slicelib import crossval
 from slicelib.cache import run_qc
 from slicelib.compare import ARM_FLAGS, GRID_FLAGS  # the flags a compare grid takes as lists
 from slicelib.config import PRESETS, resolve_config
@@ -149,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_train_flags(c, grid=True)
     c.add_argument("--eval-split", default="test", choices=["val", "test", "all"])
+    c.add_argument(
+        "--folds",
+        default=None,
+        help="folds table (.tsv: participant_id, fold), e.g. data/ixi_hh_4mm/folds.tsv: "
+        "cross-validate the grid (slicelib.crossval): per fold, train on the other folds with "
+        "the lr and early stopping chosen on an inner validation split of them, predict the "
+        "fold; OUT/oof.csv, lr_choice.csv, summary.csv, paired.csv, runs in OUT/fold<k>; "
+        "resumes (--eval-split does not apply)",
+    )
 
     g = sub.add_parser(
         "qc",
@@ -406,10 +417,32 @@ def cmd_compare(a: argparse.Namespace) -> int:
     plain = argparse.Namespace(**{**vars(a), **dict.fromkeys(GRID_FLAGS)})
     base = _resolve(plain)  # the train flags that are not grid flags
     grid = {f: getattr(a, f) for f in ARM_FLAGS if getattr(a, f) is not None}
+    if a.folds:
+        return _cross_validate(a, base, grid)
     kw = dict(lrs=a.lr, seeds=a.seed, out=a.out, eval_split=a.eval_split)
     _, summary = C.compare(base, grid, **kw, progress=not a.no_progress)
     C.print_summary(summary, base.task)
     files = ("results.csv", "lr_selection.csv", "summary.csv", "compare.png")
+    print("wrote " + ", ".join(str(Path(a.out) / f) for f in files))
+    return 0
+
+
+def _cross_validate(a: argparse.Namespace, base, grid: dict) -> int:
+    """``slicelib compare --folds``: :func:`slicelib.crossval.cross_validate`; the summary
+    (MAE [CI], r, bias-corrected gap) and the paired differences printed."""
+    kw = dict(lrs=a.lr, seeds=a.seed, out=a.out, progress=not a.no_progress)
+    res = crossval.cross_validate(base, a.folds, grid, **kw)
+    if res["summary"] is None:
+        print("no arm predicted every subject yet: no summary (rerun the same command to resume)")
+    else:
+        cols = ["arm", "n", "n_seeds", "mae", "mae_lo", "mae_hi", "r", "corrected_gap_mae"]
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            print(res["summary"][cols].round(3).to_string(index=False))
+            if len(res["paired"]):
+                print(res["paired"].round(4).to_string(index=False))
+    files = ("oof.csv", "lr_choice.csv") + ("summary.csv", "paired.csv") * (
+        res["summary"] is not None
+    )
     print("wrote " + ", ".join(str(Path(a.out) / f) for f in files))
     return 0
 

@@ -38,7 +38,7 @@ def test_train_and_compare_share_one_vocabulary():
     p = build_parser()
     train, compare = _options(p, "train"), _options(p, "compare")
     assert train <= compare, f"compare lacks {sorted(train - compare)}"
-    assert compare - train == {"--eval-split"}
+    assert compare - train == {"--eval-split", "--folds"}
     assert {"--weights", "--position", "--norm", "--pooling", "--axes", "--seed"} <= train
 
 
