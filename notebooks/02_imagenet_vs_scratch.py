@@ -78,9 +78,9 @@ SIZES = {
     ),
     "cpu": dict(
         N_REAL=None, GRID=(23, 27, 23), VOXEL=8.0, BACKBONE="mobilenet_v2", VAL_FRACTION=0.2,
-        FT_EPOCHS=4, FT_LRS=[1e-3, 3e-3], FT_SEEDS=[0], EX_EPOCHS=8,
+        FT_EPOCHS=3, FT_LRS=[1e-3, 3e-3], FT_SEEDS=[0], EX_EPOCHS=6,
         FROZEN_EPOCHS=20, FROZEN_LRS=[1e-3, 1e-2], FROZEN_SEEDS=[0, 1],
-        CNN3D_EPOCHS=8, CNN3D_LRS=[1e-3, 1e-2], SWEEP=[30],
+        CNN3D_EPOCHS=5, CNN3D_LRS=[1e-3, 1e-2], SWEEP=[30],
         AD_N=200, AD_SPLIT=(0.6, 0.15, 0.25), AD_EPOCHS=15, AD_SEEDS=[0],
     ),
     "gpu": dict(
