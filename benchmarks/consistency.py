@@ -83,20 +83,25 @@ def fold_split(folds: pd.DataFrame, fold: int, seed: int, val_fraction: float = 
     return pd.DataFrame({"participant_id": folds["participant_id"], "split": split})
 
 
-def train_fold(folds: pd.DataFrame, fold: int, data: Path, work: Path, seed: int) -> Path:
-    """Train fold ``fold``'s model with ``slicelib train`` (skipped when its best.pt exists).
+def train_fold(
+    folds: pd.DataFrame, fold: int, data: Path, work: Path, seed: int, normalise: str = "foreground"
+) -> Path:
+    """Train fold ``fold``'s model with ``slicelib train`` (skipped when its best.pt exists),
+    its volumes normalised by ``normalise`` (``PreprocessConfig.normalise``: "foreground", the
+    z-score, in ``<work>/runs``; "quantile" in ``<work>/runs_quantile``).
 
     Returns:
         The run directory.
     """
-    run = work / "runs" / f"fold{fold}"
+    runs = "runs" if normalise == "foreground" else f"runs_{normalise}"
+    run = work / runs / f"fold{fold}"
     if (run / "best.pt").is_file():
         return run
     split_file = work / "splits" / f"fold{fold}.tsv"
     split_file.parent.mkdir(parents=True, exist_ok=True)
     fold_split(folds, fold, seed).to_csv(split_file, sep="\t", index=False)
-    toml = split_file.with_suffix(".toml")
-    toml.write_text(f'split = "{split_file}"\n')
+    toml = work / "splits" / f"fold{fold}-{normalise}.toml"
+    toml.write_text(f'split = "{split_file}"\n\n[preprocess]\nnormalise = "{normalise}"\n')
     cmd = [sys.executable, "-m", "slicelib", "train", "--data", str(data), *TRAIN_ARGS]
     cmd += ["--seed", str(seed), "--config", str(toml), "--out", str(run)]
     print("$", shlex.join(cmd), flush=True)
@@ -158,6 +163,10 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/consistency"))
     ap.add_argument("--work", default="/tmp/slicelib-consistency", help="runs, re-stored files")
     ap.add_argument("--jobs", type=int, default=1, help="preprocessing processes per subject")
+    ap.add_argument(
+        "--normalise", default="foreground", choices=["foreground", "quantile"],
+        help="the models' intensity normalisation (PreprocessConfig.normalise)",
+    )  # fmt: skip
     ap.add_argument("--train-only", action="store_true", help="train the fold models and stop")
     ap.add_argument(
         "--report-only", action="store_true", help="rewrite the table from per_subject.csv"
@@ -168,7 +177,7 @@ def main(argv=None) -> None:
     folds = pd.read_csv(args.folds, sep="\t", dtype={"participant_id": str})
     if args.train_only:
         for k in sorted(set(folds["fold"])):
-            train_fold(folds, k, Path(args.data), work, args.seed)
+            train_fold(folds, k, Path(args.data), work, args.seed, args.normalise)
         return
     raw_table = pd.read_csv(raw / "participants.tsv", sep="\t", dtype={"participant_id": str})
     raw_table = raw_table.set_index("participant_id")
@@ -188,7 +197,7 @@ def main(argv=None) -> None:
         todo = [f for f in forms if f not in have]
         if not todo:
             continue
-        run = train_fold(folds, row.fold, Path(args.data), work, args.seed)  # lazily, per fold
+        run = train_fold(folds, row.fold, Path(args.data), work, args.seed, args.normalise)
         seed = 1000 * args.seed + int(pid[3:6])  # the bias field's: per subject (IXI number)
         src = raw / raw_table.loc[pid, "t1"]
         brain = raw / raw_table.loc[pid, "brain_labels"]
@@ -237,7 +246,8 @@ def report(rows: pd.DataFrame, chosen: pd.DataFrame, args, out: Path) -> None:
         f"seeded choice, seed {args.seed}: {', '.join(chosen['participant_id'])}), each predicted from its raw 2 mm IXI-HH file and from {len(args.forms)} "
         "re-stored forms by the model of its fold (trained on the other four folds, never on "
         "the subject). Model: ridge read-out of frozen ImageNet MobileNetV2 slice features "
-        "(3 axes, 4 blocks), `slicelib train --freeze-encoder --head ridge` (see "
+        f"(3 axes, 4 blocks), volumes normalised by `{args.normalise}` (`PreprocessConfig."
+        "normalise`), `slicelib train --freeze-encoder --head ridge` (see "
         "`benchmarks/consistency.py`). Change = prediction of the form minus prediction of the "
         "original file. Bounds: median |change| <= 2 years, 90th percentile <= 5 years.",
         "",

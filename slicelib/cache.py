@@ -40,7 +40,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from slicelib.data import CACHE_VERSION, DataError, PreprocessConfig, load_nifti, preprocess
+from slicelib.data import (
+    CACHE_VERSION,
+    DataError,
+    PreprocessConfig,
+    load_nifti,
+    preprocess,
+    standardise_histogram,
+)
 from slicelib.errors import PipelineError
 from slicelib.io import SUFFIXES, grid
 from slicelib.pipeline import PipelineConfig, run_pipeline
@@ -174,9 +181,10 @@ def _cdir(cache_dir) -> Path:
 
 
 def _entry(path, config: PreprocessConfig, cache_dir) -> Path:
-    """The cache entry (``<cache_dir>/<key>.npy``) of a scan and config."""
+    """The cache entry (``<cache_dir>/<key>.npy``) of a scan and config (its stored config:
+    :meth:`slicelib.data.PreprocessConfig.stored`)."""
     cdir = _cdir(cache_dir)
-    return cdir / f"{cache_key(path, config, cdir)}.npy"
+    return cdir / f"{cache_key(path, config.stored(), cdir)}.npy"
 
 
 @contextlib.contextmanager
@@ -232,6 +240,7 @@ def _fill(path, config: PreprocessConfig, cache_dir, mmap: bool = True, threads=
     it on a miss under the entry's lock (see the module doc)."""
     if not Path(path).is_file():
         load_nifti(path)  # raises the DataError naming the file
+    config = config.stored()
     target = _entry(path, config, cache_dir)
     hit = _read(target, config.volume_shape, mmap)
     if hit is not None:
@@ -274,12 +283,14 @@ def load_preprocessed(
 
     Returns:
         array (X, Y, Z), z-scored; float16 (cached; memory-mapped if ``mmap``) or float32
-        (``use_cache=False``). Callers wanting float32 use ``np.asarray(a, np.float32)``.
+        (``use_cache=False``, or ``normalise="quantile"``: standardised from the cached
+        z-scored entry when read). Callers wanting float32 use ``np.asarray(a, np.float32)``.
     """
     config = config or PreprocessConfig()
     if not use_cache:
         return preprocess(path, config)[0]
-    return _fill(path, config, cache_dir, mmap)[0]
+    arr = _fill(path, config, cache_dir, mmap)[0]
+    return standardise_histogram(arr) if config.normalise == "quantile" else arr
 
 
 def _cached_row(path: str, config: PreprocessConfig, cache_dir) -> dict[str, Any] | None:

@@ -45,17 +45,14 @@ from slicelib import metrics as M
 from slicelib.cv import (
     ARMS,
     FROZEN,
-    FROZEN_AXES,
-    FROZEN_BACKBONE,
     baseline_arms,
     feature_rows,
     fold_splits,
+    frozen_arm_features,
     read_folds,
     ridge_estimator,
 )
-from slicelib.datasets import ixi_derivative
 from slicelib.errors import ConfigError, DataError, PipelineError
-from slicelib.frozen import pooled_features
 from slicelib.utils import atomic_write
 
 __all__ = ["PREDICTION_COLUMNS", "DEEP_ARMS", "nested_subsets", "learning_curve", "curve_arms"]
@@ -232,13 +229,9 @@ def curve_arms(
     out = baseline_arms(data_dir, ids) if set(arms) - set(FROZEN) else {}
     info = {}
     for arm in [a for a in arms if a in FROZEN]:
-        w = imagenet_weights if FROZEN[arm] == "imagenet" and imagenet_weights else FROZEN[arm]
-        t = ixi_derivative(data_dir)
-        table = feature_rows(t.set_index("participant_id"), ids, f"{data_dir}/participants.tsv")
-        feats, info[arm] = pooled_features(
-            table.reset_index(), t.attrs["preprocess"], n_blocks, FROZEN_BACKBONE, w,
-            FROZEN_AXES, seed, cache_dir, progress,
-        )  # fmt: skip
+        feats, info[arm] = frozen_arm_features(
+            arm, data_dir, ids, n_blocks, seed, imagenet_weights, cache_dir, progress
+        )
         out[arm] = (ridge_estimator, feats)
     return {a: out[a] for a in arms}, info
 

@@ -22,10 +22,9 @@ to +-5 SD). :func:`run_cv` fits them fold by fold, records every model's trainin
 ``fits.json``, refuses an out-of-fold prediction whose subject was among its model's training
 subjects, and resumes: the (arm, fold, seed) triples already in ``oof.csv`` are not refitted.
 
-The frozen-feature arms (:data:`FROZEN`, :func:`cv_baselines`): the same ridge on the slice
-features of a frozen MobileNetV2 (ImageNet or seeded random weights; 3 axes, averaged over slice
-blocks: :func:`slicelib.frozen.pooled_features`), each head encoded once and cached under the
-output folder (``cache/``, keyed by the encoder's weights and the preprocessing).
+The frozen-feature arms (:data:`FROZEN`): the same ridge on block-pooled slice features of a
+frozen MobileNetV2 (ImageNet or seeded random weights, 3 axes; z-scored or quantile-standardised
+volumes), encoded once and cached under ``<out>/cache/`` (keyed by weights and preprocessing).
 
     python -m slicelib.cv --data data/ixi_hh_4mm --out benchmarks/results/ixi_cv_baselines
     python -m slicelib.cv --data data/ixi_hh_4mm --out benchmarks/results/ixi_cv_frozen --arms \\
@@ -55,7 +54,7 @@ from slicelib.utils import atomic_write, block_mean, pearson_r
 __all__ = ["OOF_COLUMNS", "BASELINES", "RIDGE_ALPHAS", "FROZEN", "ARMS", "make_folds"]
 __all__ += ["read_folds", "fold_splits", "roi_features", "voxel_features", "baseline_arms"]
 __all__ += ["read_oof", "run_cv", "summarise_oof", "cv_baselines"]
-__all__ += ["feature_rows", "ridge_estimator"]
+__all__ += ["feature_rows", "ridge_estimator", "frozen_arm_features"]
 
 OOF_COLUMNS = ["participant_id", "fold", "arm", "seed", "prediction", "target"]
 # RIDGE_ALPHAS, CLIP_SD: the one ridge recipe, shared with the frozen ridge head (slicelib.frozen).
@@ -63,8 +62,12 @@ OOF_COLUMNS = ["participant_id", "fold", "arm", "seed", "prediction", "target"]
 # volumes (IXI256-HH-1723, a failed parcellation: many regions 0, others doubled) lie 11 SD out
 # and, unclipped, the ridge predicts it 135 years old
 BASELINES = ("mean", "ridge_roi", "ridge_voxels")  # the arms of baseline_arms
-# the frozen-feature arms -> the encoder's weights (None: random initialisation, seeded)
-FROZEN = {"ridge_frozen_imagenet": "imagenet", "ridge_frozen_random": None}
+# frozen-feature arm -> (encoder weights, None: seeded random; PreprocessConfig.normalise)
+FROZEN = {
+    "ridge_frozen_imagenet": ("imagenet", "foreground"),
+    "ridge_frozen_random": (None, "foreground"),
+    "ridge_frozen_imagenet_quantile": ("imagenet", "quantile"),
+}
 ARMS = BASELINES + tuple(FROZEN)
 FROZEN_BACKBONE, FROZEN_AXES = "mobilenet_v2", ("sagittal", "coronal", "axial")
 
@@ -86,10 +89,8 @@ def make_folds(
     ``sklearn.model_selection.StratifiedKFold(n_folds, shuffle=True, random_state=seed)``
     assigns the folds: the same table and seed give the same folds.
 
-    Args:
-        table: one row per subject with ``participant_id``, ``age`` (years) and ``sex``.
-        n_folds: number of folds (>= 2). seed: the shuffle's seed.
-        n_age_bins: age quantile bins before merging. age, sex: the column names.
+    Args: ``table``: one row per subject with ``participant_id``, ``age`` (years), ``sex``;
+    ``n_folds`` (>= 2); ``seed``; ``n_age_bins`` before merging; ``age``, ``sex``: column names.
 
     Returns:
         DataFrame ``participant_id``, ``fold`` (0 .. n_folds-1), ``age``, ``sex`` of the
@@ -193,9 +194,8 @@ def roi_features(path: str | os.PathLike, ids=None) -> pd.DataFrame:
     """Log regional volumes: ``log(1 + volume)`` per region, indexed by participant_id.
 
     Args:
-        path: a CSV/TSV of regional volumes (mm^3), the first column (or ``participant_id``)
-            the subject id, one numeric column per region (e.g. ``roi_volumes.csv``).
-        ids: if given, the subjects to return in that order (every one must be present).
+        path: a CSV/TSV of regional volumes (mm^3) (e.g. ``roi_volumes.csv``): the first column
+            (or ``participant_id``) the subject id. ids: optional subjects, in that order.
 
     Returns:
         DataFrame [N subjects, P regions] of float64 (log mm^3).
@@ -224,12 +224,8 @@ def voxel_features(paths: Mapping[str, str | os.PathLike], block: int = 2) -> pd
     to a multiple of ``block`` and averaged in ``block``^3 blocks (4 mm voxels, block 2: 8 mm,
     23 x 27 x 23 = 14283 features).
 
-    Args:
-        paths: participant_id -> brain file, all on one grid.
-        block: the block edge in voxels (1: no averaging).
-
-    Returns:
-        DataFrame [N subjects, P block averages] of float32 (z units), indexed by participant_id.
+    Args: ``paths``: participant_id -> brain file, all on one grid; ``block``: the block edge
+    in voxels (1: no averaging). Returns: DataFrame [N, P] float32 (z units) by participant_id.
     """
     import nibabel as nib
 
@@ -528,30 +524,38 @@ def summarise_oof(
 # the command
 
 
+def frozen_arm_features(
+    arm: str, data_dir: str | os.PathLike, ids, n_blocks: int = 4, seed: int = 0,
+    imagenet_weights=None, cache_dir=None, progress: bool = False,
+) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+    """One frozen arm's (:data:`FROZEN`) features of the heads ``ids`` of a derivative folder:
+    :func:`slicelib.frozen.pooled_features` of MobileNetV2 on :data:`FROZEN_AXES` on the
+    derivative's grid with the arm's normalisation; returns its (features [N, P], record)."""
+    weights, normalise = FROZEN[arm]
+    if weights == "imagenet" and imagenet_weights:
+        weights = imagenet_weights
+    t = ixi_derivative(data_dir)
+    table = feature_rows(t.set_index("participant_id"), ids, f"{data_dir}/participants.tsv")
+    return pooled_features(
+        table.reset_index(), {**t.attrs["preprocess"], "normalise": normalise}, n_blocks,
+        FROZEN_BACKBONE, weights, FROZEN_AXES, seed, cache_dir, progress,
+    )  # fmt: skip
+
+
 def cv_baselines(
     data_dir: str | os.PathLike, out_dir: str | os.PathLike,
     folds: str | os.PathLike | None = None, arms=None, n_boot: int = 2000, n_blocks: int = 4,
     seed: int = 0, imagenet_weights=None, cache_dir=None, progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
-    """Cross-validate the baselines (and the frozen-feature arms) of a derivative folder.
+    """Cross-validate the baselines and frozen-feature arms (:func:`frozen_arm_features`, read
+    out by the baselines' ridge: features standardised on the training folds and clipped, so
+    random features get a fair start) of a derivative folder (e.g. ``data/ixi_hh_4mm``).
 
-    The frozen arms (:data:`FROZEN`): :func:`slicelib.frozen.pooled_features` of MobileNetV2
-    on 3 axes (ImageNet weights, from ``imagenet_weights`` if given, or random initialisation
-    seeded by ``seed``) on the derivative's grid (``ixi_derivative().attrs``), ``n_blocks``
-    slice blocks per axis, read out by the baselines' ridge (:func:`baseline_arms`: features
-    standardised on the training folds and clipped), so random features get a fair start.
-
-    Args:
-        data_dir: e.g. ``data/ixi_hh_4mm`` (participants.tsv with ``age``, roi_volumes.csv,
-            brains/); folds: its ``folds.tsv`` by default.
-        out_dir: receives ``oof.csv``, ``fits.json`` (:func:`run_cv`, resumable),
-            ``summary.csv`` and ``paired.csv`` (:func:`summarise_oof`), and with frozen arms
-            ``features.json`` (per frozen arm: the encoder's key, the feature count, the heads
-            encoded and the seconds of the call that encoded them; a resume keeps it).
-        arms: names among :data:`ARMS` (default: the three of :data:`BASELINES`).
-        n_blocks, seed, imagenet_weights: of the frozen arms; ``seed`` is also the oof
-            table's ``seed`` column of every arm.
-        cache_dir: the frozen arms' volume and feature cache (default ``out_dir/cache``).
+    ``out_dir`` receives ``oof.csv``, ``fits.json`` (:func:`run_cv`, resumable), ``summary.csv``
+    and ``paired.csv`` (:func:`summarise_oof`), and with frozen arms ``features.json`` (per arm
+    the encoder's record: key, features, heads encoded, seconds; a resume keeps it). ``arms``:
+    names among :data:`ARMS` (default :data:`BASELINES`); ``seed``: the random encoder's and
+    the oof's seed column; ``cache_dir``: the frozen arms' cache (default ``out_dir/cache``).
 
     Returns:
         (summary, paired) DataFrames, as written.
@@ -568,11 +572,8 @@ def cv_baselines(
     available = baseline_arms(data_dir, ids) if set(arms) & set(BASELINES) else {}
     info = {}
     for arm in [a for a in arms if a in FROZEN]:  # the heads on the derivative's grid
-        w = imagenet_weights if FROZEN[arm] == "imagenet" and imagenet_weights else FROZEN[arm]
-        t = ixi_derivative(data_dir)
-        feats, info[arm] = pooled_features(
-            feature_rows(t.set_index("participant_id"), ids, f"{data_dir}/participants.tsv").reset_index(),
-            t.attrs["preprocess"], n_blocks, FROZEN_BACKBONE, w, FROZEN_AXES, seed,
+        feats, info[arm] = frozen_arm_features(
+            arm, data_dir, ids, n_blocks, seed, imagenet_weights,
             Path(cache_dir or out_dir / "cache"), progress,
         )  # fmt: skip
         available[arm] = (ridge_estimator, feats)

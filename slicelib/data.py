@@ -19,6 +19,15 @@ cache key and the run's checkpoint, so predict applies what training did):
 ``"translate"``: translation-only head centring (:mod:`slicelib.centre`), the explicit
     fallback when no registration is possible; not aligned voxel by voxel.
 
+Intensity standardisation (``PreprocessConfig.normalise``): the z-score (default
+``"foreground"``) is linear, so a scan stored with another contrast (a gamma, another sequence
+or scanner, FreeSurfer's white-matter scaling) reaches the model with another histogram.
+``normalise="quantile"`` (:func:`standardise_histogram`) replaces the z-scored brain's voxels by
+the standard-normal quantiles of their ranks: every monotonic change of the intensities (a
+gamma, a rescale, uint8 storage) gives the same array, at the cost of the histogram's shape
+(the grey/white contrast ratio). The cache stores the z-scored volume once and standardises it
+when read, so switching costs no new preprocessing.
+
 Old names (``"pipeline"``, ``"mni"``, ``"centre"`` and the old ``centre`` key) are read only by
 :meth:`PreprocessConfig.from_dict`, where saved configs and checkpoints are loaded.
 
@@ -46,6 +55,8 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from scipy.special import ndtri
+from scipy.stats import rankdata
 
 from slicelib import pipeline, qc
 from slicelib.centre import border_stats, centre_transform, foreground_mask, head_anchor
@@ -67,10 +78,13 @@ __all__ = [
     "foreground_mask",
     "head_anchor",
     "preprocess",
+    "standardise_histogram",
 ]
 
 #: Bump when the preprocessing code changes in a way that changes its output.
 CACHE_VERSION = "4"  # 4: methods register/resample/translate, MNI read from the original header
+#: The intensity normalisations (``PreprocessConfig.normalise``; see the module doc).
+NORMALISATIONS = ("foreground", "whole", "quantile")
 #: The preprocessing methods (see the module doc).
 METHODS = ("register", "resample", "translate")
 #: Old method names, read by :meth:`PreprocessConfig.from_dict` only.
@@ -97,8 +111,10 @@ class PreprocessConfig:
         pipeline: options of :class:`slicelib.pipeline.PipelineConfig` (bias_correct,
             brain_extraction, registration, template_resolution, sampling, iterations),
             stored complete with its version (method "register" only).
-        normalise: "foreground" (z-score within the brain / foreground) or "whole" (over the
-            whole array, as in the paper's code); methods "resample" and "translate".
+        normalise: "foreground" (z-score within the brain / foreground), "whole" (over the
+            whole array, as in the paper's code; methods "resample" and "translate"), or
+            "quantile" (the foreground z-score, then :func:`standardise_histogram`: invariant
+            to monotonic intensity changes; every method).
         scale_to_fit: method "translate": shrink a head that would not fit (never enlarges).
         interpolation: methods "resample"/"translate": "continuous" (3rd-order spline),
             "linear" or "nearest" (nilearn).
@@ -128,7 +144,7 @@ class PreprocessConfig:
         self.voxel_size = float(self.voxel_size)
         if not self.voxel_size > 0:
             raise ValueError(f"PreprocessConfig.voxel_size must be > 0 mm, got {self.voxel_size}")
-        _check_choice("normalise", self.normalise, ("foreground", "whole"))
+        _check_choice("normalise", self.normalise, NORMALISATIONS)
         _check_choice("interpolation", self.interpolation, ("continuous", "linear", "nearest"))
         if self.register is not None:
             self._check_register()
@@ -164,6 +180,13 @@ class PreprocessConfig:
                     "(every lambda would share one key and reuse the other's cached volumes)."
                 )
             self.register_name = f"{self.register.__module__}.{name}"
+
+    def stored(self) -> PreprocessConfig:
+        """The config whose volumes the cache stores: ``normalise="quantile"`` is computed from
+        the foreground z-score when read (:func:`standardise_histogram`), so both share an entry."""
+        if self.normalise != "quantile":
+            return self
+        return dataclasses.replace(self, normalise="foreground")
 
     @property
     def affine(self) -> np.ndarray:
@@ -291,6 +314,8 @@ def preprocess(
         vol, info = _by_pipeline(img, config, name, threads)
     else:
         vol, info = _by_resampling(img, config, name, move=method == "translate" and not in_mni)
+    if config.normalise == "quantile":
+        vol = standardise_histogram(vol)
     info["qc"]["n_unique"] = unique
     status, reasons = qc.qc_status(info["qc"], method)
     info.update(method=method, method_reason=why, declares_mni=in_mni, **source)
@@ -364,7 +389,7 @@ def _by_resampling(img, config: PreprocessConfig, name: str, move: bool):
             nonzero = nib.Nifti1Image((src != 0).astype(np.float32), img.affine)
             brain = _resample(nonzero, sample, shape, "linear") > 0.5
     fg = brain if stripped else foreground_mask(data)
-    mean, std = _moments(data, fg if config.normalise == "foreground" else None, name)
+    mean, std = _moments(data, None if config.normalise == "whole" else fg, name)
     vol = (data - mean) / std
     if stripped:
         vol[~brain] = -mean / std  # as the pipeline: the value an intensity of 0 maps to
@@ -378,6 +403,39 @@ def _by_resampling(img, config: PreprocessConfig, name: str, move: bool):
     }
     info["inside_fraction"] = float(info["qc"]["inside"])
     return vol.astype(np.float32), info
+
+
+def standardise_histogram(volume: np.ndarray) -> np.ndarray:
+    """Quantile (rank) intensity standardisation of a z-scored volume.
+
+    The brain is the voxels above the volume's minimum (the background of a registered or
+    skull-stripped brain is one constant below all tissue; for an unstripped head every voxel
+    above the darkest counts). Each brain voxel becomes the standard-normal quantile of its
+    rank, ``Phi^-1((rank - 0.5) / n)`` (ties share their mean rank); the background becomes the
+    lowest of these values. Any strictly increasing change of the intensities (gamma, rescale,
+    offset) leaves the result unchanged; the histogram's shape is given up.
+
+    Args:
+        volume: array (X, Y, Z), any float dtype (z-scored, unitless).
+
+    Returns:
+        float32 array (X, Y, Z): brain mean ~0 and SD ~1 (unitless), background constant.
+
+    Raises:
+        DataError when fewer than 100 voxels lie above the minimum (a constant image).
+    """
+    v = np.asarray(volume, dtype=np.float32)
+    brain = v > v.min()
+    n = int(brain.sum())
+    if n < 100:
+        raise DataError(
+            f"standardise_histogram: only {n} voxel(s) above the background; the volume is "
+            "(nearly) constant. Check the scan, or use normalise='foreground'."
+        )
+    quantiles = ndtri((rankdata(v[brain], method="average") - 0.5) / n).astype(np.float32)
+    out = np.full(v.shape, quantiles.min(), dtype=np.float32)
+    out[brain] = quantiles
+    return out
 
 
 def _moments(data: np.ndarray, mask: np.ndarray | None, name: str) -> tuple[float, float]:

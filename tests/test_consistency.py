@@ -2,6 +2,7 @@
 bookkeeping (benchmarks/consistency.py), on a small synthetic head."""
 
 import sys
+import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -172,6 +173,23 @@ def test_fold_split_never_trains_on_the_test_fold():
     assert test == set(folds.loc[folds["fold"] == 2, "participant_id"])
     assert (split["split"] == "val").sum() == 2  # 10 % of the 24 others
     assert split.equals(consistency.fold_split(folds, 2, seed=0))
+
+
+def test_train_fold_passes_the_normalisation_and_keeps_each_in_its_own_runs(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(consistency.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    data = tmp_path / "participants.tsv"
+    for normalise in ("foreground", "quantile"):
+        run = consistency.train_fold(_folds(), 1, data, tmp_path, seed=0, normalise=normalise)
+        assert (
+            run == tmp_path / ("runs" if normalise == "foreground" else "runs_quantile") / "fold1"
+        )
+        config = Path(calls[-1][calls[-1].index("--config") + 1])
+        parsed = tomllib.loads(config.read_text())
+        assert parsed["preprocess"] == {"normalise": normalise}
+        assert Path(parsed["split"]).is_file() and calls[-1][calls[-1].index("--out") + 1] == str(
+            run
+        )
 
 
 def test_choose_subjects_is_seeded_and_per_fold():

@@ -1,0 +1,104 @@
+"""Quantile intensity standardisation (``PreprocessConfig(normalise="quantile")``): invariant to
+monotonic intensity changes, one cache entry shared with the z-score, its own feature cache."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy.special import ndtri
+from test_data import head_volume, save
+
+from slicelib import cache as C
+from slicelib.data import DataError, PreprocessConfig, preprocess, standardise_histogram
+from slicelib.frozen import encoder_key
+from slicelib.model import SliceModel
+
+#: An on-grid 4 mm brain (the "resample" fast path: no interpolation), zero background.
+GRID = dict(method="resample", volume_shape=(20, 24, 20), voxel_size=4.0)
+
+
+def _brain(tmp_path, name, transform=lambda v: v, dtype=np.float32):
+    cfg = PreprocessConfig(**GRID)
+    vol = head_volume(GRID["volume_shape"], seed=3)  # 0 outside, ~100-300 inside
+    return save(transform(vol).astype(dtype), tmp_path / f"{name}.nii.gz", cfg.affine)
+
+
+def test_values_are_normal_quantiles_of_the_ranks_and_background_is_the_lowest():
+    rng = np.random.default_rng(0)
+    vol = np.full((10, 12, 10), -10.0, np.float32)
+    vol[2:8, 2:10, 2:8] = rng.normal(0, 1, (6, 8, 6))
+    out = standardise_histogram(vol)
+    brain = vol > -10.0
+    n = int(brain.sum())
+    expected = ndtri((np.arange(1, n + 1) - 0.5) / n)  # distinct values: ranks 1..n
+    np.testing.assert_allclose(np.sort(out[brain]), expected, rtol=0, atol=1e-5)
+    assert np.all(out[~brain] == out[brain].min())
+    assert abs(out[brain].mean()) < 1e-4 and 0.9 < out[brain].std() < 1.0  # z-score-like
+    # ranks kept: the brightest input voxel is the brightest output voxel
+    assert np.unravel_index(np.argmax(vol), vol.shape) == np.unravel_index(
+        np.argmax(out), out.shape
+    )
+
+
+def test_a_constant_volume_is_refused_with_a_message():
+    with pytest.raises(DataError, match="constant"):
+        standardise_histogram(np.zeros((8, 8, 8), np.float32))
+
+
+@pytest.mark.parametrize(
+    "name, transform, dtype",
+    [
+        ("gamma_0.7", lambda v: 300.0 * (v / 300.0) ** 0.7, np.float32),
+        ("gamma_1.4", lambda v: 300.0 * (v / 300.0) ** 1.4, np.float32),
+        ("int16_x7.3", lambda v: np.round(v * 7.3), np.int16),
+    ],
+)
+def test_quantile_undoes_a_monotonic_change_the_z_score_does_not(tmp_path, name, transform, dtype):
+    original = _brain(tmp_path, "original")
+    changed = _brain(tmp_path, name, transform, dtype)
+    z = PreprocessConfig(**GRID)
+    q = dataclasses.replace(z, normalise="quantile")
+    zscore_gap = np.abs(preprocess(original, z)[0] - preprocess(changed, z)[0]).max()
+    quantile_gap = np.abs(preprocess(original, q)[0] - preprocess(changed, q)[0]).max()
+    # rounding (float32 after the power, int16) merges a few neighbouring intensities into ties,
+    # which share their mean rank: a voxel moves by < 1e-3 SD (float32), < 0.1 SD (int16 of
+    # this toy, whose brain is one tissue: 9,000 voxels in a narrow band of integers)
+    assert quantile_gap < (0.1 if dtype == np.int16 else 1e-3)
+    if name.startswith("gamma"):
+        assert zscore_gap > 0.2  # what the linear z-score leaves to the model
+
+
+def test_quantile_reads_the_z_scored_cache_entry_and_matches_preprocessing(tmp_path):
+    path = _brain(tmp_path, "head")
+    z = PreprocessConfig(**GRID)
+    q = dataclasses.replace(z, normalise="quantile")
+    assert q.stored() == z and z.stored() is z
+    cdir = tmp_path / "cache"
+    first = C.load_preprocessed(path, z, cdir)
+    entries = sorted(cdir.glob("*.npy"))
+    cached = C.load_preprocessed(path, q, cdir)
+    assert sorted(cdir.glob("*.npy")) == entries  # no second entry: standardised when read
+    np.testing.assert_array_equal(cached, standardise_histogram(first))
+    direct = preprocess(path, q)[0]  # float32 all the way: float16 storage moves a few ranks
+    assert np.median(np.abs(cached - direct)) < 1e-3 and np.abs(cached - direct).max() < 0.1
+    rows = C.preprocess_many([path], q, cdir, progress=False)  # QC: the z-scored entry's
+    same = C.preprocess_many([path], z, cdir, progress=False)
+    assert rows.loc[0, "cache"] == same.loc[0, "cache"] == str(entries[0])
+    assert rows.loc[0, "status"] == same.loc[0, "status"] != "error"
+
+
+def test_the_feature_cache_and_the_volume_key_tell_the_normalisations_apart(tmp_path):
+    path = _brain(tmp_path, "head")
+    z = PreprocessConfig(**GRID)
+    q = dataclasses.replace(z, normalise="quantile")
+    model = SliceModel("mobilenet_v2", weights=None, seed=0)
+    assert encoder_key(model, z.to_dict()) != encoder_key(model, q.to_dict())
+    assert C.cache_key(path, z) != C.cache_key(path, q)
+    assert PreprocessConfig.from_dict(q.to_dict()) == q
+
+
+def test_an_unknown_normalisation_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="quantile"):
+        PreprocessConfig(normalise="histogram")
