@@ -53,7 +53,7 @@ from slicelib.cv import (
     ridge_estimator,
 )
 from slicelib.errors import ConfigError, DataError, PipelineError
-from slicelib.utils import atomic_write
+from slicelib.utils import atomic_write, print_tables
 
 __all__ = ["PREDICTION_COLUMNS", "DEEP_ARMS", "nested_subsets", "learning_curve", "curve_arms"]
 __all__ += ["summarise_curve", "crossing", "plot_curve", "read_extra", "run_curve"]
@@ -570,10 +570,7 @@ def main(argv=None) -> None:
         a.data, a.out, a.arms, a.fractions, a.subset_seeds, a.folds, a.blocks, a.seed,
         a.imagenet_weights, a.cache_dir, a.extra, a.n_boot, refit=not a.from_predictions,
     )  # fmt: skip
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(summary.round(3).to_string(index=False))
-        print(paired.round(4).to_string(index=False))
-    print(f"wall time {time.perf_counter() - t0:.0f} s", flush=True)
+    print_tables(summary, paired, t0)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from slicelib import metrics as M
 from slicelib.datasets import ixi_derivative
 from slicelib.errors import ConfigError, DataError, PipelineError
 from slicelib.frozen import CLIP_SD, RIDGE_ALPHAS, pooled_features
-from slicelib.utils import atomic_write, block_mean, pearson_r
+from slicelib.utils import atomic_write, block_mean, pearson_r, print_tables
 
 __all__ = ["OOF_COLUMNS", "BASELINES", "RIDGE_ALPHAS", "FROZEN", "ARMS", "make_folds"]
 __all__ += ["read_folds", "fold_splits", "roi_features", "voxel_features", "baseline_arms"]
@@ -610,10 +610,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     args = (a.data, a.out, a.folds, a.arms, a.n_boot, a.blocks, a.seed, a.imagenet_weights)
     summary, paired = cv_baselines(*args)
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(summary.round(3).to_string(index=False))
-        print(paired.round(4).to_string(index=False))
-    print(f"wall time {time.perf_counter() - t0:.0f} s", flush=True)
+    print_tables(summary, paired, t0)
 
 
 if __name__ == "__main__":

@@ -179,22 +179,11 @@ def _build_templates() -> Templates:
     roi_brain = brain
     roi_vent = (vent_dist < 10.0) & (depth > 10.0)
     return Templates(
-        t1_resid=resid.astype(np.float32),
-        gm=gm,
-        wm=wm,
-        csf=csf,
-        brain=brain,
-        head=head,
-        gm_weight=gm_weight,
-        vent_dist=vent_dist,
-        vent_allowed=vent_allowed,
-        ad_map=ad_map,
-        mtl_csf_dist=mtl_csf_dist,
-        mtl_csf_allowed=mtl_csf_allowed,
-        roi_brain=roi_brain,
-        roi_ventricles=roi_vent,
-        roi_hippocampus=roi_h & brain,
-    )
+        t1_resid=resid.astype(np.float32), gm=gm, wm=wm, csf=csf, brain=brain, head=head,
+        gm_weight=gm_weight, vent_dist=vent_dist, vent_allowed=vent_allowed, ad_map=ad_map,
+        mtl_csf_dist=mtl_csf_dist, mtl_csf_allowed=mtl_csf_allowed, roi_brain=roi_brain,
+        roi_ventricles=roi_vent, roi_hippocampus=roi_h & brain,
+    )  # fmt: skip
 
 
 def _cache_file() -> Path | None:

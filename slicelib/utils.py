@@ -9,13 +9,16 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 __all__ = ["atomic_write", "save_npy", "pearson_r", "block_mean", "resample", "mni_template"]
+__all__ += ["print_tables"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
@@ -263,3 +266,12 @@ def run_parallel(
             ) from errors[i]
         results[i] = on_error(items[i], errors[i])
     return results
+
+
+def print_tables(summary, paired, started: float) -> None:
+    """Print a summary table (3 decimals) and its paired differences (4 decimals), both
+    pandas DataFrames, wide, then the wall time since ``started`` (``time.perf_counter()``)."""
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(summary.round(3).to_string(index=False))
+        print(paired.round(4).to_string(index=False))
+    print(f"wall time {time.perf_counter() - started:.0f} s", flush=True)
