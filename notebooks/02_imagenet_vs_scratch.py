@@ -691,6 +691,7 @@ CV_NAMES = {
     "ridge_voxels": "ridge (8 mm voxels)",
     "ridge_frozen_imagenet": "ridge on frozen ImageNet features",
     "ridge_frozen_random": "ridge on frozen random features",
+    "ridge_frozen_imagenet_quantile": "ridge on frozen ImageNet features, quantile intensities",
 }
 CV = pd.read_csv(CV_DIR / "summary.csv").assign(arm=lambda d: d["arm"].map(CV_NAMES))
 CV_PAIRED = pd.read_csv(CV_DIR / "paired.csv")
