@@ -174,6 +174,12 @@ def check_page(context, base: str, page: str, shot: Path, expect: dict, timeout_
     local = [i for i in images if _local(i["src"], base)]
     broken = [i["src"] for i in local if i["width"] == 0]
     problems += [f"image not loaded: {src}" for src in broken]
+    problems += [
+        f"image linked as a repository page (needs the internet, and a blob page is not an "
+        f"image): {i['src']}; the site build should copy it"
+        for i in images
+        if "/blob/" in i["src"]
+    ]
     figures = sum(1 for i in local if i["in_output"] and i["width"] > 0)
     if figures < expect.get("figures", 0):
         problems.append(f"{figures} figures shown, the notebook has {expect['figures']}")

@@ -131,6 +131,20 @@ def test_rewrite_links_points_outside_files_at_the_repository():
     assert "[in code](../README.md)" in out
 
 
+def test_images_of_the_checkout_are_copied_into_the_site_not_linked_on_the_host(tmp_path):
+    text = "![curve](../benchmarks/results/learning_curve/learning_curve.png) ![gone](../x.png)"
+    assets = set()
+    out = build.rewrite_links(
+        text, "docs/results.md", {"docs/results.md"}, "https://h/o/r", ROOT, assets
+    )
+    assert out == text  # kept relative: stage copies the image to the same place in the site
+    assert assets == {"benchmarks/results/learning_curve/learning_curve.png"}
+    info = build.stage(course_dir(tmp_path), tmp_path / "src")
+    assert "benchmarks/results/learning_curve/learning_curve.png" in info["assets"]
+    curve = "benchmarks/results/learning_curve/learning_curve.png"
+    assert (tmp_path / "src" / curve).read_bytes() == (ROOT / curve).read_bytes()
+
+
 def test_check_site_expects_the_figures_and_viewers_of_each_notebook(tmp_path):
     (tmp_path / "notebooks").mkdir()
     path = executed(tmp_path / "notebooks" / "01_data.ipynb")

@@ -146,24 +146,37 @@ def _site_path(repo_path: str) -> str | None:
     return None
 
 
-def rewrite_links(text: str, source: str, pages: set[str], repo_url: str, repo: Path = REPO) -> str:
+#: Files a page shows (Markdown images): copied into the site, never linked on the repository
+#: host (a GitHub "blob" URL is an HTML page, not an image, and needs the internet).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
+
+
+def rewrite_links(
+    text: str, source: str, pages: set[str], repo_url: str, repo: Path = REPO,
+    assets: set[str] | None = None,
+) -> str:  # fmt: skip
     """Rewrite the relative Markdown links of ``text`` (the file ``source``, a path relative to
     the checkout) for the site: a link to a page of the site (``pages``: site paths with suffix,
-    e.g. ``docs/cli.md``) points at that page; a link to another file or folder of the checkout
-    ``repo`` points at it in ``repo_url`` (branch BADGE_BRANCH). Absolute URLs, anchors, links
-    inside fenced code and links to paths that do not exist stay as they are (Sphinx warns)."""
+    e.g. ``docs/cli.md``) points at that page; an image of the checkout (:data:`IMAGE_SUFFIXES`)
+    is copied into the site at its checkout path (collected in ``assets``, which :func:`stage`
+    copies) and linked there; a link to another file or folder of the checkout ``repo`` points
+    at it in ``repo_url`` (branch BADGE_BRANCH). Absolute URLs, anchors, links inside fenced
+    code and links to paths that do not exist stay as they are (Sphinx warns)."""
     out, fenced = [], False
     site_dir = posixpath.dirname(_site_path(source) or source)
+    assets = set() if assets is None else assets
     for line in text.splitlines(keepends=True):
         if _FENCE.match(line):
             fenced = not fenced
         if not fenced:
-            line = _LINK.sub(lambda m: _rewrite(m, source, site_dir, pages, repo_url, repo), line)
+            line = _LINK.sub(
+                lambda m: _rewrite(m, source, site_dir, pages, repo_url, repo, assets), line
+            )
         out.append(line)
     return "".join(out)
 
 
-def _rewrite(match, source, site_dir, pages, repo_url, repo):
+def _rewrite(match, source, site_dir, pages, repo_url, repo, assets):
     target = match.group(2)
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", target) or target.startswith(("#", "/")):
         return match.group(0)
@@ -172,6 +185,13 @@ def _rewrite(match, source, site_dir, pages, repo_url, repo):
     page = _site_path(resolved)
     if page in pages:
         new = posixpath.relpath(page, site_dir or ".") + hash_ + anchor
+    elif (
+        not resolved.startswith("..")
+        and resolved.lower().endswith(IMAGE_SUFFIXES)
+        and (repo / resolved).is_file()
+    ):
+        assets.add(resolved)
+        new = posixpath.relpath(resolved, site_dir or ".")
     elif not resolved.startswith("..") and (repo / resolved).exists():
         kind = "tree" if (repo / resolved).is_dir() else "blob"
         new = f"{repo_url}/{kind}/{BADGE_BRANCH}/{resolved}" + hash_ + anchor
@@ -241,7 +261,8 @@ def stage(
     ``notebooks/<name>.ipynb``, their relative links rewritten by :func:`rewrite_links` and
     their progress bars drawn as static HTML by :func:`static_widgets`.
 
-    Returns ``{"pages": [site paths], "presets": {name: preset}, "end_times": {name: str}}``.
+    Returns ``{"pages": [site paths], "assets": [images copied], "presets": {name: preset},
+    "end_times": {name: str}}``.
     Raises SiteError (see :func:`check_toc`, :func:`executed_notebooks`) or, for a docs page of
     the table of contents that the checkout lacks, naming it.
     """
@@ -253,6 +274,7 @@ def stage(
     site_files = {p + (".ipynb" if p.startswith("notebooks/") else ".md") for p in pages}
     if src.exists():
         shutil.rmtree(src)
+    assets: set[str] = set()
     for page in pages:
         if page.startswith("notebooks/"):
             continue
@@ -261,18 +283,24 @@ def stage(
             raise SiteError(f"{toc} lists {page}, but {repo / origin} does not exist; fix {toc}.")
         target = src / (page + ".md")
         target.parent.mkdir(parents=True, exist_ok=True)
-        text = rewrite_links((repo / origin).read_text(encoding="utf-8"), origin, site_files, url)
-        target.write_text(text, encoding="utf-8")
+        text = (repo / origin).read_text(encoding="utf-8")
+        target.write_text(rewrite_links(text, origin, site_files, url, repo, assets), "utf-8")
     for name, info in notebooks.items():
         nb = info["notebook"]
         static_widgets(nb)
         for cell in nb.cells:
             if cell.cell_type == "markdown":
-                cell.source = rewrite_links(cell.source, f"notebooks/{name}.ipynb", site_files, url)
+                cell.source = rewrite_links(
+                    cell.source, f"notebooks/{name}.ipynb", site_files, url, repo, assets
+                )
         (src / "notebooks").mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, src / "notebooks" / f"{name}.ipynb")
+    for asset in sorted(assets):  # the images the pages show, at their checkout paths
+        (src / asset).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(repo / asset, src / asset)
     return {
         "pages": sorted(site_files),
+        "assets": sorted(assets),
         "presets": {n: i["preset"] for n, i in notebooks.items()},
         "end_times": {n: i["end_time"] for n, i in notebooks.items()},
     }
