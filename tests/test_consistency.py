@@ -232,9 +232,10 @@ def test_report_writes_the_table(tmp_path):
         }
     )
     chosen = rows.drop_duplicates("participant_id")[["participant_id", "fold", "age"]]
-    args = SimpleNamespace(per_fold=1, seed=0, forms=["gamma_0.7"])
+    args = SimpleNamespace(per_fold=1, seed=0, forms=["gamma_0.7"], normalise="quantile")
     consistency.report(rows, chosen, args, tmp_path)
     text = (tmp_path / "consistency.md").read_text()
     assert "| gamma_0.7 | 2 | 10.00 |" in text and "FAIL" in text
     assert "MAE 2.00 years over 2 subjects" in text and "4.0 min" in text
+    assert "volumes normalised by `quantile`" in text  # the models' normalisation is named
     assert pd.read_csv(tmp_path / "summary.csv")["passes"].tolist() == [False]
