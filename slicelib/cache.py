@@ -290,7 +290,7 @@ def load_preprocessed(
     if not use_cache:
         return preprocess(path, config)[0]
     arr = _fill(path, config, cache_dir, mmap)[0]
-    return standardise_histogram(arr) if config.normalise == "quantile" else arr
+    return standardise_histogram(arr, str(path)) if config.normalise == "quantile" else arr
 
 
 def _cached_row(path: str, config: PreprocessConfig, cache_dir) -> dict[str, Any] | None:

@@ -315,7 +315,7 @@ def preprocess(
     else:
         vol, info = _by_resampling(img, config, name, move=method == "translate" and not in_mni)
     if config.normalise == "quantile":
-        vol = standardise_histogram(vol)
+        vol = standardise_histogram(vol, name)
     info["qc"]["n_unique"] = unique
     status, reasons = qc.qc_status(info["qc"], method)
     info.update(method=method, method_reason=why, declares_mni=in_mni, **source)
@@ -405,7 +405,7 @@ def _by_resampling(img, config: PreprocessConfig, name: str, move: bool):
     return vol.astype(np.float32), info
 
 
-def standardise_histogram(volume: np.ndarray) -> np.ndarray:
+def standardise_histogram(volume: np.ndarray, name: str = "volume") -> np.ndarray:
     """Quantile (rank) intensity standardisation of a z-scored volume.
 
     The brain is the voxels above the volume's minimum (the background of a registered or
@@ -417,6 +417,7 @@ def standardise_histogram(volume: np.ndarray) -> np.ndarray:
 
     Args:
         volume: array (X, Y, Z), any float dtype (z-scored, unitless).
+        name: what the volume is (the scan's file), named in errors.
 
     Returns:
         float32 array (X, Y, Z): brain mean ~0 and SD ~1 (unitless), background constant.
@@ -429,8 +430,8 @@ def standardise_histogram(volume: np.ndarray) -> np.ndarray:
     n = int(brain.sum())
     if n < 100:
         raise DataError(
-            f"standardise_histogram: only {n} voxel(s) above the background; the volume is "
-            "(nearly) constant. Check the scan, or use normalise='foreground'."
+            f"{name}: only {n} voxel(s) above the background for the quantile standardisation; "
+            "the volume is (nearly) constant. Check the scan, or use normalise='foreground'."
         )
     quantiles = ndtri((rankdata(v[brain], method="average") - 0.5) / n).astype(np.float32)
     out = np.full(v.shape, quantiles.min(), dtype=np.float32)

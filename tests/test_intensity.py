@@ -43,8 +43,8 @@ def test_values_are_normal_quantiles_of_the_ranks_and_background_is_the_lowest()
 
 
 def test_a_constant_volume_is_refused_with_a_message():
-    with pytest.raises(DataError, match="constant"):
-        standardise_histogram(np.zeros((8, 8, 8), np.float32))
+    with pytest.raises(DataError, match="scan.nii.gz: only 0 voxel.*constant"):
+        standardise_histogram(np.zeros((8, 8, 8), np.float32), "scan.nii.gz")
 
 
 @pytest.mark.parametrize(
