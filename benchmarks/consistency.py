@@ -84,16 +84,19 @@ def fold_split(folds: pd.DataFrame, fold: int, seed: int, val_fraction: float = 
 
 
 def train_fold(
-    folds: pd.DataFrame, fold: int, data: Path, work: Path, seed: int, normalise: str = "foreground"
-) -> Path:
+    folds: pd.DataFrame, fold: int, data: Path, work: Path, seed: int,
+    normalise: str = "foreground", augment: int = 0,
+) -> Path:  # fmt: skip
     """Train fold ``fold``'s model with ``slicelib train`` (skipped when its best.pt exists),
     its volumes normalised by ``normalise`` (``PreprocessConfig.normalise``: "foreground", the
-    z-score, in ``<work>/runs``; "quantile" in ``<work>/runs_quantile``).
+    z-score, in ``<work>/runs``; "quantile" in ``<work>/runs_quantile``), with ``augment``
+    augmented copies of each training head (``--augment``; ``<work>/runs_augment<n>``).
 
     Returns:
         The run directory.
     """
     runs = "runs" if normalise == "foreground" else f"runs_{normalise}"
+    runs += f"_augment{augment}" if augment else ""
     run = work / runs / f"fold{fold}"
     if (run / "best.pt").is_file():
         return run
@@ -104,6 +107,7 @@ def train_fold(
     toml.write_text(f'split = "{split_file}"\n\n[preprocess]\nnormalise = "{normalise}"\n')
     cmd = [sys.executable, "-m", "slicelib", "train", "--data", str(data), *TRAIN_ARGS]
     cmd += ["--seed", str(seed), "--config", str(toml), "--out", str(run)]
+    cmd += ["--augment", str(augment)]
     print("$", shlex.join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     return run
@@ -167,6 +171,7 @@ def main(argv=None) -> None:
         "--normalise", default="foreground", choices=["foreground", "quantile"],
         help="the models' intensity normalisation (PreprocessConfig.normalise)",
     )  # fmt: skip
+    ap.add_argument("--augment", type=int, default=0, help="augmented copies per training head")
     ap.add_argument("--train-only", action="store_true", help="train the fold models and stop")
     ap.add_argument(
         "--report-only", action="store_true", help="rewrite the table from per_subject.csv"
@@ -177,7 +182,7 @@ def main(argv=None) -> None:
     folds = pd.read_csv(args.folds, sep="\t", dtype={"participant_id": str})
     if args.train_only:
         for k in sorted(set(folds["fold"])):
-            train_fold(folds, k, Path(args.data), work, args.seed, args.normalise)
+            train_fold(folds, k, Path(args.data), work, args.seed, args.normalise, args.augment)
         return
     raw_table = pd.read_csv(raw / "participants.tsv", sep="\t", dtype={"participant_id": str})
     raw_table = raw_table.set_index("participant_id")
@@ -197,7 +202,9 @@ def main(argv=None) -> None:
         todo = [f for f in forms if f not in have]
         if not todo:
             continue
-        run = train_fold(folds, row.fold, Path(args.data), work, args.seed, args.normalise)
+        run = train_fold(
+            folds, row.fold, Path(args.data), work, args.seed, args.normalise, args.augment
+        )
         seed = 1000 * args.seed + int(pid[3:6])  # the bias field's: per subject (IXI number)
         src = raw / raw_table.loc[pid, "t1"]
         brain = raw / raw_table.loc[pid, "brain_labels"]
@@ -247,7 +254,8 @@ def report(rows: pd.DataFrame, chosen: pd.DataFrame, args, out: Path) -> None:
         "re-stored forms by the model of its fold (trained on the other four folds, never on "
         "the subject). Model: ridge read-out of frozen ImageNet MobileNetV2 slice features "
         f"(3 axes, 4 blocks), volumes normalised by `{args.normalise}` (`PreprocessConfig."
-        "normalise`), `slicelib train --freeze-encoder --head ridge` (see "
+        f"normalise`), {getattr(args, 'augment', 0)} augmented copies of each training head "
+        "(`--augment`), `slicelib train --freeze-encoder --head ridge` (see "
         "`benchmarks/consistency.py`). Change = prediction of the form minus prediction of the "
         "original file. Bounds: median |change| <= 2 years, 90th percentile <= 5 years.",
         "",

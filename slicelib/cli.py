@@ -257,6 +257,12 @@ def _add_train_flags(t: argparse.ArgumentParser, grid: bool = False) -> None:
             "regression: RidgeCV on block-pooled slice features, closed form, no epochs)",
         ),
         ("--ridge-blocks", int, "ridge head: slice blocks per axis (default 4)"),
+        (
+            "--augment",
+            int,
+            "augmented copies of each training head (TorchIO gamma, bias "
+            "field, thick slices; default 0)",
+        ),
         ("--epochs", int, None),
         ("--batch-size", int, "volumes per batch"),
         ("--weight-decay", float, None),
@@ -309,7 +315,7 @@ def _overrides(a: argparse.Namespace) -> dict:
     keys = ["data", "target", "out", "task", "seed", "epochs", "batch_size", "lr"]
     keys += ["weight_decay", "schedule", "grad_accum", "split_seed", "class_weights", "monitor"]
     keys += ["device", "precision", "num_workers", "jobs", "qc", "cache_dir", "preset"]
-    keys += ["head", "ridge_blocks"]
+    keys += ["head", "ridge_blocks", "augment"]
     over = {k: getattr(a, k) for k in keys}
     if a.freeze_encoder is not None:
         over["freeze_encoder"] = a.freeze_encoder == "yes"

@@ -99,6 +99,9 @@ class TrainConfig:
     encoder and a regression target, "ridge": the slice features averaged over ``ridge_blocks``
     contiguous blocks per axis, standardised, and fitted in closed form with scikit-learn
     ``RidgeCV`` on the training subjects (:func:`slicelib.frozen.fit_ridge_head`; no epochs).
+    ``augment``: augmented copies of each training head, trained on with its label
+    (:func:`slicelib.augment.training_copies`: TorchIO gamma, bias field, thick slices; drawn
+    from ``seed``; 0 = none); validation and test heads are never augmented.
     Preprocessing: ``preprocess`` = fields of ``slicelib.data.PreprocessConfig`` as a dict
     (``volume_shape`` in voxels, ``voxel_size`` in mm, normalisation...); ``cache_dir``.
     Optimisation (paper defaults): Adam, ``lr`` 1e-4, ``weight_decay`` 1e-4, ``batch_size`` 8,
@@ -135,6 +138,7 @@ class TrainConfig:
     freeze_encoder: bool = False
     head: str = "mlp"
     ridge_blocks: int = 4
+    augment: int = 0
     preprocess: dict = field(default_factory=dict)
     cache_dir: str | None = None
     seed: int = 0
@@ -189,8 +193,8 @@ class TrainConfig:
                 f"target: it needs freeze_encoder=True (--freeze-encoder) and task='regression' "
                 f"(now freeze_encoder={self.freeze_encoder}, task={self.task!r})."
             )
-        for name in ("epochs", "batch_size", "grad_accum", "jobs", "ridge_blocks"):
-            if int(getattr(self, name)) < 1:
+        for name in ("epochs", "batch_size", "grad_accum", "jobs", "ridge_blocks", "augment"):
+            if int(getattr(self, name)) < (name != "augment"):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1.")
         if self.split is not None and not isinstance(self.split, (dict, str, os.PathLike)):
             raise ConfigError(
@@ -233,11 +237,12 @@ def given_split(split: dict | str) -> dict[str, str]:
 def drop_removed(d: dict) -> dict:
     """Drop fields that older versions saved, so that the configs of their runs still load."""
     d = dict(d)
-    if d.pop("augment", False):
-        raise ConfigError(
-            "augment=true: training augmentation was removed from slicelib (no flag, preset or "
-            "notebook used it). Delete the 'augment' key from the config to train without it."
-        )
+    if isinstance(d.get("augment"), bool):  # version 1's on/off flip augmentation
+        if d.pop("augment"):
+            raise ConfigError(
+                "augment=true: version 1's flip augmentation was removed; augment is now the "
+                "number of augmented copies of each training head (e.g. augment = 2), or 0."
+            )
     d.pop("scale_head", None)  # had no effect since the head predicts z-scores (target_std)
     return d
 

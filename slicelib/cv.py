@@ -41,11 +41,13 @@ from collections.abc import Callable, Mapping
 from itertools import combinations
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
 
 from slicelib import metrics as M
+from slicelib.augment import copy_of, training_copies
 from slicelib.datasets import ixi_derivative
 from slicelib.errors import ConfigError, DataError, PipelineError
 from slicelib.frozen import CLIP_SD, RIDGE_ALPHAS, pooled_features
@@ -62,11 +64,12 @@ OOF_COLUMNS = ["participant_id", "fold", "arm", "seed", "prediction", "target"]
 # volumes (IXI256-HH-1723, a failed parcellation: many regions 0, others doubled) lie 11 SD out
 # and, unclipped, the ridge predicts it 135 years old
 BASELINES = ("mean", "ridge_roi", "ridge_voxels")  # the arms of baseline_arms
-# frozen-feature arm -> (encoder weights, None: seeded random; PreprocessConfig.normalise)
+# arm -> (weights, None: seeded random; PreprocessConfig.normalise; augmented copies per head)
 FROZEN = {
-    "ridge_frozen_imagenet": ("imagenet", "foreground"),
-    "ridge_frozen_random": (None, "foreground"),
-    "ridge_frozen_imagenet_quantile": ("imagenet", "quantile"),
+    "ridge_frozen_imagenet": ("imagenet", "foreground", 0),
+    "ridge_frozen_random": (None, "foreground", 0),
+    "ridge_frozen_imagenet_quantile": ("imagenet", "quantile", 0),
+    "ridge_frozen_imagenet_augment": ("imagenet", "foreground", 2),
 }
 ARMS = BASELINES + tuple(FROZEN)
 FROZEN_BACKBONE, FROZEN_AXES = "mobilenet_v2", ("sagittal", "coronal", "axial")
@@ -91,10 +94,8 @@ def make_folds(
 
     Args: ``table``: one row per subject with ``participant_id``, ``age`` (years), ``sex``;
     ``n_folds`` (>= 2); ``seed``; ``n_age_bins`` before merging; ``age``, ``sex``: column names.
-
-    Returns:
-        DataFrame ``participant_id``, ``fold`` (0 .. n_folds-1), ``age``, ``sex`` of the
-        labelled subjects, sorted by participant_id.
+    Returns: DataFrame ``participant_id``, ``fold`` (0 .. n_folds-1), ``age``, ``sex`` of the
+    labelled subjects, sorted by participant_id.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -138,11 +139,8 @@ def make_folds(
 
 
 def read_folds(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and check a folds table (``folds.tsv``: participant_id, fold, ...; tab-separated).
-
-    Returns:
-        DataFrame with ``participant_id`` (str) and ``fold`` (int) and any other columns.
-    """
+    """Read and check a folds table (``folds.tsv``: participant_id, fold, ...; tab-separated):
+    a DataFrame with ``participant_id`` (str) and ``fold`` (int) and any other columns."""
     path = Path(path)
     if not path.is_file():
         raise DataError(
@@ -227,8 +225,6 @@ def voxel_features(paths: Mapping[str, str | os.PathLike], block: int = 2) -> pd
     Args: ``paths``: participant_id -> brain file, all on one grid; ``block``: the block edge
     in voxels (1: no averaging). Returns: DataFrame [N, P] float32 (z units) by participant_id.
     """
-    import nibabel as nib
-
     rows, shape = [], None
     for p in paths.values():
         a = np.asarray(nib.load(p).get_fdata(dtype=np.float32))  # (X, Y, Z)
@@ -401,13 +397,14 @@ def run_cv(
         for k, train_ids, test_ids in fold_splits(folds):
             if (arm, k, seed) in done:
                 continue
-            t0 = time.perf_counter()
-            x_train = feature_rows(feats, train_ids, f"features of arm {arm}")
+            t0 = time.perf_counter()  # training rows: the subjects and their augmented copies
+            train_rows = train_ids + [c for c in feats.index if copy_of(c) in set(train_ids)]
+            x_train = feature_rows(feats, train_rows, f"features of arm {arm}")
             x_test = feature_rows(feats, test_ids, f"features of arm {arm}")
-            y_train = np.array([float(targets[i]) for i in train_ids])  # (N_train,) years
+            y_train = np.array([float(targets[copy_of(i) or i]) for i in train_rows])  # years
             model = make_estimator().fit(x_train, y_train)
             pred = np.asarray(model.predict(x_test), dtype=np.float64).reshape(-1)  # (N_test,)
-            seen = set(train_ids) & set(test_ids)
+            seen = {copy_of(i) or i for i in train_rows} & set(test_ids)
             if seen:  # by construction impossible; a guard against a broken fold table
                 raise PipelineError(f"arm {arm} fold {k}: {sorted(seen)[:3]} in train and test")
             rows = pd.DataFrame(
@@ -419,7 +416,7 @@ def run_cv(
             alpha = getattr(last, "alpha_", None)
             fits[f"{arm}/fold{k}/seed{seed}"] = dict(
                 arm=arm, fold=k, seed=seed, n_train=len(train_ids), n_test=len(test_ids),
-                alpha=None if alpha is None else float(alpha),
+                n_copies=len(train_rows) - len(train_ids), alpha=alpha and float(alpha),
                 seconds=round(time.perf_counter() - t0, 3), train_ids=list(train_ids),
             )  # fmt: skip
             atomic_write(oof_path, lambda tmp, t=oof: t[OOF_COLUMNS].to_csv(tmp, index=False))
@@ -530,14 +527,18 @@ def frozen_arm_features(
 ) -> tuple[pd.DataFrame, dict]:  # fmt: skip
     """One frozen arm's (:data:`FROZEN`) features of the heads ``ids`` of a derivative folder:
     :func:`slicelib.frozen.pooled_features` of MobileNetV2 on :data:`FROZEN_AXES` on the
-    derivative's grid with the arm's normalisation; returns its (features [N, P], record)."""
-    weights, normalise = FROZEN[arm]
+    derivative's grid with the arm's normalisation, with rows ``<id>~aug<k>`` for the arm's
+    augmented copies (:func:`slicelib.augment.training_copies`; :func:`run_cv` trains on a
+    subject's copies with it); returns its (features [N, P], record)."""
+    weights, normalise, n_copies = FROZEN[arm]
     if weights == "imagenet" and imagenet_weights:
         weights = imagenet_weights
     t = ixi_derivative(data_dir)
     table = feature_rows(t.set_index("participant_id"), ids, f"{data_dir}/participants.tsv")
+    table = table.reset_index()  # + n_copies augmented copies of each head, as more rows
+    table = pd.concat([table, training_copies(table, n_copies, seed, cache_dir)])
     return pooled_features(
-        table.reset_index(), {**t.attrs["preprocess"], "normalise": normalise}, n_blocks,
+        table, {**t.attrs["preprocess"], "normalise": normalise}, n_blocks,
         FROZEN_BACKBONE, weights, FROZEN_AXES, seed, cache_dir, progress,
     )  # fmt: skip
 

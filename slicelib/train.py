@@ -1,7 +1,6 @@
 """Training a slice model, in plain PyTorch: the config, the loop, DDP, checkpoints and resume.
 
 One run = one directory (see :mod:`slicelib.runs` for its files and for using a finished run).
-
 Reading order: the settings live in :mod:`slicelib.config` (``TrainConfig``, ``PRESETS``,
 ``resolve_config``: defaults < preset < file < flags; imported here too); ``train`` (table ->
 subject split -> model -> ``fit``); ``fit`` (the loop, one screen: one epoch of training, one
@@ -10,8 +9,7 @@ validation pass, a checkpoint, early stopping).
 Resume and determinism: every epoch re-seeds python, numpy, torch and the shuffling generator
 from ``(seed, epoch)``, and checkpoints are written at epoch boundaries, atomically. A run
 killed at any moment and started again with the same command resumes from ``last.pt``, redoes
-the interrupted epoch and ends with bit-identical weights on the CPU. (So no RNG state needs
-saving: nothing random happens that the next epoch's seeding does not fix.)
+the interrupted epoch and ends with bit-identical weights on the CPU (no RNG state is saved).
 
 Distributed, as nanoGPT does it: launched by ``torchrun`` (``WORLD_SIZE > 1``) the model is
 wrapped in DistributedDataParallel (the backend follows ``device``: nccl for CUDA, gloo
@@ -47,6 +45,7 @@ from tqdm.auto import tqdm
 
 from slicelib import frozen
 from slicelib import metrics as M
+from slicelib.augment import training_copies
 from slicelib.build import build_model, model_config_dict
 from slicelib.cache import check_qc, file_hash, preprocess_many
 from slicelib.cnn3d import VolumeCNN
@@ -122,6 +121,7 @@ def train(config: TrainConfig | dict, progress: bool | str = True) -> Path:
     _train_val(table, np.ones(len(table), dtype=bool), cfg)  # before any scan is preprocessed
     keep = _check_inputs(table, pcfg, cfg, rank, run_dir / "qc.csv", progress is True)
     tr, va = _train_val(table, keep, cfg)
+    tr = pd.concat([tr, training_copies(tr, cfg.augment, cfg.seed, cfg.cache_dir)])
     check_classes(tr["_y"].to_numpy(), cfg.task, classes or [], cfg.target)
 
     # --- model: the grid comes from the preprocessing, the head's scale from the training set -

@@ -179,11 +179,13 @@ def test_train_fold_passes_the_normalisation_and_keeps_each_in_its_own_runs(tmp_
     calls = []
     monkeypatch.setattr(consistency.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
     data = tmp_path / "participants.tsv"
-    for normalise in ("foreground", "quantile"):
-        run = consistency.train_fold(_folds(), 1, data, tmp_path, seed=0, normalise=normalise)
-        assert (
-            run == tmp_path / ("runs" if normalise == "foreground" else "runs_quantile") / "fold1"
-        )
+    for normalise, augment, runs in (
+        ("foreground", 0, "runs"), ("quantile", 0, "runs_quantile"),
+        ("foreground", 2, "runs_augment2"),
+    ):  # fmt: skip
+        run = consistency.train_fold(_folds(), 1, data, tmp_path, 0, normalise, augment)
+        assert run == tmp_path / runs / "fold1"
+        assert calls[-1][calls[-1].index("--augment") + 1] == str(augment)
         config = Path(calls[-1][calls[-1].index("--config") + 1])
         parsed = tomllib.loads(config.read_text())
         assert parsed["preprocess"] == {"normalise": normalise}
@@ -232,10 +234,11 @@ def test_report_writes_the_table(tmp_path):
         }
     )
     chosen = rows.drop_duplicates("participant_id")[["participant_id", "fold", "age"]]
-    args = SimpleNamespace(per_fold=1, seed=0, forms=["gamma_0.7"], normalise="quantile")
+    args = SimpleNamespace(per_fold=1, seed=0, forms=["gamma_0.7"], normalise="quantile", augment=2)
     consistency.report(rows, chosen, args, tmp_path)
     text = (tmp_path / "consistency.md").read_text()
     assert "| gamma_0.7 | 2 | 10.00 |" in text and "FAIL" in text
     assert "MAE 2.00 years over 2 subjects" in text and "4.0 min" in text
     assert "volumes normalised by `quantile`" in text  # the models' normalisation is named
+    assert "2 augmented copies of each training head" in text
     assert pd.read_csv(tmp_path / "summary.csv")["passes"].tolist() == [False]

@@ -66,7 +66,7 @@ def test_resolve_config_layers_and_unknown_keys(tmp_path):
         TrainConfig.from_dict({"preprocess": {"voxelsize": 2}})
     # fields of older runs: dropped when they changed nothing, refused when they did
     assert TrainConfig.from_dict({"augment": False, "scale_head": True}).epochs == 20
-    with pytest.raises(ConfigError, match="augmentation was removed"):
+    with pytest.raises(ConfigError, match="flip augmentation was removed"):
         TrainConfig.from_dict({"augment": True})
     (tmp_path / "c.yaml").write_text("lr: 0.01\nmodel:\n  pooling: attention\n")
     assert resolve_config(file=tmp_path / "c.yaml").model == {"pooling": "attention"}
