@@ -22,6 +22,11 @@ N4, affine registration, z-score). It writes to ``--out``:
 - ``consistency.md``: per form n, median and 90th percentile of |change|, QC-flagged count,
   pass/fail against median <= 2 years and p90 <= 5 years; the command, seeds and time taken.
 
+``--augment N`` trains the fold models with N augmented copies of each training head
+(``slicelib train --augment``). ``--lr-choice <cv>/lr_choice.csv`` predicts with the runs a
+cross-validation of trained arms chose (``slicelib compare --folds``: the ``run`` of each fold,
+e.g. the fine-tuned slice model) instead of training fold models.
+
 It resumes: finished runs and rows already in ``per_subject.csv`` are kept. The re-stored
 files and runs live in ``--work`` (not in the repository)::
 
@@ -113,6 +118,23 @@ def train_fold(
     return run
 
 
+def chosen_run(lr_choice: str | os.PathLike, fold: int) -> Path:
+    """The run a cross-validation chose for ``fold`` (the ``run`` column of its
+    ``lr_choice.csv``, written by ``slicelib compare --folds``; a relative path is read from
+    the CSV's folder); one arm and seed only."""
+    table = pd.read_csv(lr_choice)
+    rows = table[table["fold"] == fold]
+    if len(rows) != 1:
+        raise SystemExit(
+            f"{lr_choice}: {len(rows)} rows for fold {fold}; give the lr_choice.csv of a CV "
+            "with one arm and one seed"
+        )
+    run = Path(lr_choice).parent / rows["run"].iloc[0]  # relative: to the CV's folder
+    if not (run / "best.pt").is_file():
+        raise SystemExit(f"{lr_choice}: fold {fold}'s run {run} has no best.pt")
+    return run
+
+
 def choose_subjects(folds: pd.DataFrame, per_fold: int, seed: int) -> pd.DataFrame:
     """A seeded choice of ``per_fold`` subjects of each fold: the first ``per_fold`` of a
     seeded permutation of each fold's ids, so a larger ``per_fold`` keeps the smaller one's
@@ -172,6 +194,7 @@ def main(argv=None) -> None:
         help="the models' intensity normalisation (PreprocessConfig.normalise)",
     )  # fmt: skip
     ap.add_argument("--augment", type=int, default=0, help="augmented copies per training head")
+    ap.add_argument("--lr-choice", help="lr_choice.csv of a CV: predict with its chosen runs")
     ap.add_argument("--train-only", action="store_true", help="train the fold models and stop")
     ap.add_argument(
         "--report-only", action="store_true", help="rewrite the table from per_subject.csv"
@@ -202,8 +225,12 @@ def main(argv=None) -> None:
         todo = [f for f in forms if f not in have]
         if not todo:
             continue
-        run = train_fold(
-            folds, row.fold, Path(args.data), work, args.seed, args.normalise, args.augment
+        run = (
+            chosen_run(args.lr_choice, row.fold)
+            if args.lr_choice
+            else train_fold(
+                folds, row.fold, Path(args.data), work, args.seed, args.normalise, args.augment
+            )
         )
         seed = 1000 * args.seed + int(pid[3:6])  # the bias field's: per subject (IXI number)
         src = raw / raw_table.loc[pid, "t1"]
@@ -240,6 +267,18 @@ def main(argv=None) -> None:
         report(done, chosen, args, out)  # after every subject
 
 
+def model_text(args) -> str:
+    """What the fold models are, in words, for the report."""
+    if getattr(args, "lr_choice", None):
+        return f"the run chosen in each fold by the cross-validation of `{args.lr_choice}`"
+    return (
+        "ridge read-out of frozen ImageNet MobileNetV2 slice features (3 axes, 4 blocks), "
+        f"volumes normalised by `{args.normalise}` (`PreprocessConfig.normalise`), "
+        f"{getattr(args, 'augment', 0)} augmented copies of each training head (`--augment`), "
+        "`slicelib train --freeze-encoder --head ridge`"
+    )
+
+
 def report(rows: pd.DataFrame, chosen: pd.DataFrame, args, out: Path) -> None:
     """Write ``summary.csv`` and ``consistency.md`` from the per-subject rows (and the
     predicting invocations recorded in ``invocations.json``)."""
@@ -252,10 +291,7 @@ def report(rows: pd.DataFrame, chosen: pd.DataFrame, args, out: Path) -> None:
         f"{len(orig)} of {len(chosen)} chosen test subjects done ({args.per_fold} per fold, "
         f"seeded choice, seed {args.seed}: {', '.join(chosen['participant_id'])}), each predicted from its raw 2 mm IXI-HH file and from {len(args.forms)} "
         "re-stored forms by the model of its fold (trained on the other four folds, never on "
-        "the subject). Model: ridge read-out of frozen ImageNet MobileNetV2 slice features "
-        f"(3 axes, 4 blocks), volumes normalised by `{args.normalise}` (`PreprocessConfig."
-        f"normalise`), {getattr(args, 'augment', 0)} augmented copies of each training head "
-        "(`--augment`), `slicelib train --freeze-encoder --head ridge` (see "
+        f"the subject). Model: {model_text(args)} (see "
         "`benchmarks/consistency.py`). Change = prediction of the form minus prediction of the "
         "original file. Bounds: median |change| <= 2 years, 90th percentile <= 5 years.",
         "",

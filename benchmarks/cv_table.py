@@ -9,7 +9,12 @@ row per arm: MAE [CI], r, and the paired difference to each reference arm [CI], 
 
     python benchmarks/cv_table.py --oof benchmarks/results/ixi_cv_frozen/oof.csv \\
         benchmarks/results/ixi_cv_finetune/oof.csv --out benchmarks/results/ixi_cv_all \\
-        --reference finetune_imagenet ridge_roi
+        --reference finetune_imagenet ridge_roi \\
+        --ensemble ensemble_finetune_frozen=finetune_imagenet+ridge_frozen_imagenet
+
+``--oof FILE@SUFFIX`` appends SUFFIX to the arm names of that file (the same arm run again
+with one change, e.g. a wider learning-rate grid). ``--ensemble NAME=A+B`` adds the arm NAME, the mean of arms A and B's out-of-fold predictions
+(:func:`slicelib.cv.ensemble_oof`; no weight is fitted).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from slicelib.crossval import complete_arms
-from slicelib.cv import read_folds, read_oof, summarise_oof
+from slicelib.cv import ensemble_oof, read_folds, read_oof, summarise_oof
 
 ROOT = Path(__file__).resolve().parents[1]
 #: How the table names the arms (others keep their oof name).
@@ -34,19 +39,28 @@ NAMES = {
     "ridge_roi": "ridge on the log regional volumes (classical baseline)",
     "ridge_frozen_random": "the same read-out of a random-initialised MobileNetV2",
     "mean": "training-mean age",
+    "ensemble_finetune_frozen": "mean of the fine-tuned slice model and the frozen ImageNet "
+    "read-out (an ensemble of two slice models, no weight fitted)",
+    "finetune_scratch": "slice model, random-initialised MobileNetV2, fine-tuned (lr from 1e-3, "
+    "3e-3 and epoch chosen on an inner validation split)",
+    "ridge_frozen_imagenet_augment": "the ImageNet read-out trained with 2 augmented copies of "
+    "each training head (TorchIO gamma, bias field, thick slices)",
 }
 
 
 def combined(oof_files, folds_file) -> pd.DataFrame:
-    """The rows of the complete (arm, seed) pairs of every ``oof.csv``, one table.
+    """The rows of the complete (arm, seed) pairs of every ``oof.csv``, one table (a file
+    given as ``FILE@SUFFIX``: its arms renamed ``<arm>SUFFIX``).
 
     Raises:
         ValueError naming the arm when two files hold the same arm and seed.
     """
     folds = read_folds(folds_file)
     parts = []
-    for f in oof_files:
+    for spec in oof_files:
+        f, _, suffix = str(spec).partition("@")
         oof = read_oof(f)
+        oof["arm"] = oof["arm"] + suffix
         full = complete_arms(oof, folds).query("complete")
         keep = oof.set_index(["arm", "seed"]).index.isin(list(zip(full["arm"], full["seed"])))
         parts.append(oof[keep])
@@ -91,8 +105,14 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--reference", nargs="+", default=["ridge_roi"], help="arms to pair with")
     ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--ensemble", nargs="*", default=[], help="NAME=ARM+ARM[+ARM...]")
     a = ap.parse_args(argv)
     oof = combined(a.oof, a.folds)
+    for spec in a.ensemble:
+        name, _, members = spec.partition("=")
+        if not members or "+" not in members:
+            raise SystemExit(f"--ensemble {spec!r}: write NAME=ARM+ARM (two or more arms)")
+        oof = pd.concat([oof, ensemble_oof(oof, members.split("+"), name)], ignore_index=True)
     missing = sorted(set(a.reference) - set(oof["arm"]))
     if missing:
         raise SystemExit(f"reference arm(s) {missing} are not complete in {a.oof}")

@@ -11,8 +11,10 @@ add its rows (the classical baselines here; deep models through the same format)
 per arm, and every pairwise **paired** difference of per-subject absolute errors with its
 bootstrap CI and paired tests (:func:`slicelib.metrics.paired_difference`).
 
-The folds (:func:`make_folds`, shipped as ``data/ixi_hh_4mm/folds.tsv``): subject-level,
-stratified by age bins crossed with sex (scikit-learn ``StratifiedKFold``), seeded.
+The folds (:func:`slicelib.splits.make_folds`, re-exported here; shipped as
+``data/ixi_hh_4mm/folds.tsv``): subject-level, stratified by age bins crossed with sex
+(scikit-learn ``StratifiedKFold``), seeded. :func:`ensemble_oof` adds the mean of several arms'
+out-of-fold predictions as one more arm.
 
 The classical baselines (:func:`baseline_arms`), each fitted on the training folds only, its
 penalty chosen by an inner cross-validation on those training subjects (``RidgeCV``'s efficient
@@ -51,11 +53,12 @@ from slicelib.augment import copy_of, training_copies
 from slicelib.datasets import ixi_derivative
 from slicelib.errors import ConfigError, DataError, PipelineError
 from slicelib.frozen import CLIP_SD, RIDGE_ALPHAS, pooled_features
+from slicelib.splits import make_folds
 from slicelib.utils import atomic_write, block_mean, pearson_r, print_tables
 
 __all__ = ["OOF_COLUMNS", "BASELINES", "RIDGE_ALPHAS", "FROZEN", "ARMS", "make_folds"]
 __all__ += ["read_folds", "fold_splits", "roi_features", "voxel_features", "baseline_arms"]
-__all__ += ["read_oof", "run_cv", "summarise_oof", "cv_baselines"]
+__all__ += ["read_oof", "run_cv", "summarise_oof", "ensemble_oof", "cv_baselines"]
 __all__ += ["feature_rows", "ridge_estimator", "frozen_arm_features"]
 
 OOF_COLUMNS = ["participant_id", "fold", "arm", "seed", "prediction", "target"]
@@ -77,65 +80,6 @@ FROZEN_BACKBONE, FROZEN_AXES = "mobilenet_v2", ("sagittal", "coronal", "axial")
 
 # -----------------------------------------------------------------------------
 # folds
-
-
-def make_folds(
-    table: pd.DataFrame, n_folds: int = 5, seed: int = 0, n_age_bins: int = 5, age: str = "age",
-    sex: str = "sex",
-) -> pd.DataFrame:  # fmt: skip
-    """Subject-level folds stratified by age bins crossed with sex.
-
-    Subjects with a missing age are left out (unlabelled). The stratum of a subject is its age
-    quantile bin (``n_age_bins`` bins over the labelled subjects) crossed with its sex; a
-    stratum with fewer than ``n_folds`` subjects is merged into the neighbouring age bin of the
-    same sex until every stratum has at least ``n_folds`` (or one bin is left).
-    ``sklearn.model_selection.StratifiedKFold(n_folds, shuffle=True, random_state=seed)``
-    assigns the folds: the same table and seed give the same folds.
-
-    Args: ``table``: one row per subject with ``participant_id``, ``age`` (years), ``sex``;
-    ``n_folds`` (>= 2); ``seed``; ``n_age_bins`` before merging; ``age``, ``sex``: column names.
-    Returns: DataFrame ``participant_id``, ``fold`` (0 .. n_folds-1), ``age``, ``sex`` of the
-    labelled subjects, sorted by participant_id.
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    for col in ("participant_id", age, sex):
-        if col not in table.columns:
-            raise DataError(f"make_folds: no column {col!r}; columns are {list(table.columns)}")
-    ids = table["participant_id"].astype(str)
-    if ids.duplicated().any():
-        raise DataError(
-            f"make_folds: duplicated participant_id {sorted(set(ids[ids.duplicated()]))[:5]}; "
-            "folds need one row per subject"
-        )
-    ages = pd.to_numeric(table[age], errors="coerce")
-    bad = table[ages.isna() & table[age].notna()]
-    if len(bad):
-        raise DataError(
-            f"make_folds: non-numeric {age!r} {bad[age].tolist()[:3]} for "
-            f"{bad['participant_id'].tolist()[:3]}; fix or blank those cells"
-        )
-    df = pd.DataFrame({"participant_id": ids, "age": ages, "sex": table[sex].astype(str)})
-    df = df[df["age"].notna()].sort_values("participant_id").reset_index(drop=True)
-    if len(df) < n_folds * 2:
-        raise DataError(f"make_folds: {len(df)} labelled subjects are too few for {n_folds} folds")
-    edges = np.quantile(df["age"], np.linspace(0, 1, n_age_bins + 1)[1:-1])
-    bins = np.searchsorted(edges, df["age"].to_numpy(), side="right")  # (N,) 0 .. n_age_bins-1
-    for s in df["sex"].unique():  # merge a small bin into its neighbour, within one sex
-        rows = (df["sex"] == s).to_numpy()
-        while True:
-            values, counts = np.unique(bins[rows], return_counts=True)
-            if len(values) < 2 or counts.min() >= n_folds:
-                break
-            k = int(np.argmin(counts))
-            other = values[k + 1] if k == 0 else values[k - 1]
-            bins[rows & (bins == values[k])] = other
-    strata = df["sex"] + "_" + pd.Series(bins).astype(str)
-    df["fold"] = -1
-    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, test) in enumerate(skf.split(np.zeros(len(df)), strata)):
-        df.loc[test, "fold"] = k
-    return df[["participant_id", "fold", "age", "sex"]]
 
 
 def read_folds(path: str | os.PathLike) -> pd.DataFrame:
@@ -515,6 +459,40 @@ def summarise_oof(
     pcols = ["arm_a", "arm_b", "n", "mae_a", "mae_b", "diff", "diff_lo", "diff_hi"]
     pcols += ["wilcoxon_p", "ttest_p"]
     return pd.DataFrame(summary).reindex(columns=cols), pd.DataFrame(paired, columns=pcols)
+
+
+def ensemble_oof(oof: pd.DataFrame, arms, name: str) -> pd.DataFrame:
+    """An ensemble arm: per subject the mean prediction of ``arms`` (each arm's seeds averaged
+    first), as oof rows (arm ``name``, seed 0) to summarise beside its members.
+
+    No weight is fitted, so every ensemble prediction is as out-of-fold as its members': each
+    member's prediction of a subject comes from a model that never saw that subject.
+
+    Raises:
+        DataError naming the arm that is missing, or when the arms predicted different subjects
+        or put one subject in different folds.
+    """
+    df = _check_oof(oof, "oof")
+    means = []
+    for arm in arms:
+        g = df[df["arm"] == arm]
+        if g.empty:
+            raise DataError(f"ensemble {name}: no arm {arm!r}; arms are {sorted(set(df.arm))}")
+        means.append(g.groupby("participant_id")[["fold", "prediction", "target"]].mean())
+    ids = means[0].index
+    for arm, m in zip(arms, means):
+        if not m.index.equals(ids) and set(m.index) != set(ids):
+            raise DataError(
+                f"ensemble {name}: arm {arm} predicted {len(m)} subjects, {arms[0]} {len(ids)}; "
+                "members must predict the same subjects (complete arms)"
+            )
+        if not np.array_equal(m.loc[ids, "fold"], means[0]["fold"]):
+            raise DataError(f"ensemble {name}: arm {arm} put subjects in other folds")
+    pred = np.mean([m.loc[ids, "prediction"].to_numpy() for m in means], axis=0)  # (N,) years
+    return pd.DataFrame(
+        dict(participant_id=ids, fold=means[0]["fold"].astype(int).to_numpy(), arm=name,
+             seed=0, prediction=pred, target=means[0]["target"].to_numpy())
+    )[OOF_COLUMNS]  # fmt: skip
 
 
 # -----------------------------------------------------------------------------

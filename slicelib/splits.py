@@ -3,7 +3,8 @@ would leak the subject's anatomy from training into testing).
 
 :func:`split_subjects` gives a stratified, seeded train/val(/test) split of a participant table
 (:func:`slicelib.datasets.read_table`); the fixed cross-validation folds of the shipped IXI
-derivative are in :mod:`slicelib.cv`.
+derivative come from :func:`make_folds` (age x sex strata, scikit-learn
+``StratifiedKFold``); :mod:`slicelib.cv` runs them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 
 from slicelib.errors import DataError
 
-__all__ = ["split_subjects"]
+__all__ = ["split_subjects", "make_folds"]
 
 
 def split_subjects(
@@ -123,3 +124,62 @@ def _merge_smallest(codes: np.ndarray) -> np.ndarray:
     else:
         other = k - 1 if counts[k - 1] <= counts[k + 1] else k + 1
     return np.where(codes == values[k], values[other], codes)
+
+
+def make_folds(
+    table: pd.DataFrame, n_folds: int = 5, seed: int = 0, n_age_bins: int = 5, age: str = "age",
+    sex: str = "sex",
+) -> pd.DataFrame:  # fmt: skip
+    """Subject-level folds stratified by age bins crossed with sex.
+
+    Subjects with a missing age are left out (unlabelled). The stratum of a subject is its age
+    quantile bin (``n_age_bins`` bins over the labelled subjects) crossed with its sex; a
+    stratum with fewer than ``n_folds`` subjects is merged into the neighbouring age bin of the
+    same sex until every stratum has at least ``n_folds`` (or one bin is left).
+    ``sklearn.model_selection.StratifiedKFold(n_folds, shuffle=True, random_state=seed)``
+    assigns the folds: the same table and seed give the same folds.
+
+    Args: ``table``: one row per subject with ``participant_id``, ``age`` (years), ``sex``;
+    ``n_folds`` (>= 2); ``seed``; ``n_age_bins`` before merging; ``age``, ``sex``: column names.
+    Returns: DataFrame ``participant_id``, ``fold`` (0 .. n_folds-1), ``age``, ``sex`` of the
+    labelled subjects, sorted by participant_id.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    for col in ("participant_id", age, sex):
+        if col not in table.columns:
+            raise DataError(f"make_folds: no column {col!r}; columns are {list(table.columns)}")
+    ids = table["participant_id"].astype(str)
+    if ids.duplicated().any():
+        raise DataError(
+            f"make_folds: duplicated participant_id {sorted(set(ids[ids.duplicated()]))[:5]}; "
+            "folds need one row per subject"
+        )
+    ages = pd.to_numeric(table[age], errors="coerce")
+    bad = table[ages.isna() & table[age].notna()]
+    if len(bad):
+        raise DataError(
+            f"make_folds: non-numeric {age!r} {bad[age].tolist()[:3]} for "
+            f"{bad['participant_id'].tolist()[:3]}; fix or blank those cells"
+        )
+    df = pd.DataFrame({"participant_id": ids, "age": ages, "sex": table[sex].astype(str)})
+    df = df[df["age"].notna()].sort_values("participant_id").reset_index(drop=True)
+    if len(df) < n_folds * 2:
+        raise DataError(f"make_folds: {len(df)} labelled subjects are too few for {n_folds} folds")
+    edges = np.quantile(df["age"], np.linspace(0, 1, n_age_bins + 1)[1:-1])
+    bins = np.searchsorted(edges, df["age"].to_numpy(), side="right")  # (N,) 0 .. n_age_bins-1
+    for s in df["sex"].unique():  # merge a small bin into its neighbour, within one sex
+        rows = (df["sex"] == s).to_numpy()
+        while True:
+            values, counts = np.unique(bins[rows], return_counts=True)
+            if len(values) < 2 or counts.min() >= n_folds:
+                break
+            k = int(np.argmin(counts))
+            other = values[k + 1] if k == 0 else values[k - 1]
+            bins[rows & (bins == values[k])] = other
+    strata = df["sex"] + "_" + pd.Series(bins).astype(str)
+    df["fold"] = -1
+    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, test) in enumerate(skf.split(np.zeros(len(df)), strata)):
+        df.loc[test, "fold"] = k
+    return df[["participant_id", "fold", "age", "sex"]]

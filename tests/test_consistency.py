@@ -242,3 +242,19 @@ def test_report_writes_the_table(tmp_path):
     assert "volumes normalised by `quantile`" in text  # the models' normalisation is named
     assert "2 augmented copies of each training head" in text
     assert pd.read_csv(tmp_path / "summary.csv")["passes"].tolist() == [False]
+
+
+def test_chosen_run_reads_the_cv_choice_of_each_fold(tmp_path):
+    runs = [tmp_path / f"fold{k}" / "run-lr0.001" for k in range(2)]
+    for r in runs:
+        r.mkdir(parents=True)
+        (r / "best.pt").write_bytes(b"x")
+    table = pd.DataFrame({"fold": [0, 1], "arm": "a", "seed": 0, "run": [str(r) for r in runs]})
+    table.to_csv(tmp_path / "lr_choice.csv", index=False)
+    assert consistency.chosen_run(tmp_path / "lr_choice.csv", 1) == runs[1]
+    pd.concat([table, table]).to_csv(tmp_path / "two.csv", index=False)
+    with pytest.raises(SystemExit, match="2 rows for fold 0"):
+        consistency.chosen_run(tmp_path / "two.csv", 0)
+    (runs[0] / "best.pt").unlink()
+    with pytest.raises(SystemExit, match="no best.pt"):
+        consistency.chosen_run(tmp_path / "lr_choice.csv", 0)

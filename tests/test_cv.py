@@ -243,3 +243,32 @@ def test_frozen_feature_arm_is_fitted_on_training_folds_only_and_resumes_without
         assert SpyPipeline.log[k] == train and not train & set(g["participant_id"])
         ref = cv.ridge_estimator().fit(x.loc[sorted(train)], [targets[i] for i in sorted(train)])
         assert np.allclose(g["prediction"], ref.predict(x.loc[g["participant_id"]]))
+
+
+def test_ensemble_is_the_mean_of_its_members_seed_means_and_refuses_mismatches():
+    folds, targets, x = _problem(n=12, k=3)
+    rows = []
+    for arm, offset in (("a", 1.0), ("b", -3.0)):
+        for seed in (0, 1):
+            for pid, f in zip(folds["participant_id"], folds["fold"]):
+                pred = targets[pid] + offset + seed  # a: +1.5 on average over seeds, b: -2.5
+                rows.append(dict(participant_id=pid, fold=f, arm=arm, seed=seed,
+                                 prediction=pred, target=targets[pid]))  # fmt: skip
+    oof = pd.DataFrame(rows)
+    ens = cv.ensemble_oof(oof, ["a", "b"], "ab")
+    assert list(ens.columns) == cv.OOF_COLUMNS and set(ens["arm"]) == {"ab"}
+    assert len(ens) == 12 and (ens["seed"] == 0).all()
+    direct = np.array([targets[p] - 0.5 for p in ens["participant_id"]])  # (1.5 - 2.5) / 2
+    assert np.allclose(ens["prediction"], direct)
+    assert dict(zip(ens["participant_id"], ens["fold"])) == dict(
+        zip(folds["participant_id"], folds["fold"])
+    )
+    with pytest.raises(DataError, match="no arm 'c'"):
+        cv.ensemble_oof(oof, ["a", "c"], "ac")
+    moved = oof.copy()
+    moved.loc[moved["arm"] == "b", "fold"] = (moved.loc[moved["arm"] == "b", "fold"] + 1) % 3
+    with pytest.raises(DataError, match="other folds"):
+        cv.ensemble_oof(moved, ["a", "b"], "ab")
+    fewer = oof[~((oof["arm"] == "b") & (oof["participant_id"] == "s00"))]
+    with pytest.raises(DataError, match="same subjects"):
+        cv.ensemble_oof(fewer, ["a", "b"], "ab")

@@ -49,3 +49,25 @@ def test_paired_differences_read_row_minus_reference():
     good = next(line for line in lines if line.startswith("| good"))
     assert bad.split(" | ")[3].startswith("+") and good.split(" | ")[4].startswith("-")
     assert good.split(" | ")[3] == "-" and bad.split(" | ")[4].rstrip(" |") == "-"
+
+
+def test_a_renamed_file_and_an_ensemble_enter_the_table(tmp_path):
+    folds = tmp_path / "folds.tsv"
+    _oof("x", 1)[["participant_id", "fold"]].to_csv(folds, sep="\t", index=False)
+    a = _write(tmp_path, "a", pd.concat([_oof("good", 1, seed=1), _oof("ref", 3, seed=3)]))
+    b = _write(tmp_path, "b", _oof("good", 2, seed=2))  # the same arm, run again
+    out = cv_table.combined([a, f"{b}@_again"], folds)
+    assert sorted(set(out["arm"])) == ["good", "good_again", "ref"]
+    cv_table.main(
+        ["--oof", str(a), f"{b}@_again", "--folds", str(folds), "--out", str(tmp_path / "t"),
+         "--reference", "ref", "--n-boot", "50", "--ensemble", "both=good+good_again"]
+    )  # fmt: skip
+    summary = pd.read_csv(tmp_path / "t" / "summary.csv").set_index("arm")
+    assert set(summary.index) == {"good", "good_again", "ref", "both"}
+    ga, gb = (out[out.arm == arm].set_index("participant_id") for arm in ("good", "good_again"))
+    mean = (ga["prediction"] + gb["prediction"]) / 2
+    assert np.isclose(summary.loc["both", "mae"], (mean - ga["target"]).abs().mean(), atol=5e-3)
+    assert "| both |" in (tmp_path / "t" / "table.md").read_text()
+    with pytest.raises(SystemExit, match="NAME=ARM"):
+        cv_table.main(["--oof", str(a), "--folds", str(folds), "--out", str(tmp_path / "u"),
+                       "--reference", "ref", "--ensemble", "both=good"])  # fmt: skip
