@@ -101,7 +101,8 @@ class TrainConfig:
     ``RidgeCV`` on the training subjects (:func:`slicelib.frozen.fit_ridge_head`; no epochs).
     ``augment``: augmented copies of each training head, trained on with its label
     (:func:`slicelib.augment.training_copies`: TorchIO gamma, bias field, thick slices; drawn
-    from ``seed``; 0 = none); validation and test heads are never augmented.
+    from ``seed``; 0 = none; each copy is one more training volume, so a fine-tuning epoch
+    takes ``1 + augment`` times as long); validation and test heads are never augmented.
     Preprocessing: ``preprocess`` = fields of ``slicelib.data.PreprocessConfig`` as a dict
     (``volume_shape`` in voxels, ``voxel_size`` in mm, normalisation...); ``cache_dir``.
     Optimisation (paper defaults): Adam, ``lr`` 1e-4, ``weight_decay`` 1e-4, ``batch_size`` 8,
