@@ -12,9 +12,7 @@ frozen-encoder heads (each copy is encoded once) and keep a run repeatable: copy
 is a function of the image, the seed and ``k`` only.
 
 Voxels that are exactly 0 in the source (the background of a skull-stripped or registered
-brain, such as the shipped derivative) stay 0 in the copy unless a blur spreads the brain into
-them: the mask ``data > 0`` of a blurred copy grows by the blur's reach, as the brain mask of a
-thick-slice scan does (version 1 kept the source's mask and missed that; see docs/results.md).
+brain, such as the shipped derivative) stay 0 in the copy, so a brain mask ``data > 0`` is kept.
 
 The copies' participant ids are ``<id>~aug<k>`` (:func:`copy_of` reads them back); a copy
 belongs to its subject's split, so it never reaches validation or test.
@@ -39,7 +37,7 @@ from slicelib.utils import atomic_write
 __all__ = ["AUGMENT_VERSION", "COPY_SEP", "augmentation", "augment_image", "copy_of"]
 __all__ += ["training_copies"]
 
-AUGMENT_VERSION = "2"  # bump when augmentation() changes: it is part of every copy's file name
+AUGMENT_VERSION = "1"  # bump when augmentation() changes: it is part of every copy's file name
 COPY_SEP = "~aug"  # participant id of copy k: f"{id}{COPY_SEP}{k}"
 
 
@@ -51,9 +49,7 @@ def augmentation() -> tio.Compose:
     - ``RandomBiasField(coefficients=0.5, order=3)`` (p 0.5): a smooth multiplicative field
       left by another coil or bias correction (TorchIO's default law);
     - ``RandomAnisotropy(downsampling=(1.25, 2))`` along a random axis (p 0.5): thick slices
-      (5-8 mm on the 4 mm grid), down- then up-sampled linearly;
-    - ``RandomBlur(std=(0, 2))`` (mm, p 0.3): the smoothing of an interpolated or
-      lower-resolution scan.
+      (5-8 mm on the 4 mm grid), down- then up-sampled linearly.
 
     The ranges cover the forms of the consistency benchmark (gamma 0.7 and 1.4, a bias field of
     the same law, 5.5 mm slices), which is what a user meets; see docs/results.md for what
@@ -64,7 +60,6 @@ def augmentation() -> tio.Compose:
             tio.RandomGamma(log_gamma=(-0.4, 0.4), p=0.8),
             tio.RandomBiasField(coefficients=0.5, order=3, p=0.5),
             tio.RandomAnisotropy(axes=(0, 1, 2), downsampling=(1.25, 2.0), p=0.5),
-            tio.RandomBlur(std=(0, 2), p=0.3),
         ]
     )
 
@@ -78,8 +73,8 @@ def augment_image(img: nib.spatialimages.SpatialImage, seed: int) -> nib.Nifti1I
         seed: the draw; the same image and seed give the same copy.
 
     Returns:
-        float32 NIfTI image on the same grid (shape (X, Y, Z), same affine); voxels > 0 in
-        ``img`` are > 0; voxels that are 0 in ``img`` are 0 unless a blur reached them.
+        float32 NIfTI image on the same grid (shape (X, Y, Z), same affine); voxels that are 0
+        in ``img`` are 0, the others > 0.
     """
     data = np.asarray(img.dataobj, dtype=np.float32)
     if data.ndim != 3:
@@ -97,8 +92,7 @@ def augment_image(img: nib.spatialimages.SpatialImage, seed: int) -> nib.Nifti1I
         out = augmentation()(subject)["t1"].data[0].numpy().astype(np.float32)  # (X, Y, Z)
     inside = data > 0
     floor = 1e-3 * float(data.max()) if inside.any() else 0.0
-    keep = inside | (out > floor)  # the source's mask, grown where a blur spread the brain
-    out = np.where(keep, np.maximum(out, floor), 0.0).astype(np.float32)
+    out = np.where(inside, np.maximum(out, floor), 0.0).astype(np.float32)
     copy = nib.Nifti1Image(out, img.affine)
     for code in ("sform", "qform"):  # keep the space the header declares (e.g. MNI)
         _, c = getattr(img, f"get_{code}")(coded=True)

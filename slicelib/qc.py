@@ -11,6 +11,11 @@ Measures (:func:`measures`, one dict per scan):
         IXI adults (the MNI152 brain is larger than an average brain).
     n_unique: distinct intensity values of the raw input (binary masks 2, label maps < ~300;
         the 8-bit IXI heads up to 256, so it only flags very few values).
+    slice_ratio: the input's thickest voxel edge over the model grid's voxel edge (mm / mm):
+        slices thicker than the grid's voxels blur the brain in a way no training head was;
+        in the consistency benchmark (benchmarks/results/consistency*) 5.5 mm slices on the
+        4 mm grid (ratio 1.375) moved predicted age by 7-25 years with every other measure ok.
+        Bound <= 1.25; the 142 shared IXI-HH heads (2 mm) are at 0.5, 1 mm heads at 0.25.
     coverage: share of the template's brain (nilearn's MNI152 brain mask on the grid, > 0.5)
         covered by the registered brain mask: a partial field of view (a scan that misses the
         cerebellum and temporal lobes) covers too little of it, while NCC may still pass.
@@ -87,6 +92,7 @@ _REGISTER: dict[str, tuple[float, float] | None] = {
     "scale": (0.4, 1.6),
     "n_unique": (20, np.inf),
     "coverage": (0.97, np.inf),
+    "slice_ratio": (0.0, 1.25),
 }
 #: Flag a scan when a measure falls outside the bounds of the method that preprocessed it
 #: (``None``: the measure does not apply to that method); see the module doc for the data.
@@ -110,6 +116,7 @@ _WHY = {
     "scale": "implausible scaling in the registration",
     "n_unique": "few distinct intensities (a label map or binary mask?)",
     "coverage": "the brain covers too little of the template's brain (partial field of view?)",
+    "slice_ratio": "slices thicker than the model grid's voxels (predictions can shift by years)",
 }
 
 
@@ -139,9 +146,10 @@ def measures(result, img=None) -> dict[str, Any]:
 
     Args:
         result: the pipeline output (array (X, Y, Z), mask, affine, transform, native_mask).
-        img: the loaded input (for ``n_unique``); ``None`` leaves it out.
+        img: the loaded input (for ``n_unique`` and ``slice_ratio``); ``None`` leaves them out.
     Returns:
-        dict of floats: ncc, wm_gm, brain_ml, inside, scale, coverage (and n_unique).
+        dict of floats: ncc, wm_gm, brain_ml, inside, scale, coverage (and n_unique,
+        slice_ratio).
     """
     shape, affine = result.array.shape, result.affine
     t1 = _template(shape, affine, "t1")
@@ -165,6 +173,8 @@ def measures(result, img=None) -> dict[str, Any]:
     }
     if img is not None:
         out["n_unique"] = n_unique(np.asarray(img.dataobj))
+        grid_mm = float(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)).min())
+        out["slice_ratio"] = round(float(max(img.header.get_zooms()[:3])) / grid_mm, 4)
     return out
 
 

@@ -7,7 +7,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.ndimage import binary_dilation
 from sklearn.linear_model import Ridge
 
 from slicelib import augment, cv
@@ -18,17 +17,12 @@ from slicelib.errors import ConfigError
 DERIV = Path(__file__).resolve().parents[1] / "data" / "ixi_hh_4mm"
 
 
-def _brain_array():
-    """A positive ellipsoid (20, 24, 20), exactly 0 outside."""
+def _brain(tmp_path, name="b.nii.gz"):
+    """A small registered-brain-like image: a positive ellipsoid, exactly 0 outside, MNI codes."""
     x, y, z = np.mgrid[:20, :24, :20]
     inside = ((x - 10) / 8) ** 2 + ((y - 12) / 10) ** 2 + ((z - 10) / 8) ** 2 < 1
     rng = np.random.default_rng(0)
-    return np.where(inside, 1.0 + rng.uniform(0, 3, inside.shape), 0.0).astype(np.float32)
-
-
-def _brain(tmp_path, name="b.nii.gz"):
-    """A small registered-brain-like image file: :func:`_brain_array` with MNI codes."""
-    data = _brain_array()
+    data = np.where(inside, 1.0 + rng.uniform(0, 3, inside.shape), 0.0).astype(np.float32)
     img = nib.Nifti1Image(data, np.diag([4.0, 4.0, 4.0, 1.0]))
     img.set_sform(img.affine, code=4)
     img.set_qform(img.affine, code=4)
@@ -44,9 +38,7 @@ def test_a_copy_is_repeatable_keeps_the_background_and_the_header(tmp_path):
     va, vb, vc = (np.asarray(i.dataobj) for i in (a, b, c))
     assert va.shape == data.shape and np.array_equal(va, vb)  # same seed, same copy
     assert not np.allclose(va, vc)  # another seed, another copy
-    assert np.all(va[data > 0] > 0)  # the brain stays brain; far background stays 0
-    near = binary_dilation(data > 0, iterations=3)
-    assert all(np.all(v[~near] == 0) for v in (va, vc))
+    assert np.all(va[data == 0] == 0) and np.all(va[data > 0] > 0)  # the mask data > 0 is kept
     assert np.allclose(a.affine, nib.load(path).affine)
     assert int(a.header["sform_code"]) == 4 and int(a.header["qform_code"]) == 4
 
@@ -130,14 +122,3 @@ def test_train_config_and_command_line_take_augment():
         TrainConfig.from_dict({"augment": -1})
     a = build_parser().parse_args(["train", "--data", "x.tsv", "--out", "r", "--augment", "2"])
     assert _resolve(a).augment == 2
-
-
-def test_a_blurred_copy_grows_its_mask_like_a_thick_slice_scan():
-    """Some draws blur (thick slices, smoothing): their mask data > 0 grows past the source's,
-    as the brain mask of a thick-slice scan does; none shrinks it."""
-    img = nib.Nifti1Image(_brain_array(), np.diag([4.0, 4.0, 4.0, 1.0]))
-    src = np.asarray(img.dataobj) > 0
-    grown = [
-        (np.asarray(augment.augment_image(img, s).dataobj) > 0).sum() - src.sum() for s in range(8)
-    ]
-    assert min(grown) >= 0 and max(grown) > 0.02 * src.sum()

@@ -3,6 +3,7 @@ real heads (4 mm grid), and run_qc on real and bad scans."""
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -13,7 +14,8 @@ from slicelib.cache import run_qc
 from slicelib.data import PreprocessConfig, preprocess
 from slicelib.io import grid
 from slicelib.pipeline import PipelineConfig, run_pipeline
-from slicelib.qc import THRESHOLDS, qc_status
+from slicelib.qc import THRESHOLDS, measures, qc_status
+from slicelib.utils import mni_template
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SLICELIB_SHARED") or ROOT.parent / "shared") / "data" / "ixi_hh_2mm"
@@ -31,6 +33,7 @@ GOOD = {
     "scale": 0.8,
     "n_unique": 230,
     "coverage": 0.99,
+    "slice_ratio": 0.5,
 }
 #: what a real head gives with the translate method (IXI-HH, 4 mm grid; see qc's module doc)
 TRANSLATED = {**GOOD, "ncc": 0.12, "wm_gm": 0.35, "scale": 1.0, "coverage": 0.8}
@@ -173,3 +176,20 @@ def test_registered_half_head_is_flagged_by_coverage_and_the_intact_head_is_ok()
     status, reasons = qc_status(half.qc)
     assert status == "flagged" and any(r.startswith("coverage=") for r in reasons), half.qc
     assert half.qc["coverage"] < intact.qc["coverage"] - 0.02
+
+
+def test_slices_thicker_than_the_grid_are_flagged():
+    """A 1 x 1 x 5.5 mm input on the 4 mm grid (the consistency benchmark's thick form, which
+    moved predicted age by 7-25 years with every other measure ok) is flagged; 2 mm is not."""
+    shape, affine = grid(4.0)
+    brain = mni_template(shape, affine, what="t1").get_fdata(dtype=np.float32)
+    mask = mni_template(shape, affine, what="mask").get_fdata() > 0.5
+    native = nib.Nifti1Image(mask.astype(np.uint8), affine)
+    result = SimpleNamespace(array=brain, mask=mask, affine=affine, native_mask=native,
+                             transform=np.eye(4))  # fmt: skip
+    for zooms, ratio in (((1.0, 1.0, 5.5), 5.5 / 4), ((2.0, 2.0, 2.0), 0.5)):
+        img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.diag([*zooms, 1.0]))
+        assert measures(result, img)["slice_ratio"] == pytest.approx(ratio, abs=1e-4)
+    status, reasons = qc_status({**GOOD, "slice_ratio": 5.5 / 4})
+    assert status == "flagged" and reasons[0].startswith("slice_ratio=1.375 > 1.25: slices")
+    assert qc_status({**GOOD, "slice_ratio": 1.0}) == ("ok", [])  # the grid's own voxels
