@@ -679,8 +679,10 @@ else:
 # ("ixi_cv_frozen")`): every head is predicted once by a model fitted on the other four folds.
 # Its arms are ridge read-outs of **frozen** MobileNetV2 slice features (three axes, ImageNet
 # weights or random weights with seed 0) beside the two classical ridges and the mean: the
-# cross-validated form of this notebook's frozen ImageNet-vs-scratch question. (The fine-tuned
-# slice models are not cross-validated yet.)
+# cross-validated form of this notebook's frozen ImageNet-vs-scratch question. The fine-tuned
+# slice models, ImageNet and scratch, went through the same folds too (`slicelib compare
+# --folds`, about an hour each on 2 CPU cores; `shipped_results("ixi_cv_all")`): the forest
+# below adds their pair.
 
 # %%
 t0 = time.perf_counter()
@@ -692,6 +694,7 @@ CV_NAMES = {
     "ridge_frozen_imagenet": "ridge on frozen ImageNet features",
     "ridge_frozen_random": "ridge on frozen random features",
     "ridge_frozen_imagenet_quantile": "ridge on frozen ImageNet features, quantile intensities",
+    "ridge_frozen_imagenet_augment": "ridge on frozen ImageNet features, + augmented copies",
 }
 CV = pd.read_csv(CV_DIR / "summary.csv").assign(arm=lambda d: d["arm"].map(CV_NAMES))
 CV_PAIRED = pd.read_csv(CV_DIR / "paired.csv")
@@ -709,6 +712,11 @@ CV_PAIRS = [
 live_pairs = [("ImageNet, frozen", "scratch, frozen"), ("ImageNet, frozen", "ridge (log ROI volumes)"),
               ("ImageNet, fine-tuned", "scratch, fine-tuned")]  # fmt: skip
 rows = [dict(paired(a, b, CV_PAIRED), source="full CV (shipped)") for a, b in CV_PAIRS]
+ALL_PAIRED = pd.read_csv(datasets.shipped_results("ixi_cv_all") / "paired.csv").replace(
+    {"finetune_imagenet": "ImageNet, fine-tuned", "finetune_scratch": "scratch, fine-tuned"}
+)  # the fine-tuned arms through the same folds
+full_ft = paired("ImageNet, fine-tuned", "scratch, fine-tuned", ALL_PAIRED)
+rows += [dict(full_ft, source="full CV (shipped)")] if full_ft else []
 rows += [dict(paired(a, b), source=f"live, fold {TEST_FOLD} (budget-limited)")
          for a, b in live_pairs if paired(a, b)]  # fmt: skip
 FOREST = pd.DataFrame(rows)

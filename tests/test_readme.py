@@ -170,7 +170,7 @@ def test_cross_validated_table_is_computed_from_the_shipped_results():
         hits = [row for row in rows if mae in row]
         assert len(hits) == 1, f"README: no single 5-fold row with {arm}'s MAE {mae}"
         cells = hits[0].split(" | ")
-        for cell, ref in zip(cells[3:], ("finetune_imagenet", "ridge_roi")):
+        for cell, ref in zip(cells[3:], ("finetune_imagenet", "ridge_roi", "ridge_voxels")):
             if arm != ref:
                 assert cell.startswith(f"{diff(arm, ref):+.2f} ["), f"{arm} vs {ref}: {cell}"
     a = diff("ridge_frozen_random", "ridge_frozen_imagenet")
