@@ -142,4 +142,6 @@ def training_copies(
                 atomic_write(target, lambda tmp, b=data: tmp.write_bytes(b))
             rows.append({**row, "participant_id": f"{row['participant_id']}{COPY_SEP}{k}",
                          path_column: str(target)})  # fmt: skip
-    return pd.DataFrame(rows, columns=table.columns)
+    if not rows:  # (an empty frame of other dtypes would turn a concat's columns to object)
+        return table.iloc[:0].copy()
+    return pd.DataFrame(rows, columns=table.columns).astype(table.dtypes.to_dict())

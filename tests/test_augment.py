@@ -77,7 +77,9 @@ def test_training_copies_are_written_once_and_named_after_their_subject(tmp_path
     assert [Path(p).stat().st_mtime_ns for p in again["path"]] == mtimes  # reused, not rewritten
     other = augment.training_copies(table, 1, seed=1, cache_dir=tmp_path / "cache")
     assert other["path"][0] not in set(copies["path"])  # another seed, another file
-    assert augment.training_copies(table, 0, cache_dir=tmp_path / "cache").empty
+    assert copies.dtypes.equals(table.dtypes)
+    none = augment.training_copies(table, 0, cache_dir=tmp_path / "cache")
+    assert none.empty and pd.concat([table, none]).dtypes.equals(table.dtypes)
     with pytest.raises(ConfigError, match=">= 0"):
         augment.training_copies(table, -1, cache_dir=tmp_path / "cache")
 
