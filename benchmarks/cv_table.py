@@ -41,6 +41,8 @@ NAMES = {
     "mean": "training-mean age",
     "ensemble_finetune_frozen": "mean of the fine-tuned slice model and the frozen ImageNet "
     "read-out (an ensemble of two slice models, no weight fitted)",
+    "finetune_imagenet_lr3grid": "the same fine-tuned model with 3e-4 added to its learning-rate "
+    "grid (lr from 3e-4, 1e-3, 3e-3)",
     "finetune_scratch": "slice model, random-initialised MobileNetV2, fine-tuned (lr from 1e-3, "
     "3e-3 and epoch chosen on an inner validation split)",
     "ridge_frozen_imagenet_augment": "the ImageNet read-out trained with 2 augmented copies of "
