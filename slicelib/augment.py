@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 import torchio as tio
 
-from slicelib.cache import default_cache_dir, image_hash
+from slicelib.cache import content_hash, default_cache_dir
 from slicelib.errors import ConfigError
 from slicelib.utils import atomic_write
 
@@ -127,12 +127,15 @@ def training_copies(
     """
     if n_copies < 0:
         raise ConfigError(f"augment = {n_copies}: the number of copies per head must be >= 0")
-    folder = Path(cache_dir or default_cache_dir()) / "augmented"
+    if n_copies == 0:  # (an empty frame of other dtypes would turn a concat's columns to object)
+        return table.iloc[:0].copy()
+    cache_dir = Path(cache_dir or default_cache_dir())
+    folder = cache_dir / "augmented"
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for row in table.to_dict("records"):
         source = str(row[path_column])
-        content = image_hash(source)
+        content = content_hash(source, cache_dir)  # memoised: no decoding of a known scan
         for k in range(n_copies):
             key = hashlib.sha1(f"{AUGMENT_VERSION}/{seed}/{content}/{k}".encode()).hexdigest()
             target = folder / f"{key[:24]}.nii.gz"
@@ -142,6 +145,4 @@ def training_copies(
                 atomic_write(target, lambda tmp, b=data: tmp.write_bytes(b))
             rows.append({**row, "participant_id": f"{row['participant_id']}{COPY_SEP}{k}",
                          path_column: str(target)})  # fmt: skip
-    if not rows:  # (an empty frame of other dtypes would turn a concat's columns to object)
-        return table.iloc[:0].copy()
     return pd.DataFrame(rows, columns=table.columns).astype(table.dtypes.to_dict())

@@ -63,6 +63,7 @@ __all__ = [
     "default_cache_dir",
     "file_hash",
     "cache_key",
+    "content_hash",
     "load_preprocessed",
     "preprocess_many",
     "check_qc",
@@ -133,7 +134,7 @@ def image_hash(path: str | os.PathLike) -> str:
 _IMAGE_MEMO: dict[str, str] = {}
 
 
-def _content_hash(path, cache_dir) -> str:
+def content_hash(path, cache_dir=None) -> str:
     """:func:`image_hash` of a file, remembered under its :func:`file_hash`: in this process,
     and in ``<cache_dir>/content/`` (read here; written by :func:`_fill` once the scan's entry
     exists, so a scan that fails leaves nothing behind)."""
@@ -149,10 +150,10 @@ def _content_hash(path, cache_dir) -> str:
 
 
 def _remember_content(path, cdir: Path) -> None:
-    """Write the memo ``<cdir>/content/<file digest>`` of :func:`_content_hash` if missing."""
+    """Write the memo ``<cdir>/content/<file digest>`` of :func:`content_hash` if missing."""
     memo = cdir / "content" / file_hash(path)
     if not memo.exists():
-        digest = _content_hash(path, cdir)
+        digest = content_hash(path, cdir)
         with contextlib.suppress(OSError):  # a read-only cache still works, decoding each time
             atomic_write(memo, lambda tmp: Path(tmp).write_text(digest))
 
@@ -167,7 +168,7 @@ def cache_key(
     """
     blob = json.dumps(
         {
-            "image": _content_hash(path, cache_dir),
+            "image": content_hash(path, cache_dir),
             "config": config.to_dict(),
             "version": CACHE_VERSION,
         },

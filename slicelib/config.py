@@ -194,9 +194,11 @@ class TrainConfig:
                 f"target: it needs freeze_encoder=True (--freeze-encoder) and task='regression' "
                 f"(now freeze_encoder={self.freeze_encoder}, task={self.task!r})."
             )
-        for name in ("epochs", "batch_size", "grad_accum", "jobs", "ridge_blocks", "augment"):
-            if int(getattr(self, name)) < (name != "augment"):
+        for name in ("epochs", "batch_size", "grad_accum", "jobs", "ridge_blocks"):
+            if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1.")
+        if int(self.augment) < 0:
+            raise ConfigError(f"augment={self.augment!r}: copies per training head, 0 or more.")
         if self.split is not None and not isinstance(self.split, (dict, str, os.PathLike)):
             raise ConfigError(
                 f"split must be a mapping participant_id -> split name or a table's path, got "

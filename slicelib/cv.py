@@ -342,7 +342,8 @@ def run_cv(
             if (arm, k, seed) in done:
                 continue
             t0 = time.perf_counter()  # training rows: the subjects and their augmented copies
-            train_rows = train_ids + [c for c in feats.index if copy_of(c) in set(train_ids)]
+            train_set = set(train_ids)
+            train_rows = train_ids + [c for c in feats.index if copy_of(c) in train_set]
             x_train = feature_rows(feats, train_rows, f"features of arm {arm}")
             x_test = feature_rows(feats, test_ids, f"features of arm {arm}")
             y_train = np.array([float(targets[copy_of(i) or i]) for i in train_rows])  # years
@@ -481,7 +482,7 @@ def ensemble_oof(oof: pd.DataFrame, arms, name: str) -> pd.DataFrame:
         means.append(g.groupby("participant_id")[["fold", "prediction", "target"]].mean())
     ids = means[0].index
     for arm, m in zip(arms, means):
-        if not m.index.equals(ids) and set(m.index) != set(ids):
+        if set(m.index) != set(ids):
             raise DataError(
                 f"ensemble {name}: arm {arm} predicted {len(m)} subjects, {arms[0]} {len(ids)}; "
                 "members must predict the same subjects (complete arms)"
