@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         "fold; OUT/oof.csv, lr_choice.csv, summary.csv, paired.csv, runs in OUT/fold<k>; "
         "resumes (--eval-split does not apply)",
     )
+    c.add_argument(
+        "--train-ids",
+        default=None,
+        help="with --folds: a table (.tsv: fold, participant_id) of each fold's training "
+        "subjects, a subset of the other folds (e.g. one learning-curve point); the rest of "
+        "the other folds is left unused",
+    )
 
     g = sub.add_parser(
         "qc",
@@ -423,6 +430,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
     plain = argparse.Namespace(**{**vars(a), **dict.fromkeys(GRID_FLAGS)})
     base = _resolve(plain)  # the train flags that are not grid flags
     grid = {f: getattr(a, f) for f in ARM_FLAGS if getattr(a, f) is not None}
+    if a.train_ids and not a.folds:
+        raise ConfigError("--train-ids gives each fold's training subjects: use it with --folds")
     if a.folds:
         return _cross_validate(a, base, grid)
     kw = dict(lrs=a.lr, seeds=a.seed, out=a.out, eval_split=a.eval_split)
@@ -437,6 +446,8 @@ def _cross_validate(a: argparse.Namespace, base, grid: dict) -> int:
     """``slicelib compare --folds``: :func:`slicelib.crossval.cross_validate`; the summary
     (MAE [CI], r, bias-corrected gap) and the paired differences printed."""
     kw = dict(lrs=a.lr, seeds=a.seed, out=a.out, progress=not a.no_progress)
+    if a.train_ids:
+        kw["train_ids"] = crossval.read_train_ids(a.train_ids)
     res = crossval.cross_validate(base, a.folds, grid, **kw)
     if res["summary"] is None:
         print("no arm predicted every subject yet: no summary (rerun the same command to resume)")

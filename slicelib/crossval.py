@@ -32,6 +32,10 @@ that predicted every subject). Resume: a fold whose predictions of every arm and
 ``oof.csv`` is skipped (not trained, not evaluated); the runs of an interrupted fold resume from
 their ``last.pt`` (:func:`slicelib.train.train`).
 
+``train_ids`` (``--train-ids``) trains each fold on a given subset of its training subjects
+(a learning-curve point, :mod:`slicelib.curves`); the subsets are recorded in
+``train_ids.tsv`` and a resume with other subsets is refused.
+
 The command line: ``slicelib compare ... --folds data/ixi_hh_4mm/folds.tsv``.
 """
 
@@ -62,6 +66,7 @@ __all__ = [
     "arm_names",
     "fold_split",
     "check_run_split",
+    "read_train_ids",
     "cross_validate",
     "complete_arms",
 ]
@@ -116,7 +121,7 @@ def arm_names(runs: list[dict]) -> list[str]:
 
 def fold_split(
     table: pd.DataFrame, folds: pd.DataFrame, fold: int, target: str,
-    fractions=(0.7, 0.15, 0.15), seed: int = 0,
+    fractions=(0.7, 0.15, 0.15), seed: int = 0, train_ids=None,
 ) -> dict[str, str]:  # fmt: skip
     """The given subject split (``TrainConfig.split``) of one fold.
 
@@ -128,11 +133,14 @@ def fold_split(
         fractions: (train, val, test) fractions; the inner validation set takes
             ``val / (train + val)`` of the training subjects (the test share is fold k).
         seed: the inner split's seed.
+        train_ids: optional, the training subjects to use (a subset of the other folds, e.g.
+            a learning-curve point of :func:`slicelib.curves.nested_subsets`); the other
+            folds' subjects outside it are "unused". Default: every subject of the other folds.
 
     Returns:
-        participant_id -> "test" (fold k), "train" / "val" (the other folds, split
+        participant_id -> "test" (fold k), "train" / "val" (the training subjects, split
         stratified by ``target``: :func:`slicelib.splits.split_subjects`), "unused" (subjects
-        of the table outside the folds).
+        of the table outside the folds, or outside ``train_ids``).
     """
     fr = [float(f) for f in fractions]
     if len(fr) != 3 or fr[0] <= 0 or fr[1] <= 0:
@@ -144,6 +152,16 @@ def fold_split(
     fold_of = dict(zip(folds["participant_id"].astype(str), folds["fold"].astype(int)))
     ids = table["participant_id"].astype(str)
     training = table[ids.map(lambda i: i in fold_of and fold_of[i] != fold).to_numpy()]
+    if train_ids is not None:
+        keep = {str(i) for i in train_ids}
+        stray = sorted(keep - set(training["participant_id"].astype(str)))
+        if stray:
+            raise ConfigError(
+                f"fold {fold}: training ids {stray[:5]} ({len(stray)}) are not subjects of the "
+                "other folds in the run table; a fold's training subset must come from its "
+                "training folds"
+            )
+        training = training[training["participant_id"].astype(str).isin(keep).to_numpy()]
     inner = split_subjects(training, target, fractions=(1.0 - val, val, 0.0), seed=seed)
     where = {i: "unused" for i in ids}
     where.update({i: "test" for i in ids if fold_of.get(i) == fold})
@@ -181,6 +199,37 @@ def check_run_split(run_dir: str | os.PathLike, test_ids) -> dict[str, int]:
     return split["split"].value_counts().to_dict()
 
 
+def read_train_ids(path: str | os.PathLike) -> dict[int, list[str]]:
+    """A training-subsets table (``--train-ids``): TSV with columns ``fold`` and
+    ``participant_id``, one row per (fold, training subject).
+
+    Returns:
+        {fold k: [participant_id, ...]} (in file order).
+    """
+    df = pd.read_csv(path, sep="\t", dtype={"participant_id": str})
+    missing = sorted({"fold", "participant_id"} - set(df.columns))
+    if missing:
+        raise DataError(
+            f"{path}: no column(s) {missing}; a training-subsets table has one row per fold and "
+            "training subject: fold, participant_id (tab-separated)"
+        )
+    fold = pd.to_numeric(df["fold"], errors="coerce")
+    bad = df[fold.isna() | (fold != fold.round()) | df["participant_id"].isna()]
+    if len(bad):
+        r = bad.index[0]
+        raise DataError(
+            f"{path}: row {r + 2} (fold {df['fold'].iat[r]!r}, participant_id "
+            f"{df['participant_id'].iat[r]!r}) is not an integer fold and a subject id; fix it"
+        )
+    dup = df[df.duplicated(["fold", "participant_id"])]
+    if len(dup):
+        raise DataError(
+            f"{path}: subject {dup['participant_id'].iat[0]} is listed twice for fold "
+            f"{dup['fold'].iat[0]}; list each training subject once per fold"
+        )
+    return {int(k): g["participant_id"].tolist() for k, g in df.groupby(fold.astype(int))}
+
+
 def complete_arms(oof: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     """The (arm, seed) pairs of ``oof`` that predicted every subject of ``folds``.
 
@@ -206,7 +255,7 @@ def cross_validate(
     base: TrainConfig | dict, folds: str | os.PathLike | pd.DataFrame,
     grid: dict[str, list] | None = None, lrs: list[float] | None = None,
     seeds: list[int] | None = None, out: str | os.PathLike | None = None, n_boot: int = 2000,
-    progress: bool = True,
+    progress: bool = True, train_ids=None,
 ) -> dict[str, pd.DataFrame | None]:  # fmt: skip
     """Cross-validate a compare grid through fixed folds (module docstring); resumable.
 
@@ -218,6 +267,9 @@ def cross_validate(
         grid, lrs, seeds: as :func:`slicelib.compare.compare` (arms x seeds x lr grid).
         out: the root folder (default ``base.out``).
         n_boot: bootstrap resamples of the summary.
+        train_ids: optional {fold k: the training ids of fold k} (a subset of the other
+            folds' subjects, e.g. one point of a learning curve); every fold must be given
+            (:func:`fold_split`). Default: all of the other folds.
 
     Returns:
         dict with ``oof`` (every row, [N subjects x arms x seeds], predictions and targets in
@@ -260,6 +312,13 @@ def cross_validate(
                 f"{fold_of.get(p, 'not in the folds given')} here); use another --out folder"
             )
     choice = pd.read_csv(choice_path) if choice_path.is_file() else pd.DataFrame()
+    if train_ids is not None:
+        _record_train_ids(root / "train_ids.tsv", train_ids, set(fold_of.values()))
+    elif (root / "train_ids.tsv").is_file():
+        raise ConfigError(
+            f"{root} holds a cross-validation on the training subsets of "
+            f"{root / 'train_ids.tsv'}; give the same train_ids (--train-ids) or another --out"
+        )
     for k in sorted(set(fold_of.values())):
         test_ids = sorted(i for i, f in fold_of.items() if f == k)
         done = set(zip(oof.loc[oof["fold"] == k, "arm"], oof.loc[oof["fold"] == k, "seed"]))
@@ -268,7 +327,10 @@ def cross_validate(
             if progress:
                 print(f"fold {k}: every arm and seed already in {oof_path}, skipped", flush=True)
             continue
-        split = fold_split(table, fold_table, k, base.target, base.split_fractions, base.split_seed)
+        subset = None if train_ids is None else train_ids[k]
+        split = fold_split(
+            table, fold_table, k, base.target, base.split_fractions, base.split_seed, subset
+        )
         cfg = TrainConfig.from_dict(dict(base.to_dict(), split=split))
         t0 = time.perf_counter()
         compare(cfg, grid, lrs, seeds, out=root / f"fold{k}", eval_split="test", progress=False)
@@ -358,6 +420,28 @@ def cross_validate(
             )
         result.update(summary=summary, paired=paired)
     return result
+
+
+def _record_train_ids(path: Path, train_ids, folds: set[int]) -> None:
+    """Write ``train_ids`` to ``path`` (fold, participant_id), or check it equals the subsets a
+    resumed run was started with; refuses subsets that miss a fold."""
+    if set(train_ids) != folds:
+        raise ConfigError(
+            f"train_ids gives folds {sorted(train_ids)}, the folds table has {sorted(folds)}; "
+            "give every fold's training subset"
+        )
+    given = {int(k): sorted(map(str, v)) for k, v in train_ids.items()}
+    if path.is_file():
+        before = {k: sorted(v) for k, v in read_train_ids(path).items()}
+        if before != given:
+            raise ConfigError(
+                f"{path.parent} was started on other training subsets ({path}); use another "
+                "--out folder for another learning-curve point"
+            )
+        return
+    rows = [(k, i) for k in sorted(given) for i in given[k]]
+    table = pd.DataFrame(rows, columns=["fold", "participant_id"])
+    atomic_write(path, lambda tmp: table.to_csv(tmp, sep="\t", index=False))
 
 
 def _candidates(tried: pd.DataFrame, run: dict) -> pd.DataFrame:

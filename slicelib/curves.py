@@ -14,10 +14,10 @@ The arms are those of :mod:`slicelib.cv` whose features are computed once and ca
 ``ridge_frozen_random``, each the same estimator as in the cross-validation (``RidgeCV`` on
 standardised, clipped features, its penalty chosen by leave-one-out on the training subset).
 Deep trained arms (the fine-tuned ImageNet slice model, scratch, SFCN) are not fitted here
-(hours per point on CPU); their rows can be added from a file written elsewhere on the same
-subsets (``--extra``: the training ids of every point are in ``subsets.json``;
-``--from-predictions`` adds them without refitting the others), and the figure and table
-mark them "not measured" until then.
+(an hour per point on CPU); ``benchmarks/curve_deep.py`` trains them on the same subsets
+(``slicelib compare --folds ... --train-ids``, the ids of every point from ``subsets.json``)
+and writes their rows; ``--extra`` adds them (``--from-predictions``: without refitting the
+others), and the figure and table mark the arms without rows "not measured".
 
     python -m slicelib.curves --data data/ixi_hh_4mm --out benchmarks/results/learning_curve \\
         --fractions 0.25 0.5 0.75 1 --subset-seeds 0 1 2
@@ -63,7 +63,7 @@ PREDICTION_COLUMNS += ["prediction", "target"]
 # the deep trained arms of issue 20's curve, not fitted by this module (see the module docstring)
 DEEP_ARMS = {
     "finetune_imagenet": "ImageNet slice model, fine-tuned",
-    "scratch": "slice model from scratch",
+    "finetune_scratch": "slice model from scratch, fine-tuned",
     "sfcn": "SFCN (3D CNN)",
 }
 LABELS = {

@@ -301,6 +301,38 @@ def test_a_run_that_saw_the_held_out_fold_is_refused(tmp_path):
         crossval.check_run_split(run, ["c"])
 
 
+def test_training_subsets_train_on_their_ids_only_and_resume_only_on_the_same(
+    cohort, fake_compare, tmp_path
+):
+    """A learning-curve point (--train-ids): each fold's runs saw exactly its subset, the
+    whole held-out fold is still predicted, and a resume with other subsets is refused."""
+    f = pd.read_csv(cohort[1], sep="\t")
+    subsets = {k: f.loc[f["fold"] != k, "participant_id"].tolist()[:6] for k in range(K)}
+    path = tmp_path / "ids.tsv"
+    rows = [(k, i) for k in subsets for i in subsets[k]]
+    pd.DataFrame(rows, columns=["fold", "participant_id"]).to_csv(path, sep="\t", index=False)
+    assert crossval.read_train_ids(path) == subsets
+    res = _fake_cv(cohort, tmp_path, train_ids=crossval.read_train_ids(path))
+    for _, c in res["lr_choice"].iterrows():
+        split = pd.read_csv(Path(c["run"]) / "split.csv")
+        assert set(split.loc[split["split"] != "test", "participant_id"]) == set(subsets[c["fold"]])
+        assert c["n_train"] + c["n_val"] == 6
+    assert sorted(res["oof"].groupby(["arm", "seed"]).size().unique()) == [N - 1]
+    _fake_cv(cohort, tmp_path, train_ids=subsets)  # the same subsets resume
+    with pytest.raises(ConfigError, match="other training subsets"):
+        _fake_cv(cohort, tmp_path, train_ids={**subsets, 0: subsets[0][:5]})
+    with pytest.raises(ConfigError, match="the same train_ids"):
+        _fake_cv(cohort, tmp_path)
+    with pytest.raises(ConfigError, match="every fold"):
+        _fake_cv(cohort, tmp_path / "b", train_ids={0: subsets[0]})
+    held_out = f.loc[f["fold"] == 0, "participant_id"].tolist()[:1]
+    with pytest.raises(ConfigError, match="not subjects of the other folds"):
+        _fake_cv(cohort, tmp_path / "c", train_ids={**subsets, 0: held_out})
+    path.write_text("fold\tparticipant_id\nzero\tsub-1\n")
+    with pytest.raises(DataError, match="row 2 .*not an integer fold"):
+        crossval.read_train_ids(path)
+
+
 def test_fold_split_carves_validation_out_of_the_training_folds_only(cohort):
     table, folds = cohort
     t = pd.read_csv(table, sep="\t")
