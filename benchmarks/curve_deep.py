@@ -101,7 +101,10 @@ def main(argv=None) -> None:
     ap.add_argument("--data", default="data/ixi_hh_4mm/participants.tsv")
     ap.add_argument("--folds", default="data/ixi_hh_4mm/folds.tsv")
     ap.add_argument("--subsets", default="benchmarks/results/learning_curve/subsets.json")
-    ap.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    ap.add_argument(
+        "--fractions", type=float, nargs="*", default=[0.25, 0.5, 0.75],
+        help="points below 100 %% to train (none: only --full's rows)",
+    )  # fmt: skip
     ap.add_argument("--subset-seed", type=int, default=0)
     ap.add_argument("--work", required=True, help="where the runs go (not the repository)")
     ap.add_argument("--full", default=None, help="oof.csv of the same arm on all training ids")
@@ -111,8 +114,10 @@ def main(argv=None) -> None:
         help="scale --epochs and --patience by 1 / fraction (the same number of steps)",
     )  # fmt: skip
     a = ap.parse_args(argv)
-    if not arm_flags:
+    if a.fractions and not arm_flags:
         raise SystemExit("give the arm's slicelib compare flags after --")
+    if not a.fractions and not a.full:
+        raise SystemExit("nothing to do: give --fractions to train or --full to add")
     subsets = json.loads(Path(a.subsets).read_text())
     folds = read_folds(a.folds)
     rows = []

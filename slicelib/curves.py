@@ -374,7 +374,8 @@ def crossing(summary: pd.DataFrame, a: str, b: str, paired: pd.DataFrame | None 
 
 
 def plot_curve(
-    summary: pd.DataFrame, cross: dict | None = None, not_measured: Sequence[str] = (),
+    summary: pd.DataFrame, cross: dict | Sequence[dict] | None = None,
+    not_measured: Sequence[str] = (),
     title: str = "Learning curve: IXI brain age, 5-fold CV", ax=None,
     off_scale: Sequence[str] = ("mean",),
 ):  # fmt: skip
@@ -383,8 +384,8 @@ def plot_curve(
     Args:
         summary: :func:`summarise_curve`'s summary (``n_train`` on x, ``mae`` with
             ``mae_lo``/``mae_hi`` error bars on y, years).
-        cross: :func:`crossing`'s result, marked on the figure (a dotted line at each
-            crossing and its sentence in a box).
+        cross: :func:`crossing`'s result, or a list of them, marked on the figure (a dotted
+            line at each crossing and the sentences in a box).
         not_measured: arms listed in the legend as "not measured" (no line is drawn).
         title; ax: a matplotlib Axes to draw into.
         off_scale: arms not drawn but named in the legend with their MAE range (the
@@ -418,10 +419,12 @@ def plot_curve(
     for arm in not_measured:
         handles.append(Line2D([], [], color="none"))
         labels.append(f"{LABELS.get(arm, arm)}: not measured")
-    if cross is not None:
-        for n in cross["n_train"]:
+    crosses = [] if cross is None else [cross] if isinstance(cross, Mapping) else list(cross)
+    if crosses:
+        for n in [n for c in crosses for n in c["n_train"]]:
             ax.axvline(n, color="grey", ls=":", lw=1)
-        caption = textwrap.fill(cross["text"], 60)  # beside the plot, under the legend
+        # beside the plot, under the legend
+        caption = "\n\n".join(textwrap.fill(c["text"], 60) for c in crosses)
         ax.text(1.02, 0.0, caption, transform=ax.transAxes, fontsize=8, va="bottom",
                 bbox=dict(boxstyle="round", fc="white", ec="0.7"))  # fmt: skip
     ax.set_xlabel("training subjects per fold (n)")
@@ -478,7 +481,8 @@ def run_curve(
 
     :func:`curve_arms` -> :func:`learning_curve` (stratified by age and sex) ->
     :func:`summarise_curve` (reference ``ridge_roi`` when run) -> :func:`plot_curve` with the
-    crossing of the frozen ImageNet read-out and the regional-volume ridge.
+    crossings of the ImageNet slice models (the frozen read-out, and the fine-tuned model when
+    ``extra`` has its rows) and the regional-volume ridge (``crossing.json``: arm -> :func:`crossing`).
 
     Writes ``predictions.csv.gz`` (:data:`PREDICTION_COLUMNS`, the fitted arms' rows; gzip,
     pandas reads it as it is), ``subsets.json``, ``summary.csv``, ``paired.csv``,
@@ -523,13 +527,18 @@ def run_curve(
     reference = "ridge_roi" if "ridge_roi" in set(pred["arm"]) else pred["arm"].iat[0]
     summary, paired = summarise_curve(pred, reference, n_boot=n_boot)
     measured = set(summary["arm"])
-    cross = None
-    if {"ridge_frozen_imagenet", "ridge_roi"} <= measured:
-        cross = crossing(summary, "ridge_frozen_imagenet", "ridge_roi", paired)
-        atomic_write(out_dir / "crossing.json", lambda tmp: tmp.write_text(json.dumps(cross)))
+    # where the ImageNet slice models (frozen read-out, fine-tuned) cross the regional ridge
+    cross = {
+        arm: crossing(summary, arm, "ridge_roi", paired)
+        for arm in ("ridge_frozen_imagenet", "finetune_imagenet")
+        if {arm, "ridge_roi"} <= measured
+    }
+    if cross:
+        text = json.dumps(cross, indent=1)
+        atomic_write(out_dir / "crossing.json", lambda tmp: tmp.write_text(text))
     for name, t in (("summary", summary), ("paired", paired)):
         atomic_write(out_dir / f"{name}.csv", lambda tmp, t=t: t.to_csv(tmp, **csv))
-    fig = plot_curve(summary, cross, [a for a in DEEP_ARMS if a not in measured])
+    fig = plot_curve(summary, list(cross.values()), [a for a in DEEP_ARMS if a not in measured])
     atomic_write(
         out_dir / "learning_curve.png", lambda tmp: fig.savefig(tmp, format="png", dpi=130)
     )

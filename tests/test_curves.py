@@ -173,13 +173,24 @@ def test_rows_of_an_arm_fitted_elsewhere_are_added_without_refitting(tmp_path):
     pred.to_csv(out / "predictions.csv.gz", index=False)
     (out / "subsets.json").write_text(json.dumps(subsets))
     pred[pred["arm"] == "ridge_roi"].assign(arm="sfcn").to_csv(tmp_path / "x.csv", index=False)
+    fine = pred[pred["arm"] == "ridge_frozen_imagenet"].assign(arm="finetune_imagenet")
+    fine.to_csv(tmp_path / "y.csv", index=False)
     Spy.log = []
     summary, paired = curves.run_curve(
-        tmp_path, out, folds=tmp_path / "folds.tsv", extra=[tmp_path / "x.csv"], n_boot=100,
-        progress=False, refit=False,
+        tmp_path, out, folds=tmp_path / "folds.tsv", extra=[tmp_path / "x.csv", tmp_path / "y.csv"],
+        n_boot=100, progress=False, refit=False,
     )  # fmt: skip
     assert Spy.log == []  # nothing refitted
-    assert set(summary["arm"]) == {"ridge_roi", "ridge_frozen_imagenet", "sfcn"}
+    assert set(summary["arm"]) == {
+        "ridge_roi",
+        "ridge_frozen_imagenet",
+        "sfcn",
+        "finetune_imagenet",
+    }
+    # the crossings with the regional ridge of both ImageNet slice models
+    cross = json.loads((out / "crossing.json").read_text())
+    assert set(cross) == {"ridge_frozen_imagenet", "finetune_imagenet"}
+    assert cross["finetune_imagenet"]["sign"] == cross["ridge_frozen_imagenet"]["sign"]
     assert (paired.loc[paired["arm"] == "sfcn", "diff"] == 0).all()  # the same rows as the ridge
     for name in ("summary.csv", "paired.csv", "crossing.json", "learning_curve.png"):
         assert (out / name).stat().st_size > 0
