@@ -90,26 +90,33 @@ def fold_split(folds: pd.DataFrame, fold: int, seed: int, val_fraction: float = 
 
 def train_fold(
     folds: pd.DataFrame, fold: int, data: Path, work: Path, seed: int,
-    normalise: str = "foreground", augment: int = 0,
+    normalise: str = "foreground", augment: int = 0, resolution_mm: float | None = None,
 ) -> Path:  # fmt: skip
     """Train fold ``fold``'s model with ``slicelib train`` (skipped when its best.pt exists),
     its volumes normalised by ``normalise`` (``PreprocessConfig.normalise``: "foreground", the
     z-score, in ``<work>/runs``; "quantile" in ``<work>/runs_quantile``), with ``augment``
-    augmented copies of each training head (``--augment``; ``<work>/runs_augment<n>``).
+    augmented copies of each training head (``--augment``; ``<work>/runs_augment<n>``), and
+    raw scans harmonised to ``resolution_mm`` by its pipeline (``PipelineConfig.resolution_mm``;
+    ``<work>/runs_res<mm>``; train it on a derivative made with the same setting).
 
     Returns:
         The run directory.
     """
     runs = "runs" if normalise == "foreground" else f"runs_{normalise}"
     runs += f"_augment{augment}" if augment else ""
+    runs += f"_res{resolution_mm:g}" if resolution_mm else ""
     run = work / runs / f"fold{fold}"
     if (run / "best.pt").is_file():
         return run
     split_file = work / "splits" / f"fold{fold}.tsv"
     split_file.parent.mkdir(parents=True, exist_ok=True)
     fold_split(folds, fold, seed).to_csv(split_file, sep="\t", index=False)
-    toml = work / "splits" / f"fold{fold}-{normalise}.toml"
-    toml.write_text(f'split = "{split_file}"\n\n[preprocess]\nnormalise = "{normalise}"\n')
+    res = f"-res{resolution_mm:g}" if resolution_mm else ""
+    toml = work / "splits" / f"fold{fold}-{normalise}{res}.toml"
+    text = f'split = "{split_file}"\n\n[preprocess]\nnormalise = "{normalise}"\n'
+    if resolution_mm:
+        text += f"\n[preprocess.pipeline]\nresolution_mm = {float(resolution_mm)}\n"
+    toml.write_text(text)
     cmd = [sys.executable, "-m", "slicelib", "train", "--data", str(data), *TRAIN_ARGS]
     cmd += ["--seed", str(seed), "--config", str(toml), "--out", str(run)]
     cmd += ["--augment", str(augment)]
@@ -194,6 +201,11 @@ def main(argv=None) -> None:
         help="the models' intensity normalisation (PreprocessConfig.normalise)",
     )  # fmt: skip
     ap.add_argument("--augment", type=int, default=0, help="augmented copies per training head")
+    ap.add_argument(
+        "--resolution-mm", type=float, default=None,
+        help="harmonise raw scans to this resolution (PipelineConfig.resolution_mm); --data must "
+        "be a derivative made with the same setting (make_derivative.py --resolution-mm)",
+    )  # fmt: skip
     ap.add_argument("--lr-choice", help="lr_choice.csv of a CV: predict with its chosen runs")
     ap.add_argument("--train-only", action="store_true", help="train the fold models and stop")
     ap.add_argument(
@@ -205,7 +217,10 @@ def main(argv=None) -> None:
     folds = pd.read_csv(args.folds, sep="\t", dtype={"participant_id": str})
     if args.train_only:
         for k in sorted(set(folds["fold"])):
-            train_fold(folds, k, Path(args.data), work, args.seed, args.normalise, args.augment)
+            train_fold(
+                folds, k, Path(args.data), work, args.seed, args.normalise, args.augment,
+                args.resolution_mm,
+            )  # fmt: skip
         return
     raw_table = pd.read_csv(raw / "participants.tsv", sep="\t", dtype={"participant_id": str})
     raw_table = raw_table.set_index("participant_id")
@@ -229,7 +244,14 @@ def main(argv=None) -> None:
             chosen_run(args.lr_choice, row.fold)
             if args.lr_choice
             else train_fold(
-                folds, row.fold, Path(args.data), work, args.seed, args.normalise, args.augment
+                folds,
+                row.fold,
+                Path(args.data),
+                work,
+                args.seed,
+                args.normalise,
+                args.augment,
+                args.resolution_mm,
             )
         )
         seed = 1000 * args.seed + int(pid[3:6])  # the bias field's: per subject (IXI number)
@@ -275,7 +297,13 @@ def model_text(args) -> str:
         "ridge read-out of frozen ImageNet MobileNetV2 slice features (3 axes, 4 blocks), "
         f"volumes normalised by `{args.normalise}` (`PreprocessConfig.normalise`), "
         f"{getattr(args, 'augment', 0)} augmented copies of each training head (`--augment`), "
-        "`slicelib train --freeze-encoder --head ridge`"
+        + (
+            f"every scan harmonised to {args.resolution_mm:g} mm (`--resolution-mm`: trained on "
+            f"`{args.data}`, made with the same setting), "
+            if getattr(args, "resolution_mm", None)
+            else ""
+        )
+        + "`slicelib train --freeze-encoder --head ridge`"
     )
 
 

@@ -179,16 +179,17 @@ def test_train_fold_passes_the_normalisation_and_keeps_each_in_its_own_runs(tmp_
     calls = []
     monkeypatch.setattr(consistency.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
     data = tmp_path / "participants.tsv"
-    for normalise, augment, runs in (
-        ("foreground", 0, "runs"), ("quantile", 0, "runs_quantile"),
-        ("foreground", 2, "runs_augment2"),
+    for normalise, augment, res, runs in (
+        ("foreground", 0, None, "runs"), ("quantile", 0, None, "runs_quantile"),
+        ("foreground", 2, None, "runs_augment2"), ("foreground", 0, 6.0, "runs_res6"),
     ):  # fmt: skip
-        run = consistency.train_fold(_folds(), 1, data, tmp_path, 0, normalise, augment)
+        run = consistency.train_fold(_folds(), 1, data, tmp_path, 0, normalise, augment, res)
         assert run == tmp_path / runs / "fold1"
         assert calls[-1][calls[-1].index("--augment") + 1] == str(augment)
         config = Path(calls[-1][calls[-1].index("--config") + 1])
         parsed = tomllib.loads(config.read_text())
-        assert parsed["preprocess"] == {"normalise": normalise}
+        pipeline = {"pipeline": {"resolution_mm": res}} if res else {}
+        assert parsed["preprocess"] == {"normalise": normalise, **pipeline}
         assert Path(parsed["split"]).is_file() and calls[-1][calls[-1].index("--out") + 1] == str(
             run
         )

@@ -41,13 +41,14 @@ def default_source() -> Path:
     return Path(base) / "data" / "ixi_hh_2mm"
 
 
-def one(pid: str, t1: str, out: str, threads: int) -> dict:
+def one(pid: str, t1: str, out: str, threads: int, resolution_mm=None) -> dict:
     """Pipeline on one head; writes brains/<pid>.nii.gz; returns its QC row."""
     from slicelib.pipeline import PipelineConfig, grid, run_pipeline
     from slicelib.qc import qc_status
 
     shape, affine = grid(4.0)
-    r = run_pipeline(t1, PipelineConfig(threads=threads), shape, affine)
+    config = PipelineConfig(threads=threads, resolution_mm=resolution_mm)
+    r = run_pipeline(t1, config, shape, affine)
     status, reasons = qc_status(r.qc)
     row = {
         "participant_id": pid,
@@ -105,7 +106,9 @@ def from_npz(out: Path) -> list[dict]:
     return rows
 
 
-def write_tables(out: Path, src: Path, table: pd.DataFrame, rows, failed, converted: bool):
+def write_tables(
+    out: Path, src: Path, table: pd.DataFrame, rows, failed, converted: bool, resolution_mm=None
+):
     """participants.tsv, roi_volumes.csv and pipeline.json of the finished derivative."""
     import deepbet
     import SimpleITK as sitk
@@ -122,7 +125,7 @@ def write_tables(out: Path, src: Path, table: pd.DataFrame, rows, failed, conver
     roi.to_csv(out / "roi_volumes.csv", index=False)
     shape, affine = grid(4.0)
     meta = {
-        "pipeline": PipelineConfig().to_dict(),
+        "pipeline": PipelineConfig(resolution_mm=resolution_mm).to_dict(),
         "grid": {"shape": list(shape), "affine": affine.tolist(), "voxel_size_mm": 4.0},
         "format": "NIfTI-1 .nii.gz, int16 with a scale factor, sform/qform code 4, background 0",
         "converted_from_npz": converted,
@@ -146,6 +149,11 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--from-npz", action="store_true", help="convert brains/*.npz of an older run to NIfTI"
     )
+    ap.add_argument(
+        "--resolution-mm", type=float, default=None,
+        help="harmonise every head to this effective resolution (PipelineConfig.resolution_mm); "
+        "not the shipped derivative's setting: write it to another --out",
+    )  # fmt: skip
     args = ap.parse_args(argv)
 
     from tqdm.auto import tqdm
@@ -166,7 +174,9 @@ def main(argv=None) -> int:
     progress = open(out / "brains" / ".progress.jsonl", "a")
     with progress, cf.ProcessPoolExecutor(args.jobs) as pool:
         futs = {
-            pool.submit(one, r.participant_id, str(src / r.t1), str(out), threads): r.participant_id
+            pool.submit(
+                one, r.participant_id, str(src / r.t1), str(out), threads, args.resolution_mm
+            ): r.participant_id
             for r in todo.itertuples()
         }
         for f in tqdm(cf.as_completed(futs), total=len(futs), desc="ixi_hh_4mm"):
@@ -177,7 +187,7 @@ def main(argv=None) -> int:
                 continue
             progress.write(json.dumps(rows[-1]) + "\n")
             progress.flush()
-    write_tables(out, src, table, rows, failed, converted=False)
+    write_tables(out, src, table, rows, failed, converted=False, resolution_mm=args.resolution_mm)
     if not failed:
         (out / "brains" / ".progress.jsonl").unlink()
     return 1 if failed else 0
