@@ -264,15 +264,17 @@ def summarise_curve(
     Args:
         pred: :data:`PREDICTION_COLUMNS` rows (:func:`learning_curve`, plus ``--extra``).
         reference: the arm every other arm is compared with, subject by subject, at each
-            fraction (:func:`slicelib.metrics.paired_difference` of the seed-averaged absolute
-            errors: ``diff`` < 0 means the arm's errors are smaller).
+            fraction (:func:`slicelib.metrics.paired_difference` of the absolute errors
+            averaged over the subset seeds both arms were fitted on, ``subset_seeds``, so each
+            pair saw the same training subjects: ``diff`` < 0 means the arm's errors are
+            smaller).
         n_boot, boot_seed: bootstrap resamples over subjects and their seed.
 
     Returns:
         (summary, paired). summary: ``arm``, ``fraction``, ``n_train`` (mean over folds),
         ``n_train_min``, ``n_train_max``, ``n_seeds``, ``n`` (subjects), ``mae``, ``mae_lo``,
         ``mae_hi``, ``mae_seed_sd`` (years). paired: ``arm``, ``reference``, ``fraction``,
-        ``n_train``, ``n``, ``mae``, ``mae_reference``, ``diff``, ``diff_lo``, ``diff_hi``
+        ``subset_seeds``, ``n_train``, ``n``, ``mae``, ``mae_reference``, ``diff``, ``diff_lo``, ``diff_hi``
         (years), ``wilcoxon_p``, ``ttest_p``.
     """
     missing = sorted(set(PREDICTION_COLUMNS) - set(pred.columns))
@@ -297,22 +299,30 @@ def summarise_curve(
     summary = pd.DataFrame(rows).sort_values(["arm", "fraction"], kind="stable")
     summary = summary.reset_index(drop=True)
     paired = []
-    ref = errors[errors["arm"] == reference].set_index(["fraction", "participant_id"])
+    seeds = pred.groupby(["arm", "fraction"])["subset_seed"].unique().map(set)
     for (arm, f), g in errors[errors["arm"] != reference].groupby(["arm", "fraction"], sort=False):
-        g = g.set_index(["fraction", "participant_id"])
-        common = g.index.intersection(ref.index)
+        # the same subjects and the same training subsets: the seeds both arms were fitted on
+        both = seeds[(arm, f)] & seeds.get((reference, f), set())
+        if not both:
+            continue
+        pair = pred[(pred["fraction"] == f) & pred["subset_seed"].isin(both)]
+        ga = _subject_errors(pair[pair["arm"] == arm]).set_index("participant_id")
+        gb = _subject_errors(pair[pair["arm"] == reference]).set_index("participant_id")
+        common = ga.index.intersection(gb.index)
         if len(common) == 0:
             continue
-        ea, eb = g.loc[common, "abs_error"], ref.loc[common, "abs_error"]
+        g = ga.loc[common]
+        ea, eb = g["abs_error"], gb.loc[common, "abs_error"]
         # errors are >= 0, so with target 0 the per-subject |a| - |b| is ea - eb
         res = M.paired_difference(np.zeros(len(common)), ea, eb, n_boot=n_boot, seed=boot_seed)
         res = {k: v for k, v in res.items() if k not in ("mae_a", "mae_b")}
         paired.append(dict(
-            arm=arm, reference=reference, fraction=f,
-            n_train=float(g.loc[common, "n_train"].mean()), mae=float(ea.mean()),
+            arm=arm, reference=reference, fraction=f, subset_seeds=",".join(map(str, sorted(both))),
+            n_train=float(g["n_train"].mean()), mae=float(ea.mean()),
             mae_reference=float(eb.mean()), **res,
         ))  # fmt: skip
-    pcols = ["arm", "reference", "fraction", "n_train", "n", "mae", "mae_reference", "diff"]
+    pcols = ["arm", "reference", "fraction", "subset_seeds", "n_train", "n", "mae"]
+    pcols += ["mae_reference", "diff"]
     pcols += ["diff_lo", "diff_hi", "wilcoxon_p", "ttest_p"]
     return summary, pd.DataFrame(paired, columns=pcols)
 

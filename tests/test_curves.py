@@ -117,6 +117,13 @@ def test_summary_matches_a_direct_computation_and_the_crossing_is_interpolated()
     for r in paired.itertuples():
         direct = per_subject.loc[(r.arm, r.fraction)] - per_subject.loc[("a", r.fraction)]
         assert r.diff == pytest.approx(direct.mean()) and r.reference == "a"
+    # an arm fitted on one subset seed is paired with the reference on that seed's subsets only
+    one = pred[(pred["arm"] == "b") & (pred["subset_seed"] == 0)].assign(arm="deep")
+    _, paired = curves.summarise_curve(pd.concat([pred, one]), reference="a", n_boot=50)
+    seed0 = err[err["subset_seed"] == 0].groupby(["arm", "fraction", "participant_id"])["e"].mean()
+    for r in paired[paired["arm"] == "deep"].itertuples():
+        direct = seed0.loc[("b", r.fraction)] - seed0.loc[("a", r.fraction)]
+        assert r.diff == pytest.approx(direct.mean()) and r.subset_seeds == "0"
     fake = pd.DataFrame(
         dict(arm=["p", "p", "q", "q"], fraction=[0.5, 1.0] * 2, n_train=[20.0, 40.0] * 2,
              mae=[10.0, 6.0, 8.0, 7.0])
@@ -198,20 +205,45 @@ def test_rows_of_an_arm_fitted_elsewhere_are_added_without_refitting(tmp_path):
 
 def test_the_shipped_tables_are_the_shipped_summary():
     """Every MAE [CI] of the learning-curve tables (docs/results.md, the results README) is
-    summary.csv's, not typed by hand."""
+    summary.csv's, not typed by hand; a point an arm lacks reads "not measured"."""
     summary = pd.read_csv(SHIPPED / "summary.csv")
+    fractions = sorted(set(summary["fraction"]))
     rows = {
         "ridge_frozen_imagenet": "ridge on frozen ImageNet",
         "ridge_roi": "ridge on the log regional volumes",
         "ridge_voxels": "ridge on ",  # 'registered voxels' / 'block-averaged registered voxels'
         "ridge_frozen_random": "ridge on frozen random",
+        "finetune_imagenet": "fine-tuned ImageNet slice model",
+        "finetune_scratch": "fine-tuned scratch slice model",
     }
     docs = (ROOT / "docs" / "results.md").read_text().split("## Learning curve")[1]
     for text in (docs.split("\n## ")[0], (SHIPPED / "README.md").read_text()):
-        lines = [line for line in text.splitlines() if line.startswith("| ridge on ")]
+        lines = [line for line in text.splitlines() if line.startswith(("| ridge on ", "| fine-"))]
         for arm, start in rows.items():
-            g = summary[summary["arm"] == arm].sort_values("fraction")
-            cells = [f"{r.mae:.2f} [{r.mae_lo:.2f}, {r.mae_hi:.2f}]" for r in g.itertuples()]
+            g = summary[summary["arm"] == arm].set_index("fraction")
+            cells = [
+                f"{g.at[f, 'mae']:.2f} [{g.at[f, 'mae_lo']:.2f}, {g.at[f, 'mae_hi']:.2f}]"
+                if f in g.index
+                else "not measured"
+                for f in fractions
+            ]
             want = " | ".join(cells)
             hits = [line for line in lines if line.startswith(f"| {start}") and want in line]
             assert len(hits) == 1, f"no single row of {arm} with {want}"
+
+
+def test_the_readme_sentence_on_the_fine_tuned_curve_is_the_shipped_summary():
+    summary = pd.read_csv(SHIPPED / "summary.csv").set_index(["arm", "fraction"])
+    paired = pd.read_csv(SHIPPED / "paired.csv").set_index(["arm", "fraction"])
+    cross = json.loads((SHIPPED / "crossing.json").read_text())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    fine = summary.loc["finetune_imagenet"]
+    p = paired.loc[("finetune_imagenet", 0.25)]
+    for text in (
+        f"{fine.at[0.25, 'mae']:.2f} years with {fine.at[0.25, 'n_train']:.0f} training subjects",
+        f"{fine.at[1.0, 'mae']:.2f} with {fine.at[1.0, 'n_train']:.0f}",
+        f"+{p['diff']:.2f} years, CI [{p['diff_lo']:+.2f}, {p['diff_hi']:+.2f}]",
+        f"until about {round(cross['finetune_imagenet']['n_train'][0], -1):.0f} subjects",
+        f"crosses that ridge at about {cross['ridge_frozen_imagenet']['n_train'][0]:.0f}",
+    ):
+        assert text in readme, text
