@@ -38,8 +38,17 @@ def test_train_and_compare_share_one_vocabulary():
     p = build_parser()
     train, compare = _options(p, "train"), _options(p, "compare")
     assert train <= compare, f"compare lacks {sorted(train - compare)}"
-    assert compare - train == {"--eval-split", "--folds"}
+    # compare-only: what a grid or a cross-validation needs (--train-ids: with --folds only)
+    assert compare - train == {"--eval-split", "--folds", "--train-ids"}
     assert {"--weights", "--position", "--norm", "--pooling", "--axes", "--seed"} <= train
+
+
+def test_train_ids_without_folds_is_refused(capsys):
+    from slicelib import cli
+
+    args = "compare --data t.tsv --target age --out o --train-ids ids.tsv".split()
+    assert cli.main(args) == 2
+    assert "--train-ids" in capsys.readouterr().err
 
 
 def test_every_command_speaks_one_vocabulary():
