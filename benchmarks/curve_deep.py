@@ -52,7 +52,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from slicelib.crossval import read_train_ids
+from slicelib.crossval import write_train_ids
 from slicelib.curves import PREDICTION_COLUMNS
 from slicelib.cv import read_folds, read_oof
 from slicelib.utils import atomic_write
@@ -125,12 +125,8 @@ def main(argv=None) -> None:
         ids = point_ids(subsets, f, a.subset_seed)
         out = Path(a.work) / f"f{f:g}"
         out.mkdir(parents=True, exist_ok=True)
-        table = pd.DataFrame(
-            [(k, i) for k in sorted(ids) for i in ids[k]], columns=["fold", "participant_id"]
-        )
         given = out / "train_ids_given.tsv"
-        table.to_csv(given, sep="\t", index=False)
-        assert read_train_ids(given) == ids
+        write_train_ids(given, ids)
         cmd = [sys.executable, "-m", "slicelib", "compare", "--data", a.data, "--target", "age"]
         cmd += ["--folds", a.folds, "--train-ids", str(given), "--out", str(out), "--no-progress"]
         cmd += scaled_flags(arm_flags, f) if a.constant_steps else arm_flags

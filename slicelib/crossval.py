@@ -67,6 +67,7 @@ __all__ = [
     "fold_split",
     "check_run_split",
     "read_train_ids",
+    "write_train_ids",
     "cross_validate",
     "complete_arms",
 ]
@@ -228,6 +229,14 @@ def read_train_ids(path: str | os.PathLike) -> dict[int, list[str]]:
             f"{dup['fold'].iat[0]}; list each training subject once per fold"
         )
     return {int(k): g["participant_id"].tolist() for k, g in df.groupby(fold.astype(int))}
+
+
+def write_train_ids(path: str | os.PathLike, train_ids) -> None:
+    """Write ``{fold k: [participant_id, ...]}`` as a training-subsets table
+    (:func:`read_train_ids` reads it back): fold, participant_id, sorted by fold."""
+    rows = [(int(k), str(i)) for k in sorted(train_ids) for i in train_ids[k]]
+    table = pd.DataFrame(rows, columns=["fold", "participant_id"])
+    atomic_write(path, lambda tmp: table.to_csv(tmp, sep="\t", index=False))
 
 
 def complete_arms(oof: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
@@ -439,9 +448,7 @@ def _record_train_ids(path: Path, train_ids, folds: set[int]) -> None:
                 "--out folder for another learning-curve point"
             )
         return
-    rows = [(k, i) for k in sorted(given) for i in given[k]]
-    table = pd.DataFrame(rows, columns=["fold", "participant_id"])
-    atomic_write(path, lambda tmp: table.to_csv(tmp, sep="\t", index=False))
+    write_train_ids(path, given)
 
 
 def _candidates(tried: pd.DataFrame, run: dict) -> pd.DataFrame:
