@@ -91,13 +91,15 @@ def fold_split(folds: pd.DataFrame, fold: int, seed: int, val_fraction: float = 
 def train_fold(
     folds: pd.DataFrame, fold: int, data: Path, work: Path, seed: int,
     normalise: str = "foreground", augment: int = 0, resolution_mm: float | None = None,
+    copies: str | None = None,
 ) -> Path:  # fmt: skip
     """Train fold ``fold``'s model with ``slicelib train`` (skipped when its best.pt exists),
     its volumes normalised by ``normalise`` (``PreprocessConfig.normalise``: "foreground", the
     z-score, in ``<work>/runs``; "quantile" in ``<work>/runs_quantile``), with ``augment``
     augmented copies of each training head (``--augment``; ``<work>/runs_augment<n>``), and
     raw scans harmonised to ``resolution_mm`` by its pipeline (``PipelineConfig.resolution_mm``;
-    ``<work>/runs_res<mm>``; train it on a derivative made with the same setting).
+    ``<work>/runs_res<mm>``; train it on a derivative made with the same setting), and with
+    the pre-made raw-scan copies of ``copies`` (``--copies``; ``<work>/runs_scancopies``).
 
     Returns:
         The run directory.
@@ -105,6 +107,7 @@ def train_fold(
     runs = "runs" if normalise == "foreground" else f"runs_{normalise}"
     runs += f"_augment{augment}" if augment else ""
     runs += f"_res{resolution_mm:g}" if resolution_mm else ""
+    runs += "_scancopies" if copies else ""
     run = work / runs / f"fold{fold}"
     if (run / "best.pt").is_file():
         return run
@@ -119,7 +122,7 @@ def train_fold(
     toml.write_text(text)
     cmd = [sys.executable, "-m", "slicelib", "train", "--data", str(data), *TRAIN_ARGS]
     cmd += ["--seed", str(seed), "--config", str(toml), "--out", str(run)]
-    cmd += ["--augment", str(augment)]
+    cmd += ["--augment", str(augment)] + (["--copies", str(copies)] if copies else [])
     print("$", shlex.join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     return run
@@ -206,6 +209,11 @@ def main(argv=None) -> None:
         help="harmonise raw scans to this resolution (PipelineConfig.resolution_mm); --data must "
         "be a derivative made with the same setting (make_derivative.py --resolution-mm)",
     )  # fmt: skip
+    ap.add_argument(
+        "--copies", default=None,
+        help="train the fold models with these pre-made raw-scan copies (the participants.tsv "
+        "of make_derivative.py --copies); their subjects' test copies are never used",
+    )  # fmt: skip
     ap.add_argument("--lr-choice", help="lr_choice.csv of a CV: predict with its chosen runs")
     ap.add_argument("--train-only", action="store_true", help="train the fold models and stop")
     ap.add_argument(
@@ -219,7 +227,7 @@ def main(argv=None) -> None:
         for k in sorted(set(folds["fold"])):
             train_fold(
                 folds, k, Path(args.data), work, args.seed, args.normalise, args.augment,
-                args.resolution_mm,
+                args.resolution_mm, args.copies,
             )  # fmt: skip
         return
     raw_table = pd.read_csv(raw / "participants.tsv", sep="\t", dtype={"participant_id": str})
@@ -252,6 +260,7 @@ def main(argv=None) -> None:
                 args.normalise,
                 args.augment,
                 args.resolution_mm,
+                args.copies,
             )
         )
         seed = 1000 * args.seed + int(pid[3:6])  # the bias field's: per subject (IXI number)
@@ -301,6 +310,11 @@ def model_text(args) -> str:
             f"every scan harmonised to {args.resolution_mm:g} mm (`--resolution-mm`: trained on "
             f"`{args.data}`, made with the same setting), "
             if getattr(args, "resolution_mm", None)
+            else ""
+        )
+        + (
+            f"with the pre-made raw-scan copies of `{args.copies}` (`--copies`), "
+            if getattr(args, "copies", None)
             else ""
         )
         + "`slicelib train --freeze-encoder --head ridge`"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -31,14 +32,17 @@ import torch
 import torchio as tio
 
 from slicelib.cache import content_hash, default_cache_dir
-from slicelib.errors import ConfigError
+from slicelib.datasets import read_table
+from slicelib.errors import ConfigError, DataError
 from slicelib.utils import atomic_write
 
-__all__ = ["AUGMENT_VERSION", "COPY_SEP", "augmentation", "augment_image", "copy_of"]
-__all__ += ["training_copies"]
+__all__ = ["AUGMENT_VERSION", "COPY_SEP", "SCAN_COPY_SEP", "augmentation", "augment_image"]
+__all__ += ["copy_of"]
+__all__ += ["training_copies", "scan_augmentation", "augment_scan", "premade_copies"]
 
 AUGMENT_VERSION = "1"  # bump when augmentation() changes: it is part of every copy's file name
 COPY_SEP = "~aug"  # participant id of copy k: f"{id}{COPY_SEP}{k}"
+SCAN_COPY_SEP = "~scan"  # participant id of raw-scan copy k (pre-made): f"{id}{SCAN_COPY_SEP}{k}"
 
 
 def augmentation() -> tio.Compose:
@@ -64,6 +68,36 @@ def augmentation() -> tio.Compose:
     )
 
 
+def _draw(transform: tio.Transform, data: np.ndarray, affine: np.ndarray, seed: int) -> np.ndarray:
+    """``transform`` applied to ``data`` (X, Y, Z) with ``torch`` seed ``seed`` (float32)."""
+    subject = tio.Subject(t1=tio.ScalarImage(tensor=torch.from_numpy(data)[None], affine=affine))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return transform(subject)["t1"].data[0].numpy().astype(np.float32)  # (X, Y, Z)
+
+
+def _intensities(img, what: str) -> np.ndarray:
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ConfigError(f"{what}: a 3D image is needed, got shape {data.shape}")
+    if not np.isfinite(data).all() or data.min() < 0:
+        raise ConfigError(
+            f"{what}: intensities must be finite and >= 0 (min {np.nanmin(data):g}); augment "
+            "the stored scan or derivative, not a z-scored array"
+        )
+    return data
+
+
+def _image_like(data: np.ndarray, img) -> nib.Nifti1Image:
+    copy = nib.Nifti1Image(data.astype(np.float32), img.affine)
+    for code in ("sform", "qform"):  # keep the space the header declares (e.g. MNI)
+        _, c = getattr(img, f"get_{code}")(coded=True)
+        getattr(copy, f"set_{code}")(img.affine, code=int(c or 0))
+    return copy
+
+
 def augment_image(img: nib.spatialimages.SpatialImage, seed: int) -> nib.Nifti1Image:
     """One augmented copy of an image: :func:`augmentation` drawn with ``torch`` seed ``seed``.
 
@@ -76,34 +110,69 @@ def augment_image(img: nib.spatialimages.SpatialImage, seed: int) -> nib.Nifti1I
         float32 NIfTI image on the same grid (shape (X, Y, Z), same affine); voxels that are 0
         in ``img`` are 0, the others > 0.
     """
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    if data.ndim != 3:
-        raise ConfigError(f"augment: a 3D image is needed, got shape {data.shape}")
-    if not np.isfinite(data).all() or data.min() < 0:
-        raise ConfigError(
-            f"augment: intensities must be finite and >= 0 (min {np.nanmin(data):g}); augment "
-            "the stored scan or derivative, not a z-scored array"
-        )
-    subject = tio.Subject(
-        t1=tio.ScalarImage(tensor=torch.from_numpy(data)[None], affine=img.affine)
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        out = augmentation()(subject)["t1"].data[0].numpy().astype(np.float32)  # (X, Y, Z)
+    data = _intensities(img, "augment")
+    out = _draw(augmentation(), data, img.affine, seed)
     inside = data > 0
     floor = 1e-3 * float(data.max()) if inside.any() else 0.0
-    out = np.where(inside, np.maximum(out, floor), 0.0).astype(np.float32)
-    copy = nib.Nifti1Image(out, img.affine)
-    for code in ("sform", "qform"):  # keep the space the header declares (e.g. MNI)
-        _, c = getattr(img, f"get_{code}")(coded=True)
-        getattr(copy, f"set_{code}")(img.affine, code=int(c or 0))
-    return copy
+    return _image_like(np.where(inside, np.maximum(out, floor), 0.0), img)
+
+
+def scan_augmentation() -> tio.Compose:
+    """The TorchIO transform a raw-scan copy (:func:`augment_scan`) is drawn from.
+
+    Copies of the preprocessed heads (:func:`augmentation`) change intensities on the model's
+    grid, after brain extraction and registration. A scan stored with thick slices also
+    changes what comes before: its brain mask and its registration (on IXI heads each of the
+    three moved a frozen read-out's prediction by up to 6 to 14 years; docs/results.md). A
+    raw-scan copy is re-stored before the pipeline and then preprocessed like any scan:
+
+    - thick slices (p 0.8) along a random voxel axis: a Gaussian slice profile (TorchIO
+      ``RandomBlur``, sigma 1.5-3 mm along that axis only, i.e. FWHM 3.5-7 mm) and a 2-3.5 x
+      coarser sampling (``RandomAnisotropy``: 4-7 mm on a 2 mm scan), back on the scan's grid;
+    - ``RandomGamma(log_gamma=(-0.4, 0.4))`` (p 0.5) and ``RandomBiasField(0.5, order=3)``
+      (p 0.5), as in :func:`augmentation`.
+    """
+
+    def thick(axis: int) -> tio.Compose:
+        std = [0.0] * 6
+        std[2 * axis : 2 * axis + 2] = [1.5, 3.0]  # mm, along ``axis`` only
+        return tio.Compose(
+            [tio.RandomBlur(std=tuple(std)), tio.RandomAnisotropy(axes=axis, downsampling=(2, 3.5))]
+        )
+
+    return tio.Compose(
+        [
+            tio.OneOf({thick(0): 1.0, thick(1): 1.0, thick(2): 1.0}, p=0.8),
+            tio.RandomGamma(log_gamma=(-0.4, 0.4), p=0.5),
+            tio.RandomBiasField(coefficients=0.5, order=3, p=0.5),
+        ]
+    )
+
+
+def augment_scan(img: nib.spatialimages.SpatialImage, seed: int) -> nib.Nifti1Image:
+    """One raw-scan copy: :func:`scan_augmentation` drawn with ``torch`` seed ``seed``.
+
+    Args:
+        img: a raw 3D scan (head or brain; any intensity unit >= 0).
+        seed: the draw; the same scan and seed give the same copy.
+
+    Returns:
+        float32 NIfTI image on the scan's grid (shape (X, Y, Z), same affine and codes),
+        intensities >= 0; to be preprocessed (``slicelib.pipeline``) like any scan.
+    """
+    data = _intensities(img, "augment_scan")
+    out = _draw(scan_augmentation(), data, img.affine, seed)
+    return _image_like(np.maximum(out, 0.0), img)
 
 
 def copy_of(participant_id: str) -> str | None:
-    """The subject a copy id (``<id>~aug<k>``) was made from; None for an original id."""
+    """The subject a copy id (``<id>~aug<k>`` or ``<id>~scan<k>``) was made from; None for an
+    original id."""
     pid = str(participant_id)
-    return pid.rsplit(COPY_SEP, 1)[0] if COPY_SEP in pid else None
+    for sep in (COPY_SEP, SCAN_COPY_SEP):
+        if sep in pid:
+            return pid.rsplit(sep, 1)[0]
+    return None
 
 
 def training_copies(
@@ -146,3 +215,55 @@ def training_copies(
             rows.append({**row, "participant_id": f"{row['participant_id']}{COPY_SEP}{k}",
                          path_column: str(target)})  # fmt: skip
     return pd.DataFrame(rows, columns=table.columns).astype(table.dtypes.to_dict())
+
+
+def premade_copies(
+    table: pd.DataFrame, copies: str | Path | None, path_column: str = "path"
+) -> pd.DataFrame:
+    """The rows of a table of pre-made copies whose subject is in ``table``, as table rows.
+
+    Pre-made copies are scans made from each head before training and stored with their own
+    participants table (``data/ixi_hh_4mm/make_derivative.py --copies N --out DIR`` writes
+    ``DIR/participants.tsv``: raw-scan copies, :func:`augment_scan`, preprocessed by the
+    pipeline). A copy ``<id>~aug<k>`` joins training only when ``<id>`` is a row of ``table``
+    (the training subjects), with that row's label and other columns; copies of other subjects
+    are left out, so a copy never reaches validation or test. Copies QC flagged (``qc``
+    column not ``ok``) are left out and counted in a warning.
+
+    Args:
+        table: the training rows (``participant_id``, ``path_column``, labels...).
+        copies: path of the copies' table (tsv/csv, paths relative to its folder), or None.
+
+    Returns:
+        DataFrame with the columns of ``table``: ``participant_id`` the copy's id,
+        ``path_column`` its file; empty when ``copies`` is None.
+
+    Raises:
+        DataError naming the table and row: an id that is not a copy id, a missing file.
+    """
+    if not copies:
+        return table.iloc[:0].copy()
+    rows = read_table(copies, target=None)
+    bad = [i for i, p in enumerate(rows["participant_id"]) if SCAN_COPY_SEP not in str(p)]
+    if bad:
+        raise DataError(
+            f"{copies}: row {bad[0]} has participant_id {rows['participant_id'].iat[bad[0]]!r}, "
+            f"not a raw-scan copy id '<id>{SCAN_COPY_SEP}<k>'; give the participants.tsv that "
+            "make_derivative.py --copies wrote"
+        )
+    if "qc" in rows.columns:
+        flagged = rows["qc"].astype(str) != "ok"
+        if flagged.any():
+            warnings.warn(
+                f"{copies}: {int(flagged.sum())} QC-flagged copies left out of training "
+                f"(e.g. {rows.loc[flagged, 'participant_id'].iat[0]})",
+                stacklevel=2,
+            )
+        rows = rows[~flagged]
+    source = table.set_index(table["participant_id"].astype(str), drop=False)
+    out = []
+    for pid, path in zip(rows["participant_id"], rows["path"]):
+        subject = copy_of(pid)
+        if subject in source.index:
+            out.append({**source.loc[subject].to_dict(), "participant_id": pid, path_column: path})
+    return pd.DataFrame(out, columns=table.columns).astype(table.dtypes.to_dict())

@@ -270,6 +270,12 @@ def _add_train_flags(t: argparse.ArgumentParser, grid: bool = False) -> None:
             "augmented copies of each training head (TorchIO gamma, bias "
             "field, thick slices; default 0)",
         ),
+        (
+            "--copies",
+            str,
+            "participants table of pre-made training copies (make_derivative.py --copies): "
+            "the training subjects' copies join training",
+        ),
         ("--epochs", int, None),
         ("--batch-size", int, "volumes per batch"),
         ("--weight-decay", float, None),
@@ -322,7 +328,7 @@ def _overrides(a: argparse.Namespace) -> dict:
     keys = ["data", "target", "out", "task", "seed", "epochs", "batch_size", "lr"]
     keys += ["weight_decay", "schedule", "grad_accum", "split_seed", "class_weights", "monitor"]
     keys += ["device", "precision", "num_workers", "jobs", "qc", "cache_dir", "preset"]
-    keys += ["head", "ridge_blocks", "augment"]
+    keys += ["head", "ridge_blocks", "augment", "copies"]
     over = {k: getattr(a, k) for k in keys}
     if a.freeze_encoder is not None:
         over["freeze_encoder"] = a.freeze_encoder == "yes"

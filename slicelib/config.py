@@ -103,6 +103,10 @@ class TrainConfig:
     (:func:`slicelib.augment.training_copies`: TorchIO gamma, bias field, thick slices; drawn
     from ``seed``; 0 = none; each copy is one more training volume, so a fine-tuning epoch
     takes ``1 + augment`` times as long); validation and test heads are never augmented.
+    ``copies``: None or the participants table of pre-made training copies (raw-scan copies
+    preprocessed by the pipeline, ``data/ixi_hh_4mm/make_derivative.py --copies``; ids
+    ``<id>~scan<k>``): the copies of the training subjects join training with their subject's
+    label (:func:`slicelib.augment.premade_copies`); the others are not used.
     Preprocessing: ``preprocess`` = fields of ``slicelib.data.PreprocessConfig`` as a dict
     (``volume_shape`` in voxels, ``voxel_size`` in mm, normalisation...); ``cache_dir``.
     Optimisation (paper defaults): Adam, ``lr`` 1e-4, ``weight_decay`` 1e-4, ``batch_size`` 8,
@@ -140,6 +144,7 @@ class TrainConfig:
     head: str = "mlp"
     ridge_blocks: int = 4
     augment: int = 0
+    copies: str | None = None
     preprocess: dict = field(default_factory=dict)
     cache_dir: str | None = None
     seed: int = 0

@@ -49,7 +49,7 @@ import pandas as pd
 import torch
 
 from slicelib import metrics as M
-from slicelib.augment import copy_of, training_copies
+from slicelib.augment import copy_of, premade_copies, training_copies
 from slicelib.datasets import ixi_derivative
 from slicelib.errors import ConfigError, DataError, PipelineError
 from slicelib.frozen import CLIP_SD, RIDGE_ALPHAS, pooled_features
@@ -502,20 +502,23 @@ def ensemble_oof(oof: pd.DataFrame, arms, name: str) -> pd.DataFrame:
 
 def frozen_arm_features(
     arm: str, data_dir: str | os.PathLike, ids, n_blocks: int = 4, seed: int = 0,
-    imagenet_weights=None, cache_dir=None, progress: bool = False,
+    imagenet_weights=None, cache_dir=None, progress: bool = False, copies=None,
 ) -> tuple[pd.DataFrame, dict]:  # fmt: skip
     """One frozen arm's (:data:`FROZEN`) features of the heads ``ids`` of a derivative folder:
     :func:`slicelib.frozen.pooled_features` of MobileNetV2 on :data:`FROZEN_AXES` on the
     derivative's grid with the arm's normalisation, with rows ``<id>~aug<k>`` for the arm's
     augmented copies (:func:`slicelib.augment.training_copies`; :func:`run_cv` trains on a
-    subject's copies with it); returns its (features [N, P], record)."""
+    subject's copies with it) and for the pre-made copies of ``copies`` (a participants table,
+    :func:`slicelib.augment.premade_copies`); returns its (features [N, P], record)."""
     weights, normalise, n_copies = FROZEN[arm]
     if weights == "imagenet" and imagenet_weights:
         weights = imagenet_weights
     t = ixi_derivative(data_dir)
     table = feature_rows(t.set_index("participant_id"), ids, f"{data_dir}/participants.tsv")
     table = table.reset_index()  # + n_copies augmented copies of each head, as more rows
-    table = pd.concat([table, training_copies(table, n_copies, seed, cache_dir)])
+    table = pd.concat(
+        [table, training_copies(table, n_copies, seed, cache_dir), premade_copies(table, copies)]
+    )
     return pooled_features(
         table, {**t.attrs["preprocess"], "normalise": normalise}, n_blocks,
         FROZEN_BACKBONE, weights, FROZEN_AXES, seed, cache_dir, progress,
@@ -525,7 +528,7 @@ def frozen_arm_features(
 def cv_baselines(
     data_dir: str | os.PathLike, out_dir: str | os.PathLike,
     folds: str | os.PathLike | None = None, arms=None, n_boot: int = 2000, n_blocks: int = 4,
-    seed: int = 0, imagenet_weights=None, cache_dir=None, progress: bool = True,
+    seed: int = 0, imagenet_weights=None, cache_dir=None, progress: bool = True, copies=None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """Cross-validate the baselines and frozen-feature arms (:func:`frozen_arm_features`, read
     out by the baselines' ridge: features standardised on the training folds and clipped, so
@@ -535,7 +538,9 @@ def cv_baselines(
     and ``paired.csv`` (:func:`summarise_oof`), and with frozen arms ``features.json`` (per arm
     the encoder's record: key, features, heads encoded, seconds; a resume keeps it). ``arms``:
     names among :data:`ARMS` (default :data:`BASELINES`); ``seed``: the random encoder's and
-    the oof's seed column; ``cache_dir``: the frozen arms' cache (default ``out_dir/cache``).
+    the oof's seed column; ``cache_dir``: the frozen arms' cache (default ``out_dir/cache``);
+    ``copies``: a table of pre-made training copies (``make_derivative.py --copies``) every
+    frozen arm also trains on; those arms are then named ``<arm>_scancopies`` in the output.
 
     Returns:
         (summary, paired) DataFrames, as written.
@@ -554,16 +559,18 @@ def cv_baselines(
     for arm in [a for a in arms if a in FROZEN]:  # the heads on the derivative's grid
         feats, info[arm] = frozen_arm_features(
             arm, data_dir, ids, n_blocks, seed, imagenet_weights,
-            Path(cache_dir or out_dir / "cache"), progress,
+            Path(cache_dir or out_dir / "cache"), progress, copies,
         )  # fmt: skip
         available[arm] = (ridge_estimator, feats)
+    names = {a: f"{a}_scancopies" if copies and a in FROZEN else a for a in arms}
+    info = {names[a]: i for a, i in info.items()}
     if info:
         path = out_dir / "features.json"  # keeps the record of the call that encoded
         old = json.loads(path.read_text()) if path.is_file() else {}
         old.update({a: i for a, i in info.items() if i["n_encoded"] or a not in old})
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(old, indent=1)))
     oof = run_cv(
-        fold_table, ages.to_dict(), {a: available[a] for a in arms}, out_dir, seed, progress
+        fold_table, ages.to_dict(), {names[a]: available[a] for a in arms}, out_dir, seed, progress
     )
     summary, paired = summarise_oof(oof, n_boot=n_boot)
     for name, table in (("summary.csv", summary), ("paired.csv", paired)):
@@ -585,11 +592,16 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="the random encoder's seed")
     ap.add_argument("--imagenet-weights", default=None, help="default: slicelib.weights finds it")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument(
+        "--copies", default=None,
+        help="pre-made training copies (make_derivative.py --copies OUT: OUT/participants.tsv) "
+        "the frozen arms also train on (named <arm>_scancopies)",
+    )  # fmt: skip
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     args = (a.data, a.out, a.folds, a.arms, a.n_boot, a.blocks, a.seed, a.imagenet_weights)
-    summary, paired = cv_baselines(*args)
+    summary, paired = cv_baselines(*args, copies=a.copies)
     print_tables(summary, paired, t0)
 
 

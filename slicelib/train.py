@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from slicelib import frozen
 from slicelib import metrics as M
-from slicelib.augment import training_copies
+from slicelib.augment import premade_copies, training_copies
 from slicelib.build import build_model, model_config_dict
 from slicelib.cache import check_qc, file_hash, preprocess_many
 from slicelib.cnn3d import VolumeCNN
@@ -121,7 +121,13 @@ def train(config: TrainConfig | dict, progress: bool | str = True) -> Path:
     _train_val(table, np.ones(len(table), dtype=bool), cfg)  # before any scan is preprocessed
     keep = _check_inputs(table, pcfg, cfg, rank, run_dir / "qc.csv", progress is True)
     tr, va = _train_val(table, keep, cfg)
-    tr = pd.concat([tr, training_copies(tr, cfg.augment, cfg.seed, cfg.cache_dir)])
+    tr = pd.concat(
+        [
+            tr,
+            training_copies(tr, cfg.augment, cfg.seed, cfg.cache_dir),
+            premade_copies(tr, cfg.copies),
+        ]
+    )
     check_classes(tr["_y"].to_numpy(), cfg.task, classes or [], cfg.target)
 
     # --- model: the grid comes from the preprocessing, the head's scale from the training set -

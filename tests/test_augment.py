@@ -12,7 +12,7 @@ from sklearn.linear_model import Ridge
 from slicelib import augment, cv
 from slicelib.cli import _resolve, build_parser
 from slicelib.config import TrainConfig
-from slicelib.errors import ConfigError
+from slicelib.errors import ConfigError, DataError
 
 DERIV = Path(__file__).resolve().parents[1] / "data" / "ixi_hh_4mm"
 
@@ -124,3 +124,84 @@ def test_train_config_and_command_line_take_augment():
         TrainConfig.from_dict({"augment": -1})
     a = build_parser().parse_args(["train", "--data", "x.tsv", "--out", "r", "--augment", "2"])
     assert _resolve(a).augment == 2
+
+
+def _head(tmp_path, name="raw.nii.gz"):
+    """A small raw-scan-like head: a bright ellipsoid on a noisy, non-zero background."""
+    x, y, z = np.mgrid[:24, :24, :20]
+    inside = ((x - 12) / 9) ** 2 + ((y - 12) / 9) ** 2 + ((z - 10) / 8) ** 2 < 1
+    rng = np.random.default_rng(1)
+    data = (np.where(inside, 300.0, 5.0) + rng.uniform(0, 20, inside.shape)).astype(np.float32)
+    img = nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    nib.save(img, tmp_path / name)
+    return tmp_path / name, data
+
+
+def test_a_raw_scan_copy_is_repeatable_non_negative_and_on_the_scans_grid(tmp_path):
+    path, data = _head(tmp_path)
+    a, b = (augment.augment_scan(nib.load(path), seed=5) for _ in range(2))
+    va, vb = np.asarray(a.dataobj), np.asarray(b.dataobj)
+    assert va.shape == data.shape and np.array_equal(va, vb) and va.min() >= 0
+    assert np.allclose(a.affine, nib.load(path).affine)
+    changed = [not np.allclose(np.asarray(augment.augment_scan(nib.load(path), s).dataobj), data)
+               for s in range(4)]  # fmt: skip
+    assert sum(changed) >= 3  # some transform is drawn for (almost) every seed
+    with pytest.raises(ConfigError, match="augment_scan"):
+        augment.augment_scan(nib.Nifti1Image(-data, np.eye(4)), seed=0)
+
+
+def test_thick_slices_of_a_raw_scan_copy_blur_along_one_axis_only():
+    """The thick-slice branch alone: a copy's sharpness drops along the drawn axis and stays
+    on the other two (the mean gradient along each axis, copy over source, of a pattern that
+    varies along each axis on its own: a sum of one 10 mm wave per axis)."""
+    wave = np.sin(2 * np.pi * np.arange(24) * 2.0 / 10.0)  # 2 mm voxels, 10 mm period
+    data = (4 + wave[:, None, None] + wave[None, :, None] + wave[None, None, :]).astype(np.float32)
+    img = nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    thick = augment.scan_augmentation().transforms[0]  # the OneOf over the three axes
+    for seed in range(3):
+        out = augment._draw(thick, data, img.affine, seed)
+        ratio = [np.abs(np.diff(out, axis=a)).mean() / np.abs(np.diff(data, axis=a)).mean()
+                 for a in range(3)]  # fmt: skip
+        assert sorted(ratio)[0] < 0.75 and sorted(ratio)[1] > 0.9
+
+
+def _copies_table(tmp_path, rows):
+    (tmp_path / "copies").mkdir(exist_ok=True)
+    for pid, _ in rows:
+        _brain(tmp_path / "copies", f"{pid}.nii.gz")
+    table = pd.DataFrame(
+        {"participant_id": [p for p, _ in rows], "age": 0.0, "path": [f"{p}.nii.gz" for p, _ in rows],
+         "qc": [q for _, q in rows]}
+    )  # fmt: skip
+    table.to_csv(tmp_path / "copies" / "participants.tsv", sep="\t", index=False)
+    return tmp_path / "copies" / "participants.tsv"
+
+
+def test_premade_copies_join_training_for_training_subjects_only(tmp_path):
+    p1, _ = _brain(tmp_path, "s1.nii.gz")
+    train = pd.DataFrame({"participant_id": ["s1", "s2"], "path": [str(p1)] * 2,
+                          "age": [40.0, 60.0]})  # fmt: skip
+    copies = _copies_table(
+        tmp_path, [("s1~scan0", "ok"), ("s1~scan1", "flagged"), ("s3~scan0", "ok")]
+    )
+    with pytest.warns(UserWarning, match="1 QC-flagged copies left out"):
+        rows = augment.premade_copies(train, copies)
+    assert rows["participant_id"].tolist() == ["s1~scan0"]  # s3 is not training; s1~scan1 flagged
+    assert rows["age"].tolist() == [40.0]  # the subject's label, not the copies table's
+    assert rows["path"].iat[0] == str(tmp_path / "copies" / "s1~scan0.nii.gz")
+    assert rows.dtypes.equals(train.dtypes)
+    assert augment.copy_of("s1~scan0") == "s1"
+    assert augment.premade_copies(train, None).empty
+
+
+def test_premade_copies_refuse_a_table_that_is_not_of_copies(tmp_path):
+    table = _copies_table(tmp_path, [("s1~scan0", "ok"), ("s2", "ok")])
+    train = pd.DataFrame({"participant_id": ["s1"], "path": ["x"], "age": [40.0]})
+    with pytest.raises(DataError, match="row 1 has participant_id 's2'"):
+        augment.premade_copies(train, table)
+
+
+def test_train_config_and_command_line_take_copies():
+    assert TrainConfig.from_dict({"copies": "c/participants.tsv"}).copies == "c/participants.tsv"
+    argv = ["train", "--data", "x.tsv", "--out", "r", "--copies", "c/participants.tsv"]
+    assert _resolve(build_parser().parse_args(argv)).copies == "c/participants.tsv"

@@ -13,6 +13,14 @@ recorded in ``brains/.progress.jsonl`` as they finish, and the next run does the
     python data/ixi_hh_4mm/make_derivative.py --jobs 2   # 20 to 40 min on 2 (shared) cores
     python data/ixi_hh_4mm/make_derivative.py --source /path/to/ixi_hh_2mm
     python data/ixi_hh_4mm/make_derivative.py --from-npz  # convert an older run's brains/*.npz
+    python data/ixi_hh_4mm/make_derivative.py --copies 1 --out DIR  # raw-scan training copies
+
+``--copies N`` writes, instead of the heads, ``N`` raw-scan copies of each head into another
+folder: copy ``k`` of head ``<id>`` is ``slicelib.augment.augment_scan`` of the raw scan (thick
+slices along a random axis, gamma, bias field; seeded by ``--seed``, the id and ``k``), run
+through the same pipeline to ``brains/<id>~scan<k>.nii.gz``; its ``participants.tsv`` lists the
+copies (id ``<id>~scan<k>``, the source's age and sex, QC). Training takes them with
+``--copies DIR/participants.tsv`` (each copy joins its subject's split: training only).
 
 ``--from-npz`` converts the output of the earlier version of this script (``brains/<id>.npz``
 with ``brain`` float16 (X, Y, Z), ``mask`` bool, ``affine`` (4, 4) and ``row``, its QC row as
@@ -41,14 +49,19 @@ def default_source() -> Path:
     return Path(base) / "data" / "ixi_hh_2mm"
 
 
-def one(pid: str, t1: str, out: str, threads: int, resolution_mm=None) -> dict:
-    """Pipeline on one head; writes brains/<pid>.nii.gz; returns its QC row."""
+def one(pid: str, t1: str, out: str, threads: int, resolution_mm=None, copy_seed=None) -> dict:
+    """Pipeline on one head (or, with ``copy_seed``, on its raw-scan copy drawn with that seed:
+    ``slicelib.augment.augment_scan``); writes brains/<pid>.nii.gz; returns its QC row."""
+    import nibabel as nib
+
+    from slicelib.augment import augment_scan
     from slicelib.pipeline import PipelineConfig, grid, run_pipeline
     from slicelib.qc import qc_status
 
     shape, affine = grid(4.0)
     config = PipelineConfig(threads=threads, resolution_mm=resolution_mm)
-    r = run_pipeline(t1, config, shape, affine)
+    scan = t1 if copy_seed is None else augment_scan(nib.load(t1), copy_seed)
+    r = run_pipeline(scan, config, shape, affine)
     status, reasons = qc_status(r.qc)
     row = {
         "participant_id": pid,
@@ -141,6 +154,49 @@ def write_tables(
     print(part.qc.value_counts().to_string())
 
 
+def copy_table(table: pd.DataFrame, n_copies: int, seed: int) -> pd.DataFrame:
+    """Rows of the copies to make: ``<id>~scan<k>``, the source's columns, ``copy_seed``."""
+    import hashlib
+
+    from slicelib.augment import AUGMENT_VERSION, SCAN_COPY_SEP
+
+    rows = []
+    for r in table.to_dict("records"):
+        for k in range(n_copies):
+            key = hashlib.sha1(f"scan{AUGMENT_VERSION}/{seed}/{r['participant_id']}/{k}".encode())
+            rows.append({**r, "participant_id": f"{r['participant_id']}{SCAN_COPY_SEP}{k}",
+                         "copy_seed": int(key.hexdigest()[:8], 16)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def write_copy_tables(out: Path, table: pd.DataFrame, rows, failed, args) -> None:
+    """participants.tsv (the copies: id, age, sex, path, QC) and pipeline.json of a copies run."""
+    from slicelib.augment import AUGMENT_VERSION
+    from slicelib.pipeline import PipelineConfig, grid
+
+    qc = pd.DataFrame(rows)
+    cols = ["participant_id", "path", "qc", "qc_reasons", *MEASURES]
+    part = table[["participant_id", "age", "sex"]].merge(qc[cols], on="participant_id")
+    part.sort_values("participant_id").to_csv(
+        out / "participants.tsv", sep="\t", index=False, na_rep="n/a"
+    )
+    shape, affine = grid(4.0)
+    meta = {
+        "pipeline": PipelineConfig(resolution_mm=args.resolution_mm).to_dict(),
+        "grid": {"shape": list(shape), "affine": affine.tolist(), "voxel_size_mm": 4.0},
+        "copies": {
+            "per_head": args.copies,
+            "seed": args.seed,
+            "version": AUGMENT_VERSION,
+            "transform": "slicelib.augment.scan_augmentation",
+        },  # fmt: skip
+        "n": len(part),
+        "failed": failed,
+    }
+    (out / "pipeline.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"{len(part)} copies written to {out}; failed: {failed or 'none'}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--source", default=str(default_source()))
@@ -154,7 +210,18 @@ def main(argv=None) -> int:
         help="harmonise every head to this effective resolution (PipelineConfig.resolution_mm); "
         "not the shipped derivative's setting: write it to another --out",
     )  # fmt: skip
+    ap.add_argument(
+        "--copies", type=int, default=0,
+        help="write N raw-scan copies of each head (slicelib.augment.augment_scan, then the "
+        "pipeline) instead of the heads, to another --out; train with --copies OUT/participants.tsv",
+    )  # fmt: skip
+    ap.add_argument("--seed", type=int, default=0, help="the copies' seed (with --copies)")
     args = ap.parse_args(argv)
+    if args.copies < 0 or (args.copies and Path(args.out).resolve() == HERE):
+        raise SystemExit(
+            f"--copies {args.copies}: give N >= 1 and another --out folder (this folder holds "
+            "the shipped derivative)"
+        )
 
     from tqdm.auto import tqdm
 
@@ -166,6 +233,8 @@ def main(argv=None) -> int:
         write_tables(out, src, table, from_npz(out), [], converted=True)
         return 0
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    if args.copies:
+        table = copy_table(table, args.copies, args.seed)
     done = done_rows(out)
     rows = [done[pid] for pid in table.participant_id if pid in done]
     todo = table[~table.participant_id.isin(list(done))]
@@ -175,7 +244,13 @@ def main(argv=None) -> int:
     with progress, cf.ProcessPoolExecutor(args.jobs) as pool:
         futs = {
             pool.submit(
-                one, r.participant_id, str(src / r.t1), str(out), threads, args.resolution_mm
+                one,
+                r.participant_id,
+                str(src / r.t1),
+                str(out),
+                threads,
+                args.resolution_mm,
+                r.copy_seed if args.copies else None,
             ): r.participant_id
             for r in todo.itertuples()
         }
@@ -187,7 +262,12 @@ def main(argv=None) -> int:
                 continue
             progress.write(json.dumps(rows[-1]) + "\n")
             progress.flush()
-    write_tables(out, src, table, rows, failed, converted=False, resolution_mm=args.resolution_mm)
+    if args.copies:
+        write_copy_tables(out, table, rows, failed, args)
+    else:
+        write_tables(
+            out, src, table, rows, failed, converted=False, resolution_mm=args.resolution_mm
+        )
     if not failed:
         (out / "brains" / ".progress.jsonl").unlink()
     return 1 if failed else 0
