@@ -272,3 +272,32 @@ def test_ensemble_is_the_mean_of_its_members_seed_means_and_refuses_mismatches()
     fewer = oof[~((oof["arm"] == "b") & (oof["participant_id"] == "s00"))]
     with pytest.raises(DataError, match="same subjects"):
         cv.ensemble_oof(fewer, ["a", "b"], "ab")
+
+
+def test_frozen_arms_train_on_premade_copies_of_training_subjects_only(tmp_path):
+    """``cv_baselines(copies=...)``: a frozen arm is renamed ``<arm>_scancopies`` and each fold's
+    ridge is fitted on its training subjects and their pre-made copies, never a test subject's."""
+    folds = cv.read_folds(DERIV / "folds.tsv")
+    sub = folds[folds["fold"] < 3].groupby("fold").head(2).reset_index(drop=True)
+    sub.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
+    table = ixi_derivative(DERIV).set_index("participant_id")
+    (tmp_path / "copies").mkdir()
+    rows = []
+    for pid in sub["participant_id"]:  # one "copy" per head: its own file, under a copy id
+        target = tmp_path / "copies" / f"{pid}~scan0.nii.gz"
+        target.write_bytes(Path(table.loc[pid, "path"]).read_bytes())
+        rows.append(dict(participant_id=f"{pid}~scan0", age=0.0, path=target.name, qc="ok"))
+    pd.DataFrame(rows).to_csv(tmp_path / "copies" / "participants.tsv", sep="\t", index=False)
+    summary, _ = cv.cv_baselines(
+        DERIV, tmp_path / "out", tmp_path / "folds.tsv", arms=["mean", "ridge_frozen_random"],
+        n_boot=50, cache_dir=tmp_path / "cache", progress=False,
+        copies=tmp_path / "copies" / "participants.tsv",
+    )  # fmt: skip
+    assert summary["arm"].tolist() == ["mean", "ridge_frozen_random_scancopies"]
+    fits = json.loads((tmp_path / "out" / "fits.json").read_text())
+    for k in range(3):
+        fit = fits[f"ridge_frozen_random_scancopies/fold{k}/seed0"]
+        assert fit["n_train"] == 4 and fit["n_copies"] == 4  # the 4 training subjects' copies
+        assert fits[f"mean/fold{k}/seed0"]["n_copies"] == 0  # baselines: no copies
+    features = json.loads((tmp_path / "out" / "features.json").read_text())
+    assert set(features) == {"ridge_frozen_random_scancopies"}
