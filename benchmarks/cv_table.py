@@ -47,6 +47,12 @@ NAMES = {
     "3e-3 and epoch chosen on an inner validation split)",
     "ridge_frozen_imagenet_augment": "the ImageNet read-out trained with 2 augmented copies of "
     "each training head (TorchIO gamma, bias field, thick slices)",
+    "ridge_frozen_imagenet_scancopies": "the ImageNet read-out trained with 1 raw-scan copy of "
+    "each training head (thick slices, gamma, bias field before the pipeline)",
+    "ridge_frozen_imagenet_augment_scancopies": "the ImageNet read-out trained with 2 augmented "
+    "copies and 1 raw-scan copy of each training head",
+    "ensemble_finetune_scancopies": "mean of the fine-tuned slice model and the read-out trained "
+    "with raw-scan copies (no weight fitted)",
 }
 
 

@@ -52,7 +52,7 @@ from slicelib import metrics as M
 from slicelib.augment import copy_of, premade_copies, training_copies
 from slicelib.datasets import ixi_derivative
 from slicelib.errors import ConfigError, DataError, PipelineError
-from slicelib.frozen import CLIP_SD, RIDGE_ALPHAS, pooled_features
+from slicelib.frozen import CLIP_SD, RIDGE_ALPHAS, penalty_splits, pooled_features
 from slicelib.splits import make_folds
 from slicelib.utils import atomic_write, block_mean, pearson_r, print_tables
 
@@ -208,7 +208,9 @@ def _clip(x, limit: float = CLIP_SD):
 
 
 def ridge_estimator():
-    """StandardScaler -> clip to +-CLIP_SD -> RidgeCV over RIDGE_ALPHAS (leave-one-out)."""
+    """StandardScaler -> clip to +-CLIP_SD -> RidgeCV over RIDGE_ALPHAS (leave-one-out;
+    :func:`run_cv` sets subject folds, :func:`slicelib.frozen.penalty_splits`, when the training
+    rows hold copies)."""
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
@@ -347,7 +349,11 @@ def run_cv(
             x_train = feature_rows(feats, train_rows, f"features of arm {arm}")
             x_test = feature_rows(feats, test_ids, f"features of arm {arm}")
             y_train = np.array([float(targets[copy_of(i) or i]) for i in train_rows])  # years
-            model = make_estimator().fit(x_train, y_train)
+            model = make_estimator()
+            splits = penalty_splits(train_rows)  # with copies: the penalty by subject folds
+            if splits is not None and "ridgecv__cv" in getattr(model, "get_params", dict)():
+                model.set_params(ridgecv__cv=splits)
+            model = model.fit(x_train, y_train)
             pred = np.asarray(model.predict(x_test), dtype=np.float64).reshape(-1)  # (N_test,)
             seen = {copy_of(i) or i for i in train_rows} & set(test_ids)
             if seen:  # by construction impossible; a guard against a broken fold table

@@ -55,6 +55,7 @@ from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
+from slicelib.augment import copy_of
 from slicelib.cache import VolumeDataset, cache_key, default_cache_dir
 from slicelib.model import AXES, SliceModel, volume_slices
 from slicelib.utils import save_npy
@@ -63,6 +64,7 @@ __all__ = ["encode_features", "encoder_key", "cached_features", "fill_feature_ca
 __all__ += ["feature_dataset", "FrozenHead", "block_pool", "pooled_features"]
 __all__ += ["StandardisedLinear", "feature_stats", "standardise_inputs", "match_standardisation"]
 __all__ += ["RidgeReadout", "RidgeSliceModel", "with_ridge_head", "fit_ridge_head"]
+__all__ += ["penalty_splits"]
 
 FEATURES_VERSION = "1"  # bump when the way features are computed changes
 
@@ -479,17 +481,46 @@ def with_ridge_head(model: SliceModel, n_blocks: int) -> RidgeSliceModel:
     return new.to(next(model.parameters()).device)
 
 
-def fit_ridge_head(model: RidgeSliceModel, features, targets) -> dict:
+def penalty_splits(ids, n_splits: int = 5) -> list | None:
+    """How a ridge penalty is chosen on training rows ``ids``: None (scikit-learn ``RidgeCV``'s
+    efficient leave-one-out) when every row is its own subject; with training copies
+    (``<id>~aug<k>``, ``<id>~scan<k>``: :func:`slicelib.augment.copy_of`) a subject-level
+    ``GroupKFold`` instead, as a list of ``(train_rows, test_rows)`` index arrays.
+
+    Leave-one-out over rows would leave a copy's own subject in training: the penalty is then
+    chosen to reproduce a head from its copies (the smallest penalty of the grid won in every
+    fold with copies), not to predict a new subject.
+
+    Args:
+        ids: participant ids of the training rows, in row order (N,).
+        n_splits: folds of subjects (at most the number of subjects).
+    """
+    if ids is None:
+        return None
+    groups = np.array([copy_of(i) or str(i) for i in ids])
+    n_subjects = len(set(groups.tolist()))
+    if n_subjects == len(groups):
+        return None
+    from sklearn.model_selection import GroupKFold
+
+    k = max(2, min(int(n_splits), n_subjects))
+    return list(GroupKFold(n_splits=k).split(np.zeros(len(groups)), groups=groups))
+
+
+def fit_ridge_head(model: RidgeSliceModel, features, targets, ids=None) -> dict:
     """Fit ``model.ridge`` in closed form on the TRAINING subjects' features.
 
     The block-pooled features (:func:`block_pool`) are standardised with these subjects' mean
     and SD (SD 0 -> 1), clipped to +-CLIP_SD and fitted with scikit-learn ``RidgeCV`` (penalty
-    among :data:`RIDGE_ALPHAS` by efficient leave-one-out on the same subjects).
+    among :data:`RIDGE_ALPHAS` by efficient leave-one-out on the same subjects, or, when
+    ``ids`` holds training copies, by 5-fold cross-validation over subjects:
+    :func:`penalty_splits`).
 
     Args:
         model: a :class:`RidgeSliceModel`; its ``ridge`` buffers and Linear are set.
-        features: ``(N, S, F)`` encoder features of the training subjects.
+        features: ``(N, S, F)`` encoder features of the training rows.
         targets: ``(N,)`` targets in their units (e.g. years).
+        ids: the rows' participant ids (N,), or None (every row its own subject).
 
     Returns:
         dict ``alpha`` (penalty chosen), ``n_train``, ``n_features`` (P).
@@ -508,7 +539,7 @@ def fit_ridge_head(model: RidgeSliceModel, features, targets) -> dict:
     mean, sd = x.mean(axis=0), x.std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
     z = np.clip((x - mean) / sd, -CLIP_SD, CLIP_SD)
-    fitted = RidgeCV(alphas=RIDGE_ALPHAS).fit(z, y)
+    fitted = RidgeCV(alphas=RIDGE_ALPHAS, cv=penalty_splits(ids)).fit(z, y)
     with torch.no_grad():
         for buf, v in ((ridge.feature_mean, mean), (ridge.feature_sd, sd)):
             buf.copy_(torch.as_tensor(v))

@@ -97,8 +97,7 @@ def train(config: TrainConfig | dict, progress: bool | str = True) -> Path:
     check every scan (:func:`slicelib.cache.preprocess_many` with ``jobs`` processes; QC rows
     in ``qc.csv``: a scan that cannot be preprocessed stops training with a list of them; one
     that does not look like a registered T1 brain is listed in a warning, or with
-    ``qc="exclude"`` left out of training and validation), run :func:`fit`.
-    Rerunning the same call resumes from ``last.pt``.
+    ``qc="exclude"`` left out of training and validation), run :func:`fit` (rerun: resumes).
 
     Args:
         config: a :class:`TrainConfig` or a dict of its fields.
@@ -295,13 +294,12 @@ def fit(
     Args:
         model: a freshly built :class:`SliceModel` or :class:`VolumeCNN` (its weights are
             replaced on resume).
-        train_ds, val_ds: datasets of ``(x float32 (1, X, Y, Z), y float32 scalar)``; for
-            classification ``y`` holds the class index (0..C-1). With ``config.freeze_encoder``
-            they must be :class:`slicelib.cache.VolumeDataset` s: the loop then runs
-            :class:`slicelib.frozen.FrozenHead` on their cached encoder features, standardised
-            with the per-feature mean and SD of ``train_ds``'s features (stored in the model:
-            :func:`slicelib.frozen.standardise_inputs`). With ``config.head == "ridge"`` the
-            read-out is fitted in closed form instead, once (:func:`_fit_ridge`).
+        train_ds, val_ds: datasets of ``(x float32 (1, X, Y, Z), y float32 scalar)``
+            (classification: ``y`` the class index 0..C-1). ``config.freeze_encoder``: they are
+            :class:`slicelib.cache.VolumeDataset` s and :class:`slicelib.frozen.FrozenHead` runs
+            on their cached features, standardised with ``train_ds``'s per-feature mean and SD
+            (:func:`slicelib.frozen.standardise_inputs`); ``head == "ridge"``: fitted in closed
+            form, once (:func:`_fit_ridge`).
         config: the :class:`TrainConfig` (optimisation and runtime fields are used here).
         run_dir: where ``last.pt``, ``best.pt`` and ``history.csv`` go (rank 0 only).
         meta: the run config stored in checkpoints (see :func:`train`); built from ``config``,
@@ -310,9 +308,8 @@ def fit(
 
     Returns:
         dict: ``best_epoch`` (0-based), ``best_value`` (monitored metric), ``epochs_run``,
-        ``stopped_early``, ``diverged``, ``history`` (list of row dicts; ``status`` "ok", or
-        "diverged" for the epoch whose training loss or validation outputs were NaN/inf: that
-        epoch is recorded, no best checkpoint is taken from it and training stops there).
+        ``stopped_early``, ``diverged``, ``history`` (row dicts; ``status`` "ok", or "diverged":
+        NaN/inf loss or outputs, recorded, never the best checkpoint, training stops there).
     """
     cfg, run_dir = config, Path(run_dir)
     rank, world, local_rank = dist_setup(cfg.device)
@@ -326,11 +323,12 @@ def fit(
     model.to(device)
     runner = model  # what the loop runs: the model, or (frozen encoder) its head on features
     if cfg.freeze_encoder:  # the head reads features standardised with training statistics
+        train_ids = getattr(train_ds, "ids", None)  # (N,) row ids: copies, subject folds
         train_ds, val_ds = (_features(model, ds, cfg, rank, world) for ds in (train_ds, val_ds))
         frozen.standardise_inputs(model, *frozen.feature_stats(train_ds.tensors[0]))
         runner = FrozenHead(model)
         if cfg.head == "ridge":
-            return _fit_ridge(runner, train_ds, val_ds, cfg, run_dir, meta, device, rank)
+            return _fit_ridge(runner, train_ds, val_ds, cfg, run_dir, meta, device, rank, train_ids)
     net = runner
     if dist.is_initialized():  # (a world of one too: the same code path as many)
         ids = [device.index] if device.type == "cuda" else None
@@ -372,11 +370,11 @@ def _result(state: RunState) -> dict:
     return dict(epochs_run=len(state.history), **{k: getattr(state, k) for k in names})
 
 
-def _fit_ridge(head, train_ds, val_ds, cfg, run_dir: Path, meta: dict, device, rank) -> dict:
+def _fit_ridge(head, train_ds, val_ds, cfg, run_dir: Path, meta: dict, device, rank, ids) -> dict:
     """``cfg.head == "ridge"``: fit ``head.model.ridge`` on the training features in closed
     form (:func:`slicelib.frozen.fit_ridge_head`), validate once, save best.pt = last.pt
     (epoch 0, no optimiser) and a one-row history (``ridge_alpha``: the penalty chosen)."""
-    info = frozen.fit_ridge_head(head.model, *(t.numpy() for t in train_ds.tensors))
+    info = frozen.fit_ridge_head(head.model, *(t.numpy() for t in train_ds.tensors), ids=ids)
     state, (monitor, mode) = RunState(), monitor_of(cfg)
     row = {"epoch": 1, "train_loss": math.nan}
     row.update(_validate(head, val_ds, cfg, meta["train_stats"], device, False, monitor))
@@ -508,15 +506,11 @@ def _train_loader(train_ds, cfg: TrainConfig, world: int, device, pairs: bool) -
             "least two volumes. Use more subjects or fewer processes."
         )
     return DataLoader(
-        train_ds,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        drop_last=pairs and n % cfg.batch_size == 1,
-        num_workers=cfg.num_workers,
-        worker_init_fn=_seed_worker,
-        generator=gen,
+        train_ds, batch_size=cfg.batch_size, sampler=sampler, generator=gen,
+        drop_last=pairs and n % cfg.batch_size == 1,  # no batch of one volume (BatchNorm)
+        num_workers=cfg.num_workers, worker_init_fn=_seed_worker,
         pin_memory=device.type == "cuda",
-    )
+    )  # fmt: skip
 
 
 def _seed_epoch(seed: int, epoch: int, loader: DataLoader) -> None:

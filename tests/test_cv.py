@@ -301,3 +301,31 @@ def test_frozen_arms_train_on_premade_copies_of_training_subjects_only(tmp_path)
         assert fits[f"mean/fold{k}/seed0"]["n_copies"] == 0  # baselines: no copies
     features = json.loads((tmp_path / "out" / "features.json").read_text())
     assert set(features) == {"ridge_frozen_random_scancopies"}
+
+
+def test_the_ridge_penalty_is_chosen_over_subjects_when_copies_train(tmp_path):
+    """With copies, leave-one-out over rows keeps each head's copy in training and picks the
+    smallest penalty (it reproduces a head from its copy); subject folds do not."""
+    assert frozen.penalty_splits(["a", "b", "c"]) is None and frozen.penalty_splits(None) is None
+    ids = [f"s{i:02d}" for i in range(30)]
+    rows = ids + [f"{i}~scan0" for i in ids] + [f"{i}~aug0" for i in ids]
+    splits = frozen.penalty_splits(rows)
+    subject = np.array([i.split("~")[0] for i in rows])
+    assert len(splits) == 5
+    for train, test in splits:  # a subject and its copies are on one side only
+        assert not set(subject[train]) & set(subject[test])
+    assert sorted(np.concatenate([t for _, t in splits]).tolist()) == list(range(len(rows)))
+
+    rng = np.random.default_rng(0)  # features unrelated to the target: a large penalty is right
+    x1, y1 = rng.normal(size=(30, 200)), rng.uniform(20, 80, 30)
+    x = pd.DataFrame(np.r_[x1, x1 + 0.01 * rng.normal(size=x1.shape)], index=ids + rows[30:60])
+    y = np.r_[y1, y1]
+    loo = cv.ridge_estimator().fit(x, y)[-1].alpha_
+    grouped = cv.ridge_estimator().set_params(ridgecv__cv=frozen.penalty_splits(list(x.index)))
+    assert loo == cv.RIDGE_ALPHAS[0] and grouped.fit(x, y)[-1].alpha_ > 100 * loo
+
+    folds = pd.DataFrame({"participant_id": ids, "fold": np.arange(30) % 3})
+    targets = dict(zip(ids, y1))
+    cv.run_cv(folds, targets, {"r": (cv.ridge_estimator, x)}, tmp_path, progress=False)
+    fits = json.loads((tmp_path / "fits.json").read_text())
+    assert all(fits[f"r/fold{k}/seed0"]["alpha"] > 100 * loo for k in range(3))  # run_cv too

@@ -277,3 +277,20 @@ def test_cli_trains_evaluates_and_predicts_a_ridge_head(table, tmp_path, capsys)
     bad = ["train", "--data", str(table), "--out", str(tmp_path / "x"), "--head", "ridge"]
     capsys.readouterr()
     assert main(bad) == 2 and "freeze_encoder=True" in capsys.readouterr().err
+
+
+def test_ridge_head_chooses_its_penalty_over_subjects_when_copies_train():
+    """fit_ridge_head(ids=...): with near-duplicate copies among the rows, leave-one-out would
+    pick the grid's smallest penalty; subject folds (frozen.penalty_splits) pick a larger one
+    on features unrelated to the target."""
+    model = frozen.with_ridge_head(SliceModel("slice_cnn", None, volume_shape=SHAPE), 1)
+    n_slices = sum(model.n_slices[a] for a in model.axes)
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(24, n_slices, model.project.in_features)).astype(np.float32)  # (N, S, F)
+    y = rng.uniform(20, 80, 24)
+    features = np.concatenate([f, f + 0.01 * rng.normal(size=f.shape).astype(np.float32)])
+    ids = [f"s{i}" for i in range(24)] + [f"s{i}~scan0" for i in range(24)]
+    loo = frozen.fit_ridge_head(model, features, np.r_[y, y])["alpha"]
+    grouped = frozen.fit_ridge_head(model, features, np.r_[y, y], ids=ids)["alpha"]
+    assert loo == frozen.RIDGE_ALPHAS[0] and grouped > 100 * loo
+    assert model.ridge.alpha.item() == pytest.approx(grouped)

@@ -187,10 +187,12 @@ def test_cross_validated_table_is_computed_from_the_shipped_results():
     b = diff("ridge_frozen_random", "finetune_imagenet")
     words = " ".join(body.split())
     assert f"beat random ones by {a:.1f}-{b:.1f} years" in words
-    ens = summary.loc["ensemble_finetune_frozen", "mae"]
+    ens = summary.loc["ensemble_finetune_scancopies", "mae"]
     assert (
-        f"predictions (`benchmarks/cv_table.py --ensemble`; no weight fitted, so still out of fold): {ens:.2f} years"
+        f"(`benchmarks/cv_table.py --ensemble`; no weight fitted, so still out of fold): {ens:.2f} years"
         in words
     )
+    gain = -diff("ridge_frozen_imagenet_scancopies", "ridge_frozen_imagenet")
+    assert f"gain {gain:.2f} years of CV error" in words
     scratch = diff("finetune_scratch", "finetune_imagenet")
     assert f"the model is {scratch:.1f} years worse than from ImageNet" in words
