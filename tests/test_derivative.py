@@ -107,3 +107,20 @@ def test_shipped_ixi_derivative_loads_offline():
     cfg = PreprocessConfig.from_dict(df.attrs["preprocess"])
     vol, _, info = preprocess(df["path"].iloc[0], cfg, return_info=True)
     assert info["method"] == "resample" and info["status"] == "ok" and vol.shape == (45, 54, 45)
+
+
+def test_copies_are_named_seeded_per_head_and_refused_into_the_shipped_folder(tmp_path):
+    """make_derivative.py --copies: copy k of <id> is <id>~scan<k>, its seed a function of
+    (--seed, id, k) only; copies never go into the folder of the shipped derivative."""
+    script = _script()
+    table = pd.DataFrame({"participant_id": ["a", "b"], "age": [30.0, 60.0], "t1": ["x", "y"]})
+    rows = script.copy_table(table, 2, seed=0)
+    assert rows["participant_id"].tolist() == ["a~scan0", "a~scan1", "b~scan0", "b~scan1"]
+    assert rows["age"].tolist() == [30.0, 30.0, 60.0, 60.0]
+    assert len(set(rows["copy_seed"])) == 4
+    again = script.copy_table(table.iloc[::-1], 2, seed=0).set_index("participant_id")
+    assert (again.loc[rows["participant_id"], "copy_seed"].to_numpy() == rows["copy_seed"]).all()
+    other = script.copy_table(table, 2, seed=1)
+    assert not set(other["copy_seed"]) & set(rows["copy_seed"])
+    with pytest.raises(SystemExit, match="another --out"):
+        script.main(["--copies", "1", "--source", str(tmp_path)])
