@@ -200,7 +200,7 @@ def main(argv=None) -> None:
     ap.add_argument("--work", default="/tmp/slicelib-consistency", help="runs, re-stored files")
     ap.add_argument("--jobs", type=int, default=1, help="preprocessing processes per subject")
     ap.add_argument(
-        "--normalise", default="foreground", choices=["foreground", "quantile"],
+        "--normalise", default="foreground", choices=["foreground", "quantile", "template"],
         help="the models' intensity normalisation (PreprocessConfig.normalise)",
     )  # fmt: skip
     ap.add_argument("--augment", type=int, default=0, help="augmented copies per training head")

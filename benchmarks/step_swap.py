@@ -12,7 +12,9 @@ z-scored inside its mask and predicted by the fold model (``<runs>/fold<k>``). C
 ``IMT`` names the source of each step (``o`` original, ``t`` the form): ``ooo`` is the original
 file, ``ttt`` the form, ``too`` the form's intensities with the original's mask and
 registration, and so on. Writes one row per subject and combination (prediction, change from
-``ooo``) to ``--out``::
+``ooo``, and how far the form's registration and grid mask lie from the original's:
+:func:`differences`) to ``--out``. The volumes are normalised as the fold model's run says
+(e.g. ``normalise="template"``)::
 
     SLICELIB_WEIGHTS_DIR=/work/shared/weights python benchmarks/step_swap.py \\
         --per-subject benchmarks/results/consistency_augment/per_subject.csv \\
@@ -36,18 +38,21 @@ import SimpleITK as sitk
 import torch
 from nibabel.processing import resample_from_to
 
+from slicelib.data import PreprocessConfig, read_time_normalise
 from slicelib.io import grid, load_nifti
 from slicelib.pipeline import (  # the steps, as run
     PipelineConfig,
     _coarse,
     _from_sitk,
     _normalise,
+    _ras_matrix,
     _to_sitk,
     bias_correct,
     extract_brain,
     register_affine,
 )
 from slicelib.runs import load_run
+from slicelib.utils import mni_template
 
 
 def mask_on(masks: dict, imgs: dict, src: str, dst: str) -> np.ndarray:
@@ -58,10 +63,35 @@ def mask_on(masks: dict, imgs: dict, src: str, dst: str) -> np.ndarray:
     return np.asarray(resample_from_to(m, imgs[dst], order=1).dataobj) > 0.5
 
 
-def swap_subject(original: str, form: str, run: str) -> dict[str, float]:
-    """Predictions (years) of the 8 combinations ``IMT`` for one subject; keys as in the doc."""
+def differences(transforms: dict, grid_masks: dict, shape, affine) -> dict[str, float]:
+    """How far the form's registration and brain mask lie from the original's, on the grid.
+
+    ``reg_shift_mm``: mean distance (mm) between where the two transforms map each voxel of
+    the template's brain mask; ``mask_extra_in`` / ``mask_extra_out``: voxels of the form's
+    grid mask not in the original's, inside / outside the template's brain mask, and
+    ``mask_missing``: the original's voxels not in the form's (each as a fraction of the
+    original's mask; both masks carried by their own registration)."""
+    template = mni_template(shape, affine, what="mask").get_fdata() > 0.5
+    ijk = np.c_[np.argwhere(template), np.ones(int(template.sum()))]  # (N, 4)
+    mm = ijk @ np.asarray(affine).T  # (N, 4) MNI mm
+    a, b = (mm @ _ras_matrix(transforms[f]).T for f in "ot")  # (N, 4) native mm
+    o, t = grid_masks["o"], grid_masks["t"]
+    n = max(int(o.sum()), 1)
+    return {
+        "reg_shift_mm": float(np.linalg.norm(a[:, :3] - b[:, :3], axis=1).mean()),
+        "mask_extra_in": float((t & ~o & template).sum() / n),
+        "mask_extra_out": float((t & ~o & ~template).sum() / n),
+        "mask_missing": float((o & ~t).sum() / n),
+    }
+
+
+def swap_subject(original: str, form: str, run: str) -> tuple[dict[str, float], dict]:
+    """Predictions (years) of the 8 combinations ``IMT`` for one subject (keys as in the doc),
+    and :func:`differences` of its registrations and masks. The volumes are normalised as the
+    run's preprocessing says (``PreprocessConfig.normalise``, e.g. "template")."""
     model, meta = load_run(run, "best", device=torch.device("cpu"))
     pre = meta["train"]["preprocess"]
+    prep = PreprocessConfig.from_dict(pre)
     shape, affine = tuple(pre["volume_shape"]), grid(float(pre["voxel_size"]))[1]
     config = PipelineConfig.from_dict(pre["pipeline"])
     imgs = {"o": load_nifti(original), "t": load_nifti(form)}
@@ -76,15 +106,18 @@ def swap_subject(original: str, form: str, run: str) -> dict[str, float]:
             brains[f, mf] = (b, mi)
         transforms[f] = register_affine(_coarse(brains[f, f][0]), config)
     ref = _to_sitk(np.zeros(shape, np.float32), affine)
-    out = {}
+    out, grid_masks = {}, {}
     for f, mf, tf in itertools.product("ot", "ot", "ot"):
         b, mi = brains[f, mf]
         values = _from_sitk(sitk.Resample(b, ref, transforms[tf], sitk.sitkLinear, 0.0))
         mask = _from_sitk(sitk.Resample(mi, ref, transforms[tf], sitk.sitkLinear, 0.0)) > 0.5
-        x = torch.from_numpy(_normalise(values, mask, form))[None, None]  # (1, 1, X, Y, Z)
+        if f == mf == tf:
+            grid_masks[f] = mask
+        vol = read_time_normalise(_normalise(values, mask, form), prep, form)
+        x = torch.from_numpy(np.asarray(vol, np.float32))[None, None]  # (1, 1, X, Y, Z)
         with torch.no_grad():
             out[f + mf + tf] = float(model(x)[0])
-    return out
+    return out, differences(transforms, grid_masks, shape, affine)
 
 
 def main(argv=None) -> None:
@@ -102,11 +135,12 @@ def main(argv=None) -> None:
     for pid, g in per.groupby("participant_id", sort=False):
         files = dict(zip(g["form"], g["file"]))
         k = int(g["fold"].iat[0])
-        pred = swap_subject(files["original"], files[a.form], f"{a.runs}/fold{k}")
+        pred, diff = swap_subject(files["original"], files[a.form], f"{a.runs}/fold{k}")
         for combo, p in pred.items():
             rows.append(dict(participant_id=pid, fold=k, combination=combo, prediction=p,
-                             change=p - pred["ooo"]))  # fmt: skip
-        print(pid, " ".join(f"{c}:{p - pred['ooo']:+.1f}" for c, p in pred.items()), flush=True)
+                             change=p - pred["ooo"], **diff))  # fmt: skip
+        print(pid, " ".join(f"{c}:{p - pred['ooo']:+.1f}" for c, p in pred.items()),
+              " ".join(f"{k}={v:.3f}" for k, v in diff.items()), flush=True)  # fmt: skip
     table = pd.DataFrame(rows)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(a.out, index=False, float_format="%.4g")

@@ -46,7 +46,7 @@ from slicelib.data import (
     PreprocessConfig,
     load_nifti,
     preprocess,
-    standardise_histogram,
+    read_time_normalise,
 )
 from slicelib.errors import PipelineError
 from slicelib.io import SUFFIXES, grid
@@ -284,14 +284,14 @@ def load_preprocessed(
 
     Returns:
         array (X, Y, Z), z-scored; float16 (cached; memory-mapped if ``mmap``) or float32
-        (``use_cache=False``, or ``normalise="quantile"``: standardised from the cached
-        z-scored entry when read). Callers wanting float32 use ``np.asarray(a, np.float32)``.
+        (``use_cache=False``, or ``normalise="quantile"`` / ``"template"``: computed from the
+        cached z-scored entry when read, :func:`slicelib.data.read_time_normalise`). Callers wanting float32 use ``np.asarray(a, np.float32)``.
     """
     config = config or PreprocessConfig()
     if not use_cache:
         return preprocess(path, config)[0]
     arr = _fill(path, config, cache_dir, mmap)[0]
-    return standardise_histogram(arr, str(path)) if config.normalise == "quantile" else arr
+    return read_time_normalise(arr, config, str(path))
 
 
 def _cached_row(path: str, config: PreprocessConfig, cache_dir) -> dict[str, Any] | None:

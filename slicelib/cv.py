@@ -73,6 +73,8 @@ FROZEN = {
     "ridge_frozen_random": (None, "foreground", 0),
     "ridge_frozen_imagenet_quantile": ("imagenet", "quantile", 0),
     "ridge_frozen_imagenet_augment": ("imagenet", "foreground", 2),
+    "ridge_frozen_imagenet_template": ("imagenet", "template", 0),
+    "ridge_frozen_imagenet_template_augment": ("imagenet", "template", 2),
 }
 ARMS = BASELINES + tuple(FROZEN)
 FROZEN_BACKBONE, FROZEN_AXES = "mobilenet_v2", ("sagittal", "coronal", "axial")

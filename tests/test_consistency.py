@@ -259,3 +259,27 @@ def test_chosen_run_reads_the_cv_choice_of_each_fold(tmp_path):
     (runs[0] / "best.pt").unlink()
     with pytest.raises(SystemExit, match="no best.pt"):
         consistency.chosen_run(tmp_path / "lr_choice.csv", 0)
+
+
+def test_step_swap_measures_a_registration_shift_and_the_masks_difference():
+    """benchmarks/step_swap.differences: a form registered 3 mm off along x moves every
+    template voxel by 3 mm; a form mask with a rim outside the template counts as outside."""
+    import SimpleITK as sitk
+    import step_swap  # noqa: E402  (benchmarks/step_swap.py)
+    from scipy.ndimage import binary_dilation
+
+    from slicelib.io import grid
+    from slicelib.utils import mni_template
+
+    shape, affine = grid(4.0)
+    template = mni_template(shape, affine, what="mask").get_fdata() > 0.5
+    moved = sitk.AffineTransform(3)
+    moved.SetTranslation((3.0, 0.0, 0.0))
+    rim = binary_dilation(template) & ~template
+    diff = step_swap.differences(
+        {"o": sitk.AffineTransform(3), "t": moved}, {"o": template, "t": template | rim},
+        shape, affine,
+    )  # fmt: skip
+    assert diff["reg_shift_mm"] == pytest.approx(3.0)
+    assert diff["mask_extra_in"] == 0 and diff["mask_missing"] == 0
+    assert diff["mask_extra_out"] == pytest.approx(rim.sum() / template.sum())

@@ -102,3 +102,55 @@ def test_the_feature_cache_and_the_volume_key_tell_the_normalisations_apart(tmp_
 def test_an_unknown_normalisation_is_refused_naming_the_choices():
     with pytest.raises(ValueError, match="quantile"):
         PreprocessConfig(normalise="histogram")
+
+
+# normalise="template": the z-score inside the MNI152 brain mask only (slicelib.data.within_template)
+
+
+def _mni_grid_brain(rim: bool, seed: int = 0):
+    """A z-scored 'registered brain' on the 4 mm MNI grid: the template's brain mask with
+    random tissue values, optionally with a rim of one voxel outside it (a larger own mask)."""
+    from scipy.ndimage import binary_dilation
+
+    from slicelib.io import grid
+    from slicelib.utils import mni_template
+
+    shape, affine = grid(4.0)
+    template = mni_template(shape, affine, what="mask").get_fdata() > 0.5
+    brain = binary_dilation(template) if rim else template
+    rng = np.random.default_rng(seed)
+    raw = np.where(brain, rng.uniform(100, 300, shape), 0.0)  # intensities, 0 outside
+    if rim:
+        raw[brain & ~template] = 250.0  # bright dura in the rim
+    mean, std = raw[brain].mean(), raw[brain].std()
+    return ((raw - mean) / std).astype(np.float32), affine, template, raw
+
+
+def test_template_normalisation_is_the_z_score_inside_the_template_and_ignores_the_rim():
+    from slicelib.data import read_time_normalise, within_template
+
+    with_rim, affine, template, raw = _mni_grid_brain(rim=True)
+    without, _, _, _ = _mni_grid_brain(rim=False)
+    out = within_template(with_rim, affine, "head.nii.gz")
+    inside = raw[template]
+    expected = (raw - inside.mean()) / inside.std()  # as if the pipeline's mask were the template's
+    np.testing.assert_allclose(out[template], expected[template], atol=1e-4)
+    assert np.allclose(out[~template], -inside.mean() / inside.std(), atol=1e-4)
+    # the rim (a larger own brain mask, e.g. a thick-slice scan's) no longer reaches the model
+    np.testing.assert_allclose(out, within_template(without, affine), atol=1e-4)
+    assert np.abs(with_rim - without).max() > 0.1  # while the plain z-score moves
+    cfg = PreprocessConfig(method="resample", volume_shape=with_rim.shape, voxel_size=4.0,
+                           normalise="template")  # fmt: skip
+    np.testing.assert_array_equal(read_time_normalise(with_rim, cfg), out)
+    assert cfg.stored().normalise == "foreground"  # one cache entry with the z-score
+
+
+def test_template_normalisation_refuses_a_volume_outside_the_template():
+    from slicelib.data import within_template
+    from slicelib.io import grid
+
+    shape, affine = grid(4.0)
+    vol = np.full(shape, -1.0, np.float32)
+    vol[:3, :3, :3] = 1.0  # a corner: no registered brain there
+    with pytest.raises(DataError, match="scan.nii.gz: only 0 brain voxel.*MNI152 brain mask"):
+        within_template(vol, affine, "scan.nii.gz")

@@ -158,12 +158,14 @@ def copy_table(table: pd.DataFrame, n_copies: int, seed: int) -> pd.DataFrame:
     """Rows of the copies to make: ``<id>~scan<k>``, the source's columns, ``copy_seed``."""
     import hashlib
 
-    from slicelib.augment import AUGMENT_VERSION, SCAN_COPY_SEP
+    from slicelib.augment import SCAN_AUGMENT_VERSION, SCAN_COPY_SEP
 
     rows = []
     for r in table.to_dict("records"):
         for k in range(n_copies):
-            key = hashlib.sha1(f"scan{AUGMENT_VERSION}/{seed}/{r['participant_id']}/{k}".encode())
+            key = hashlib.sha1(
+                f"scan{SCAN_AUGMENT_VERSION}/{seed}/{r['participant_id']}/{k}".encode()
+            )
             rows.append({**r, "participant_id": f"{r['participant_id']}{SCAN_COPY_SEP}{k}",
                          "copy_seed": int(key.hexdigest()[:8], 16)})  # fmt: skip
     return pd.DataFrame(rows)
@@ -171,7 +173,7 @@ def copy_table(table: pd.DataFrame, n_copies: int, seed: int) -> pd.DataFrame:
 
 def write_copy_tables(out: Path, table: pd.DataFrame, rows, failed, args) -> None:
     """participants.tsv (the copies: id, age, sex, path, QC) and pipeline.json of a copies run."""
-    from slicelib.augment import AUGMENT_VERSION
+    from slicelib.augment import SCAN_AUGMENT_VERSION
     from slicelib.pipeline import PipelineConfig, grid
 
     qc = pd.DataFrame(rows)
@@ -187,7 +189,7 @@ def write_copy_tables(out: Path, table: pd.DataFrame, rows, failed, args) -> Non
         "copies": {
             "per_head": args.copies,
             "seed": args.seed,
-            "version": AUGMENT_VERSION,
+            "version": SCAN_AUGMENT_VERSION,
             "transform": "slicelib.augment.scan_augmentation",
         },  # fmt: skip
         "n": len(part),
