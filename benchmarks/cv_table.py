@@ -13,7 +13,9 @@ row per arm: MAE [CI], r, and the paired difference to each reference arm [CI], 
         --ensemble ensemble_finetune_frozen=finetune_imagenet+ridge_frozen_imagenet
 
 ``--oof FILE@SUFFIX`` appends SUFFIX to the arm names of that file (the same arm run again
-with one change, e.g. a wider learning-rate grid). ``--ensemble NAME=A+B`` adds the arm NAME, the mean of arms A and B's out-of-fold predictions
+with one change, e.g. a wider learning-rate grid); ``--oof FILE=ARM,ARM`` keeps only those arms
+of the file (e.g. leaving out an arm whose recipe has changed since, or one that another file
+holds too); both can be combined, ``FILE=ARM,ARM@SUFFIX``. ``--ensemble NAME=A+B`` adds the arm NAME, the mean of arms A and B's out-of-fold predictions
 (:func:`slicelib.cv.ensemble_oof`; no weight is fitted).
 """
 
@@ -58,16 +60,25 @@ NAMES = {
 
 def combined(oof_files, folds_file) -> pd.DataFrame:
     """The rows of the complete (arm, seed) pairs of every ``oof.csv``, one table (a file
-    given as ``FILE@SUFFIX``: its arms renamed ``<arm>SUFFIX``).
+    given as ``FILE=ARM,ARM``: only those arms; ``FILE@SUFFIX``: its arms renamed
+    ``<arm>SUFFIX``).
 
     Raises:
-        ValueError naming the arm when two files hold the same arm and seed.
+        ValueError naming the arm when two files hold the same arm and seed, or naming the
+        file and the arm when a kept arm is not in the file.
     """
     folds = read_folds(folds_file)
     parts = []
     for spec in oof_files:
         f, _, suffix = str(spec).partition("@")
+        f, _, arms = f.partition("=")
         oof = read_oof(f)
+        if arms:
+            wanted = arms.split(",")
+            absent = sorted(set(wanted) - set(oof["arm"]))
+            if absent:
+                raise ValueError(f"{f}: no arm {absent[0]!r} (it holds {sorted(set(oof['arm']))})")
+            oof = oof[oof["arm"].isin(wanted)].reset_index(drop=True)
         oof["arm"] = oof["arm"] + suffix
         full = complete_arms(oof, folds).query("complete")
         keep = oof.set_index(["arm", "seed"]).index.isin(list(zip(full["arm"], full["seed"])))

@@ -38,12 +38,7 @@ def test_a_copy_is_repeatable_keeps_the_background_and_the_header(tmp_path):
     va, vb, vc = (np.asarray(i.dataobj) for i in (a, b, c))
     assert va.shape == data.shape and np.array_equal(va, vb)  # same seed, same copy
     assert not np.allclose(va, vc)  # another seed, another copy
-    # the brain mask data > 0, moved by the copy's affine (nearest neighbour): inside > 0,
-    # outside exactly 0, and about the same size (scale within 3 %: volume within ~10 %)
-    transform = augment.augmentation()
-    _, moved = augment._draw(transform, data, nib.load(path).affine, 3, mask=data > 0)
-    assert np.all(va[moved] > 0) and np.all(va[~moved] == 0)
-    assert abs(int(moved.sum()) - int((data > 0).sum())) < 0.12 * (data > 0).sum()
+    assert np.all(va[data == 0] == 0) and np.all(va[data > 0] > 0)  # the mask data > 0 is kept
     assert np.allclose(a.affine, nib.load(path).affine)
     assert int(a.header["sform_code"]) == 4 and int(a.header["qform_code"]) == 4
 
@@ -60,28 +55,6 @@ def test_gamma_changes_contrast_not_just_scale():
         fit = np.polyfit(data.ravel(), v, 1)
         nonlinear += np.abs(np.polyval(fit, data.ravel()) - v).max() > 1e-3 * v.max()
     assert nonlinear >= 3
-
-
-def test_a_copy_moves_the_brain_by_a_small_affine_and_only_the_affine_moves_its_mask():
-    """Version 2: some draws move the brain (a registration error of up to 2 mm, 2 degrees, 3 %
-    scale: the centre of mass moves by less than one 4 mm voxel); thick slices, gamma and the
-    bias field never change the mask."""
-    x, y, z = np.mgrid[:20, :24, :20]
-    inside = ((x - 10) / 8) ** 2 + ((y - 12) / 10) ** 2 + ((z - 10) / 8) ** 2 < 1
-    data = np.where(inside, 2.0 + x / 10.0, 0.0).astype(np.float32)
-    affine = np.diag([4.0, 4.0, 4.0, 1.0])
-    centre = np.array(np.nonzero(inside)).mean(axis=1)
-    moved_any = 0
-    for seed in range(6):
-        _, moved = augment._draw(augment.augmentation(), data, affine, seed, mask=inside)
-        shift_mm = 4.0 * np.abs(np.array(np.nonzero(moved)).mean(axis=1) - centre)
-        assert shift_mm.max() < 4.0
-        moved_any += not np.array_equal(moved, inside)
-    assert moved_any >= 2
-    no_affine = augment.tio.Compose(augment.augmentation().transforms[1:])
-    for seed in range(3):
-        _, kept = augment._draw(no_affine, data, affine, seed, mask=inside)
-        assert np.array_equal(kept, inside)
 
 
 def test_negative_or_z_scored_input_is_refused():
@@ -186,7 +159,7 @@ def test_thick_slices_of_a_raw_scan_copy_blur_along_one_axis_only():
     img = nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]))
     thick = augment.scan_augmentation().transforms[0]  # the OneOf over the three axes
     for seed in range(3):
-        out, _ = augment._draw(thick, data, img.affine, seed)
+        out = augment._draw(thick, data, img.affine, seed)
         ratio = [np.abs(np.diff(out, axis=a)).mean() / np.abs(np.diff(data, axis=a)).mean()
                  for a in range(3)]  # fmt: skip
         assert sorted(ratio)[0] < 0.75 and sorted(ratio)[1] > 0.9

@@ -71,3 +71,15 @@ def test_a_renamed_file_and_an_ensemble_enter_the_table(tmp_path):
     with pytest.raises(SystemExit, match="NAME=ARM"):
         cv_table.main(["--oof", str(a), "--folds", str(folds), "--out", str(tmp_path / "u"),
                        "--reference", "ref", "--ensemble", "both=good"])  # fmt: skip
+
+
+def test_a_file_can_give_only_some_of_its_arms(tmp_path):
+    folds = tmp_path / "folds.tsv"
+    _oof("x", 1)[["participant_id", "fold"]].to_csv(folds, sep="\t", index=False)
+    a = _write(tmp_path, "a", pd.concat([_oof("good", 1, seed=1), _oof("old", 3, seed=3)]))
+    b = _write(tmp_path, "b", pd.concat([_oof("good", 2, seed=2), _oof("old", 4, seed=4)]))
+    out = cv_table.combined([f"{a}=good", f"{b}=old@_new"], folds)  # "old" of a left out
+    assert sorted(set(out["arm"])) == ["good", "old_new"]
+    assert len(out) == 40
+    with pytest.raises(ValueError, match="no arm 'gone'"):
+        cv_table.combined([f"{a}=good,gone"], folds)
