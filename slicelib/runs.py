@@ -32,7 +32,7 @@ from slicelib import metrics as M
 from slicelib.build import build_model, model_config_dict, saved_model_config
 from slicelib.cache import check_qc, preprocess_many
 from slicelib.cnn3d import VolumeCNN
-from slicelib.data import CACHE_VERSION
+from slicelib.data import CACHE_VERSION, PreprocessConfig, read_time_normalise
 from slicelib.engine import (
     CheckpointError,
     ConfigError,
@@ -354,13 +354,16 @@ def predict_files(
             f"predictions are {'in prediction_unreliable' if strict else 'unreliable'}:\n" + listed,
             stacklevel=2,
         )
+    prep = PreprocessConfig.from_dict(meta["preprocess"])
     rows = []
     for f, q in tqdm(list(zip(files, qc.itertuples())), desc="predict", disable=not progress):
         row = {"path": f, "prediction": None, "qc": q.status, "qc_reasons": q.reasons}
         row["error"] = q.reasons if q.status == "error" else ""
         if q.status != "error":
-            # training read volumes through the float16 cache: the same array here
-            x = torch.from_numpy(np.load(q.cache).astype(np.float32))[None, None].to(dev)
+            # training read volumes through the float16 cache, normalised when read
+            # ("quantile", "template"): the same array here
+            vol = read_time_normalise(np.load(q.cache), prep, f)  # (X, Y, Z)
+            x = torch.from_numpy(np.asarray(vol, np.float32))[None, None].to(dev)
             with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 out = model(x)[0].double().cpu().numpy()  # () or (C,)
             row.update(_prediction(out, meta["model"]["task"], meta.get("classes")))

@@ -294,3 +294,19 @@ def test_ridge_head_chooses_its_penalty_over_subjects_when_copies_train():
     grouped = frozen.fit_ridge_head(model, features, np.r_[y, y], ids=ids)["alpha"]
     assert loo == frozen.RIDGE_ALPHAS[0] and grouped > 100 * loo
     assert model.ridge.alpha.item() == pytest.approx(grouped)
+
+
+def test_predict_reads_volumes_normalised_as_training_did(table, tmp_path):
+    """A run trained on quantile-standardised volumes (normalised when read from the cache)
+    predicts files from the same arrays: predict_files agrees with evaluate_run, which reads
+    through the training dataset. (predict_files once fed the cache's z-score to such a run.)"""
+    cfg = _frozen_config(tmp_path, table, "q", model=dict(backbone="mobilenet_v2", weights=None,
+                         embed_dim=8), epochs=1)  # fmt: skip
+    cfg.preprocess["normalise"] = "quantile"
+    run = train(cfg, progress=False)
+    split = pd.read_csv(run / "split.csv")
+    test = split[split["split"] == "test"]
+    files = [table.parent / f"{p}.nii.gz" for p in test["participant_id"]]
+    pred = predict_files(run, files, strict=False)["prediction"].astype(float).to_numpy()
+    res = evaluate_run(run, split="test", progress=False)
+    assert np.abs(pred - test["age"].to_numpy()).mean() == pytest.approx(res["mae"], rel=1e-5)
