@@ -75,6 +75,7 @@ FROZEN = {
     "ridge_frozen_imagenet_augment": ("imagenet", "foreground", 2),
     "ridge_frozen_imagenet_template": ("imagenet", "template", 0),
     "ridge_frozen_imagenet_template_augment": ("imagenet", "template", 2),
+    "ridge_frozen_imagenet_template_augment4": ("imagenet", "template", 4),
 }
 ARMS = BASELINES + tuple(FROZEN)
 FROZEN_BACKBONE, FROZEN_AXES = "mobilenet_v2", ("sagittal", "coronal", "axial")
