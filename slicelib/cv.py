@@ -25,8 +25,9 @@ to +-5 SD). :func:`run_cv` fits them fold by fold, records every model's trainin
 subjects, and resumes: the (arm, fold, seed) triples already in ``oof.csv`` are not refitted.
 
 The frozen-feature arms (:data:`FROZEN`): the same ridge on block-pooled slice features of a
-frozen MobileNetV2 (ImageNet or seeded random weights, 3 axes; z-scored or quantile-standardised
-volumes), encoded once and cached under ``<out>/cache/`` (keyed by weights and preprocessing).
+frozen MobileNetV2 (ImageNet or seeded random weights, 3 axes; volumes z-scored, quantile-
+standardised or kept inside the template's brain mask; with 0, 2 or 4 grid copies per head),
+encoded once and cached under ``<out>/cache/`` (keyed by weights and preprocessing).
 
     python -m slicelib.cv --data data/ixi_hh_4mm --out benchmarks/results/ixi_cv_baselines
     python -m slicelib.cv --data data/ixi_hh_4mm --out benchmarks/results/ixi_cv_frozen --arms \\
