@@ -282,6 +282,12 @@ def _add_train_flags(t: argparse.ArgumentParser, grid: bool = False) -> None:
         ("--schedule", ("constant", "cosine"), "learning-rate schedule"),
         ("--grad-accum", int, "micro-batches per optimiser step"),
         ("--patience", int, "early stopping patience (epochs); 0 = off"),
+        (
+            "--ema",
+            float,
+            "decay per optimiser step of a moving average of the weights, validated and saved "
+            "instead of them (e.g. 0.95; default 0 = off)",
+        ),
         ("--class-weights", ("balanced", "none"), "balanced (default): each class counts equally"),
         ("--monitor", str, "history column that picks the best epoch, e.g. val_auc"),
         ("--split-seed", int, "seed of the subject split (the same for every seed and arm)"),
@@ -328,7 +334,7 @@ def _overrides(a: argparse.Namespace) -> dict:
     keys = ["data", "target", "out", "task", "seed", "epochs", "batch_size", "lr"]
     keys += ["weight_decay", "schedule", "grad_accum", "split_seed", "class_weights", "monitor"]
     keys += ["device", "precision", "num_workers", "jobs", "qc", "cache_dir", "preset"]
-    keys += ["head", "ridge_blocks", "augment", "copies"]
+    keys += ["head", "ridge_blocks", "augment", "copies", "ema"]
     over = {k: getattr(a, k) for k in keys}
     if a.freeze_encoder is not None:
         over["freeze_encoder"] = a.freeze_encoder == "yes"

@@ -112,6 +112,10 @@ class TrainConfig:
     Optimisation (paper defaults): Adam, ``lr`` 1e-4, ``weight_decay`` 1e-4, ``batch_size`` 8,
     ``schedule`` "constant" | "cosine" (per optimiser step), ``grad_accum`` micro-batches per
     step, ``epochs``, ``patience`` (early stopping, epochs without improvement; None = off),
+    ``ema``: 0 (off) or the decay per optimiser step of an exponential moving average of the
+    weights and BatchNorm statistics (torch ``AveragedModel``; e.g. 0.95: about the last 20
+    steps); the average, not the last step's weights, is validated and saved as ``best.pt``,
+    which damps the epoch-to-epoch jumps of the validation metric at small batch sizes;
     ``monitor`` ("auto" = val mae for regression, val loss for classification; or any history
     column such as "val_balanced_accuracy").
     ``class_weights`` (classification): "balanced" weights each training example by
@@ -155,6 +159,7 @@ class TrainConfig:
     schedule: str = "constant"
     grad_accum: int = 1
     patience: int | None = 10
+    ema: float = 0.0
     monitor: str = "auto"
     device: str = "auto"
     precision: str = "auto"
@@ -204,6 +209,11 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1.")
         if int(self.augment) < 0:
             raise ConfigError(f"augment={self.augment!r}: copies per training head, 0 or more.")
+        if not 0.0 <= float(self.ema) < 1.0:
+            raise ConfigError(
+                f"ema={self.ema!r}: the weight average's decay per optimiser step, in [0, 1) "
+                f"(0 = off; 0.95 averages about the last 20 steps)."
+            )
         if self.split is not None and not isinstance(self.split, (dict, str, os.PathLike)):
             raise ConfigError(
                 f"split must be a mapping participant_id -> split name or a table's path, got "

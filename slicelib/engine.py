@@ -2,7 +2,9 @@
 
 :mod:`slicelib.train` and :mod:`slicelib.runs` both import from here (and ``runs`` never from
 ``train``): the device choice (:func:`pick_device`, :func:`dist_backend`), the autocast decision
-(:func:`use_bf16`, one rule for training, validation, evaluation and prediction), checkpoint
+(:func:`use_bf16`, one rule for training, validation, evaluation and prediction), deterministic
+kernels (:func:`deterministic_kernels`), the cosine schedule and the weight average a run may
+validate instead of its weights (:func:`cosine_factor`, :func:`weight_average`), checkpoint
 I/O (:func:`load_checkpoint`, :func:`save_checkpoint`, :func:`check_state_dict`), label
 encoding (:func:`encode_labels`, :func:`apply_classes`), a run's table and dataset
 (:func:`read_run_table`, :func:`volume_dataset`) and batched prediction
@@ -11,9 +13,11 @@ encoding (:func:`encode_labels`, :func:`apply_classes`), a run's table and datas
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -22,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
@@ -43,6 +48,9 @@ __all__ = [
     "dist_timeout",
     "barrier",
     "use_bf16",
+    "deterministic_kernels",
+    "cosine_factor",
+    "weight_average",
     "load_checkpoint",
     "save_checkpoint",
     "check_state_dict",
@@ -131,6 +139,53 @@ def use_bf16(device: torch.device | str, precision: str) -> bool:
 
 # -----------------------------------------------------------------------------
 # checkpoints
+
+
+@contextlib.contextmanager
+def deterministic_kernels(on: bool, device: torch.device):
+    """Deterministic kernels inside the block (warning where none exists); restored after."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if on:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def cosine_factor(steps: int):
+    """The cosine schedule as a function of the optimiser step ``t``: the factor
+    ``(1 + cos(pi * min(t, steps) / steps)) / 2`` of the base lr (1 at the start, 0 after
+    ``steps`` steps; torch's CosineAnnealingLR with eta_min 0, in closed form).
+
+    A plain function of the step count (LambdaLR saves no state of a function), so a run
+    resumed with another ``epochs`` follows the new schedule's length from where it stands
+    (a restored CosineAnnealingLR keeps the old length and climbs again after the old end)."""
+    steps = max(1, int(steps))
+
+    def factor(t: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(t, steps) / steps))
+
+    return factor
+
+
+def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s parameters and buffers, or None if
+    ``decay`` is 0 (``TrainConfig.ema``).
+
+    torch's ``AveragedModel(model, get_ema_multi_avg_fn(decay), use_buffers=True)``: a copy of
+    the model (on its device) whose weights and BatchNorm running statistics follow
+    ``avg = decay * avg + (1 - decay) * weights`` at each ``update_parameters(model)`` (call it
+    after every optimiser step; the first call copies the weights). Run ``.module`` (the
+    averaged model, same input and output shapes); ``state_dict()`` holds ``n_averaged`` and
+    the ``module.``-prefixed tensors, for resuming.
+    """
+    if not decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

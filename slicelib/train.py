@@ -65,6 +65,8 @@ from slicelib.engine import (
     barrier,
     check_classes,
     check_state_dict,
+    cosine_factor,
+    deterministic_kernels,
     dist_setup,
     encode_labels,
     load_checkpoint,
@@ -74,6 +76,7 @@ from slicelib.engine import (
     save_checkpoint,
     use_bf16,
     volume_dataset,
+    weight_average,
 )
 from slicelib.frozen import FrozenHead, cached_features, encode_features
 from slicelib.splits import split_subjects
@@ -341,23 +344,27 @@ def fit(
     if cfg.schedule == "cosine":
         steps = cfg.epochs * math.ceil(len(loader) / cfg.grad_accum)  # optimiser steps in all
         sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_factor(steps))
-    state = _resume(run_dir / "last.pt", model, opt, sched, meta, cfg.patience, bool(progress))
+    averaged = weight_average(runner, cfg.ema)  # None, or what is validated and saved as best
+    judged = runner if averaged is None else averaged.module
+    state = _resume(run_dir / "last.pt", model, opt, sched, meta, cfg.patience, progress, averaged)
     first = cfg.epochs if state.stopped_early or state.diverged else state.epoch + 1
 
-    with _deterministic(cfg.deterministic, device):
+    with deterministic_kernels(cfg.deterministic, device):
         for epoch in range(first, cfg.epochs):
             t0 = time.time()
             _seed_epoch(cfg.seed, epoch, loader)
             desc = f"epoch {epoch + 1}/{cfg.epochs}" if progress is True and rank == 0 else None
-            train_loss = _train_epoch(net, loader, opt, sched, cfg, stats, device, bf16, desc)
+            train_loss = _train_epoch(
+                net, loader, opt, sched, cfg, stats, device, bf16, desc, averaged
+            )
             row = {"epoch": epoch + 1, "train_loss": train_loss}
-            row.update(_validate(runner, val_ds, cfg, stats, device, bf16, monitor))
+            row.update(_validate(judged, val_ds, cfg, stats, device, bf16, monitor))
             row.update(lr=opt.param_groups[0]["lr"], seconds=round(time.time() - t0, 3))
             finite = row.pop("finite") and math.isfinite(train_loss)
             row["status"] = "ok" if finite else "diverged"
             improved = state.update(M.to_jsonable(row), monitor, mode, cfg.patience)
             if rank == 0:
-                _save(run_dir, model, opt, sched, state, meta, improved)
+                _save(run_dir, model, opt, sched, state, meta, improved, averaged)
                 _log(state, cfg.epochs, monitor, improved, train_loss, cfg.lr, bool(progress))
             barrier()
             if state.stopped_early or state.diverged:
@@ -396,24 +403,9 @@ def _features(model, dataset, cfg: TrainConfig, rank: int, world: int):
     return frozen.feature_dataset(model, dataset, cfg.cache_dir, cfg.batch_size)
 
 
-def cosine_factor(steps: int):
-    """The cosine schedule as a function of the optimiser step ``t``: the factor
-    ``(1 + cos(pi * min(t, steps) / steps)) / 2`` of the base lr (1 at the start, 0 after
-    ``steps`` steps; torch's CosineAnnealingLR with eta_min 0, in closed form).
-
-    A plain function of the step count (LambdaLR saves no state of a function), so a run
-    resumed with another ``epochs`` follows the new schedule's length from where it stands
-    (a restored CosineAnnealingLR keeps the old length and climbs again after the old end)."""
-    steps = max(1, int(steps))
-
-    def factor(t: int) -> float:
-        return 0.5 * (1.0 + math.cos(math.pi * min(t, steps) / steps))
-
-    return factor
-
-
-def _train_epoch(net, loader, opt, sched, cfg, stats, device, bf16, desc) -> float:
-    """One pass over the training data; returns the mean training loss over all ranks."""
+def _train_epoch(net, loader, opt, sched, cfg, stats, device, bf16, desc, averaged=None) -> float:
+    """One pass over the training data (``averaged``: a weight average, updated after every
+    optimiser step); returns the mean training loss over all ranks."""
     net.train()
     world = dist.get_world_size() if dist.is_initialized() else 1
     # (sum of loss x batch size, n), on the model's device: NCCL reduces CUDA tensors only
@@ -434,6 +426,8 @@ def _train_epoch(net, loader, opt, sched, cfg, stats, device, bf16, desc) -> flo
             opt.zero_grad(set_to_none=True)
             if sched is not None:
                 sched.step()
+            if averaged is not None:  # of the model itself, not of its DDP wrapper
+                averaged.update_parameters(net.module if dist.is_initialized() else net)
         loss_sum[0] += loss.detach().double() * len(y)
         loss_sum[1] += len(y)
     if dist.is_initialized():
@@ -531,21 +525,6 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
-@contextlib.contextmanager
-def _deterministic(on: bool, device: torch.device):
-    """Deterministic kernels inside the block (warning where none exists); restored after."""
-    before = torch.are_deterministic_algorithms_enabled()
-    if on:
-        if device.type == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before)
-
-
 def _log(state: RunState, epochs, monitor: str, improved: bool, loss: float, lr, verbose) -> None:
     """The epoch's line (and early stopping) on stderr when ``verbose``; divergence always."""
     if state.diverged:
@@ -565,13 +544,16 @@ def _log(state: RunState, epochs, monitor: str, improved: bool, loss: float, lr,
 # checkpoints and resume
 
 
-def _save(run_dir: Path, model, opt, sched, state: RunState, meta: dict, improved: bool) -> None:
-    """Write best.pt (if the epoch improved), last.pt (the resume point) and history.csv."""
+def _save(run_dir: Path, model, opt, sched, state: RunState, meta: dict, improved, averaged=None):
+    """Write best.pt (if the epoch improved: the weights validated, the average's if there is
+    one), last.pt (the resume point: weights, average, optimiser) and history.csv."""
     common = {"format": CHECKPOINT_FORMAT, "epoch": state.epoch, "config": json.dumps(meta)}
+    judged = model if averaged is None else averaged.module
+    judged = judged.model if isinstance(judged, FrozenHead) else judged
     if improved:
         metrics = json.dumps(state.history[-1])
         save_checkpoint(
-            run_dir / "best.pt", {**common, "model": model.state_dict(), "metrics": metrics}
+            run_dir / "best.pt", {**common, "model": judged.state_dict(), "metrics": metrics}
         )
     save_checkpoint(
         run_dir / "last.pt",
@@ -580,14 +562,18 @@ def _save(run_dir: Path, model, opt, sched, state: RunState, meta: dict, improve
             "model": model.state_dict(),
             "optimizer": opt.state_dict() if opt is not None else None,
             "scheduler": sched.state_dict() if sched is not None else None,
+            "averaged": averaged.state_dict() if averaged is not None else None,
             **dataclasses.asdict(state),
         },
     )
     _write_csv(run_dir / "history.csv", pd.DataFrame(state.history))
 
 
-def _resume(last: Path, model, opt, sched, meta: dict, patience: int | None, verbose) -> RunState:
-    """Load ``last.pt`` into the model, optimiser and scheduler; a fresh state if none.
+def _resume(
+    last: Path, model, opt, sched, meta: dict, patience, verbose, averaged=None
+) -> RunState:
+    """Load ``last.pt`` into the model, optimiser, scheduler (and weight average); a fresh state
+    if none.
 
     What may change on resume follows the config now: the scheduler takes only the step count
     (its length is the current ``epochs``'), and early stopping is judged with ``patience``."""
@@ -598,6 +584,8 @@ def _resume(last: Path, model, opt, sched, meta: dict, patience: int | None, ver
     state_dict = frozen.match_standardisation(model, ckpt["model"])  # older runs: identity
     check_state_dict(model, state_dict, ckpt["config"].get("model", {}))
     model.load_state_dict(state_dict)
+    if averaged is not None:  # (ema is a training setting: a resumed run has the same)
+        averaged.load_state_dict(ckpt["averaged"])
     opt.load_state_dict(ckpt["optimizer"])
     if sched is not None and ckpt.get("scheduler") is not None:
         sched.last_epoch = t = int(ckpt["scheduler"]["last_epoch"])  # optimiser steps so far

@@ -75,7 +75,8 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 def test_every_collective_gets_tensors_on_the_model_device(tmp_path, monkeypatch, device):
     """A one-epoch run inside an explicitly initialised process group of one (gloo on the CPU,
     nccl on a GPU) goes through every collective of the multi-process path; each tensor handed
-    to one lives on the model's device (NCCL reduces CUDA tensors only)."""
+    to one lives on the model's device (NCCL reduces CUDA tensors only). With a weight average
+    (ema), which is updated from the model inside the DDP wrapper."""
     seen = []
 
     def spy(name):
@@ -100,8 +101,9 @@ def test_every_collective_gets_tensors_on_the_model_device(tmp_path, monkeypatch
     try:
         model = _tiny_model()
         cfg = TrainConfig(
-            epochs=1, batch_size=4, lr=1e-3, patience=None, device=device, precision="fp32"
-        )
+            epochs=1, batch_size=4, lr=1e-3, patience=None, device=device, precision="fp32",
+            ema=0.9,
+        )  # fmt: skip
         train_ds, val_ds = _tiny_sets()
         fit(model, train_ds, val_ds, cfg, tmp_path / "run", progress=False)
         model_device = next(model.parameters()).device
