@@ -303,7 +303,8 @@ def fit(
             on their cached features, standardised with ``train_ds``'s per-feature mean and SD
             (:func:`slicelib.frozen.standardise_inputs`); ``head == "ridge"``: fitted in closed
             form, once (:func:`_fit_ridge`).
-        config: the :class:`TrainConfig` (optimisation and runtime fields are used here).
+        config: the :class:`TrainConfig` (optimisation and runtime fields are used here;
+            ``ema`` > 0: a moving average of the weights is validated and saved as best.pt).
         run_dir: where ``last.pt``, ``best.pt`` and ``history.csv`` go (rank 0 only).
         meta: the run config stored in checkpoints (see :func:`train`); built from ``config``,
             ``model.config`` and the training targets if omitted.
@@ -346,7 +347,8 @@ def fit(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_factor(steps))
     averaged = weight_average(runner, cfg.ema)  # None, or what is validated and saved as best
     judged = runner if averaged is None else averaged.module
-    state = _resume(run_dir / "last.pt", model, opt, sched, meta, cfg.patience, progress, averaged)
+    verbose = bool(progress)
+    state = _resume(run_dir / "last.pt", model, opt, sched, meta, cfg.patience, verbose, averaged)
     first = cfg.epochs if state.stopped_early or state.diverged else state.epoch + 1
 
     with deterministic_kernels(cfg.deterministic, device):
@@ -365,7 +367,7 @@ def fit(
             improved = state.update(M.to_jsonable(row), monitor, mode, cfg.patience)
             if rank == 0:
                 _save(run_dir, model, opt, sched, state, meta, improved, averaged)
-                _log(state, cfg.epochs, monitor, improved, train_loss, cfg.lr, bool(progress))
+                _log(state, cfg.epochs, monitor, improved, train_loss, cfg.lr, verbose)
             barrier()
             if state.stopped_early or state.diverged:
                 break
