@@ -304,7 +304,8 @@ def fit(
             (:func:`slicelib.frozen.standardise_inputs`); ``head == "ridge"``: fitted in closed
             form, once (:func:`_fit_ridge`).
         config: the :class:`TrainConfig` (optimisation and runtime fields are used here;
-            ``ema`` > 0: a moving average of the weights is validated and saved as best.pt).
+            ``ema`` > 0: a moving average of the weights is validated and saved as best.pt;
+            the history's ``raw_<monitor>`` column scores the trained weights themselves).
         run_dir: where ``last.pt``, ``best.pt`` and ``history.csv`` go (rank 0 only).
         meta: the run config stored in checkpoints (see :func:`train`); built from ``config``,
             ``model.config`` and the training targets if omitted.
@@ -361,6 +362,9 @@ def fit(
             )
             row = {"epoch": epoch + 1, "train_loss": train_loss}
             row.update(_validate(judged, val_ds, cfg, stats, device, bf16, monitor))
+            if averaged is not None:  # the raw weights' score too: what the average smooths
+                raw = _validate(runner, val_ds, cfg, stats, device, bf16, monitor)
+                row["raw_" + monitor] = raw[monitor]
             row.update(lr=opt.param_groups[0]["lr"], seconds=round(time.time() - t0, 3))
             finite = row.pop("finite") and math.isfinite(train_loss)
             row["status"] = "ok" if finite else "diverged"

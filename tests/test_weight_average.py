@@ -63,6 +63,19 @@ def test_without_ema_best_is_the_trained_weights(tmp_path):
         assert torch.equal(v, last["model"][k]), k
 
 
+def test_the_average_does_not_change_training(tmp_path):
+    """The average only watches: the trained weights follow the same path with and without it,
+    and its run's raw_val_mae column is the val_mae of the run without it."""
+    plain = _fit(tmp_path / "plain", epochs=2)
+    averaged = _fit(tmp_path / "ema", epochs=2, ema=0.5)
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("plain", "ema"))
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    raw = [r["raw_val_mae"] for r in averaged["history"]]
+    np.testing.assert_array_equal(raw, [r["val_mae"] for r in plain["history"]])
+    assert raw != [r["val_mae"] for r in averaged["history"]]
+
+
 def test_a_run_with_an_average_resumes_bit_identically(tmp_path):
     """Two epochs in one go, or one epoch and then resumed to two: the same average, weights
     and history (the average is saved in last.pt and restored)."""
