@@ -196,3 +196,6 @@ def test_cross_validated_table_is_computed_from_the_shipped_results():
     assert f"gain {gain:.2f} years of CV error" in words
     scratch = diff("finetune_scratch", "finetune_imagenet")
     assert f"the model is {scratch:.1f} years worse than from ImageNet" in words
+    behind, ahead = diff("sfcn", "finetune_imagenet"), -diff("sfcn", "finetune_scratch")
+    assert f"{behind:.2f} years behind the fine-tuned slice model" in words
+    assert f"but {ahead:.2f} years ahead of the slice model from scratch" in words
