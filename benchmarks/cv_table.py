@@ -57,8 +57,6 @@ NAMES = {
     "with raw-scan copies (no weight fitted)",
     "sfcn": "3D CNN, SFCN-style (Peng et al. 2021), whole volume, random init (lr from 1e-3, "
     "3e-3 and epoch chosen on an inner validation split; 30 epochs)",
-    "finetune_imagenet_ema": "the same fine-tuned model, validated and kept as a moving average "
-    "of its weights (--ema 0.95)",
 }
 
 
