@@ -4,8 +4,7 @@ import math
 
 import pytest
 import torch
-from tiny_data import SHAPE
-from torch.utils.data import TensorDataset
+from tiny_data import SHAPE, tensor_sets
 
 from slicelib.config import TrainConfig
 from slicelib.model import SliceModel
@@ -14,19 +13,12 @@ from slicelib.train import cosine_factor, fit
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _sets(n_train=8, n_val=4):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n_train + n_val, 1, *SHAPE, generator=g)
-    y = torch.rand(n_train + n_val, generator=g) * 60 + 20  # years
-    return TensorDataset(x[:n_train], y[:n_train]), TensorDataset(x[n_train:], y[n_train:])
-
-
 def _fit(run_dir, **over):
     model = SliceModel(
         "slice_cnn", embed_dim=8, volume_shape=SHAPE, target_mean=50.0, target_std=15.0, seed=0
     )
     cfg = TrainConfig(**{**dict(batch_size=4, lr=1e-2, patience=None, device="cpu"), **over})
-    return fit(model, *_sets(), cfg, run_dir, progress=False)
+    return fit(model, *tensor_sets(), cfg, run_dir, progress=False)
 
 
 def test_cosine_factor_is_the_closed_form():
@@ -85,7 +77,7 @@ def test_a_moved_weights_file_still_resumes_and_other_weights_do_not(tmp_path, m
             target_mean=50.0, target_std=15.0, seed=0,
         )  # fmt: skip
         cfg = TrainConfig(batch_size=4, lr=1e-3, epochs=epochs, device="cpu")
-        return fit(model, *_sets(), cfg, tmp_path / "run", progress=False)
+        return fit(model, *tensor_sets(), cfg, tmp_path / "run", progress=False)
 
     fit_with(first / "w.pth", 1)
     assert fit_with(moved / "w.pth", 2)["epochs_run"] == 2

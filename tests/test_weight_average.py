@@ -4,8 +4,7 @@ and a run with one resumes exactly."""
 import numpy as np
 import pytest
 import torch
-from tiny_data import SHAPE
-from torch.utils.data import TensorDataset
+from tiny_data import SHAPE, tensor_sets
 
 from slicelib.config import ConfigError, TrainConfig
 from slicelib.engine import load_checkpoint
@@ -13,13 +12,6 @@ from slicelib.model import SliceModel
 from slicelib.train import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _sets(n_train=8, n_val=4):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n_train + n_val, 1, *SHAPE, generator=g)
-    y = torch.rand(n_train + n_val, generator=g) * 60 + 20  # years
-    return TensorDataset(x[:n_train], y[:n_train]), TensorDataset(x[n_train:], y[n_train:])
 
 
 def _model():
@@ -30,7 +22,7 @@ def _model():
 
 def _fit(run_dir, **over):
     cfg = TrainConfig(**{**dict(batch_size=4, lr=1e-2, patience=None, device="cpu"), **over})
-    return fit(_model(), *_sets(), cfg, run_dir, progress=False)
+    return fit(_model(), *tensor_sets(), cfg, run_dir, progress=False)
 
 
 def test_best_checkpoint_holds_the_average_and_its_validation_score(tmp_path):
@@ -49,7 +41,7 @@ def test_best_checkpoint_holds_the_average_and_its_validation_score(tmp_path):
 
     model = _model()
     model.load_state_dict(best["model"])
-    x, y = _sets()[1].tensors
+    x, y = tensor_sets()[1].tensors
     with torch.no_grad():
         mae = (model.eval()(x) - y).abs().mean().item()
     assert out["history"][0]["val_mae"] == pytest.approx(mae, rel=1e-5)

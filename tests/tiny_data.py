@@ -9,6 +9,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import torch
+from torch.utils.data import TensorDataset
 
 SHAPE, VOXEL = (16, 20, 16), 8.0
 
@@ -75,3 +77,11 @@ def _toml(v):
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml(x) for x in v) + "]"
     return repr(v)
+
+
+def tensor_sets(n_train: int = 8, n_val: int = 4):
+    """(train, val) TensorDatasets of random volumes (1, *SHAPE) and ages in years (20-80)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n_train + n_val, 1, *SHAPE, generator=g)
+    y = torch.rand(n_train + n_val, generator=g) * 60 + 20  # years
+    return TensorDataset(x[:n_train], y[:n_train]), TensorDataset(x[n_train:], y[n_train:])
