@@ -138,7 +138,7 @@ def use_bf16(device: torch.device | str, precision: str) -> bool:
 
 
 # -----------------------------------------------------------------------------
-# checkpoints
+# the training loop's runtime: deterministic kernels, the lr schedule, the weight average
 
 
 @contextlib.contextmanager
@@ -186,6 +186,10 @@ def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel | None
     if not decay:
         return None
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
+
+
+# -----------------------------------------------------------------------------
+# checkpoints
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

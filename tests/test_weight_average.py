@@ -6,6 +6,7 @@ import pytest
 import torch
 from tiny_data import SHAPE, tensor_sets
 
+from slicelib import cli
 from slicelib.config import ConfigError, TrainConfig
 from slicelib.engine import load_checkpoint
 from slicelib.model import SliceModel
@@ -95,3 +96,11 @@ def test_changing_ema_is_refused_on_resume(tmp_path):
     _fit(tmp_path / "r", epochs=1, ema=0.5)
     with pytest.raises(ConfigError, match="ema"):
         _fit(tmp_path / "r", epochs=2, ema=0.9)
+
+
+def test_the_ema_flag_reaches_the_training_config():
+    """``--ema`` in train and compare (one value for every arm), absent = the default 0."""
+    p = cli.build_parser()
+    assert cli._overrides(p.parse_args("train --out r --ema 0.95".split()))["ema"] == 0.95
+    assert cli._overrides(p.parse_args("compare --out r --ema 0.9".split()))["ema"] == 0.9
+    assert cli._overrides(p.parse_args("train --out r".split()))["ema"] is None
