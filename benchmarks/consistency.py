@@ -52,6 +52,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import restore  # noqa: E402  (benchmarks/restore.py)
 
+from slicelib.augment import copy_of  # noqa: E402
+from slicelib.data import NORMALISATIONS  # noqa: E402
 from slicelib.runs import predict_files  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +101,8 @@ def train_fold(
     augmented copies of each training head (``--augment``; ``<work>/runs_augment<n>``), and
     raw scans harmonised to ``resolution_mm`` by its pipeline (``PipelineConfig.resolution_mm``;
     ``<work>/runs_res<mm>``; train it on a derivative made with the same setting), and with
-    the pre-made raw-scan copies of ``copies`` (``--copies``; ``<work>/runs_scancopies``).
+    the pre-made raw-scan copies of ``copies`` (``--copies``; ``<work>/runs_scancopies``, or
+    ``runs_scancopies<n>`` for ``n`` > 1 copies per head).
 
     Returns:
         The run directory.
@@ -107,7 +110,9 @@ def train_fold(
     runs = "runs" if normalise == "foreground" else f"runs_{normalise}"
     runs += f"_augment{augment}" if augment else ""
     runs += f"_res{resolution_mm:g}" if resolution_mm else ""
-    runs += "_scancopies" if copies else ""
+    if copies:
+        n = per_head(copies)
+        runs += "_scancopies" if n == 1 else f"_scancopies{n}"
     run = work / runs / f"fold{fold}"
     if (run / "best.pt").is_file():
         return run
@@ -126,6 +131,13 @@ def train_fold(
     print("$", shlex.join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     return run
+
+
+def per_head(copies: str | os.PathLike) -> int:
+    """Raw-scan copies per head in a copies table (the participants.tsv of
+    ``make_derivative.py --copies``; ids ``<id>~scan<k>``): the largest count of one head."""
+    ids = pd.read_csv(copies, sep="\t", usecols=["participant_id"])["participant_id"]
+    return int(ids.map(copy_of).value_counts().max())
 
 
 def chosen_run(lr_choice: str | os.PathLike, fold: int) -> Path:
@@ -200,7 +212,7 @@ def main(argv=None) -> None:
     ap.add_argument("--work", default="/tmp/slicelib-consistency", help="runs, re-stored files")
     ap.add_argument("--jobs", type=int, default=1, help="preprocessing processes per subject")
     ap.add_argument(
-        "--normalise", default="foreground", choices=["foreground", "quantile", "template"],
+        "--normalise", default="foreground", choices=NORMALISATIONS,
         help="the models' intensity normalisation (PreprocessConfig.normalise)",
     )  # fmt: skip
     ap.add_argument("--augment", type=int, default=0, help="augmented copies per training head")

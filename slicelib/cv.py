@@ -25,7 +25,7 @@ to +-5 SD). :func:`run_cv` fits them fold by fold, records every model's trainin
 subjects, and resumes: the (arm, fold, seed) triples already in ``oof.csv`` are not refitted.
 
 The frozen-feature arms (:data:`FROZEN`): the same ridge on block-pooled slice features of a
-frozen MobileNetV2 (ImageNet or seeded random weights, 3 axes; volumes z-scored, quantile-
+frozen MobileNetV2 (ImageNet or seeded random weights, 3 axes; volumes z-scored, quantile- or tissue-
 standardised or kept inside the template's brain mask; with 0, 2 or 4 grid copies per head),
 encoded once and cached under ``<out>/cache/`` (keyed by weights and preprocessing).
 
@@ -77,6 +77,7 @@ FROZEN = {
     "ridge_frozen_imagenet_template": ("imagenet", "template", 0),
     "ridge_frozen_imagenet_template_augment": ("imagenet", "template", 2),
     "ridge_frozen_imagenet_template_augment4": ("imagenet", "template", 4),
+    "ridge_frozen_imagenet_tissue_augment": ("imagenet", "tissue", 2),
 }
 ARMS = BASELINES + tuple(FROZEN)
 FROZEN_BACKBONE, FROZEN_AXES = "mobilenet_v2", ("sagittal", "coronal", "axial")

@@ -28,6 +28,11 @@ gamma, a rescale, uint8 storage) gives the same array, at the cost of the histog
 (the grey/white contrast ratio). ``normalise="template"`` (:func:`within_template`) keeps only
 the brain inside the MNI152 brain mask and z-scores it there, so the edge of the scan's own
 brain mask (which moves with the scan's resolution and contrast) no longer reaches the model.
+``normalise="tissue"`` (:func:`standardise_tissues`) goes one step further: inside the same
+region it maps intensities piecewise-linearly so that the CSF, grey- and white-matter means of
+a 3-class Gaussian mixture land at fixed values. A smooth monotonic change (a gamma, another
+sequence's contrast) then barely moves the tissues, while their extent (atrophy) is kept; the
+contrast between the tissues, itself an age cue, is given up.
 The cache stores the z-scored volume once and computes either when read, so switching costs
 no new preprocessing.
 
@@ -89,9 +94,9 @@ __all__ = [
 #: Bump when the preprocessing code changes in a way that changes its output.
 CACHE_VERSION = "4"  # 4: methods register/resample/translate, MNI read from the original header
 #: The intensity normalisations (``PreprocessConfig.normalise``; see the module doc).
-NORMALISATIONS = ("foreground", "whole", "quantile", "template")
+NORMALISATIONS = ("foreground", "whole", "quantile", "template", "tissue")
 #: The normalisations computed from the stored foreground z-score when a volume is read.
-READ_TIME_NORMALISATIONS = ("quantile", "template")
+READ_TIME_NORMALISATIONS = ("quantile", "template", "tissue")
 #: The preprocessing methods (see the module doc).
 METHODS = ("register", "resample", "translate")
 #: Old method names, read by :meth:`PreprocessConfig.from_dict` only.
@@ -123,7 +128,9 @@ class PreprocessConfig:
             "quantile" (the foreground z-score, then :func:`standardise_histogram`: invariant
             to monotonic intensity changes; every method), or "template" (the foreground
             z-score inside the MNI152 brain mask only, :func:`within_template`: the edge of the
-            scan's own brain mask no longer reaches the model; registered brains).
+            scan's own brain mask no longer reaches the model; registered brains), or "tissue"
+            (as "template", then the tissue means put at fixed values,
+            :func:`standardise_tissues`; registered brains).
         scale_to_fit: method "translate": shrink a head that would not fit (never enlarges).
         interpolation: methods "resample"/"translate": "continuous" (3rd-order spline),
             "linear" or "nearest" (nilearn).
@@ -490,14 +497,96 @@ def within_template(volume: np.ndarray, affine: np.ndarray, name: str = "volume"
     return out
 
 
+#: Where ``normalise="tissue"`` puts the CSF, grey- and white-matter means (unitless): about
+#: where they lie in IXI brains z-scored inside the template's mask on the 4 mm grid.
+TISSUE_LEVELS = (-1.35, -0.05, 1.0)
+
+
+def tissue_means(values: np.ndarray, name: str = "volume") -> np.ndarray:
+    """The three means of a 3-class Gaussian mixture of brain intensities (CSF, grey and white
+    matter in a T1 scan), by scikit-learn's ``GaussianMixture`` (started from the 10th, 50th
+    and 90th percentiles; deterministic).
+
+    Args:
+        values: 1D array (N,) of brain voxel intensities (any unit; z-scored here).
+        name: what the values come from (the scan's file), named in errors.
+
+    Returns:
+        float64 array (3,): the means, ascending (the values' unit).
+
+    Raises:
+        DataError when the mixture does not converge, two means lie within 0.05 SD of each
+        other or a class holds under 2 % of the voxels: fewer than three intensity levels (a
+        label image, not a T1 brain).
+    """
+    from sklearn.exceptions import ConvergenceWarning  # imported here: sklearn is slow to import
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(values, dtype=np.float64).reshape(-1, 1)  # (N, 1)
+    start = np.percentile(x, [10, 50, 90]).reshape(3, 1)
+    with warnings.catch_warnings():  # judged below: a degenerate image warns in k-means
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mix = GaussianMixture(3, means_init=start, random_state=0, max_iter=200).fit(x)
+    means = np.sort(mix.means_.ravel())
+    if (
+        not mix.converged_
+        or np.min(np.diff(means)) < 0.05 * float(x.std())
+        or mix.weights_.min() < 0.02
+    ):
+        raise DataError(
+            f"{name}: the brain's intensities do not show three tissues (mixture means "
+            f"{np.round(means, 3).tolist()}, weights {np.round(mix.weights_, 3).tolist()}) for "
+            "normalise='tissue'. Check the scan (a T1 "
+            "brain is expected) and its QC, or use normalise='template'."
+        )
+    return means
+
+
+def standardise_tissues(volume: np.ndarray, affine: np.ndarray, name: str = "volume") -> np.ndarray:
+    """Tissue-landmark intensity standardisation of a registered, z-scored brain.
+
+    The region is :func:`within_template`'s (the brain inside the MNI152 brain mask, z-scored
+    there). Its CSF, grey- and white-matter means (:func:`tissue_means`) are mapped to
+    :data:`TISSUE_LEVELS` by a piecewise-linear, increasing map, continued beyond the outer
+    means with the slope of the nearest segment (the background, below every tissue, follows
+    the lower one). A smooth monotonic intensity change (a gamma of 0.7-1.4, another scanner's
+    grey/white contrast) becomes nearly the identity after it; the histogram's shape between
+    the landmarks and the tissues' extent are kept (unlike ``normalise="quantile"``), the
+    tissue contrast is not.
+
+    Args:
+        volume: array (X, Y, Z), z-scored (unitless), background constant at its minimum.
+        affine: (4, 4) voxel -> MNI mm affine of the grid.
+        name: what the volume is (the scan's file), named in errors.
+
+    Returns:
+        float32 array (X, Y, Z) (unitless): the tissue means at :data:`TISSUE_LEVELS`.
+
+    Raises:
+        DataError as :func:`within_template` and :func:`tissue_means`.
+    """
+    v = within_template(volume, affine, name)
+    background = float(v.min())
+    xp = tissue_means(v[v > background], name)
+    fp = np.asarray(TISSUE_LEVELS, dtype=np.float64)
+    low, high = (fp[1] - fp[0]) / (xp[1] - xp[0]), (fp[2] - fp[1]) / (xp[2] - xp[1])
+    out = np.interp(v, xp, fp)
+    out = np.where(v < xp[0], fp[0] + (v - xp[0]) * low, out)
+    out = np.where(v > xp[2], fp[2] + (v - xp[2]) * high, out)
+    return out.astype(np.float32)
+
+
 def read_time_normalise(volume: np.ndarray, config: PreprocessConfig, name: str = "volume"):
     """The normalisation of ``config`` computed from a stored foreground z-score: "quantile"
-    (:func:`standardise_histogram`) or "template" (:func:`within_template`); the volume
-    unchanged for the others. (X, Y, Z) in, (X, Y, Z) out (float32 when changed)."""
+    (:func:`standardise_histogram`), "template" (:func:`within_template`) or "tissue"
+    (:func:`standardise_tissues`); the volume unchanged for the others. (X, Y, Z) in,
+    (X, Y, Z) out (float32 when changed)."""
     if config.normalise == "quantile":
         return standardise_histogram(volume, name)
     if config.normalise == "template":
         return within_template(volume, config.affine, name)
+    if config.normalise == "tissue":
+        return standardise_tissues(volume, config.affine, name)
     return volume
 
 

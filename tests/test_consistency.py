@@ -195,6 +195,21 @@ def test_train_fold_passes_the_normalisation_and_keeps_each_in_its_own_runs(tmp_
         )
 
 
+def test_runs_with_pre_made_copies_are_named_by_their_copies_per_head(tmp_path, monkeypatch):
+    monkeypatch.setattr(consistency.subprocess, "run", lambda cmd, **kw: None)
+    data = tmp_path / "participants.tsv"
+    for n, runs in (
+        (1, "runs_tissue_augment2_scancopies"),
+        (3, "runs_tissue_augment2_scancopies3"),
+    ):
+        copies = tmp_path / f"copies{n}.tsv"
+        ids = [f"IXI{i:03d}-HH-1~scan{k}" for i in range(4) for k in range(n)]
+        pd.DataFrame({"participant_id": ids, "age": 50.0}).to_csv(copies, sep="\t", index=False)
+        assert consistency.per_head(copies) == n
+        run = consistency.train_fold(_folds(), 1, data, tmp_path, 0, "tissue", 2, None, copies)
+        assert run == tmp_path / runs / "fold1"  # a 3-copy model never reuses a 1-copy one
+
+
 def test_choose_subjects_is_seeded_and_per_fold():
     folds = _folds().assign(age=40.0)
     a = consistency.choose_subjects(folds, 2, seed=0)

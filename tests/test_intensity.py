@@ -154,3 +154,57 @@ def test_template_normalisation_refuses_a_volume_outside_the_template():
     vol[:3, :3, :3] = 1.0  # a corner: no registered brain there
     with pytest.raises(DataError, match="scan.nii.gz: only 0 brain voxel.*MNI152 brain mask"):
         within_template(vol, affine, "scan.nii.gz")
+
+
+# normalise="tissue": the template's region, tissue means put at fixed values (standardise_tissues)
+
+
+def _three_tissue_brain(transform=lambda raw: raw, seed: int = 0):
+    """A z-scored 'registered brain' on the 4 mm MNI grid: the template's brain mask holding
+    CSF, grey and white matter (20/40/40 % of voxels at T1-like intensities 100/180/250, SD 8),
+    after ``transform`` of the raw intensities; and the tissue label of every voxel."""
+    from slicelib.io import grid
+    from slicelib.utils import mni_template
+
+    shape, affine = grid(4.0)
+    brain = mni_template(shape, affine, what="mask").get_fdata() > 0.5
+    rng = np.random.default_rng(seed)
+    label = rng.choice(3, size=shape, p=[0.2, 0.4, 0.4])
+    raw = np.where(brain, np.array([100.0, 180.0, 250.0])[label] + rng.normal(0, 8, shape), 0.0)
+    raw = transform(raw)
+    mean, std = raw[brain].mean(), raw[brain].std()
+    return ((raw - mean) / std).astype(np.float32), affine, brain, label
+
+
+def test_tissue_normalisation_puts_the_tissue_means_at_the_levels_and_undoes_a_gamma():
+    from slicelib.data import (
+        TISSUE_LEVELS,
+        read_time_normalise,
+        standardise_tissues,
+        within_template,
+    )
+
+    vol, affine, brain, label = _three_tissue_brain()
+    out = standardise_tissues(vol, affine, "head.nii.gz")
+    means = [out[brain & (label == k)].mean() for k in range(3)]
+    np.testing.assert_allclose(means, TISSUE_LEVELS, atol=0.02)
+    assert np.all(out[~brain] < out[brain].min())  # the background stays below every tissue
+    cfg = PreprocessConfig(method="resample", volume_shape=vol.shape, voxel_size=4.0,
+                           normalise="tissue")  # fmt: skip
+    np.testing.assert_array_equal(read_time_normalise(vol, cfg), out)
+    assert cfg.stored().normalise == "foreground"  # one cache entry with the z-score
+    for gamma in (0.7, 1.4):
+        changed, *_ = _three_tissue_brain(lambda raw, g=gamma: 300.0 * (raw / 300.0) ** g)
+        by_template = np.abs(within_template(changed, affine) - within_template(vol, affine))
+        by_template = by_template[brain].mean()
+        by_tissue = np.abs(standardise_tissues(changed, affine) - out)[brain].mean()
+        assert by_tissue < 0.25 * by_template  # the gamma is (nearly) undone; the z-score is not
+
+
+def test_tissue_normalisation_refuses_a_brain_without_three_tissues():
+    from slicelib.data import standardise_tissues
+
+    two_levels = lambda raw: np.where(raw > 0, np.where(raw > 150, 250.0, 100.0), 0.0)  # noqa: E731
+    vol, affine, _, _ = _three_tissue_brain(two_levels)  # a label image, not a T1 brain
+    with pytest.raises(DataError, match="scan.nii.gz: the brain's intensities do not show three"):
+        standardise_tissues(vol, affine, "scan.nii.gz")
