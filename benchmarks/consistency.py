@@ -93,7 +93,7 @@ def fold_split(folds: pd.DataFrame, fold: int, seed: int, val_fraction: float = 
 def train_fold(
     folds: pd.DataFrame, fold: int, data: Path, work: Path, seed: int,
     normalise: str = "foreground", augment: int = 0, resolution_mm: float | None = None,
-    copies: str | None = None,
+    copies: str | None = None, smooth_mm: float = 0.0,
 ) -> Path:  # fmt: skip
     """Train fold ``fold``'s model with ``slicelib train`` (skipped when its best.pt exists),
     its volumes normalised by ``normalise`` (``PreprocessConfig.normalise``: "foreground", the
@@ -102,7 +102,8 @@ def train_fold(
     raw scans harmonised to ``resolution_mm`` by its pipeline (``PipelineConfig.resolution_mm``;
     ``<work>/runs_res<mm>``; train it on a derivative made with the same setting), and with
     the pre-made raw-scan copies of ``copies`` (``--copies``; ``<work>/runs_scancopies``, or
-    ``runs_scancopies<n>`` for ``n`` > 1 copies per head).
+    ``runs_scancopies<n>`` for ``n`` > 1 copies per head), and volumes smoothed by a Gaussian
+    of FWHM ``smooth_mm`` when read (``PreprocessConfig.smooth_mm``; ``<work>/runs_smooth<mm>``).
 
     Returns:
         The run directory.
@@ -110,6 +111,7 @@ def train_fold(
     runs = "runs" if normalise == "foreground" else f"runs_{normalise}"
     runs += f"_augment{augment}" if augment else ""
     runs += f"_res{resolution_mm:g}" if resolution_mm else ""
+    runs += f"_smooth{smooth_mm:g}" if smooth_mm else ""
     if copies:
         n = per_head(copies)
         runs += "_scancopies" if n == 1 else f"_scancopies{n}"
@@ -120,8 +122,10 @@ def train_fold(
     split_file.parent.mkdir(parents=True, exist_ok=True)
     fold_split(folds, fold, seed).to_csv(split_file, sep="\t", index=False)
     res = f"-res{resolution_mm:g}" if resolution_mm else ""
-    toml = work / "splits" / f"fold{fold}-{normalise}{res}.toml"
+    smooth = f"-smooth{smooth_mm:g}" if smooth_mm else ""
+    toml = work / "splits" / f"fold{fold}-{normalise}{res}{smooth}.toml"
     text = f'split = "{split_file}"\n\n[preprocess]\nnormalise = "{normalise}"\n'
+    text += f"smooth_mm = {float(smooth_mm)}\n" if smooth_mm else ""
     if resolution_mm:
         text += f"\n[preprocess.pipeline]\nresolution_mm = {float(resolution_mm)}\n"
     toml.write_text(text)
@@ -217,6 +221,10 @@ def main(argv=None) -> None:
     )  # fmt: skip
     ap.add_argument("--augment", type=int, default=0, help="augmented copies per training head")
     ap.add_argument(
+        "--smooth-mm", type=float, default=0.0,
+        help="FWHM (mm) of a Gaussian applied to every volume when read (PreprocessConfig.smooth_mm)",
+    )  # fmt: skip
+    ap.add_argument(
         "--resolution-mm", type=float, default=None,
         help="harmonise raw scans to this resolution (PipelineConfig.resolution_mm); --data must "
         "be a derivative made with the same setting (make_derivative.py --resolution-mm)",
@@ -239,7 +247,7 @@ def main(argv=None) -> None:
         for k in sorted(set(folds["fold"])):
             train_fold(
                 folds, k, Path(args.data), work, args.seed, args.normalise, args.augment,
-                args.resolution_mm, args.copies,
+                args.resolution_mm, args.copies, args.smooth_mm,
             )  # fmt: skip
         return
     raw_table = pd.read_csv(raw / "participants.tsv", sep="\t", dtype={"participant_id": str})
@@ -273,6 +281,7 @@ def main(argv=None) -> None:
                 args.augment,
                 args.resolution_mm,
                 args.copies,
+                args.smooth_mm,
             )
         )
         seed = 1000 * args.seed + int(pid[3:6])  # the bias field's: per subject (IXI number)
@@ -317,7 +326,12 @@ def model_text(args) -> str:
     return (
         "ridge read-out of frozen ImageNet MobileNetV2 slice features (3 axes, 4 blocks), "
         f"volumes normalised by `{args.normalise}` (`PreprocessConfig.normalise`), "
-        f"{getattr(args, 'augment', 0)} augmented copies of each training head (`--augment`), "
+        + (
+            f"smoothed by a {args.smooth_mm:g} mm FWHM Gaussian when read (`--smooth-mm`), "
+            if getattr(args, "smooth_mm", 0)
+            else ""
+        )
+        + f"{getattr(args, 'augment', 0)} augmented copies of each training head (`--augment`), "
         + (
             f"every scan harmonised to {args.resolution_mm:g} mm (`--resolution-mm`: trained on "
             f"`{args.data}`, made with the same setting), "

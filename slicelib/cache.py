@@ -284,7 +284,7 @@ def load_preprocessed(
 
     Returns:
         array (X, Y, Z), z-scored; float16 (cached; memory-mapped if ``mmap``) or float32
-        (``use_cache=False``, or ``normalise="quantile"`` / ``"template"``: computed from the
+        (``use_cache=False``, or a read-time normalisation or smoothing: computed from the
         cached z-scored entry when read, :func:`slicelib.data.read_time_normalise`). Callers
         wanting float32 use ``np.asarray(a, np.float32)``.
     """

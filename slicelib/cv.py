@@ -25,9 +25,9 @@ to +-5 SD). :func:`run_cv` fits them fold by fold, records every model's trainin
 subjects, and resumes: the (arm, fold, seed) triples already in ``oof.csv`` are not refitted.
 
 The frozen-feature arms (:data:`FROZEN`): the same ridge on block-pooled slice features of a
-frozen MobileNetV2 (ImageNet or seeded random weights, 3 axes; volumes z-scored, quantile- or tissue-
-standardised or kept inside the template's brain mask; with 0, 2 or 4 grid copies per head),
-encoded once and cached under ``<out>/cache/`` (keyed by weights and preprocessing).
+frozen MobileNetV2 (ImageNet or seeded random weights, 3 axes; volumes z-scored, quantile-
+standardised or kept inside the template's brain mask, optionally smoothed; 0, 2 or 4 grid
+copies per head), encoded once and cached under ``<out>/cache/`` (keyed by weights, preprocessing).
 
     python -m slicelib.cv --data data/ixi_hh_4mm --out benchmarks/results/ixi_cv_baselines
     python -m slicelib.cv --data data/ixi_hh_4mm --out benchmarks/results/ixi_cv_frozen --arms \\
@@ -57,27 +57,27 @@ from slicelib.frozen import CLIP_SD, RIDGE_ALPHAS, penalty_splits, pooled_featur
 from slicelib.splits import make_folds
 from slicelib.utils import atomic_write, block_mean, pearson_r, print_tables
 
-__all__ = ["OOF_COLUMNS", "BASELINES", "RIDGE_ALPHAS", "FROZEN", "ARMS", "make_folds"]
+__all__ = ["OOF_COLUMNS", "BASELINES", "RIDGE_ALPHAS", "FROZEN", "ARMS", "make_folds", "read_oof"]
 __all__ += ["read_folds", "fold_splits", "roi_features", "voxel_features", "baseline_arms"]
-__all__ += ["read_oof", "run_cv", "summarise_oof", "ensemble_oof", "cv_baselines"]
-__all__ += ["feature_rows", "ridge_estimator", "frozen_arm_features"]
+__all__ += ["run_cv", "summarise_oof", "ensemble_oof", "cv_baselines", "feature_rows"]
+__all__ += ["ridge_estimator", "frozen_arm_features"]
 
 OOF_COLUMNS = ["participant_id", "fold", "arm", "seed", "prediction", "target"]
 # RIDGE_ALPHAS, CLIP_SD: the one ridge recipe, shared with the frozen ridge head (slicelib.frozen).
 # Standardised features are clipped to +-CLIP_SD (training mean and SD): one IXI head's regional
-# volumes (IXI256-HH-1723, a failed parcellation: many regions 0, others doubled) lie 11 SD out
-# and, unclipped, the ridge predicts it 135 years old
+# volumes (IXI256-HH-1723, a failed parcellation) lie 11 SD out; unclipped, it is predicted 135 y
 BASELINES = ("mean", "ridge_roi", "ridge_voxels")  # the arms of baseline_arms
-# arm -> (weights, None: seeded random; PreprocessConfig.normalise; augmented copies per head)
+SMOOTHED = dict(normalise="template", smooth_mm=10.0)  # a 10 mm FWHM Gaussian when read
+# arm -> (weights, None: seeded random; PreprocessConfig overrides; augmented copies per head)
 FROZEN = {
-    "ridge_frozen_imagenet": ("imagenet", "foreground", 0),
-    "ridge_frozen_random": (None, "foreground", 0),
-    "ridge_frozen_imagenet_quantile": ("imagenet", "quantile", 0),
-    "ridge_frozen_imagenet_augment": ("imagenet", "foreground", 2),
-    "ridge_frozen_imagenet_template": ("imagenet", "template", 0),
-    "ridge_frozen_imagenet_template_augment": ("imagenet", "template", 2),
-    "ridge_frozen_imagenet_template_augment4": ("imagenet", "template", 4),
-    "ridge_frozen_imagenet_tissue_augment": ("imagenet", "tissue", 2),
+    "ridge_frozen_imagenet": ("imagenet", dict(normalise="foreground"), 0),
+    "ridge_frozen_random": (None, dict(normalise="foreground"), 0),
+    "ridge_frozen_imagenet_quantile": ("imagenet", dict(normalise="quantile"), 0),
+    "ridge_frozen_imagenet_augment": ("imagenet", dict(normalise="foreground"), 2),
+    "ridge_frozen_imagenet_template": ("imagenet", dict(normalise="template"), 0),
+    "ridge_frozen_imagenet_template_augment": ("imagenet", dict(normalise="template"), 2),
+    "ridge_frozen_imagenet_template_augment4": ("imagenet", dict(normalise="template"), 4),
+    "ridge_frozen_imagenet_template_smooth_augment": ("imagenet", SMOOTHED, 2),
 }
 ARMS = BASELINES + tuple(FROZEN)
 FROZEN_BACKBONE, FROZEN_AXES = "mobilenet_v2", ("sagittal", "coronal", "axial")
@@ -521,7 +521,7 @@ def frozen_arm_features(
     augmented copies (:func:`slicelib.augment.training_copies`; :func:`run_cv` trains on a
     subject's copies with it) and for the pre-made copies of ``copies`` (a participants table,
     :func:`slicelib.augment.premade_copies`); returns its (features [N, P], record)."""
-    weights, normalise, n_copies = FROZEN[arm]
+    weights, overrides, n_copies = FROZEN[arm]
     if weights == "imagenet" and imagenet_weights:
         weights = imagenet_weights
     t = ixi_derivative(data_dir)
@@ -531,7 +531,7 @@ def frozen_arm_features(
         [table, training_copies(table, n_copies, seed, cache_dir), premade_copies(table, copies)]
     )
     return pooled_features(
-        table, {**t.attrs["preprocess"], "normalise": normalise}, n_blocks,
+        table, {**t.attrs["preprocess"], **overrides}, n_blocks,
         FROZEN_BACKBONE, weights, FROZEN_AXES, seed, cache_dir, progress,
     )  # fmt: skip
 

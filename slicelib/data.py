@@ -19,22 +19,10 @@ cache key and the run's checkpoint, so predict applies what training did):
 ``"translate"``: translation-only head centring (:mod:`slicelib.centre`), the explicit
     fallback when no registration is possible; not aligned voxel by voxel.
 
-Intensity standardisation (``PreprocessConfig.normalise``): the z-score (default
-``"foreground"``) is linear, so a scan stored with another contrast (a gamma, another sequence
-or scanner, FreeSurfer's white-matter scaling) reaches the model with another histogram.
-``normalise="quantile"`` (:func:`standardise_histogram`) replaces the z-scored brain's voxels by
-the standard-normal quantiles of their ranks: every monotonic change of the intensities (a
-gamma, a rescale, uint8 storage) gives the same array, at the cost of the histogram's shape
-(the grey/white contrast ratio). ``normalise="template"`` (:func:`within_template`) keeps only
-the brain inside the MNI152 brain mask and z-scores it there, so the edge of the scan's own
-brain mask (which moves with the scan's resolution and contrast) no longer reaches the model.
-``normalise="tissue"`` (:func:`standardise_tissues`) goes one step further: inside the same
-region it maps intensities piecewise-linearly so that the CSF, grey- and white-matter means of
-a 3-class Gaussian mixture land at fixed values. A smooth monotonic change (a gamma, another
-sequence's contrast) then barely moves the tissues, while their extent (atrophy) is kept; the
-contrast between the tissues, itself an age cue, is given up.
-The cache stores the z-scored volume once and computes either when read, so switching costs
-no new preprocessing.
+Intensity standardisation (``PreprocessConfig.normalise``, ``smooth_mm``): the z-score within
+the brain (default ``"foreground"``), or a standardisation computed from it when a volume is
+read (:mod:`slicelib.intensity`: ranks, the template's mask, tissue landmarks, a Gaussian
+smoothing). The cache stores the z-scored volume once, so switching costs no new preprocessing.
 
 Old names (``"pipeline"``, ``"mni"``, ``"centre"`` and the old ``centre`` key) are read only by
 :meth:`PreprocessConfig.from_dict`, where saved configs and checkpoints are loaded.
@@ -63,12 +51,19 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from scipy.special import ndtri
-from scipy.stats import rankdata
 
 from slicelib import pipeline, qc
 from slicelib.centre import border_stats, centre_transform, foreground_mask, head_anchor
 from slicelib.errors import DataError, PipelineError
+from slicelib.intensity import (  # re-exported: the config's normalisations
+    NORMALISATIONS,
+    READ_TIME_NORMALISATIONS,
+    moments,
+    read_time_normalise,
+    standardise_histogram,
+    standardise_tissues,
+    within_template,
+)
 from slicelib.io import MNI_2MM_AFFINE, MNI_2MM_SHAPE, declares_mni, load_nifti, target_affine
 from slicelib.pipeline import PipelineConfig
 from slicelib.utils import mni_template, resample
@@ -88,15 +83,13 @@ __all__ = [
     "preprocess",
     "standardise_histogram",
     "within_template",
+    "standardise_tissues",
     "read_time_normalise",
+    "NORMALISATIONS",
 ]
 
 #: Bump when the preprocessing code changes in a way that changes its output.
 CACHE_VERSION = "4"  # 4: methods register/resample/translate, MNI read from the original header
-#: The intensity normalisations (``PreprocessConfig.normalise``; see the module doc).
-NORMALISATIONS = ("foreground", "whole", "quantile", "template", "tissue")
-#: The normalisations computed from the stored foreground z-score when a volume is read.
-READ_TIME_NORMALISATIONS = ("quantile", "template", "tissue")
 #: The preprocessing methods (see the module doc).
 METHODS = ("register", "resample", "translate")
 #: Old method names, read by :meth:`PreprocessConfig.from_dict` only.
@@ -130,7 +123,11 @@ class PreprocessConfig:
             z-score inside the MNI152 brain mask only, :func:`within_template`: the edge of the
             scan's own brain mask no longer reaches the model; registered brains), or "tissue"
             (as "template", then the tissue means put at fixed values,
-            :func:`standardise_tissues`; registered brains).
+            :func:`standardise_tissues`; registered brains). All but the first two are
+            computed from the stored z-score when read (:mod:`slicelib.intensity`).
+        smooth_mm: FWHM (mm) of an isotropic Gaussian applied after ``normalise`` when a
+            volume is read (:func:`slicelib.intensity.smooth`); 0 (default): none. Left out of
+            :meth:`to_dict` when 0, so earlier configs and cache keys are unchanged.
         scale_to_fit: method "translate": shrink a head that would not fit (never enlarges).
         interpolation: methods "resample"/"translate": "continuous" (3rd-order spline),
             "linear" or "nearest" (nilearn).
@@ -144,6 +141,7 @@ class PreprocessConfig:
     method: str | None = None
     pipeline: dict = field(default_factory=dict)
     normalise: str = "foreground"
+    smooth_mm: float = 0.0
     scale_to_fit: bool = False
     interpolation: str = "continuous"
     register: Callable[[nib.Nifti1Image], nib.Nifti1Image] | None = field(
@@ -161,6 +159,12 @@ class PreprocessConfig:
         if not self.voxel_size > 0:
             raise ValueError(f"PreprocessConfig.voxel_size must be > 0 mm, got {self.voxel_size}")
         _check_choice("normalise", self.normalise, NORMALISATIONS)
+        self.smooth_mm = float(self.smooth_mm)
+        if not 0 <= self.smooth_mm < 100:
+            raise ValueError(
+                f"PreprocessConfig.smooth_mm must be a FWHM in mm in [0, 100), got "
+                f"{self.smooth_mm}; 0 turns the smoothing off"
+            )
         _check_choice("interpolation", self.interpolation, ("continuous", "linear", "nearest"))
         if self.register is not None:
             self._check_register()
@@ -198,12 +202,13 @@ class PreprocessConfig:
             self.register_name = f"{self.register.__module__}.{name}"
 
     def stored(self) -> PreprocessConfig:
-        """The config whose volumes the cache stores: ``normalise="quantile"`` and
-        ``"template"`` are computed from the foreground z-score when read
-        (:func:`read_time_normalise`), so they share its entry."""
-        if self.normalise not in READ_TIME_NORMALISATIONS:
+        """The config whose volumes the cache stores: the read-time normalisations
+        (:data:`READ_TIME_NORMALISATIONS`) and the smoothing are computed from the foreground
+        z-score when read (:func:`read_time_normalise`), so they share its entry."""
+        if self.normalise not in READ_TIME_NORMALISATIONS and not self.smooth_mm:
             return self
-        return dataclasses.replace(self, normalise="foreground")
+        normalise = "foreground" if self.normalise in READ_TIME_NORMALISATIONS else self.normalise
+        return dataclasses.replace(self, normalise=normalise, smooth_mm=0.0)
 
     @property
     def affine(self) -> np.ndarray:
@@ -215,6 +220,8 @@ class PreprocessConfig:
         d = {
             f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "register"
         }
+        if not self.smooth_mm:
+            del d["smooth_mm"]
         return {**d, "volume_shape": list(self.volume_shape), "pipeline": dict(self.pipeline)}
 
     @classmethod
@@ -405,7 +412,7 @@ def _by_resampling(img, config: PreprocessConfig, name: str, move: bool):
             nonzero = nib.Nifti1Image((src != 0).astype(np.float32), img.affine)
             brain = _resample(nonzero, sample, shape, "linear") > 0.5
     fg = brain if stripped else foreground_mask(data)
-    mean, std = _moments(data, None if config.normalise == "whole" else fg, name)
+    mean, std = moments(data, None if config.normalise == "whole" else fg, name)
     vol = (data - mean) / std
     if stripped:
         vol[~brain] = -mean / std  # as the pipeline: the value an intensity of 0 maps to
@@ -419,187 +426,6 @@ def _by_resampling(img, config: PreprocessConfig, name: str, move: bool):
     }
     info["inside_fraction"] = float(info["qc"]["inside"])
     return vol.astype(np.float32), info
-
-
-def standardise_histogram(volume: np.ndarray, name: str = "volume") -> np.ndarray:
-    """Quantile (rank) intensity standardisation of a z-scored volume.
-
-    The brain is the voxels above the volume's minimum (the background of a registered or
-    skull-stripped brain is one constant below all tissue; for an unstripped head every voxel
-    above the darkest counts). Each brain voxel becomes the standard-normal quantile of its
-    rank, ``Phi^-1((rank - 0.5) / n)`` (ties share their mean rank); the background becomes the
-    lowest of these values. Any strictly increasing change of the intensities (gamma, rescale,
-    offset) leaves the result unchanged; the histogram's shape is given up.
-
-    Args:
-        volume: array (X, Y, Z), any float dtype (z-scored, unitless).
-        name: what the volume is (the scan's file), named in errors.
-
-    Returns:
-        float32 array (X, Y, Z): brain mean ~0 and SD ~1 (unitless), background constant.
-
-    Raises:
-        DataError when fewer than 100 voxels lie above the minimum (a constant image).
-    """
-    v = np.asarray(volume, dtype=np.float32)
-    brain = v > v.min()
-    n = int(brain.sum())
-    if n < 100:
-        raise DataError(
-            f"{name}: only {n} voxel(s) above the background for the quantile standardisation; "
-            "the volume is (nearly) constant. Check the scan, or use normalise='foreground'."
-        )
-    quantiles = ndtri((rankdata(v[brain], method="average") - 0.5) / n).astype(np.float32)
-    out = np.full(v.shape, quantiles.min(), dtype=np.float32)
-    out[brain] = quantiles
-    return out
-
-
-def within_template(volume: np.ndarray, affine: np.ndarray, name: str = "volume") -> np.ndarray:
-    """The foreground z-score of a brain restricted to the MNI152 brain mask of its grid.
-
-    The brain is the voxels above the volume's minimum (as :func:`standardise_histogram`);
-    the region kept is that brain inside the template's brain mask on the grid
-    (:func:`slicelib.utils.mni_template`, ``what="mask"``). The region is z-scored again and
-    every other voxel gets the value an intensity of 0 maps to, exactly as if the pipeline had
-    used (the scan's brain mask AND the template's) as the brain mask. The rim of the scan's own
-    mask outside the template's (about 8 % of an IXI brain at 4 mm) changes with the scan's
-    brain extraction (a thick-slice scan's deepbet mask is about 4 % larger); it no longer
-    reaches the model. Meant for registered brains (method "register", or a brain already in
-    MNI space); the volume's own edge is kept where it lies inside the template's mask.
-
-    Args:
-        volume: array (X, Y, Z), z-scored (unitless), background constant at its minimum.
-        affine: (4, 4) voxel -> MNI mm affine of the grid.
-        name: what the volume is (the scan's file), named in errors.
-
-    Returns:
-        float32 array (X, Y, Z): the kept region z-scored (mean 0, SD 1), the rest constant.
-
-    Raises:
-        DataError when fewer than 100 brain voxels lie inside the template's mask (the volume
-        is not a registered brain, or registration failed).
-    """
-    v = np.asarray(volume, dtype=np.float32)
-    template = mni_template(v.shape, affine, what="mask").get_fdata() > 0.5
-    background = float(v.min())
-    region = (v > background) & template
-    n = int(region.sum())
-    if n < 100:
-        raise DataError(
-            f"{name}: only {n} brain voxel(s) inside the MNI152 brain mask of the grid for "
-            "normalise='template'; the volume is not a registered brain (or its registration "
-            "failed). Check the scan's QC, or use normalise='foreground'."
-        )
-    mean, std = _moments(v, region, name)
-    out = np.full(v.shape, (background - mean) / std, dtype=np.float32)
-    out[region] = (v[region] - mean) / std
-    return out
-
-
-#: Where ``normalise="tissue"`` puts the CSF, grey- and white-matter means (unitless): about
-#: where they lie in IXI brains z-scored inside the template's mask on the 4 mm grid.
-TISSUE_LEVELS = (-1.35, -0.05, 1.0)
-
-
-def tissue_means(values: np.ndarray, name: str = "volume") -> np.ndarray:
-    """The three means of a 3-class Gaussian mixture of brain intensities (CSF, grey and white
-    matter in a T1 scan), by scikit-learn's ``GaussianMixture`` (started from the 10th, 50th
-    and 90th percentiles; deterministic).
-
-    Args:
-        values: 1D array (N,) of brain voxel intensities (any unit; z-scored here).
-        name: what the values come from (the scan's file), named in errors.
-
-    Returns:
-        float64 array (3,): the means, ascending (the values' unit).
-
-    Raises:
-        DataError when the mixture does not converge, two means lie within 0.05 SD of each
-        other or a class holds under 2 % of the voxels: fewer than three intensity levels (a
-        label image, not a T1 brain).
-    """
-    from sklearn.exceptions import ConvergenceWarning  # imported here: sklearn is slow to import
-    from sklearn.mixture import GaussianMixture
-
-    x = np.asarray(values, dtype=np.float64).reshape(-1, 1)  # (N, 1)
-    start = np.percentile(x, [10, 50, 90]).reshape(3, 1)
-    with warnings.catch_warnings():  # judged below: a degenerate image warns in k-means
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        mix = GaussianMixture(3, means_init=start, random_state=0, max_iter=200).fit(x)
-    means = np.sort(mix.means_.ravel())
-    if (
-        not mix.converged_
-        or np.min(np.diff(means)) < 0.05 * float(x.std())
-        or mix.weights_.min() < 0.02
-    ):
-        raise DataError(
-            f"{name}: the brain's intensities do not show three tissues (mixture means "
-            f"{np.round(means, 3).tolist()}, weights {np.round(mix.weights_, 3).tolist()}) for "
-            "normalise='tissue'. Check the scan (a T1 "
-            "brain is expected) and its QC, or use normalise='template'."
-        )
-    return means
-
-
-def standardise_tissues(volume: np.ndarray, affine: np.ndarray, name: str = "volume") -> np.ndarray:
-    """Tissue-landmark intensity standardisation of a registered, z-scored brain.
-
-    The region is :func:`within_template`'s (the brain inside the MNI152 brain mask, z-scored
-    there). Its CSF, grey- and white-matter means (:func:`tissue_means`) are mapped to
-    :data:`TISSUE_LEVELS` by a piecewise-linear, increasing map, continued beyond the outer
-    means with the slope of the nearest segment (the background, below every tissue, follows
-    the lower one). A smooth monotonic intensity change (a gamma of 0.7-1.4, another scanner's
-    grey/white contrast) becomes nearly the identity after it; the histogram's shape between
-    the landmarks and the tissues' extent are kept (unlike ``normalise="quantile"``), the
-    tissue contrast is not.
-
-    Args:
-        volume: array (X, Y, Z), z-scored (unitless), background constant at its minimum.
-        affine: (4, 4) voxel -> MNI mm affine of the grid.
-        name: what the volume is (the scan's file), named in errors.
-
-    Returns:
-        float32 array (X, Y, Z) (unitless): the tissue means at :data:`TISSUE_LEVELS`.
-
-    Raises:
-        DataError as :func:`within_template` and :func:`tissue_means`.
-    """
-    v = within_template(volume, affine, name)
-    background = float(v.min())
-    xp = tissue_means(v[v > background], name)
-    fp = np.asarray(TISSUE_LEVELS, dtype=np.float64)
-    low, high = (fp[1] - fp[0]) / (xp[1] - xp[0]), (fp[2] - fp[1]) / (xp[2] - xp[1])
-    out = np.interp(v, xp, fp)
-    out = np.where(v < xp[0], fp[0] + (v - xp[0]) * low, out)
-    out = np.where(v > xp[2], fp[2] + (v - xp[2]) * high, out)
-    return out.astype(np.float32)
-
-
-def read_time_normalise(volume: np.ndarray, config: PreprocessConfig, name: str = "volume"):
-    """The normalisation of ``config`` computed from a stored foreground z-score: "quantile"
-    (:func:`standardise_histogram`), "template" (:func:`within_template`) or "tissue"
-    (:func:`standardise_tissues`); the volume unchanged for the others. (X, Y, Z) in,
-    (X, Y, Z) out (float32 when changed)."""
-    if config.normalise == "quantile":
-        return standardise_histogram(volume, name)
-    if config.normalise == "template":
-        return within_template(volume, config.affine, name)
-    if config.normalise == "tissue":
-        return standardise_tissues(volume, config.affine, name)
-    return volume
-
-
-def _moments(data: np.ndarray, mask: np.ndarray | None, name: str) -> tuple[float, float]:
-    vals = data[mask] if mask is not None else data
-    mean = float(vals.mean(dtype=np.float64)) if vals.size else 0.0
-    std = float(vals.std(dtype=np.float64)) if vals.size else 0.0
-    if not std > 1e-6 * max(1.0, abs(mean)):
-        raise DataError(
-            f"{name}: intensities are constant inside the brain/foreground on the grid (std "
-            f"{std:g}): a binary mask or an empty image? A T1 scan is needed, inside the grid."
-        )
-    return mean, std
 
 
 def _resampled_qc(vol, fg, stripped: bool, img, config: PreprocessConfig, scale: float) -> dict:

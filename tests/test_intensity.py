@@ -177,7 +177,7 @@ def _three_tissue_brain(transform=lambda raw: raw, seed: int = 0):
 
 
 def test_tissue_normalisation_puts_the_tissue_means_at_the_levels_and_undoes_a_gamma():
-    from slicelib.data import (
+    from slicelib.intensity import (
         TISSUE_LEVELS,
         read_time_normalise,
         standardise_tissues,
@@ -202,9 +202,36 @@ def test_tissue_normalisation_puts_the_tissue_means_at_the_levels_and_undoes_a_g
 
 
 def test_tissue_normalisation_refuses_a_brain_without_three_tissues():
-    from slicelib.data import standardise_tissues
+    from slicelib.intensity import standardise_tissues
 
     two_levels = lambda raw: np.where(raw > 0, np.where(raw > 150, 250.0, 100.0), 0.0)  # noqa: E731
     vol, affine, _, _ = _three_tissue_brain(two_levels)  # a label image, not a T1 brain
     with pytest.raises(DataError, match="scan.nii.gz: the brain's intensities do not show three"):
         standardise_tissues(vol, affine, "scan.nii.gz")
+
+
+# smooth_mm: a Gaussian of that FWHM after the normalisation, when read (slicelib.intensity.smooth)
+
+
+def test_smoothing_is_read_time_a_gaussian_of_the_fwhm_and_left_out_of_old_keys(tmp_path):
+    from scipy.ndimage import gaussian_filter
+
+    path = _brain(tmp_path, "head")
+    z = PreprocessConfig(**GRID)
+    s = dataclasses.replace(z, normalise="template", smooth_mm=9.42)
+    assert "smooth_mm" not in z.to_dict()  # earlier configs and cache keys unchanged
+    assert PreprocessConfig.from_dict(s.to_dict()) == s and s.to_dict()["smooth_mm"] == 9.42
+    assert s.stored() == z  # one cache entry with the z-score
+    assert dataclasses.replace(z, smooth_mm=4.0).stored() == z
+    cdir = tmp_path / "cache"
+    first = np.asarray(C.load_preprocessed(path, z, cdir), np.float32)
+    entries = sorted(cdir.glob("*.npy"))
+    smoothed = C.load_preprocessed(path, dataclasses.replace(z, smooth_mm=9.42), cdir)
+    assert sorted(cdir.glob("*.npy")) == entries
+    sigma = 9.42 / 2.3548 / GRID["voxel_size"]  # FWHM -> SD, in voxels: about 1
+    np.testing.assert_allclose(smoothed, gaussian_filter(first, sigma, mode="nearest"), atol=1e-3)
+    assert smoothed.std() < first.std()
+    model = SliceModel("mobilenet_v2", weights=None, seed=0)
+    assert encoder_key(model, z.to_dict()) != encoder_key(model, s.to_dict())
+    with pytest.raises(ValueError, match="smooth_mm must be a FWHM in mm"):
+        PreprocessConfig(smooth_mm=-1)
