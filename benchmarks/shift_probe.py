@@ -113,11 +113,16 @@ def main(argv=None) -> None:
     out.to_csv(a.out, index=False, float_format="%.4g")
     change = out.filter(like="shift_").abs().to_numpy()
     change = change[~np.isnan(change)]
+    moves = (
+        f"|change| per 1 mm move: median {np.median(change):.2f} y, p90 "
+        f"{np.percentile(change, 90):.2f} y ({len(moved)} heads x {len(SHIFTS)} moves)"
+        if change.size
+        else "no moved heads (--per-fold 0)"
+    )
     print(
         f"normalise {a.normalise}, smooth {a.smooth_mm:g} mm, scale {a.scale:g}: out-of-fold MAE "
-        f"{np.abs(out.prediction - out.age).mean():.2f} y over {len(out)} heads; |change| per "
-        f"1 mm move: median {np.median(change):.2f} y, p90 {np.percentile(change, 90):.2f} y "
-        f"({len(moved)} heads x {len(SHIFTS)} moves); {time.time() - t0:.0f} s"
+        f"{np.abs(out.prediction - out.age).mean():.2f} y over {len(out)} heads; {moves}; "
+        f"{time.time() - t0:.0f} s"
     )
 
 
