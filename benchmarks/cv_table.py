@@ -55,6 +55,10 @@ NAMES = {
     "copies and 1 raw-scan copy of each training head",
     "ensemble_finetune_scancopies": "mean of the fine-tuned slice model and the read-out trained "
     "with raw-scan copies (no weight fitted)",
+    "finetune_imagenet_copies": "the fine-tuned ImageNet slice model trained with 2 augmented "
+    "copies and 1 raw-scan copy of each training head (lr 1e-3)",
+    "ensemble_finetune_copies_scancopies": "mean of the fine-tuned slice model trained with the "
+    "copies and the read-out trained with raw-scan copies (no weight fitted)",
     "sfcn": "3D CNN, SFCN-style (Peng et al. 2021), whole volume, random init (lr from 1e-3, "
     "3e-3 and epoch chosen on an inner validation split; 30 epochs)",
 }
