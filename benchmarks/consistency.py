@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import restore  # noqa: E402  (benchmarks/restore.py)
 
 from slicelib.augment import copy_of  # noqa: E402
-from slicelib.data import NORMALISATIONS  # noqa: E402
+from slicelib.intensity import NORMALISATIONS  # noqa: E402
 from slicelib.runs import predict_files  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -55,13 +55,12 @@ import numpy as np
 from slicelib import pipeline, qc
 from slicelib.centre import border_stats, centre_transform, foreground_mask, head_anchor
 from slicelib.errors import DataError, PipelineError
-from slicelib.intensity import (  # re-exported: the config's normalisations
+from slicelib.intensity import (  # the last three re-exported (defined there since 2026-12-08)
     NORMALISATIONS,
     READ_TIME_NORMALISATIONS,
     moments,
     read_time_normalise,
     standardise_histogram,
-    standardise_tissues,
     within_template,
 )
 from slicelib.io import MNI_2MM_AFFINE, MNI_2MM_SHAPE, declares_mni, load_nifti, target_affine
@@ -83,9 +82,7 @@ __all__ = [
     "preprocess",
     "standardise_histogram",
     "within_template",
-    "standardise_tissues",
     "read_time_normalise",
-    "NORMALISATIONS",
 ]
 
 #: Bump when the preprocessing code changes in a way that changes its output.
@@ -123,8 +120,8 @@ class PreprocessConfig:
             z-score inside the MNI152 brain mask only, :func:`within_template`: the edge of the
             scan's own brain mask no longer reaches the model; registered brains), or "tissue"
             (as "template", then the tissue means put at fixed values,
-            :func:`standardise_tissues`; registered brains). All but the first two are
-            computed from the stored z-score when read (:mod:`slicelib.intensity`).
+            :func:`slicelib.intensity.standardise_tissues`; registered brains). All but the
+            first two are computed from the stored z-score when read (:mod:`slicelib.intensity`).
         smooth_mm: FWHM (mm) of an isotropic Gaussian applied after ``normalise`` when a
             volume is read (:func:`slicelib.intensity.smooth`); 0 (default): none. Left out of
             :meth:`to_dict` when 0, so earlier configs and cache keys are unchanged.
